@@ -1,0 +1,3 @@
+from dbsync.cli import main
+
+main()
