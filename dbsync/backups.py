@@ -1,0 +1,121 @@
+"""Backups of collections before a merge changes them, and restoring them.
+
+A backup is a folder ``database_sync/backups/<id>/`` holding one snapshot file per collection
+(the same verified format as ``database_backup/``) and ``backup.json`` describing it. The id
+sorts by creation time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dbsync import extjson
+from dbsync.errors import InvalidInput, UsageError
+from dbsync.files import write_bytes_atomically
+from dbsync.snapshot import line_document, read_sections, snapshot_filename
+from dbsync.store import Document, Store
+
+META = "backup.json"
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    id: str
+    created: str
+    collections: list[str]
+    reason: str
+
+    @property
+    def sort_key(self) -> str:
+        return self.id
+
+
+def new_backup_id(now: datetime.datetime | None = None) -> str:
+    """``20261122T054012123Z-1a2b``: sortable, and unique even within one millisecond."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-" + secrets.token_hex(2)
+
+
+def backups_dir(state_dir: Path) -> Path:
+    return state_dir / "backups"
+
+
+def backup_folder(state_dir: Path, backup_id: str) -> Path:
+    return backups_dir(state_dir) / backup_id
+
+
+def collection_file(folder: Path, collection: str) -> Path:
+    return folder / snapshot_filename(collection)
+
+
+def write_meta(folder: Path, info: BackupInfo) -> None:
+    write_bytes_atomically(folder / META, json.dumps(asdict(info), indent=2).encode() + b"\n")
+
+
+def list_backups(state_dir: Path) -> list[BackupInfo]:
+    """Complete backups, newest first (a folder without ``backup.json`` was never finished)."""
+    root = backups_dir(state_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in root.iterdir():
+        meta = folder / META
+        if meta.is_file():
+            found.append(BackupInfo(**json.loads(meta.read_text())))
+    return sorted(found, key=lambda info: info.id, reverse=True)
+
+
+def find_backup(state_dir: Path, backup_id: str) -> BackupInfo:
+    for info in list_backups(state_dir):
+        if info.id == backup_id:
+            return info
+    known = ", ".join(info.id for info in list_backups(state_dir)[:5]) or "none yet"
+    raise UsageError(f"no backup {backup_id!r}", hint=f"see 'dbsync backups' (newest: {known})")
+
+
+def backup_documents(folder: Path, collection: str) -> Iterator[Document]:
+    """The documents of one collection in a backup, checked against their hashes."""
+    for section in read_sections(collection_file(folder, collection), deep=True):
+        for line in section.records:
+            document = extjson.from_json_value(line_document(line))
+            assert isinstance(document, dict)
+            yield document
+
+
+def restore_collections(store: Store, folder: Path, collections: list[str]) -> None:
+    """Put the backed-up collections back exactly as they were."""
+    for collection in collections:
+        store.replace_collection(collection, backup_documents(folder, collection))
+
+
+def check_free_space(folder: Path, needed_bytes: int) -> None:
+    """Refuse before writing a backup that the disk cannot hold (with a margin)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes * 2 + 16 * 1024 * 1024:
+        raise InvalidInput(
+            f"not enough free disk space for a backup in {folder}: "
+            f"{free // 2**20} MiB free, about {needed_bytes * 2 // 2**20 + 16} MiB needed",
+            hint="free some space or run 'dbsync prune --keep N'; nothing was written",
+        )
+
+
+def remove_unfinished(state_dir: Path) -> None:
+    """Remove backup folders that never got their ``backup.json`` (a crash while writing)."""
+    root = backups_dir(state_dir)
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if folder.is_dir() and not (folder / META).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def folder_size(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())

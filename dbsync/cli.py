@@ -1,0 +1,387 @@
+"""The ``dbsync`` command line: options, help, output and exit codes — nothing else.
+
+Each command reads its options, calls one service in ``dbsync.commands``, and renders the
+result. Errors are ``DbsyncError`` subclasses, turned into exit codes in ``main`` only.
+"""
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from dbsync import __version__
+from dbsync.commands import dump as dump_service
+from dbsync.commands import export as export_service
+from dbsync.commands import import_file as import_service
+from dbsync.commands import init as init_service
+from dbsync.commands import stats as stats_service
+from dbsync.commands import verify as verify_service
+from dbsync.commands.common import open_configured_store
+from dbsync.config import Config, load_config
+from dbsync.errors import DbsyncError, InvalidInput
+from dbsync.progress import NoProgress, Progress
+from dbsync.store import Store
+
+app = typer.Typer(
+    name="dbsync",
+    help="Keep the MongoDB databases of several machines identical through an ordinary git remote.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- global options
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    uri: str | None = None
+    database: str | None = None
+    config: Path | None = None
+    quiet: bool = False
+    verbose: bool = False
+
+
+_GLOBAL_PARAMETERS = [
+    inspect.Parameter(
+        "uri",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            str | None,
+            typer.Option(
+                "--uri",
+                help="MongoDB URI (mongodb://, mongodb+srv://) or embedded://PATH. "
+                "Overrides DBSYNC_URI and the config files.",
+                show_default=False,
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "database",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            str | None,
+            typer.Option("--database", help="Database name. Overrides DBSYNC_DATABASE."),
+        ],
+    ),
+    inspect.Parameter(
+        "config",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Path | None,
+            typer.Option("--config", help="Path to dbsync.toml (default: found upwards)."),
+        ],
+    ),
+    inspect.Parameter(
+        "quiet",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")],
+    ),
+    inspect.Parameter(
+        "verbose",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[
+            bool, typer.Option("--verbose", "-v", help="Print more, tracebacks included.")
+        ],
+    ),
+]
+_GLOBAL_NAMES = [parameter.name for parameter in _GLOBAL_PARAMETERS]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _merged_options(context: typer.Context, given: dict[str, Any]) -> GlobalOptions:
+    """Options given after the subcommand win over the same options given before it."""
+    parent = context.find_object(GlobalOptions) or GlobalOptions()
+    changes = {k: v for k, v in given.items() if v not in (None, False)}
+    return replace(parent, **changes)
+
+
+def report_error(error: DbsyncError) -> None:
+    """The one place where an expected error becomes a message and an exit code."""
+    err.print(f"error: {error.message}", markup=False)
+    if error.hint:
+        err.print(f"hint: {error.hint}", markup=False)
+    raise typer.Exit(error.exit_code)
+
+
+_CONTEXT_PARAMETER = inspect.Parameter(
+    "_dbsync_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+)
+
+
+def command(target: typer.Typer = app, name: str | None = None) -> Callable[[F], F]:
+    """Register a command that also accepts the global options (``dbsync export --uri X``)."""
+
+    def register(function: F) -> F:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            context = kwargs.pop(_CONTEXT_PARAMETER.name)
+            given = {name: kwargs.pop(name) for name in _GLOBAL_NAMES}
+            _CURRENT.append(_merged_options(context, given))
+            try:
+                return function(*args, **kwargs)
+            except DbsyncError as error:
+                report_error(error)
+            finally:
+                _CURRENT.pop()
+
+        parameters = [*signature.parameters.values(), *_GLOBAL_PARAMETERS, _CONTEXT_PARAMETER]
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        target.command(name)(wrapper)
+        return function
+
+    return register
+
+
+_CURRENT: list[GlobalOptions] = []
+
+
+def options() -> GlobalOptions:
+    return _CURRENT[-1] if _CURRENT else GlobalOptions()
+
+
+def config() -> Config:
+    given = options()
+    flags = {"uri": given.uri, "database": given.database}
+    return load_config(config_file=given.config, flags=flags)
+
+
+@contextmanager
+def opened_store(configuration: Config) -> Iterator[Store]:
+    store = open_configured_store(configuration)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@app.callback()
+def main_callback(
+    context: typer.Context,
+    uri: Annotated[
+        str | None, typer.Option("--uri", help="MongoDB URI or embedded://PATH.")
+    ] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Database name.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="Path to dbsync.toml.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print more.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Keep the MongoDB databases of several machines identical through an ordinary git remote.
+
+    Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 database unreachable,
+    4 invalid or corrupt input, 5 refused by a safety guard.
+    """
+    if version:
+        out.print(f"dbsync {__version__}")
+        raise typer.Exit(0)
+    context.obj = GlobalOptions(uri, database, config_file, quiet, verbose)
+
+
+# ---------------------------------------------------------------- rendering helpers
+
+
+def say(message: str) -> None:
+    if not options().quiet:
+        out.print(message)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+class BarProgress:
+    """A rich progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self._bar: RichProgress | None = None
+        self._task: Any = None
+
+    def start(self, label: str, total: int | None = None) -> None:
+        self._bar = RichProgress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, count: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, count)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def progress() -> Progress:
+    if options().quiet or not err.is_terminal:
+        return NoProgress()
+    return BarProgress()
+
+
+# ---------------------------------------------------------------- commands
+
+
+@command()
+def init(
+    *,
+    asset: Annotated[
+        str | None, typer.Option("--asset", help="Name of this machine (default: hostname).")
+    ] = None,
+) -> None:
+    """Write dbsync.toml and dbsync.local.toml, and ignore the local state in .gitignore."""
+    given = options()
+    result = init_service.init_project(
+        Path.cwd(), uri=given.uri, database=given.database, asset=asset
+    )
+    for name in result.created:
+        say(f"created {name}")
+    for name in result.kept:
+        say(f"kept existing {name}")
+    for note in result.notes:
+        say(note)
+
+
+@command()
+def export(
+    *,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", "-c", help="Export only this collection (repeatable)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write every collection into this one file."),
+    ] = None,
+) -> None:
+    """Write the database's collections to snapshot files (default: the snapshot directory)."""
+    configuration = config()
+    with opened_store(configuration) as store:
+        results = export_service.export(
+            configuration, store, collections=collection, output=output, progress=progress()
+        )
+    for result in results:
+        state = "changed" if result.changed else "unchanged"
+        say(f"{result.collection}: {result.records} records → {result.path} ({state})")
+
+
+@command(name="import")
+def import_(
+    file: Annotated[
+        Path, typer.Argument(help="Extended JSON: one document per line, or an array.")
+    ],
+    *,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Target collection.")],
+    mode: Annotated[
+        import_service.ImportMode,
+        typer.Option("--mode", help="insert refuses existing _ids; upsert replaces them."),
+    ] = import_service.ImportMode.insert,
+) -> None:
+    """Load an Extended JSON file (mongoexport output, relaxed or canonical) into a collection."""
+    configuration = config()
+    with opened_store(configuration) as store:
+        result = import_service.import_file(store, file, collection, mode, progress())
+    say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
+
+
+@command()
+def dump(
+    collection: Annotated[str, typer.Argument(help="The collection to print.")],
+) -> None:
+    """Print a collection as canonical Extended JSON, one document per line, sorted by key."""
+    configuration = config()
+    with opened_store(configuration) as store:
+        for line in dump_service.dump_lines(configuration, store, collection):
+            sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+
+
+@command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="A snapshot file or directory.")],
+    *,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check format, ordering and every record hash; name each bad line."""
+    report = verify_service.verify_path(path)
+    if json:
+        print_json(
+            {
+                "ok": report.ok,
+                "files": report.files,
+                "records": report.records,
+                "problems": [
+                    {"file": p.path, "line": p.line, "problem": p.message} for p in report.problems
+                ],
+            }
+        )
+    else:
+        for problem in report.problems:
+            err.print(str(problem), markup=False)
+        if report.ok:
+            say(f"ok: {report.files} file(s), {report.records} records verified")
+    if not report.ok:
+        raise InvalidInput(f"{len(report.problems)} problem(s) in {path}")
+
+
+@command()
+def stats(
+    *,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Per collection: documents, size and snapshot state."""
+    configuration = config()
+    with opened_store(configuration) as store:
+        document = stats_service.collection_stats(configuration, store)
+    if json:
+        print_json(document)
+        return
+    table = Table(title=f"database {document['database']}")
+    for column in ("collection", "documents", "size", "snapshot records", "snapshot"):
+        table.add_column(column)
+    for name, row in document["collections"].items():
+        snapshot = "-" if row["snapshot_records"] is None else str(row["snapshot_records"])
+        table.add_row(name, str(row["count"]), str(row["size_bytes"]), snapshot, row["snapshot"])
+    out.print(table)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """The console script. Usage errors exit 2 (typer's own handling); ``DbsyncError``s are
+    mapped to their exit codes by ``report_error``; anything else is a bug and exits 1."""
+    app()

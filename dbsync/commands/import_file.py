@@ -1,0 +1,139 @@
+"""``dbsync import``: Extended JSON (mongoexport lines or a JSON array) → a collection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+from bson import ObjectId
+
+from dbsync import extjson
+from dbsync.errors import InvalidInput
+from dbsync.progress import NoProgress, Progress
+from dbsync.store import Document, Store
+
+BATCH = 1000
+
+
+class ImportMode(str, Enum):
+    insert = "insert"
+    upsert = "upsert"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    collection: str
+    documents: int
+    mode: ImportMode
+
+
+def _first_character(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        while chunk := handle.read(4096):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[:1]
+    return b""
+
+
+def _decode(value: Any, where: str) -> Document:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}: expected a JSON object, got {type(value).__name__}")
+    try:
+        document = extjson.from_json_value(value)
+    except InvalidInput as error:
+        raise InvalidInput(f"{where}: {error.message}") from None
+    if not isinstance(document, dict):
+        raise InvalidInput(f"{where}: expected a document, got an Extended JSON value")
+    return document
+
+
+def read_documents(path: Path) -> Iterator[Document]:
+    """The documents of a file: a JSON array, or one document per line (mongoexport's default).
+
+    Canonical, relaxed and legacy Extended JSON are all read; a bad document names its line
+    (or its position in the array).
+    """
+    try:
+        first = _first_character(path)
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
+    if first == b"[":
+        yield from _read_array(path)
+        return
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as error:
+                raise InvalidInput(f"{path}:{number}: not valid JSON ({error})") from None
+            yield _decode(value, f"{path}:{number}")
+
+
+def _read_array(path: Path) -> Iterator[Document]:
+    try:
+        values = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"{path}: not a valid JSON array ({error})") from None
+    for index, value in enumerate(values):
+        yield _decode(value, f"{path}: item {index}")
+
+
+def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
+    while batch := list(islice(documents, BATCH)):
+        yield batch
+
+
+def _check_insertable(store: Store, collection: str, path: Path) -> int:
+    """Read the whole file once: every document valid, no ``_id`` twice or already stored."""
+    seen: set[bytes] = set()
+    count = 0
+    for batch in _batches(read_documents(path)):
+        ids = [doc["_id"] for doc in batch if "_id" in doc]
+        for identifier in ids:
+            encoded = orjson.dumps(extjson.value_to_json(identifier))
+            if encoded in seen:
+                raise InvalidInput(f"{path}: _id {encoded.decode()} appears twice in the file")
+            seen.add(encoded)
+        existing = store.find_by_ids(collection, ids) if ids else []
+        if existing:
+            shown = orjson.dumps(extjson.value_to_json(existing[0]["_id"])).decode()
+            raise InvalidInput(
+                f"{collection} already holds {len(existing)} of these documents (_id {shown}...)",
+                hint="use --mode upsert to replace them",
+            )
+        count += len(batch)
+    return count
+
+
+def import_file(
+    store: Store,
+    path: Path,
+    collection: str,
+    mode: ImportMode,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Validate the whole file first, then write it in batches."""
+    progress = progress or NoProgress()
+    if mode is ImportMode.insert:
+        total = _check_insertable(store, collection, path)
+    else:
+        total = sum(1 for _ in read_documents(path))
+    progress.start(f"import {collection}", total)
+    for batch in _batches(read_documents(path)):
+        for doc in batch:
+            doc.setdefault("_id", ObjectId())
+        if mode is ImportMode.insert:
+            store.insert_many(collection, batch)
+        else:
+            store.apply(collection, batch, [])
+        progress.advance(len(batch))
+    progress.finish()
+    return ImportResult(collection, total, mode)

@@ -1,0 +1,104 @@
+"""``dbsync init``: the configuration files of a project, shared and local."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbsync.config import (
+    CONFIG_FILE,
+    DEFAULT_EMBEDDED_URI,
+    DEFAULT_SNAPSHOT_DIR,
+    LOCAL_CONFIG_FILE,
+    STATE_DIR,
+)
+from dbsync.files import write_bytes_atomically
+from dbsync.git import toplevel
+
+IGNORED = (f"{STATE_DIR}/", LOCAL_CONFIG_FILE)
+
+
+@dataclass
+class InitResult:
+    root: Path
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _default_database(root: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", root.name)[:63] or "dbsync"
+
+
+def shared_config_text(database: str) -> str:
+    return (
+        "# dbsync: shared by every asset (tracked in git). See README.md for every key.\n"
+        f"database = {_toml_string(database)}\n"
+        f'snapshot_dir = "{DEFAULT_SNAPSHOT_DIR}"\n'
+        "\n"
+        "# [collections.NAME]\n"
+        '# key = ["_id"]            # fields that identify a record across assets\n'
+        '# timestamp = "updated_at" # the field that says which version is newer\n'
+        "# preserve = []            # fields a newer version must not lose\n"
+        "# exclude = false          # true: never exported nor merged\n"
+    )
+
+
+def local_config_text(uri: str, asset: str) -> str:
+    return (
+        "# dbsync: this asset only (not tracked). Flags and DBSYNC_* variables override it.\n"
+        f"uri = {_toml_string(uri)}\n"
+        f"asset = {_toml_string(asset)}\n"
+    )
+
+
+def ensure_gitignore(root: Path) -> list[str]:
+    """Add the state folder and the local config to ``.gitignore``; returns what was added."""
+    path = root / ".gitignore"
+    text = path.read_text() if path.exists() else ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [entry for entry in IGNORED if entry not in present]
+    if missing:
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        write_bytes_atomically(path, (text + prefix + "\n".join(missing) + "\n").encode())
+    return missing
+
+
+def init_project(
+    cwd: Path, *, uri: str | None, database: str | None, asset: str | None
+) -> InitResult:
+    """Write what is missing; never overwrite a file that exists (idempotent)."""
+    root = toplevel(cwd) or cwd
+    result = InitResult(root)
+    shared = root / CONFIG_FILE
+    if shared.exists():
+        result.kept.append(CONFIG_FILE)
+    else:
+        database = database or _default_database(root)
+        write_bytes_atomically(shared, shared_config_text(database).encode())
+        result.created.append(CONFIG_FILE)
+    local = root / LOCAL_CONFIG_FILE
+    if local.exists():
+        result.kept.append(LOCAL_CONFIG_FILE)
+    else:
+        chosen = uri or DEFAULT_EMBEDDED_URI
+        write_bytes_atomically(
+            local, local_config_text(chosen, asset or socket.gethostname()).encode()
+        )
+        result.created.append(LOCAL_CONFIG_FILE)
+        if uri is None:
+            result.notes.append(
+                f"using the embedded store in {STATE_DIR}/db (no server needed); "
+                "pass --uri mongodb://HOST/ to sync a MongoDB instead"
+            )
+    added = ensure_gitignore(root)
+    if added:
+        result.created.append(".gitignore entries: " + ", ".join(added))
+    (root / DEFAULT_SNAPSHOT_DIR).mkdir(exist_ok=True)
+    return result

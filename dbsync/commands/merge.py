@@ -1,0 +1,369 @@
+"""``dbsync merge``: a snapshot → the database, with a backup first, a report, and rollback.
+
+The run, per collection: export the database ("ours") into the backup folder, walk base / ours /
+theirs with ``merge.decide``, spool the writes that change the database (deletes, then
+upserts) to temporary files, check the safety guards, and only then write. Anything failing
+while writing puts every touched collection back from the backup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from dbsync import backups, extjson
+from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
+from dbsync.config import Config
+from dbsync.errors import DbsyncError, InvalidInput, SafetyRefusal, UsageError
+from dbsync.merge import Decision, MergeCounts, decide
+from dbsync.progress import NoProgress, Progress
+from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport
+from dbsync.snapshot import (
+    Header,
+    Rules,
+    SnapshotError,
+    line_body,
+    line_document,
+    read_sections,
+    snapshot_files,
+    verify_file,
+    write_section,
+)
+from dbsync.store import Store
+from dbsync.synced import save_synced
+
+BATCH = 1000
+DELETE_GUARD_RECORDS = 10
+DELETE_GUARD_SHARE = 0.20
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    base: Path | None = None
+    dry_run: bool = False
+    collections: Sequence[str] | None = None
+    allow_deletes: bool = False
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    """Where one collection's section lives in a verified snapshot file."""
+
+    path: Path
+    header: Header
+
+    def lines(self) -> Iterator[bytes]:
+        for section in read_sections(self.path):
+            if section.header.collection == self.header.collection:
+                yield from section.records
+                return
+
+
+def index_sections(source: Path) -> dict[str, SourceSection]:
+    """Verify every file of ``source`` (deeply: hashes, types, order) and index its sections."""
+    found: dict[str, SourceSection] = {}
+    for path in snapshot_files(source):
+        result = verify_file(path, limit=20)
+        if result.problems:
+            first = result.problems[0]
+            more = (
+                f" (and {len(result.problems) - 1} more problems)"
+                if len(result.problems) > 1
+                else ""
+            )
+            raise SnapshotError(first.path, first.line, first.message + more)
+        for section in read_sections(path):
+            name = section.header.collection
+            if name in found:
+                raise InvalidInput(
+                    f"collection {name} appears in both {found[name].path} and {path}"
+                )
+            found[name] = SourceSection(path, section.header)
+    return found
+
+
+@dataclass
+class CollectionPlan:
+    """The writes one collection needs, spooled to files, and the report figures."""
+
+    name: str
+    rules: Rules
+    counts: MergeCounts
+    deletes: Path
+    upserts: Path
+    ours_count: int = 0
+    theirs: SourceSection | None = None
+    touched: bool = False
+
+
+def _rules_for(config: Config, theirs: SourceSection) -> Rules:
+    rules = config.rules(theirs.header.collection)
+    if rules.key != theirs.header.rules.key:
+        raise InvalidInput(
+            f"{theirs.path}: collection {theirs.header.collection} is keyed by "
+            f"{list(theirs.header.rules.key)} but dbsync.toml says {list(rules.key)}",
+            hint="pull the dbsync.toml that goes with this snapshot, or re-export it",
+        )
+    return rules
+
+
+def _write_ours(store: Store, name: str, rules: Rules, target: Path, progress: Progress) -> int:
+    """The database's side of the merge, exported into the backup folder (it is the backup)."""
+    clashes = KeyClashes(rules.key)
+    with target.open("wb") as handle:
+        lines = unique_lines(collection_lines(store, name, rules, progress), clashes)
+        summary = write_section(handle, Header(name, rules), lines)
+    if clashes.groups:
+        raise InvalidInput(
+            clashes.message(name) + "\nthe database already holds these duplicates",
+            hint="fix the records or choose another key in dbsync.toml; nothing was written",
+        )
+    return summary.count
+
+
+def _ours_lines(path: Path) -> Iterator[bytes]:
+    for section in read_sections(path):
+        yield from section.records
+
+
+def _spool(decision: Decision, deletes: BinaryIO, upserts: BinaryIO) -> None:
+    """Write the database operations one decision needs (it changes ours)."""
+    ours_id = _id_bytes(decision.ours) if decision.ours is not None else None
+    if decision.result is not None:
+        upserts.write(line_body(decision.result) + b"\n")
+        if ours_id == _id_bytes(decision.result):
+            return
+    if ours_id is not None:
+        deletes.write(ours_id + b"\n")
+
+
+def _id_bytes(line: bytes) -> bytes:
+    document = line_document(line)
+    if "_id" not in document:
+        raise InvalidInput(f"a record has no _id: {line_body(line)[:200].decode(errors='replace')}")
+    return orjson.dumps(document["_id"])
+
+
+def _check_unique_ids(decision: Decision, seen: set[bytes]) -> None:
+    """With a natural key, two records may claim one ``_id``: the database cannot hold both."""
+    if decision.result is None:
+        return
+    identifier = _id_bytes(decision.result)
+    if identifier in seen:
+        raise InvalidInput(
+            f"two different records share _id {identifier.decode()}: the database cannot hold both",
+            hint="give one of them a new _id on its asset, export, and merge again",
+        )
+    seen.add(identifier)
+
+
+def plan_collection(
+    name: str,
+    rules: Rules,
+    base: SourceSection | None,
+    ours_path: Path,
+    theirs: SourceSection,
+    work: Path,
+) -> CollectionPlan:
+    """Decide every record and spool the writes; nothing touches the database here."""
+    plan = CollectionPlan(
+        name, rules, MergeCounts(), work / f"{name}.deletes", work / f"{name}.upserts"
+    )
+    plan.theirs = theirs
+    natural_key = rules.key != ("_id",)
+    seen: set[bytes] = set()
+    base_lines = base.lines() if base is not None else None
+    with plan.deletes.open("wb") as deletes, plan.upserts.open("wb") as upserts:
+        for decision in decide(base_lines, _ours_lines(ours_path), theirs.lines(), rules):
+            plan.counts.add(decision, rules.key)
+            if natural_key:
+                _check_unique_ids(decision, seen)
+            if decision.changes_ours:
+                _spool(decision, deletes, upserts)
+    return plan
+
+
+def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
+    deleted = plan.counts.deleted
+    too_many = deleted > DELETE_GUARD_RECORDS and deleted > DELETE_GUARD_SHARE * plan.ours_count
+    if too_many and not allow_deletes:
+        raise SafetyRefusal(
+            f"{plan.name}: this merge would delete {deleted} of {plan.ours_count} records "
+            f"(more than {DELETE_GUARD_RECORDS} and more than {DELETE_GUARD_SHARE:.0%})",
+            hint="check that the snapshot and the base are the right ones; "
+            "pass --allow-deletes to apply it anyway (a backup is taken first)",
+        )
+
+
+def _batches(path: Path) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    with path.open("rb") as handle:
+        for line in handle:
+            batch.append(line[:-1])
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def apply_plan(store: Store, plan: CollectionPlan) -> None:
+    """Deletes first, then upserts: a record replaced under a new ``_id`` never clobbers another."""
+    for batch in _batches(plan.deletes):
+        plan.touched = True
+        store.apply(plan.name, [], [extjson.from_json_value(orjson.loads(i)) for i in batch])
+    for batch in _batches(plan.upserts):
+        plan.touched = True
+        documents = [extjson.from_json_value(orjson.loads(body)) for body in batch]
+        store.apply(plan.name, documents, [])
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _select(
+    sections: dict[str, SourceSection], config: Config, wanted: Sequence[str] | None
+) -> list[str]:
+    if wanted:
+        unknown = [name for name in wanted if name not in sections]
+        if unknown:
+            raise UsageError(
+                f"the snapshot holds no collection {', '.join(unknown)}",
+                hint=f"it holds: {', '.join(sorted(sections)) or '(nothing)'}",
+            )
+        return list(dict.fromkeys(wanted))
+    return [name for name in sorted(sections) if not config.excluded(name)]
+
+
+def merge_snapshot(
+    config: Config,
+    store: Store,
+    source: Path,
+    options: MergeOptions | None = None,
+    progress: Progress | None = None,
+) -> MergeReport:
+    """Merge ``source`` (a snapshot file, bundle or directory) into the database."""
+    options = options or MergeOptions()
+    progress = progress or NoProgress()
+    theirs = index_sections(source)
+    bases = index_sections(options.base) if options.base is not None else {}
+    names = _select(theirs, config, options.collections)
+    started = _now()
+    report = MergeReport(
+        SUCCESS,
+        started.isoformat(timespec="seconds"),
+        config.asset,
+        str(source),
+        str(options.base) if options.base else None,
+    )
+    rules = {name: _rules_for(config, theirs[name]) for name in names}
+    with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
+        work = Path(scratch)
+        folder = work / "ours" if options.dry_run else _start_backup(config, store, names, report)
+        try:
+            plans = _plan_all(store, names, rules, bases, theirs, folder, work, options, progress)
+        except BaseException:
+            if not options.dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for name, plan in plans.items():
+            report.collections[name] = plan.counts
+        if options.dry_run:
+            report.status = DRY_RUN
+            return report
+        backups.write_meta(
+            folder, backups.BackupInfo(report.backup or "", report.time, names, f"merge {source}")
+        )
+        _apply_all(store, plans, folder, report, config)
+    _save_synced(config, plans, options.commit)
+    write_report_files(config, report, started)
+    return report
+
+
+def _start_backup(config: Config, store: Store, names: list[str], report: MergeReport) -> Path:
+    report.backup = backups.new_backup_id()
+    folder = backups.backup_folder(config.state_dir, report.backup)
+    backups.check_free_space(folder.parent, sum(store.size_bytes(name) for name in names))
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _plan_all(
+    store: Store,
+    names: list[str],
+    rules: dict[str, Rules],
+    bases: dict[str, SourceSection],
+    theirs: dict[str, SourceSection],
+    folder: Path,
+    work: Path,
+    options: MergeOptions,
+    progress: Progress,
+) -> dict[str, CollectionPlan]:
+    folder.mkdir(parents=True, exist_ok=True)
+    plans = {}
+    for name in names:
+        ours_path = backups.collection_file(folder, name)
+        count = _write_ours(store, name, rules[name], ours_path, progress)
+        plan = plan_collection(name, rules[name], bases.get(name), ours_path, theirs[name], work)
+        plan.ours_count = count
+        check_delete_guard(plan, options.allow_deletes)
+        plans[name] = plan
+    return plans
+
+
+def _apply_all(
+    store: Store,
+    plans: dict[str, CollectionPlan],
+    folder: Path,
+    report: MergeReport,
+    config: Config,
+) -> None:
+    try:
+        for plan in plans.values():
+            apply_plan(store, plan)
+    except BaseException as error:
+        touched = [plan.name for plan in plans.values() if plan.touched]
+        report.status = FAILED
+        report.error = f"{type(error).__name__}: {error}; " + _roll_back(
+            store, folder, touched, report
+        )
+        write_report_files(config, report, _now())
+        raise
+
+
+def _roll_back(store: Store, folder: Path, touched: list[str], report: MergeReport) -> str:
+    """Put the touched collections back; say what happened (the restore itself can fail)."""
+    if not touched:
+        return "nothing had been written"
+    try:
+        backups.restore_collections(store, folder, touched)
+    except DbsyncError as failure:
+        return (
+            f"restoring {', '.join(touched)} failed too ({failure.message}): "
+            f"run 'dbsync restore {report.backup}' when the database is back"
+        )
+    return f"restored {', '.join(touched)} from backup {report.backup}"
+
+
+def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:
+    sections = [(plan.theirs.header, plan.theirs.lines()) for plan in plans.values() if plan.theirs]
+    save_synced(config.state_dir, sections, commit)
+
+
+def write_report_files(config: Config, report: MergeReport, when: datetime.datetime) -> Path:
+    """``merge_report_<time>.txt`` and its ``.json`` twin under ``database_sync/reports/``."""
+    folder = config.state_dir / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"merge_report_{when.strftime('%Y%m%dT%H%M%S%f')}"
+    stem.with_suffix(".txt").write_text(report.to_text())
+    stem.with_suffix(".json").write_bytes(report.to_json_bytes())
+    return stem

@@ -1,0 +1,446 @@
+"""Extended JSON v2 on orjson: documents as pymongo decodes them ⇄ JSON bytes, losslessly.
+
+Two output modes:
+
+* **snapshot** — the lossless subset PRODUCT.md §3 allows: Int32 values and finite Doubles are
+  bare JSON numbers (orjson always writes a Double with a ``.`` or an exponent, so ``1.0`` stays a
+  Double and ``1`` an Int32); every other type uses its canonical wrapper (``$numberLong``,
+  ``$oid``, ``$date`` with ``$numberLong`` inside, ...). Measured about 4x faster than
+  ``bson.json_util`` canonical and easier to read in a diff.
+* **canonical** — Extended JSON v2 canonical mode, for ``dbsync dump``.
+
+Both are deterministic: equal documents give equal bytes, field order kept.
+
+Decoding accepts canonical, relaxed and the legacy forms mongoexport writes, and refuses a wrapper
+that lies about its type (``{"$numberInt": "x"}``, an ``$oid`` of 23 digits...) with
+``InvalidInput`` naming the path inside the document.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from bson import SON, Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
+from bson.datetime_ms import DatetimeMS
+from bson.timestamp import Timestamp
+
+from dbsync.errors import InvalidInput
+
+Document = dict[str, Any]
+JsonValue = Any
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_EPOCH = datetime.datetime(1970, 1, 1)
+_ONE_MS = datetime.timedelta(milliseconds=1)
+_REGEX_FLAGS = (("i", re.I), ("l", re.L), ("m", re.M), ("s", re.S), ("u", re.U), ("x", re.X))
+
+
+class EncodeError(InvalidInput):
+    """A value that has no BSON form (a Python int beyond Int64, an unknown type...)."""
+
+
+# ---------------------------------------------------------------- encoding: BSON -> JSON value
+
+
+def _long(value: int) -> JsonValue:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise EncodeError(f"integer {value} does not fit in a BSON Int64")
+    return {"$numberLong": str(value)}
+
+
+def _double_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def _non_finite(value: float) -> JsonValue:
+    return {"$numberDouble": _double_text(value)}
+
+
+def _millis(value: datetime.datetime) -> int:
+    offset = value.utcoffset()
+    naive = value.replace(tzinfo=None) if offset is not None else value
+    millis = (naive - _EPOCH) // _ONE_MS
+    return millis if offset is None else millis - offset // _ONE_MS
+
+
+def _date(value: datetime.datetime) -> JsonValue:
+    return {"$date": {"$numberLong": str(_millis(value))}}
+
+
+def _binary(data: bytes, subtype: int) -> JsonValue:
+    return {"$binary": {"base64": base64.b64encode(data).decode(), "subType": f"{subtype:02x}"}}
+
+
+def regex_options(flags: int | str) -> str:
+    """BSON regex options, alphabetical, from Python ``re`` flags or an option string."""
+    if isinstance(flags, str):
+        return "".join(sorted(set(flags)))
+    return "".join(letter for letter, bit in _REGEX_FLAGS if flags & bit)
+
+
+def _regex(value: Regex[Any] | re.Pattern[Any]) -> JsonValue:
+    pattern = value.pattern if isinstance(value.pattern, str) else value.pattern.decode()
+    return {"$regularExpression": {"pattern": pattern, "options": regex_options(value.flags)}}
+
+
+def _code(value: Code, encode: Callable[[Any], JsonValue]) -> JsonValue:
+    if value.scope is None:
+        return {"$code": str(value)}
+    return {"$code": str(value), "$scope": encode(value.scope)}
+
+
+def _dbref(value: DBRef, encode: Callable[[Any], JsonValue]) -> JsonValue:
+    return encode(value.as_doc())
+
+
+class _Encoder:
+    """Walks a document once, replacing what JSON cannot say with Extended JSON wrappers.
+
+    Scalars orjson writes natively are checked inline (no call per value): this walk is the
+    whole cost of encoding, so it is kept flat.
+    """
+
+    def __init__(self, *, canonical: bool) -> None:
+        self.canonical = canonical
+        simple: dict[type, Callable[[Any], JsonValue]] = {
+            ObjectId: lambda v: {"$oid": str(v)},
+            Int64: lambda v: {"$numberLong": str(int(v))},
+            datetime.datetime: _date,
+            DatetimeMS: lambda v: {"$date": {"$numberLong": str(int(v))}},
+            Decimal128: lambda v: {"$numberDecimal": str(v)},
+            bytes: lambda v: _binary(v, 0),
+            Binary: lambda v: _binary(bytes(v), v.subtype),
+            uuid.UUID: lambda v: _binary(v.bytes, 4),
+            Regex: _regex,
+            re.Pattern: _regex,
+            Timestamp: lambda v: {"$timestamp": {"t": v.time, "i": v.inc}},
+            MinKey: lambda v: {"$minKey": 1},
+            MaxKey: lambda v: {"$maxKey": 1},
+            Code: lambda v: _code(v, self.value),
+            DBRef: lambda v: _dbref(v, self.value),
+            dict: self.document,
+            SON: self.document,
+            list: self.array,
+            tuple: self.array,
+        }
+        if canonical:
+            simple[int] = self._int_canonical
+            simple[float] = lambda v: {"$numberDouble": _double_text(v)}
+        self.by_type = simple
+
+    def value(self, value: Any) -> JsonValue:
+        return self.document({"": value})[""]
+
+    def document(self, doc: Mapping[str, Any]) -> JsonValue:
+        out: dict[str, JsonValue] = {}
+        canonical = self.canonical
+        by_type = self.by_type
+        for key, value in doc.items():
+            kind = type(value)
+            if kind is str or value is None or kind is bool:
+                out[key] = value
+            elif kind is float and not canonical:
+                out[key] = value if value - value == 0.0 else _non_finite(value)
+            elif kind is int and not canonical:
+                out[key] = value if INT32_MIN <= value <= INT32_MAX else _long(value)
+            else:
+                out[key] = self._other(kind, value, by_type)
+        return out
+
+    def array(self, values: list[Any] | tuple[Any, ...]) -> JsonValue:
+        doc = self.document({str(i): v for i, v in enumerate(values)})
+        return list(doc.values())
+
+    def _other(self, kind: type, value: Any, by_type: dict[type, Callable[[Any], Any]]) -> Any:
+        encode = by_type.get(kind)
+        if encode is not None:
+            return encode(value)
+        for base, encode in by_type.items():
+            if isinstance(value, base) and base is not bool:
+                return encode(value)
+        raise EncodeError(f"cannot store a value of type {kind.__name__} in BSON")
+
+    @staticmethod
+    def _int_canonical(value: int) -> JsonValue:
+        if INT32_MIN <= value <= INT32_MAX:
+            return {"$numberInt": str(value)}
+        return _long(value)
+
+
+_SNAPSHOT = _Encoder(canonical=False)
+_CANONICAL = _Encoder(canonical=True)
+
+
+def to_json_value(doc: Mapping[str, Any]) -> JsonValue:
+    """The document as plain JSON values in snapshot mode (the lossless subset)."""
+    return _SNAPSHOT.document(doc)
+
+
+def value_to_json(value: Any) -> JsonValue:
+    """One BSON value as a plain JSON value in snapshot mode."""
+    return _SNAPSHOT.value(value)
+
+
+def encode_document(doc: Mapping[str, Any]) -> bytes:
+    """Snapshot-mode bytes of a document: deterministic, one line, no trailing newline."""
+    return orjson.dumps(_SNAPSHOT.document(doc))
+
+
+def encode_canonical(doc: Mapping[str, Any]) -> bytes:
+    """Canonical Extended JSON v2 bytes of a document (what ``dbsync dump`` prints)."""
+    return orjson.dumps(_CANONICAL.document(doc))
+
+
+def dumps_json(value: JsonValue) -> bytes:
+    """Bytes of an already-encoded JSON value; the same bytes ``encode_document`` would give."""
+    return orjson.dumps(value)
+
+
+# ---------------------------------------------------------------- decoding: JSON value -> BSON
+
+
+def _fail(path: str, problem: str) -> InvalidInput:
+    where = path or "the document"
+    return InvalidInput(f"{where}: {problem}")
+
+
+def _int_text(text: Any, path: str, low: int, high: int, kind: str) -> int:
+    if not isinstance(text, str) or not re.fullmatch(r"-?[0-9]+", text):
+        raise _fail(path, f"{kind} wants a string of digits, got {text!r}")
+    number = int(text)
+    if not low <= number <= high:
+        raise _fail(path, f"{text} does not fit in {kind}")
+    return number
+
+
+def _double(text: Any, path: str) -> float:
+    specials = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+    if isinstance(text, str) and text in specials:
+        return specials[text]
+    if not isinstance(text, str) or not re.fullmatch(r"-?[0-9.]+([eE][-+]?[0-9]+)?", text):
+        raise _fail(path, f"$numberDouble wants a number as a string, got {text!r}")
+    return float(text)
+
+
+def _decimal(text: Any, path: str) -> Decimal128:
+    if not isinstance(text, str):
+        raise _fail(path, f"$numberDecimal wants a string, got {text!r}")
+    try:
+        return Decimal128(text)
+    except Exception as error:
+        raise _fail(path, f"$numberDecimal {text!r} is not a Decimal128 ({error})") from None
+
+
+def _from_millis(millis: int) -> datetime.datetime | DatetimeMS:
+    try:
+        return _EPOCH + millis * _ONE_MS
+    except OverflowError:
+        return DatetimeMS(millis)
+
+
+_ISO_DATE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})"
+)
+
+
+def _date_value(raw: Any, path: str) -> datetime.datetime | DatetimeMS:
+    if isinstance(raw, dict) and list(raw) == ["$numberLong"]:
+        return _from_millis(_int_text(raw["$numberLong"], path, INT64_MIN, INT64_MAX, "$date"))
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return _from_millis(raw)
+    if isinstance(raw, str) and _ISO_DATE.fullmatch(raw):
+        text = raw.replace("Z", "+00:00")
+        try:
+            aware = datetime.datetime.fromisoformat(_trim_fraction(text))
+        except ValueError:
+            raise _fail(path, f"$date {raw!r} is not a valid date") from None
+        return _from_millis(_millis(aware))
+    raise _fail(path, f"$date wants {{'$numberLong': ...}}, ISO-8601 text or a number, got {raw!r}")
+
+
+def _trim_fraction(text: str) -> str:
+    """fromisoformat on Python 3.10 takes 3 or 6 fraction digits only; BSON keeps milliseconds."""
+    match = re.search(r"\.(\d+)", text)
+    if match is None:
+        return text
+    return text[: match.start(1)] + match.group(1)[:3].ljust(3, "0") + text[match.end(1) :]
+
+
+def _binary_value(data: Any, subtype: Any, path: str) -> bytes | Binary:
+    if not isinstance(data, str) or not isinstance(subtype, str):
+        raise _fail(path, "$binary wants a base64 string and a hex subType string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+        kind = int(subtype, 16)
+    except ValueError:
+        raise _fail(path, f"$binary has bad base64 or subType {subtype!r}") from None
+    if not 0 <= kind <= 255 or len(subtype) > 2:
+        raise _fail(path, f"$binary subType {subtype!r} is not one byte")
+    return raw if kind == 0 else Binary(raw, kind)
+
+
+def _oid_value(raw: Any, path: str) -> ObjectId:
+    if not isinstance(raw, str) or not re.fullmatch(r"[0-9a-fA-F]{24}", raw):
+        raise _fail(path, f"$oid wants 24 hex digits, got {raw!r}")
+    return ObjectId(raw)
+
+
+def _timestamp_value(raw: Any, path: str) -> Timestamp:
+    if not isinstance(raw, dict) or sorted(raw) != ["i", "t"]:
+        raise _fail(path, f"$timestamp wants {{'t': ..., 'i': ...}}, got {raw!r}")
+    t, i = raw["t"], raw["i"]
+    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32 for x in (t, i)):
+        raise _fail(path, f"$timestamp t and i must be unsigned 32-bit integers, got {raw!r}")
+    return Timestamp(t, i)
+
+
+def _regex_value(pattern: Any, options: Any, path: str) -> Regex[str]:
+    if not isinstance(pattern, str) or not isinstance(options, str):
+        raise _fail(path, "a regular expression wants a string pattern and string options")
+    if set(options) - set("ilmsux"):
+        raise _fail(path, f"regular expression options {options!r} are not among 'ilmsux'")
+    return Regex(pattern, options)
+
+
+def _uuid_value(raw: Any, path: str) -> Binary:
+    try:
+        value: Binary = Binary(uuid.UUID(raw).bytes, 4)
+    except (ValueError, TypeError, AttributeError):
+        raise _fail(path, f"$uuid {raw!r} is not a UUID") from None
+    return value
+
+
+class _Decoder:
+    """Turns parsed JSON back into BSON values. Wrappers are recognised by their exact keys."""
+
+    def value(self, value: JsonValue, path: str) -> Any:
+        kind = type(value)
+        if kind is str or kind is float or kind is bool or value is None:
+            return value
+        if kind is int:
+            if INT32_MIN <= value <= INT32_MAX:
+                return value
+            if INT64_MIN <= value <= INT64_MAX:
+                return Int64(value)
+            raise _fail(path, f"integer {value} does not fit in a BSON Int64")
+        if kind is list:
+            return [self.value(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(value)]
+        if kind is dict:
+            return self.mapping(value, path)
+        raise _fail(path, f"unexpected JSON value {value!r}")
+
+    def mapping(self, value: dict[str, Any], path: str) -> Any:
+        first = next(iter(value), "")
+        if first.startswith("$"):
+            wrapped = self.wrapper(value, path)
+            if wrapped is not _NOT_A_WRAPPER:
+                return wrapped
+        if "$ref" in value and "$id" in value:
+            return self.dbref(value, path)
+        return self.document(value, path)
+
+    def document(self, value: dict[str, Any], path: str) -> Document:
+        return {k: self.value(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+
+    def dbref(self, value: dict[str, Any], path: str) -> DBRef:
+        collection, database = value["$ref"], value.get("$db")
+        if not isinstance(collection, str) or not isinstance(database, (str, type(None))):
+            raise _fail(path, "a DBRef wants a string $ref and an optional string $db")
+        extra = {
+            k: self.value(v, f"{path}.{k}")
+            for k, v in value.items()
+            if k not in ("$ref", "$id", "$db")
+        }
+        return DBRef(collection, self.value(value["$id"], f"{path}.$id"), database, **extra)
+
+    def wrapper(self, value: dict[str, Any], path: str) -> Any:
+        keys = sorted(value)
+        single = value[keys[0]] if len(keys) == 1 else None
+        match keys:
+            case ["$oid"]:
+                return _oid_value(single, path)
+            case ["$numberInt"]:
+                return _int_text(single, path, INT32_MIN, INT32_MAX, "$numberInt")
+            case ["$numberLong"]:
+                return Int64(_int_text(single, path, INT64_MIN, INT64_MAX, "$numberLong"))
+            case ["$numberDouble"]:
+                return _double(single, path)
+            case ["$numberDecimal"]:
+                return _decimal(single, path)
+            case ["$date"]:
+                return _date_value(single, path)
+            case ["$binary"] if isinstance(single, dict):
+                if sorted(single) != ["base64", "subType"]:
+                    raise _fail(path, "$binary wants exactly 'base64' and 'subType'")
+                return _binary_value(single["base64"], single["subType"], path)
+            case ["$binary", "$type"]:
+                return _binary_value(value["$binary"], value["$type"], path)
+            case ["$uuid"]:
+                return _uuid_value(single, path)
+            case ["$regularExpression"]:
+                if not isinstance(single, dict) or sorted(single) != ["options", "pattern"]:
+                    raise _fail(path, "$regularExpression wants exactly 'pattern' and 'options'")
+                return _regex_value(single["pattern"], single["options"], path)
+            case ["$regex"] | ["$options", "$regex"] if isinstance(value["$regex"], str):
+                return _regex_value(value["$regex"], value.get("$options", ""), path)
+            case ["$timestamp"]:
+                return _timestamp_value(single, path)
+            case ["$minKey"] | ["$maxKey"]:
+                if single != 1:
+                    raise _fail(path, f"{keys[0]} wants the value 1, got {single!r}")
+                return MinKey() if keys[0] == "$minKey" else MaxKey()
+            case ["$code"]:
+                if not isinstance(single, str):
+                    raise _fail(path, "$code wants a string")
+                return Code(single)
+            case ["$code", "$scope"]:
+                code, scope = value["$code"], value["$scope"]
+                if not isinstance(code, str) or not isinstance(scope, dict):
+                    raise _fail(path, "$code with $scope wants a string and a document")
+                return Code(code, self.document(scope, f"{path}.$scope"))
+            case ["$symbol"]:
+                if not isinstance(single, str):
+                    raise _fail(path, "$symbol wants a string")
+                return single
+            case ["$undefined"]:
+                return None
+            case ["$dbPointer"]:
+                if not isinstance(single, dict) or sorted(single) != ["$id", "$ref"]:
+                    raise _fail(path, "$dbPointer wants exactly '$ref' and '$id'")
+                return self.dbref(single, path)
+        return _NOT_A_WRAPPER
+
+
+_NOT_A_WRAPPER = object()
+_DECODER = _Decoder()
+
+
+def from_json_value(value: JsonValue, path: str = "") -> Any:
+    """A parsed Extended JSON value (any mode) as BSON values; ``InvalidInput`` if it lies."""
+    return _DECODER.value(value, path)
+
+
+def decode_document(data: bytes | str) -> Document:
+    """One Extended JSON document (any mode) as a pymongo-style document."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"not valid JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput(f"a document must be a JSON object, got {type(parsed).__name__}")
+    decoded = from_json_value(parsed)
+    if not isinstance(decoded, dict):
+        raise InvalidInput("a document must be a JSON object, not an Extended JSON value")
+    return decoded

@@ -1,0 +1,92 @@
+"""Merge reports: the decisions of a merge, serialised for people (text) and programs (JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from dbsync.merge import MergeCounts
+
+SUCCESS, FAILED, DRY_RUN = "success", "failed", "dry-run"
+
+_FIGURES = (
+    ("local only", "local_only"),
+    ("remote only", "remote_only"),
+    ("common", "common"),
+    ("updated from remote", "updated"),
+    ("kept local changes", "kept_local"),
+    ("conflicts resolved", "conflicts_resolved"),
+    ("deleted", "deleted"),
+    ("deleted locally, stays deleted", "deleted_locally"),
+    ("total after merge", "total"),
+    ("documents written", "writes"),
+)
+
+
+@dataclass
+class MergeReport:
+    status: str
+    time: str
+    asset: str
+    source: str
+    base: str | None
+    backup: str | None = None
+    error: str | None = None
+    collections: dict[str, MergeCounts] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return "three-way" if self.base else "two-way"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "time": self.time,
+            "asset": self.asset,
+            "source": self.source,
+            "base": self.base,
+            "mode": self.mode,
+            "backup": self.backup,
+            "error": self.error,
+            "collections": {
+                name: {
+                    **{key: getattr(counts, key) for _, key in _FIGURES},
+                    "status": self.status,
+                    "conflicts": counts.conflicts,
+                }
+                for name, counts in self.collections.items()
+            },
+        }
+
+    def to_json_bytes(self) -> bytes:
+        return orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+
+    def to_text(self) -> str:
+        lines = [
+            f"dbsync merge report — {self.time}",
+            f"asset: {self.asset}",
+            f"source: {self.source}",
+            f"mode: {self.mode}" + (f" (base: {self.base})" if self.base else ""),
+            f"status: {self.status}",
+        ]
+        if self.backup:
+            lines.append(f"backup: {self.backup} (dbsync restore {self.backup})")
+        if self.error:
+            lines.append(f"error: {self.error}")
+        for name, counts in self.collections.items():
+            lines += ["", f"[{name}]"]
+            lines += [f"  {label:32} {getattr(counts, key)}" for label, key in _FIGURES]
+            lines.append(f"  {'status':32} {self.status}")
+            for conflict in counts.conflicts:
+                lines.append(
+                    f"  conflict {_text(conflict['key'])}: kept by rule '{conflict['rule']}'"
+                )
+                lines.append(f"    kept:  {_text(conflict['winner'])}")
+                lines.append(f"    lost:  {_text(conflict['loser'])}")
+        return "\n".join(lines) + "\n"
+
+
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,292 @@
+import datetime
+import io
+import json
+from pathlib import Path
+
+import bson
+import pytest
+from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
+from bson.timestamp import Timestamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dbsync import extjson, snapshot
+from dbsync.snapshot import Header, Rules
+
+RULES = Rules(key=("_id",))
+
+
+def lines_for(docs, rules=RULES):
+    pairs = (snapshot.encode_record(doc, rules.key) for doc in docs)
+    return [
+        line
+        for _, line in snapshot.sorted_lines(
+            pairs, lambda ln: snapshot.line_sort_key(ln, rules.key)
+        )
+    ]
+
+
+def write(path: Path, docs, collection="pnl", rules=RULES) -> Path:
+    snapshot.write_snapshot(path, Header(collection, rules), lines_for(docs, rules))
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    return [f"{p.line}: {p.message}" for p in snapshot.verify_file(path).problems]
+
+
+def forge(path: Path, edit) -> None:
+    """Rewrite a snapshot with recomputed hashes and trailer, as a deliberate forger would."""
+    raw = path.read_bytes().splitlines(keepends=True)
+    header, records = raw[0], raw[1:-1]
+    records = edit(records)
+    out = io.BytesIO()
+    digest = snapshot.Digest(header)
+    out.write(header)
+    for line in records:
+        body = snapshot.line_body(line) if line.startswith(b'{"h"') else line.rstrip(b"\n")
+        forged = snapshot.record_line(body)
+        digest.add(forged)
+        out.write(forged)
+    out.write(digest.trailer())
+    path.write_bytes(out.getvalue())
+
+
+DOCS = [{"_id": i, "user": f"u{i}", "profit": i * 1.5} for i in range(5)]
+
+
+def test_a_written_snapshot_has_header_sorted_records_and_trailer(tmp_path):
+    path = write(tmp_path / "pnl.jsonl", reversed(DOCS))
+    lines = path.read_bytes().splitlines()
+    assert json.loads(lines[0]) == {
+        "format": "dbsync-snapshot",
+        "version": 1,
+        "collection": "pnl",
+        "key": ["_id"],
+        "timestamp": None,
+        "preserve": [],
+    }
+    assert [json.loads(line)["d"]["_id"] for line in lines[1:-1]] == [0, 1, 2, 3, 4]
+    assert json.loads(lines[-1])["count"] == 5
+    assert snapshot.verify_file(path).ok
+
+
+def test_same_data_in_any_order_gives_the_same_bytes(tmp_path):
+    first = write(tmp_path / "a.jsonl", DOCS).read_bytes()
+    second = write(tmp_path / "b.jsonl", list(reversed(DOCS))).read_bytes()
+    assert first == second
+
+
+def test_nothing_time_or_machine_dependent_inside(tmp_path):
+    text = write(tmp_path / "a.jsonl", DOCS).read_text()
+    assert str(datetime.date.today().year) not in text
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(-1000, 1000), unique=True, max_size=60), st.integers(2, 7))
+def test_spilling_to_disk_sorts_exactly_like_memory(keys, chunk):
+    pairs = [snapshot.encode_record({"_id": k}, ("_id",)) for k in keys]
+    key_of = lambda line: snapshot.line_sort_key(line, ("_id",))  # noqa: E731
+    in_memory = [line for _, line in snapshot.sorted_lines(pairs, key_of)]
+    spilled = [line for _, line in snapshot.sorted_lines(pairs, key_of, chunk_size=chunk)]
+    assert spilled == in_memory
+    assert [snapshot.line_document(line)["_id"] for line in spilled] == sorted(keys)
+
+
+def test_key_order_is_total_across_types_in_mongodb_type_order():
+    ordered = [
+        MinKey(),
+        None,
+        float("nan"),
+        float("-inf"),
+        -5,
+        1.5,
+        Int64(2),
+        Decimal128("2.5"),
+        float("inf"),
+        "",
+        "a",
+        "b",
+        {"a": 1},
+        [1, 2],
+        b"\x01",
+        Binary(b"\x01\x02", 0x80),
+        ObjectId("000000000000000000000001"),
+        ObjectId("ffffffffffffffffffffffff"),
+        False,
+        True,
+        datetime.datetime(1960, 1, 1),
+        datetime.datetime(2030, 1, 1),
+        Timestamp(1, 1),
+        Regex("a", "i"),
+        Code("x"),
+        MaxKey(),
+    ]
+    keys = [snapshot.sort_value(extjson.value_to_json(value)) for value in ordered]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+
+
+def test_numbers_of_different_types_with_one_value_are_one_key():
+    values = [1, 1.0, Int64(1), Decimal128("1.000")]
+    keys = {snapshot.sort_value(extjson.value_to_json(value)) for value in values}
+    assert len(keys) == 1
+
+
+def test_compound_keys_and_missing_fields_sort_as_null():
+    fields = ("user", "ticker")
+    a = snapshot.sort_key({"user": "x"}, fields)
+    b = snapshot.sort_key({"user": "x", "ticker": None}, fields)
+    c = snapshot.sort_key({"user": "x", "ticker": "SOL"}, fields)
+    assert a == b < c
+    assert snapshot.sort_key({"meta": {"id": 3}}, ("meta.id",)) == ((3, 1, 3),)
+
+
+def test_file_names_escape_unsafe_characters():
+    assert snapshot.snapshot_filename("pnl_data") == "pnl_data.jsonl"
+    assert snapshot.snapshot_filename("a/b c") == "a%2Fb%20c.jsonl"
+    assert snapshot.snapshot_filename(".hidden") == "%2Ehidden.jsonl"
+
+
+# ------------------------------------------------------------- verify catches damage
+
+
+@pytest.fixture
+def good(tmp_path):
+    return write(tmp_path / "pnl.jsonl", DOCS)
+
+
+def test_verify_catches_a_changed_value(good):
+    good.write_bytes(good.read_bytes().replace(b'"profit":3.0', b'"profit":4.0'))
+    assert problems(good) == ["4: the record does not match its hash: it was edited or damaged"]
+
+
+def test_verify_catches_a_file_cut_mid_line(good):
+    data = good.read_bytes()
+    trailer = data.splitlines(keepends=True)[-1]
+    good.write_bytes(data[: -len(trailer) - 10])
+    assert problems(good) == [
+        "6: the line is cut short (no newline at its end): the file was truncated",
+        "6: the file ends without its trailer line: it was cut short",
+    ]
+
+
+def test_verify_catches_a_file_cut_inside_the_trailer(good):
+    good.write_bytes(good.read_bytes()[:-5])
+    assert problems(good) == ["7: the trailer is cut short: the file was truncated"]
+
+
+def test_verify_catches_a_file_cut_at_a_line_boundary(good):
+    lines = good.read_bytes().splitlines(keepends=True)
+    good.write_bytes(b"".join(lines[:-2]))
+    assert problems(good) == ["5: the file ends without its trailer line: it was cut short"]
+
+
+def test_verify_catches_a_removed_line(good):
+    lines = good.read_bytes().splitlines(keepends=True)
+    del lines[2]
+    good.write_bytes(b"".join(lines))
+    assert problems(good) == [
+        "6: the trailer counts 5 records but the section holds 4: "
+        "a record line was removed or added"
+    ]
+
+
+def test_verify_catches_reordered_lines(good):
+    lines = good.read_bytes().splitlines(keepends=True)
+    lines[1], lines[2] = lines[2], lines[1]
+    good.write_bytes(b"".join(lines))
+    found = problems(good)
+    assert "2: out of order: _id=1 sorts before _id=0 on line 1" not in found
+    assert "3: out of order: _id=0 sorts before _id=1 on line 2" in found
+    assert any("lines were reordered or replaced" in p for p in found)
+
+
+def test_verify_catches_a_non_json_line(good):
+    lines = good.read_bytes().splitlines(keepends=True)
+    lines[3] = b"this is not json\n"
+    good.write_bytes(b"".join(lines))
+    assert "4: not a record line" in problems(good)[0]
+
+
+def test_verify_catches_forged_reordering_and_duplicates(good):
+    forge(good, lambda records: [records[1], records[0], *records[2:]])
+    assert problems(good) == ["3: out of order: _id=0 sorts before _id=1 on line 2"]
+    forge(good, lambda records: [*records, records[-1]])
+    assert "duplicate key _id=4" in problems(good)[-1]
+
+
+def test_verify_catches_forged_values_that_lie_about_their_type(good):
+    def lie(records):
+        records[0] = b'{"_id":0,"n":{"$numberInt":"abc"}}\n'
+        return records
+
+    forge(good, lie)
+    assert "a value lies about its type: n: $numberInt" in problems(good)[0]
+
+
+def test_verify_catches_forged_non_canonical_writing(good):
+    def respace(records):
+        records[0] = b'{"_id":0, "profit":0.0}\n'
+        return records
+
+    forge(good, respace)
+    assert "not written the way dbsync writes it" in problems(good)[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "the file is empty"),
+        (b"\x00\x01\x02binary\xff\n", "not a dbsync snapshot"),
+        (b'{"some":"json"}\n', "not a dbsync snapshot"),
+    ],
+)
+def test_verify_refuses_what_is_not_a_snapshot(tmp_path, content, problem):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(content)
+    assert problem in " ".join(problems(path))
+
+
+def test_verify_refuses_an_unknown_format_version(good):
+    lines = good.read_bytes().splitlines(keepends=True)
+    lines[0] = lines[0].replace(b'"version":1', b'"version":99')
+    good.write_bytes(b"".join(lines))
+    assert "format version 99 is not supported" in problems(good)[0]
+
+
+def test_verify_refuses_an_edited_header(good):
+    good.write_bytes(good.read_bytes().replace(b'"key":["_id"]', b'"key":["user"]', 1))
+    assert any("digest" in p for p in problems(good))
+
+
+def test_verify_refuses_huge_lines_without_reading_them_whole(tmp_path, monkeypatch):
+    path = write(tmp_path / "pnl.jsonl", [*DOCS, {"_id": 9, "blob": "x" * 5000}])
+    monkeypatch.setattr(snapshot, "MAX_LINE_BYTES", 1000)
+    assert problems(path) == ["7: the line is longer than 1000 bytes: not a snapshot"]
+
+
+def test_several_sections_in_one_file(tmp_path):
+    path = tmp_path / "all.jsonl"
+    with path.open("wb") as handle:
+        snapshot.write_section(handle, Header("a", RULES), lines_for(DOCS[:2]))
+        snapshot.write_section(handle, Header("b", RULES), lines_for(DOCS[2:]))
+    result = snapshot.verify_file(path)
+    assert result.ok and result.sections == [("a", 2), ("b", 3)]
+    sections = [(s.header.collection, len(list(s.records))) for s in snapshot.read_sections(path)]
+    assert sections == [("a", 2), ("b", 3)]
+
+
+def test_strict_reading_raises_naming_file_and_line(good):
+    good.write_bytes(good.read_bytes().replace(b'"profit":3.0', b'"profit":4.0'))
+    with pytest.raises(snapshot.SnapshotError) as caught:
+        for section in snapshot.read_sections(good):
+            list(section.records)
+    assert caught.value.exit_code == 4
+    assert f"{good}:4:" in caught.value.message
+
+
+def test_real_pnl_records_snapshot_and_verify(tmp_path, pnl_records):
+    docs = [bson.decode(bson.encode(extjson.decode_document(json.dumps(r)))) for r in pnl_records]
+    path = write(tmp_path / "pnls.jsonl", docs)
+    assert snapshot.verify_file(path).sections == [("pnl", 190)]
