@@ -39,6 +39,6 @@ class InvalidInput(DbsyncError):
 
 
 class SafetyRefusal(DbsyncError):
-    """A safety guard refused the operation; the hint names the flag or command that gets past it."""
+    """A safety guard refused the operation; the hint names the flag or command to get past it."""
 
     exit_code = 5
