@@ -3,15 +3,74 @@
 Everything else talks to a ``Store``. Documents cross this boundary as pymongo decodes them
 (``dict`` in field order; Int32 as ``int``, Int64 as ``bson.Int64``, binary subtype 0 as
 ``bytes``...), never as Extended JSON.
+
+``open_store`` picks the implementation from the URI. Every MongoDB call goes through
+``call_with_retries`` so that a stepping-down primary or a restarting ``mongod`` costs a pause, not
+a failed merge; every message that can reach a user passes through ``scrub_secrets`` so that no
+password is ever printed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import itertools
+import random
+import re
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote_plus
+
+import bson
+import montydb
+from bson import json_util
+from bson.errors import InvalidDocument
+from pymongo import MongoClient
+from pymongo.client_session import ClientSession
+from pymongo.collection import Collection
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.operations import DeleteOne, ReplaceOne
+
+from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
 
 Document = dict[str, Any]
+T = TypeVar("T")
+
+BATCH_SIZE = 1000
+"""Documents or operations per round trip: well under MongoDB's 100,000-op and 48 MB limits."""
+
+SERVER_SELECTION_TIMEOUT_MS = 2000
+"""Short, because ``call_with_retries`` owns the waiting: a long driver timeout would eat the
+retry budget in one attempt and hide how many attempts were made."""
+
+CONNECT_TIMEOUT_MS = 2000
+
+MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
+EMBEDDED_SCHEME = "embedded://"
+ACCEPTED_URIS = (
+    "use mongodb://HOST[:PORT][/?OPTIONS], mongodb+srv://CLUSTER[/?OPTIONS] "
+    "or embedded:///ABSOLUTE/PATH"
+)
+
+TRANSIENT_LABELS = frozenset(
+    {"TransientTransactionError", "RetryableWriteError", "UnknownTransactionCommitResult"}
+)
+"""Labels the server puts on errors that a second attempt can cure. A commit whose result is
+unknown is retried too: the only transaction dbsync runs is ``apply``, whose deletes and
+replacements by ``_id`` give the same result when run twice."""
+
+AUTHENTICATION_FAILED = 18
+UNAUTHORIZED = 13
+DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -66,3 +125,828 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# --- Opening a store -------------------------------------------------------------------------
+
+
+def open_store(uri: str, database: str, *, retry: RetryPolicy | None = None) -> Store:
+    """The store a URI names: MongoDB for ``mongodb://``/``mongodb+srv://``, else embedded.
+
+    Nothing is contacted yet for MongoDB (pymongo connects lazily); call ``ping`` to find out
+    whether the server is there.
+    """
+    validate_database_name(database)
+    if uri.startswith(MONGODB_SCHEMES):
+        return _open_mongo(uri, database, retry or RetryPolicy())
+    if uri.startswith(EMBEDDED_SCHEME):
+        return EmbeddedStore(embedded_path(uri), database)
+    raise UsageError(f"unsupported database URI {redact_uri(uri)!r}", hint=ACCEPTED_URIS)
+
+
+def validate_database_name(name: str) -> None:
+    """Refuse a name MongoDB would refuse, before it becomes a confusing server error."""
+    hint = (
+        'choose a name without / \\ . space " $ or NUL, of 1 to 63 bytes '
+        "(--database or DBSYNC_DATABASE)"
+    )
+    if not name:
+        raise UsageError("the database name is empty", hint=hint)
+    forbidden = sorted(set(name) & set('/\\. "$\x00'))
+    if forbidden:
+        shown = ", ".join(repr(char) for char in forbidden)
+        raise UsageError(f"the database name {name!r} contains {shown}", hint=hint)
+    if len(name.encode()) > 63:
+        raise UsageError(f"the database name {name!r} is longer than 63 bytes", hint=hint)
+
+
+def embedded_path(uri: str) -> Path:
+    """The directory of an ``embedded://PATH`` URI, which must be absolute.
+
+    A relative path would depend on the directory dbsync happens to run in (git hooks run in
+    the repository root, a user anywhere), so two runs could open two different stores.
+    """
+    path = Path(uri[len(EMBEDDED_SCHEME) :])
+    if not path.is_absolute():
+        raise UsageError(
+            f"the embedded store path in {uri!r} is not absolute",
+            hint="write embedded:///ABSOLUTE/PATH (three slashes on Linux and macOS)",
+        )
+    return path
+
+
+def _open_mongo(uri: str, database: str, retry: RetryPolicy) -> MongoStore:
+    try:
+        client: MongoClient[Document] = MongoClient(
+            uri,
+            serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+            connectTimeoutMS=CONNECT_TIMEOUT_MS,
+            appname="dbsync",
+        )
+    except (ConfigurationError, ValueError, TypeError) as error:
+        raise _uri_error(uri, error) from None
+    return MongoStore(client, database, retry=retry, uri=uri)
+
+
+def _uri_error(uri: str, error: Exception) -> DbsyncError:
+    """A bad URI is a usage error; a ``mongodb+srv`` name that DNS cannot resolve is not.
+
+    pymongo raises ConfigurationError (InvalidURI) for most bad URIs, but ValueError or
+    TypeError for some (a port that is not a number, often an unescaped password).
+    """
+    text = scrub_secrets(str(error), uri_secrets(uri))
+    resolving = isinstance(error, ConfigurationError) and not isinstance(error, InvalidURI)
+    if uri.startswith("mongodb+srv://") and resolving and "DNS" in text:
+        return DatabaseUnreachable(
+            f"cannot resolve {redact_uri(uri)}: {text}",
+            hint="check the cluster name in --uri / DBSYNC_URI and this machine's DNS",
+        )
+    return UsageError(f"invalid MongoDB URI {redact_uri(uri)}: {text}", hint=ACCEPTED_URIS)
+
+
+# --- Keeping passwords out of messages -------------------------------------------------------
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with its password replaced by ``***`` (the user name is kept, to help).
+
+    The user info ends at the last ``@`` before the first ``/`` (pymongo's reading) or before
+    the first ``?`` (a password holding an unescaped ``/``), whichever comes later: when the two
+    readings differ, more is hidden rather than less.
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        return uri
+    end = _userinfo_end(rest)
+    user, colon, _password = rest[:end].partition(":")
+    if end < 0 or not colon:
+        return uri
+    return f"{scheme}://{user}:***@{rest[end + 1 :]}"
+
+
+def _userinfo_end(rest: str) -> int:
+    first_slash = _find_or_end(rest, "/")
+    first_query = _find_or_end(rest, "?")
+    return max(rest.rfind("@", 0, first_slash), rest.rfind("@", 0, first_query))
+
+
+def _find_or_end(text: str, char: str) -> int:
+    index = text.find(char)
+    return len(text) if index < 0 else index
+
+
+def uri_secrets(uri: str) -> tuple[str, ...]:
+    """The password of a URI as written and percent-decoded, longest first, for scrubbing."""
+    scheme, separator, rest = uri.partition("://")
+    end = _userinfo_end(rest)
+    _user, colon, password = rest[: max(end, 0)].partition(":")
+    if not separator or end < 0 or not colon or not password:
+        return ()
+    return tuple(sorted({password, unquote_plus(password)}, key=len, reverse=True))
+
+
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+
+
+def scrub_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with every URI redacted and every known secret replaced by ``***``.
+
+    Driver messages name hosts and sometimes echo the URI; the literal replacement also catches
+    a password that appears outside any URI.
+    """
+    text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- Retries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often to retry a transient database error.
+
+    ``sleep``, ``clock`` and ``rng`` are injectable so that tests drive the policy without
+    waiting.
+    """
+
+    budget_seconds: float = 30.0
+    initial_delay: float = 0.1
+    max_delay: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    rng: Callable[[], float] = random.random
+
+    def __post_init__(self) -> None:
+        if self.budget_seconds < 0 or self.initial_delay <= 0 or self.max_delay < 0:
+            raise ValueError(f"invalid retry policy: {self}")
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (0-based): full jitter.
+
+    A random wait between 0 and the exponential ceiling keeps assets that lost the same server
+    from coming back in lock-step.
+    """
+    ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** min(attempt, 62))
+    return policy.rng() * ceiling
+
+
+def is_transient(error: PyMongoError) -> bool:
+    """Whether another attempt may succeed: lost connections, elections, labelled errors."""
+    if isinstance(error, ConnectionFailure):  # AutoReconnect, NotPrimaryError, timeouts
+        return True
+    return any(error.has_error_label(label) for label in TRANSIENT_LABELS)
+
+
+def call_with_retries(
+    policy: RetryPolicy,
+    operation: Callable[[], T],
+    description: str,
+    host: str,
+    *,
+    secrets: Sequence[str] = (),
+) -> T:
+    """Run ``operation``, retrying transient errors until ``policy.budget_seconds`` is spent.
+
+    Never sleeps past the budget: the last wait is cut to what is left, then one more attempt is
+    made. Non-transient errors propagate unchanged. ``host`` must already be free of passwords;
+    ``secrets`` are scrubbed from the driver's message.
+    """
+    started = policy.clock()
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except PyMongoError as error:
+            if not is_transient(error):
+                raise
+            elapsed = policy.clock() - started
+            if elapsed >= policy.budget_seconds:
+                attempts = attempt + 1
+                raise _unreachable(
+                    policy, error, description, host, secrets, attempts, elapsed
+                ) from None
+            delay = backoff_delay(policy, attempt)
+            policy.sleep(min(delay, policy.budget_seconds - elapsed))
+            attempt += 1
+
+
+def _unreachable(
+    policy: RetryPolicy,
+    error: PyMongoError,
+    description: str,
+    host: str,
+    secrets: Sequence[str],
+    attempts: int,
+    elapsed: float,
+) -> DatabaseUnreachable:
+    reason = _short_reason(scrub_secrets(str(error), secrets))
+    return DatabaseUnreachable(
+        f"cannot reach {host}: {reason} ({description}; {attempts} attempts in {elapsed:.1f} s)",
+        hint=(
+            "is mongod running? check --uri / DBSYNC_URI; "
+            f"dbsync retried for {policy.budget_seconds:g} s before giving up"
+        ),
+    )
+
+
+def _short_reason(text: str, limit: int = 300) -> str:
+    """The driver's reason without pymongo's topology dump, which can run to kilobytes."""
+    text = text.partition(", Topology Description:")[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def translate_pymongo_error(
+    error: PyMongoError, description: str, host: str, secrets: Sequence[str] = ()
+) -> DbsyncError:
+    """A non-transient driver error as a ``DbsyncError`` whose text holds no password."""
+    text = _short_reason(scrub_secrets(_error_text(error), secrets))
+    code = getattr(error, "code", None)
+    if code == AUTHENTICATION_FAILED:
+        return DatabaseUnreachable(
+            f"cannot log in to {host}: {text}",
+            hint="check the user name and password in --uri / DBSYNC_URI",
+        )
+    if code == UNAUTHORIZED:
+        return DbsyncError(
+            f"{description} was refused by {host}: {text}",
+            hint="give the user the readWrite role on this database",
+        )
+    if isinstance(error, ConfigurationError):
+        return UsageError(f"{description} on {host}: {text}", hint=ACCEPTED_URIS)
+    return DbsyncError(f"{description} failed on {host}: {type(error).__name__}: {text}")
+
+
+def _error_text(error: PyMongoError) -> str:
+    """A bulk write's first error message: its ``str`` is only 'batch op errors occurred'."""
+    if isinstance(error, BulkWriteError):
+        write_errors = error.details.get("writeErrors") or [{}]
+        return str(write_errors[0].get("errmsg", error))
+    return str(error)
+
+
+# --- Pure helpers shared by both stores ------------------------------------------------------
+
+
+def id_key(value: Any) -> Hashable:
+    """A hashable stand-in for an ``_id``, equal for two ``_id`` values MongoDB holds equal.
+
+    MongoDB compares numbers by value across Int32, Int64 and Double (``5``, ``Int64(5)`` and
+    ``5.0`` name one document); booleans are not numbers; everything else is compared here by
+    type and BSON bytes (so a sub-document ``_id`` holding ``1`` differs from one holding
+    ``1.0``, and Decimal128 differs from the equal Double: both are rare enough to leave).
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", "nan") if value != value else ("number", value)
+    return ("bson", bson.encode({"": value}))
+
+
+def describe_id(value: Any) -> str:
+    """An ``_id`` as relaxed Extended JSON, the form a user can paste into a query."""
+    return json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS)
+
+
+def document_id(document: Mapping[str, Any]) -> Any:
+    """The ``_id`` of a document to upsert; one without ``_id`` cannot be addressed."""
+    if "_id" not in document:
+        shown = _short_reason(describe_id(dict(document)), limit=120)
+        raise InvalidInput(f"a document to write has no _id: {shown}")
+    return document["_id"]
+
+
+def in_requested_order(ids: Sequence[Any], documents: Iterable[Document]) -> list[Document]:
+    """``documents`` in the order of ``ids``, each once, missing ones left out.
+
+    Servers return ``$in`` matches in any order; a fixed order keeps callers deterministic.
+    """
+    by_key = {id_key(document["_id"]): document for document in documents}
+    wanted = dict.fromkeys(id_key(value) for value in ids)
+    return [by_key[key] for key in wanted if key in by_key]
+
+
+def take_until_duplicate(
+    batch: Sequence[Document], seen: set[Hashable]
+) -> tuple[list[Document], Document | None]:
+    """The documents of ``batch`` before the first whose ``_id`` is in ``seen``, and that one.
+
+    Adds the accepted ``_id`` keys to ``seen``; gives a document without ``_id`` a new ObjectId
+    first, as MongoDB would.
+    """
+    accepted: list[Document] = []
+    for document in batch:
+        key = id_key(document.setdefault("_id", bson.ObjectId()))
+        if key in seen:
+            return accepted, document
+        seen.add(key)
+        accepted.append(document)
+    return accepted, None
+
+
+def duplicate_id_error(
+    collection: str, document_id: Any, inserted: int, *, note: str = ""
+) -> InvalidInput:
+    return InvalidInput(
+        f"duplicate _id {describe_id(document_id)} in collection {collection!r}: "
+        f"{inserted} documents were inserted before it{note}",
+        hint="the collection already holds this _id, or the input repeats it",
+    )
+
+
+def encoded_size(documents: Iterable[Document]) -> int:
+    """The total BSON size of ``documents``: what MongoDB counts as a collection's data size."""
+    return sum(len(bson.encode(document)) for document in documents)
+
+
+def same_id(left: Any, right: Any) -> bool:
+    """Whether two ``_id`` values are the very same BSON value (type included)."""
+    return bson.encode({"": left}) == bson.encode({"": right})
+
+
+def chunks(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``, never an empty one (drivers refuse those)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def is_replicated(hello: Mapping[str, Any]) -> bool:
+    """Whether a ``hello`` reply comes from a replica set member or a ``mongos`` router.
+
+    Only those run multi-document transactions; a standalone ``mongod`` refuses them.
+    """
+    return "setName" in hello or hello.get("msg") == "isdbgrid"
+
+
+def write_operations(
+    upserts: Sequence[Document], delete_ids: Sequence[Any]
+) -> list[DeleteOne | ReplaceOne[Document]]:
+    """The bulk operations of ``apply``: every delete first, then every upsert, in order."""
+    deletes: list[DeleteOne | ReplaceOne[Document]] = [
+        DeleteOne({"_id": value}) for value in delete_ids
+    ]
+    replaces = [
+        ReplaceOne({"_id": document_id(document)}, document, upsert=True) for document in upserts
+    ]
+    return deletes + replaces
+
+
+def total_counts(counts: Iterable[WriteCounts]) -> WriteCounts:
+    counted = list(counts)
+    return WriteCounts(
+        upserted=sum(count.upserted for count in counted),
+        deleted=sum(count.deleted for count in counted),
+    )
+
+
+# --- MongoDB ---------------------------------------------------------------------------------
+
+
+class MongoStore:
+    """A MongoDB database through pymongo: standalone, replica set or sharded cluster.
+
+    Every call goes through ``call_with_retries``; a non-transient driver error comes out as a
+    ``DbsyncError`` whose text names the host without its password.
+    """
+
+    def __init__(
+        self,
+        client: MongoClient[Document],
+        database: str,
+        *,
+        retry: RetryPolicy,
+        uri: str | None = None,
+    ) -> None:
+        """``uri``, when given, names the host in messages (redacted) and its password is
+        scrubbed from driver messages; without it the database name stands in."""
+        self._client = client
+        self._db = client[database]
+        self._retry = retry
+        self._host = redact_uri(uri) if uri else f"MongoDB database {database!r}"
+        self._secrets = uri_secrets(uri) if uri else ()
+        self._replicated: bool | None = None
+
+    def collection_names(self) -> list[str]:
+        names = self._call("list the collections", self._db.list_collection_names)
+        return sorted(name for name in names if not name.startswith("system."))
+
+    def count(self, collection: str) -> int:
+        return self._call(
+            f"count the documents of {collection!r}",
+            partial(self._db[collection].count_documents, {}),
+        )
+
+    def size_bytes(self, collection: str) -> int:
+        size = self._call(
+            f"read the size of {collection!r}", partial(self._server_size, collection)
+        )
+        return encoded_size(self.iter_documents(collection)) if size is None else size
+
+    def _server_size(self, collection: str) -> int | None:
+        """The data size the server keeps (summed over shards), or None where it has none.
+
+        mongomock and servers without ``$collStats`` raise NotImplementedError or an
+        OperationFailure; the caller then adds up the documents' BSON sizes itself.
+        """
+        pipeline: list[dict[str, Any]] = [{"$collStats": {"storageStats": {}}}]
+        try:
+            stats = list(self._db[collection].aggregate(pipeline))
+        except (OperationFailure, NotImplementedError) as error:
+            if isinstance(error, PyMongoError) and is_transient(error):
+                raise
+            return None
+        return sum(int(stat["storageStats"]["size"]) for stat in stats)
+
+    def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Document]:
+        """Documents in ``_id`` order, fetched ``batch_size`` at a time.
+
+        Each batch is one retried call; after a lost connection the read resumes just after the
+        last ``_id`` it returned, so nothing is repeated or skipped.
+        """
+        reader = _ResumableRead(self._db[collection], batch_size)
+        description = f"read the documents of {collection!r}"
+        while batch := self._call(description, reader.next_batch):
+            yield from batch
+
+    def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
+        """The documents whose ``_id`` is in ``ids``, in the order of ``ids``."""
+        found: list[Document] = []
+        for chunk in chunks(ids):
+            query = partial(self._find_ids, self._db[collection], chunk)
+            found += self._call(f"read documents of {collection!r} by _id", query)
+        return in_requested_order(ids, found)
+
+    @staticmethod
+    def _find_ids(collection: Collection[Document], ids: list[Any]) -> list[Document]:
+        return list(collection.find({"_id": {"$in": ids}}))
+
+    def apply(
+        self, collection: str, upserts: Sequence[Document], delete_ids: Sequence[Any]
+    ) -> WriteCounts:
+        """Ordered bulk writes of ``DeleteOne``s then ``ReplaceOne(upsert=True)``s.
+
+        On a replica set or sharded cluster the whole apply is one transaction, retried whole on
+        a transient error; on a standalone server each batch of operations is retried alone
+        (deleting or replacing by ``_id`` twice gives the same result, though the counts of a
+        retried batch may then be lower than what changed).
+        """
+        operations = write_operations(upserts, delete_ids)
+        target = self._db[collection]
+        description = f"apply changes to {collection!r}"
+        if self._is_replicated():
+            transaction = partial(self._apply_in_transaction, target, operations)
+            return self._call(f"{description} in a transaction", transaction)
+        batches = (partial(self._bulk_write, target, chunk, None) for chunk in chunks(operations))
+        return total_counts(self._call(description, batch) for batch in batches)
+
+    def _apply_in_transaction(
+        self, target: Collection[Document], operations: list[DeleteOne | ReplaceOne[Document]]
+    ) -> WriteCounts:
+        with self._client.start_session() as session, session.start_transaction():
+            return total_counts(
+                self._bulk_write(target, chunk, session) for chunk in chunks(operations)
+            )
+
+    @staticmethod
+    def _bulk_write(
+        target: Collection[Document],
+        operations: list[DeleteOne | ReplaceOne[Document]],
+        session: ClientSession | None,
+    ) -> WriteCounts:
+        result = target.bulk_write(operations, ordered=True, session=session)
+        return WriteCounts(
+            upserted=result.upserted_count + result.matched_count, deleted=result.deleted_count
+        )
+
+    def _is_replicated(self) -> bool:
+        """Asked once per store: whether the server can run transactions."""
+        if self._replicated is None:
+            self._replicated = self._call("ask the server its topology", self._probe_replicated)
+        return self._replicated
+
+    def _probe_replicated(self) -> bool:
+        """``hello`` says replica set or mongos; a server (or mongomock) that cannot answer it
+        is taken for a standalone, which is where plain bulk writes are right."""
+        try:
+            reply = self._client.admin.command("hello")
+        except (OperationFailure, NotImplementedError) as error:
+            if isinstance(error, PyMongoError) and is_transient(error):
+                raise
+            return False
+        return is_replicated(reply)
+
+    def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
+        """Ordered inserts in batches; documents before a duplicate ``_id`` stay inserted."""
+        target = self._db[collection]
+        inserted = 0
+        for batch in chunks(documents):
+            inserted += self._call(
+                f"insert into {collection!r}", _BatchInsert(target, batch, inserted).attempt
+            )
+        return inserted
+
+    def replace_collection(self, collection: str, documents: Iterable[Document]) -> int:
+        """Delete every document, then insert ``documents``: indexes and options are kept."""
+        target = self._db[collection]
+        self._call(f"empty {collection!r}", partial(target.delete_many, {}))
+        return self.insert_many(collection, documents)
+
+    def ping(self) -> None:
+        self._call("ping", partial(self._client.admin.command, "ping"))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, description: str, operation: Callable[[], T]) -> T:
+        try:
+            return call_with_retries(
+                self._retry, operation, description, self._host, secrets=self._secrets
+            )
+        except PyMongoError as error:
+            raise translate_pymongo_error(error, description, self._host, self._secrets) from None
+
+
+class _ResumableRead:
+    """Reads a collection in ``_id`` order, one batch per call, resuming after a failure.
+
+    A resumed read starts at the last ``_id`` returned through the ``_id`` index bounds
+    (``min`` with ``hint``): unlike ``{"_id": {"$gt": last}}``, which MongoDB brackets by type,
+    it also reaches the ``_id`` values of later types (strings after numbers, ...).
+    """
+
+    def __init__(self, collection: Collection[Document], batch_size: int) -> None:
+        self._collection = collection
+        self._batch_size = batch_size
+        self._cursor: Iterator[Document] | None = None
+        self._last: list[Any] = []  # the last _id returned, once there is one
+
+    def next_batch(self) -> list[Document]:
+        try:
+            if self._cursor is None:
+                self._cursor = self._open()
+            batch = list(itertools.islice(self._cursor, self._batch_size))
+        except PyMongoError:
+            self._cursor = None
+            raise
+        if batch:
+            self._last = [batch[-1]["_id"]]
+        return batch
+
+    def _open(self) -> Iterator[Document]:
+        cursor = self._collection.find({}, sort=[("_id", 1)], batch_size=self._batch_size)
+        if not self._last:
+            return cursor
+        resumed: Iterator[Document] = cursor.hint([("_id", 1)]).min([("_id", self._last[0])])
+        first = next(resumed, None)  # the bound is inclusive: skip the document already returned
+        if first is None or same_id(first["_id"], self._last[0]):
+            return resumed
+        return itertools.chain([first], resumed)
+
+
+class _BatchInsert:
+    """One ordered ``insert_many`` batch that can be attempted again without repeating itself.
+
+    After a bulk write error only the documents the server did not insert are sent again. After
+    a lost connection the server's progress is unknown, so the batch is resent whole; the
+    message of a duplicate found then says so.
+    """
+
+    def __init__(self, target: Collection[Document], batch: list[Document], before: int) -> None:
+        self._target = target
+        self._pending = batch
+        self._inserted = 0
+        self._before = before
+        self._attempts = 0
+
+    def attempt(self) -> int:
+        self._attempts += 1
+        try:
+            self._target.insert_many(self._pending, ordered=True)
+        except BulkWriteError as error:
+            self._take_progress(error)
+            raise
+        self._inserted += len(self._pending)
+        self._pending = []
+        return self._inserted
+
+    def _take_progress(self, error: BulkWriteError) -> None:
+        done = int(error.details.get("nInserted", 0))
+        failed = self._pending[done] if done < len(self._pending) else None
+        self._inserted += done
+        self._pending = self._pending[done:]
+        codes = [write_error.get("code") for write_error in error.details.get("writeErrors", [])]
+        if failed is not None and DUPLICATE_KEY in codes:
+            raise self._duplicate(failed["_id"]) from None
+
+    def _duplicate(self, document_id: Any) -> InvalidInput:
+        note = ""
+        if self._attempts > 1:
+            note = (
+                " (this batch was sent again after a lost connection: the first attempt may"
+                " have inserted this document)"
+            )
+        inserted = self._before + self._inserted
+        return duplicate_id_error(self._target.name, document_id, inserted, note=note)
+
+
+# --- The embedded store (montydb) ------------------------------------------------------------
+
+_MONTYDB_STORAGE_MARKER = ".monty.storage"
+"""The file ``montydb.set_storage`` writes to record a repository's engine: its presence means
+the directory is already a montydb repository, which must not be reconfigured."""
+
+
+class EmbeddedStore:
+    """An on-disk store without a server: montydb on SQLite, documents kept as BSON.
+
+    montydb was chosen for BSON fidelity (every type comes back byte-identical, tested) and
+    because it takes an ``_id`` of any type (mongita only takes ObjectId or str). It has no
+    indexes and no ``bulk_write``: every query decodes and filters the whole collection in
+    Python, and ``$in`` costs one comparison per document per id. Measured on 20,000 documents
+    of 7 fields (``bench/embedded_store_choice.py`` measures 10,000):
+
+    ========================================  ==========
+    one full scan, ``find({})``               0.30 s
+    the same sorted by ``_id``                0.93 s
+    ``find({"_id": {"$in": 143 ids}})``       5.9 s
+    ``delete_one({"_id": x})``                0.15 s each
+    ``replace_one(..., upsert=True)``         0.39 s each
+    ``delete_many({"_id": {"$in": ids}})``    0.29 s + 0.035 s per id
+    drop, then ``insert_many`` all 20,000     0.19 s
+    ========================================  ==========
+
+    So every read by ``_id`` is one scan filtered in Python through ``id_key``, and ``apply``
+    scans once, then either only inserts (nothing present is deleted or replaced) or rewrites
+    the collection (drop, insert what is kept and the upserts): the rewrite costs less than a
+    single ``delete_many`` of one id, whatever the number of changes. The price is a wider
+    window: a crash during the rewrite leaves the collection partly written, where
+    ``delete_many`` + ``insert_many`` would leave the replaced documents missing; neither is
+    atomic in montydb, and in both cases the merge's backup is what restores it. Upserts are
+    encoded before anything is dropped, so a bad document fails first.
+
+    montydb's cursor holds a whole result in memory; ``batch_size`` has no effect here. The
+    embedded store is for trying dbsync, the demo and tests, not for millions of documents.
+    """
+
+    def __init__(self, path: Path, database: str) -> None:
+        self._path = path
+        self._client = _open_montydb(path)
+        self._db = self._client[database]
+
+    def collection_names(self) -> list[str]:
+        names = self._db.list_collection_names()
+        return sorted({name for name in names if not name.startswith("system.")})
+
+    def count(self, collection: str) -> int:
+        return int(self._db[collection].count_documents({}))
+
+    def size_bytes(self, collection: str) -> int:
+        return encoded_size(self._scan(collection))
+
+    def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Document]:
+        """Documents in ``_id`` order (montydb sorts in BSON order; ``batch_size`` is moot)."""
+        yield from self._db[collection].find({}, sort=[("_id", 1)])
+
+    def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
+        """One scan filtered in Python: 20x faster than ``$in`` at 143 ids on 20,000 documents."""
+        wanted = {id_key(value) for value in ids}
+        found = [doc for doc in self._scan(collection) if id_key(doc["_id"]) in wanted]
+        return in_requested_order(ids, found)
+
+    def apply(
+        self, collection: str, upserts: Sequence[Document], delete_ids: Sequence[Any]
+    ) -> WriteCounts:
+        """One scan, then inserts only, or a rewrite when a present document must go."""
+        plan = plan_embedded_apply(self._scan(collection), upserts, delete_ids)
+        _check_encodable(plan.inserts)
+        target = self._db[collection]
+        if plan.rewrite:
+            target.drop()
+            _insert_into_montydb(target, plan.kept)
+        _insert_into_montydb(target, plan.inserts)
+        return WriteCounts(upserted=len(upserts), deleted=plan.deleted)
+
+    def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
+        """Inserts in batches; documents before a duplicate ``_id`` stay inserted, as in MongoDB.
+
+        Duplicates are found here by ``id_key`` (montydb's own key would let ``5`` and
+        ``Int64(5)`` both in, and names no ``_id`` when it refuses one).
+        """
+        target = self._db[collection]
+        seen = {id_key(doc["_id"]) for doc in target.find({}, {"_id": 1})}
+        inserted = 0
+        for batch in chunks(documents):
+            accepted, duplicate = take_until_duplicate(batch, seen)
+            _insert_into_montydb(target, accepted)
+            inserted += len(accepted)
+            if duplicate is not None:
+                raise duplicate_id_error(collection, duplicate["_id"], inserted)
+        return inserted
+
+    def replace_collection(self, collection: str, documents: Iterable[Document]) -> int:
+        """Checks every document before dropping anything, so a bad backup changes nothing."""
+        kept, duplicate = take_until_duplicate(list(documents), set())
+        if duplicate is not None:
+            raise duplicate_id_error(collection, duplicate["_id"], 0)
+        _check_encodable(kept)
+        target = self._db[collection]
+        target.drop()
+        _insert_into_montydb(target, kept)
+        return len(kept)
+
+    def ping(self) -> None:
+        if not self._path.is_dir():
+            raise DatabaseUnreachable(
+                f"cannot reach the embedded store at {self._path}: the directory is gone",
+                hint="check --uri / DBSYNC_URI, or run dbsync init to create a new store",
+            )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _scan(self, collection: str) -> Iterator[Document]:
+        documents: Iterator[Document] = iter(self._db[collection].find({}))
+        return documents
+
+
+@dataclass(frozen=True)
+class EmbeddedApplyPlan:
+    """What ``EmbeddedStore.apply`` writes, decided from one scan of the collection."""
+
+    kept: list[Document]  # present documents neither deleted nor replaced
+    inserts: list[Document]  # the upserts, the last one for each _id
+    deleted: int  # present documents named in delete_ids
+    rewrite: bool  # whether a present document must go (deleted or replaced)
+
+
+def plan_embedded_apply(
+    existing: Iterable[Document], upserts: Sequence[Document], delete_ids: Sequence[Any]
+) -> EmbeddedApplyPlan:
+    """Split the present documents into kept and removed; pure, so it is tested directly."""
+    inserts = {id_key(document_id(document)): document for document in upserts}
+    deleting = {id_key(value) for value in delete_ids}
+    kept: list[Document] = []
+    deleted = removed = 0
+    for document in existing:
+        key = id_key(document["_id"])
+        deleted += key in deleting
+        removed += key in deleting or key in inserts
+        if key not in deleting and key not in inserts:
+            kept.append(document)
+    return EmbeddedApplyPlan(kept, list(inserts.values()), deleted, rewrite=removed > 0)
+
+
+def _check_encodable(documents: Iterable[Document]) -> None:
+    """Fail on a document BSON cannot hold before anything is dropped or written."""
+    for document in documents:
+        try:
+            bson.encode(document)
+        except (InvalidDocument, TypeError, OverflowError) as error:
+            raise InvalidInput(
+                f"document {describe_id(document.get('_id'))} cannot be stored: {error}"
+            ) from None
+
+
+def _insert_into_montydb(target: Any, documents: Iterable[Document]) -> None:
+    """``insert_many`` in batches; a batch montydb refuses for its field names goes one by one.
+
+    montydb checks field names as pymongo 3 did and refuses ``.`` and a leading ``$`` on insert,
+    which MongoDB 5 accepts; it stores them through ``replace_one(upsert=True)``, which scans
+    the collection, so only the documents that need it take that path.
+    """
+    for batch in chunks(documents):
+        try:
+            target.insert_many(batch)
+        except InvalidDocument:
+            for document in batch:
+                _insert_one_into_montydb(target, document)
+
+
+def _insert_one_into_montydb(target: Any, document: Document) -> None:
+    try:
+        target.insert_one(document)
+    except InvalidDocument:
+        target.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+
+def _open_montydb(path: Path) -> Any:
+    """A montydb client on ``path``, configuring SQLite + BSON storage on first use.
+
+    A repository made earlier with another engine is refused rather than reconfigured, which
+    would hide its data.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / _MONTYDB_STORAGE_MARKER).exists():
+        montydb.set_storage(str(path), storage="sqlite", use_bson=True)
+    client = montydb.MontyClient(str(path))
+    engine = client.server_info()["storageEngine"]
+    if engine != "sqlite":
+        client.close()
+        raise InvalidInput(
+            f"{path} holds a montydb store using {engine!r} storage; dbsync needs 'sqlite'",
+            hint="point embedded:// at a new or empty directory",
+        )
+    return client

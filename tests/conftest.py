@@ -1,12 +1,76 @@
+"""Fixtures shared by the tests: a MongoStore on mongomock and an EmbeddedStore on disk."""
+
+from __future__ import annotations
+
+import functools
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import mongomock
 import pytest
+from mongomock.collection import BulkOperationBuilder
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "telegrampnl-pnls.json"
+from dbsync.store import EmbeddedStore, MongoStore, RetryPolicy
+
+
+def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` taking the ``sort`` keyword pymongo >= 4.11 passes, when it is None.
+
+    pymongo 4.11 added ``sort`` to ``ReplaceOne``/``UpdateOne`` and passes it to the bulk
+    builder's ``add_replace``/``add_update``; mongomock 4.3's builder predates it and raises
+    TypeError. dbsync never sorts an update, so ``sort=None`` is dropped; any other value still
+    fails loudly rather than being ignored.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, sort: Any = None, **kwargs: Any) -> Any:
+        if sort is not None:
+            raise NotImplementedError(f"mongomock cannot sort a bulk update (sort={sort!r})")
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+@pytest.fixture(autouse=True)
+def mongomock_accepts_pymongo_bulk_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let mongomock run the real pymongo bulk operations that production code builds."""
+    for name in ("add_replace", "add_update"):
+        original = getattr(BulkOperationBuilder, name)
+        monkeypatch.setattr(BulkOperationBuilder, name, _accepting_sort_none(original))
+
+
+def no_sleep_policy(**overrides: Any) -> RetryPolicy:
+    """A retry policy that never waits for real."""
+    return RetryPolicy(sleep=lambda seconds: None, **overrides)
 
 
 @pytest.fixture
-def pnl_records() -> list[dict]:
+def mongo_store() -> Iterator[MongoStore]:
+    store = MongoStore(mongomock.MongoClient(), "dbsync_test", retry=no_sleep_policy())
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def embedded_store(tmp_path: Path) -> Iterator[EmbeddedStore]:
+    store = EmbeddedStore(tmp_path / "store", "dbsync_test")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["mongo_store", "embedded_store"])
+def store(request: pytest.FixtureRequest) -> Any:
+    """Each test using ``store`` runs once on each implementation."""
+    return request.getfixturevalue(request.param)
+
+
+DATA = Path(__file__).resolve().parent / "data" / "telegrampnl-pnls.json"
+
+
+@pytest.fixture
+def pnl_records() -> list[dict[str, Any]]:
     """190 real PNL records (11 duplicate pairs, string timestamps), as plain JSON."""
-    return json.loads(DATA.read_text())
+    records: list[dict[str, Any]] = json.loads(DATA.read_text())
+    return records
