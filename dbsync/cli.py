@@ -21,16 +21,21 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from dbsync import __version__
+from dbsync.backups import list_backups
+from dbsync.commands import diff as diff_service
 from dbsync.commands import dump as dump_service
 from dbsync.commands import export as export_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
+from dbsync.commands import merge as merge_service
+from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
 from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
+from dbsync.report import MergeReport
 from dbsync.store import Store
 
 app = typer.Typer(
@@ -376,6 +381,115 @@ def stats(
         snapshot = "-" if row["snapshot_records"] is None else str(row["snapshot_records"])
         table.add_row(name, str(row["count"]), str(row["size_bytes"]), snapshot, row["snapshot"])
     out.print(table)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Collections = Annotated[
+    list[str] | None,
+    typer.Option("--collection", "-c", help="Only this collection (repeatable)."),
+]
+
+
+def render_merge(report: MergeReport) -> None:
+    for name, counts in report.collections.items():
+        say(
+            f"{name}: {counts.total} records ({counts.local_only} local only, "
+            f"{counts.remote_only} remote only, {counts.common} common, "
+            f"{counts.updated} updated, {counts.conflicts_resolved} conflicts, "
+            f"{counts.deleted} deleted); {counts.writes} documents written"
+        )
+    if report.status == "dry-run":
+        say(f"dry run ({report.mode}): nothing was changed")
+    else:
+        say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
+
+
+@command()
+def merge(
+    path: Annotated[
+        Path, typer.Argument(help="A snapshot file, an --output bundle, or a directory.")
+    ],
+    *,
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="The common ancestor snapshot: makes the merge three-way."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the report and change nothing.")
+    ] = False,
+    collection: Collections = None,
+    allow_deletes: Annotated[
+        bool,
+        typer.Option("--allow-deletes", help="Apply a merge that deletes many records at once."),
+    ] = False,
+    json: JsonFlag = False,
+) -> None:
+    """Merge a snapshot into the database, with a backup first, a report, and rollback."""
+    configuration = config()
+    merge_options = merge_service.MergeOptions(
+        base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
+    )
+    with opened_store(configuration) as store:
+        report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
+    if json:
+        print_json(report.to_json())
+    else:
+        render_merge(report)
+
+
+@command()
+def diff(
+    first: Annotated[str, typer.Argument(help="A snapshot file or directory, or 'db'.")],
+    second: Annotated[str, typer.Argument(help="A snapshot file or directory, or 'db'.")],
+    *,
+    json: JsonFlag = False,
+) -> None:
+    """Show record-level differences between two snapshots ('db' is the live database)."""
+    configuration = config()
+    changes = diff_service.diff(
+        configuration, lambda: open_configured_store(configuration), first, second
+    )
+    if json:
+        print_json([diff_service.change_json(change) for change in changes])
+        return
+    count = 0
+    for change in changes:
+        count += 1
+        out.print(diff_service.change_text(change), markup=False)
+    say(f"{count} record(s) differ")
+
+
+@command()
+def backups(*, json: JsonFlag = False) -> None:
+    """List the backups taken before merges and restores, newest first."""
+    found = list_backups(config().state_dir)
+    if json:
+        print_json(
+            [{"id": b.id, "created": b.created, "collections": b.collections} for b in found]
+        )
+        return
+    if not found:
+        say("no backups yet")
+    for info in found:
+        out.print(f"{info.id}  {', '.join(info.collections)}  ({info.reason})", markup=False)
+
+
+@command()
+def restore(
+    backup_id: Annotated[
+        str, typer.Argument(metavar="ID", help="A backup id (see dbsync backups).")
+    ],
+    *,
+    collection: Collections = None,
+) -> None:
+    """Put a backup back (the current state is backed up first, so this is reversible too)."""
+    configuration = config()
+    with opened_store(configuration) as store:
+        result = restore_service.restore_backup(configuration, store, backup_id, collection)
+    say(
+        f"restored {', '.join(result.restored)} from {result.backup}; "
+        f"the state before is in backup {result.safety_backup}"
+    )
 
 
 # ---------------------------------------------------------------- entry point

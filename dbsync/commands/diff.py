@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from dbsync.commands.export import export
 from dbsync.config import Config
 from dbsync.errors import UsageError
@@ -114,3 +116,30 @@ def diff(
                 store.close()
         old, new = (exported if side == DATABASE else Path(side) for side in (first, second))
         yield from diff_paths(old, new)
+
+
+def change_json(change: RecordChange) -> dict[str, Any]:
+    return {
+        "collection": change.collection,
+        "change": change.kind,
+        "key": change.key,
+        "old": change.old,
+        "new": change.new,
+        "fields": [{"field": f.field, "old": f.old, "new": f.new} for f in change.fields],
+    }
+
+
+def change_text(change: RecordChange) -> str:
+    """``+``, ``-`` or ``~`` and the key; a changed record lists its fields, old → new."""
+    key = ", ".join(f"{name}={_json(value)}" for name, value in change.key.items())
+    if change.kind == "added":
+        return f"+ {change.collection} {key}: {_json(change.new)}"
+    if change.kind == "removed":
+        return f"- {change.collection} {key}: {_json(change.old)}"
+    lines = [f"~ {change.collection} {key}"]
+    lines += [f"    {f.field}: {_json(f.old)} → {_json(f.new)}" for f in change.fields]
+    return "\n".join(lines)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
