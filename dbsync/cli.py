@@ -22,6 +22,7 @@ from rich.table import Table
 
 from dbsync import __version__
 from dbsync.backups import list_backups
+from dbsync.commands import dedupe as dedupe_service
 from dbsync.commands import diff as diff_service
 from dbsync.commands import dump as dump_service
 from dbsync.commands import export as export_service
@@ -259,6 +260,29 @@ def progress() -> Progress:
 
 # ---------------------------------------------------------------- commands
 
+DedupeFlag = Annotated[
+    bool,
+    typer.Option(
+        "--dedupe",
+        help="Fold records that share a key by the conflict rules (backed up and reported) "
+        "instead of refusing.",
+    ),
+]
+
+
+def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | None) -> None:
+    names = wanted or [n for n in store.collection_names() if not configuration.excluded(n)]
+    report = dedupe_service.dedupe(configuration, store, names)
+    if report is None:
+        say("--dedupe: no records share a key")
+        return
+    for name, counts in report.collections.items():
+        say(
+            f"--dedupe {name}: folded {counts.conflicts_resolved} duplicate(s), deleted "
+            f"{counts.deleted} (losers kept in the report); "
+            f"'dbsync restore {report.backup}' undoes it"
+        )
+
 
 @command()
 def init(
@@ -291,10 +315,13 @@ def export(
         Path | None,
         typer.Option("--output", "-o", help="Write every collection into this one file."),
     ] = None,
+    dedupe: DedupeFlag = False,
 ) -> None:
     """Write the database's collections to snapshot files (default: the snapshot directory)."""
     configuration = config()
     with opened_store(configuration) as store:
+        if dedupe:
+            fold_duplicates(configuration, store, collection)
         results = export_service.export(
             configuration, store, collections=collection, output=output, progress=progress()
         )
@@ -422,6 +449,7 @@ def merge(
         bool,
         typer.Option("--allow-deletes", help="Apply a merge that deletes many records at once."),
     ] = False,
+    dedupe: DedupeFlag = False,
     json: JsonFlag = False,
 ) -> None:
     """Merge a snapshot into the database, with a backup first, a report, and rollback."""
@@ -430,6 +458,8 @@ def merge(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
     with opened_store(configuration) as store:
+        if dedupe and not dry_run:
+            fold_duplicates(configuration, store, collection)
         report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
     if json:
         print_json(report.to_json())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -121,24 +121,34 @@ def export(
     collections: Sequence[str] | None = None,
     output: Path | None = None,
     target_dir: Path | None = None,
+    key_by_id: bool = False,
     progress: Progress | None = None,
 ) -> list[ExportedCollection]:
-    """Write the snapshot of each selected collection; all files appear together or none."""
+    """Write the snapshot of each selected collection; all files appear together or none.
+
+    ``key_by_id`` keys every collection by ``_id`` (unique in any database), as backups do:
+    a backup must hold the database as it is, duplicates of a natural key included.
+    """
     progress = progress or NoProgress()
     names = select_collections(config, store, collections)
+
+    def rules_of(name: str) -> Rules:
+        rules = config.rules(name)
+        return replace(rules, key=("_id",)) if key_by_id else rules
+
     results = []
     with StagedFiles() as staged:
         if output is not None:
             with staged.open(output) as handle:
                 for name in names:
-                    summary = _write_section(handle, store, name, config.rules(name), progress)
+                    summary = _write_section(handle, store, name, rules_of(name), progress)
                     results.append(ExportedCollection(name, summary.count, output, True))
             return results
         for name in names:
             path = (target_dir or config.snapshot_dir) / snapshot_filename(name)
             old_digest = read_trailer_digest(path)
             with staged.open(path) as handle:
-                summary = _write_section(handle, store, name, config.rules(name), progress)
+                summary = _write_section(handle, store, name, rules_of(name), progress)
             changed = summary.digest != old_digest
             results.append(ExportedCollection(name, summary.count, path, changed))
     return results

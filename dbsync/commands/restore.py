@@ -49,7 +49,7 @@ def take_backup(config: Config, store: Store, collections: Sequence[str], reason
     existing = set(store.collection_names())
     present = [name for name in collections if name in existing]
     backups.check_free_space(folder.parent, sum(store.size_bytes(name) for name in present))
-    export(config, store, collections=present, target_dir=folder)
+    export(config, store, collections=present, target_dir=folder, key_by_id=True)
     for name in collections:
         if name not in existing:  # an absent collection is backed up as an empty one
             header = Header(name, config.rules(name))
