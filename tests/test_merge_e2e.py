@@ -1,0 +1,210 @@
+"""Two assets on embedded stores exchanging only snapshot files converge, losing nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.config import load_config
+from dbsync.errors import DbsyncError
+from dbsync.store import EmbeddedStore, WriteCounts
+from tests.cli_helpers import Project, new_project, write_lines
+
+PNL_KEY = """
+[collections.pnls]
+key = ["user_id", "username", "timestamp", "ticker"]
+timestamp = "timestamp"
+preserve = ["user_id", "profit_usd", "profit_sol", "ticker"]
+"""
+
+BY_ID = """
+[collections.pnls]
+timestamp = "timestamp"
+"""
+
+
+def record(n: int, **fields) -> dict:
+    return {
+        "_id": {"$oid": f"{n:024x}"},
+        "user_id": f"u{n}",
+        "username": f"@user{n}",
+        "ticker": "SOL",
+        "profit_usd": float(n),
+        "timestamp": "2025-07-01T00:00:00",
+        **fields,
+    }
+
+
+@pytest.fixture
+def assets(tmp_path, pnl_records):
+    """Two assets holding the same 190 real records (their 11 duplicate pairs included)."""
+    source = write_lines(tmp_path / "pnls.json", pnl_records)
+    pair = []
+    for name in ("a", "b"):
+        project = new_project(tmp_path / name)
+        project.ok("import", str(source), "-c", "pnls")
+        project.ok("export")
+        pair.append(project)
+    return pair
+
+
+def add(project: Project, tmp_path: Path, docs: list[dict], name: str) -> None:
+    project.ok(
+        "import",
+        str(write_lines(tmp_path / f"{name}.json", docs)),
+        "-c",
+        "pnls",
+        "--mode",
+        "upsert",
+    )
+    project.ok("export")
+
+
+def exchange(receiver: Project, sender: Project, *extra: str) -> dict:
+    return json.loads(
+        receiver.ok("merge", str(sender.root / "database_backup"), "--json", *extra).out
+    )
+
+
+def assert_converged(a: Project, b: Project) -> None:
+    a.ok("export")
+    b.ok("export")
+    assert a.snapshot() == b.snapshot()
+    assert a.ok("dump", "pnls").out == b.ok("dump", "pnls").out
+
+
+def test_three_and_two_new_records_give_195_on_both_with_exact_figures(assets, tmp_path):
+    a, b = assets
+    add(a, tmp_path, [record(n) for n in (1, 2, 3)], "a_new")
+    add(b, tmp_path, [record(n) for n in (4, 5)], "b_new")
+    report = exchange(a, b)["collections"]["pnls"]
+    assert (report["local_only"], report["remote_only"], report["common"], report["total"]) == (
+        3,
+        2,
+        190,
+        195,
+    )
+    report = exchange(b, a)["collections"]["pnls"]
+    assert (report["local_only"], report["remote_only"], report["common"], report["total"]) == (
+        2,
+        3,
+        190,
+        195,
+    )
+    assert_converged(a, b)
+    assert len(a.ok("dump", "pnls").out.splitlines()) == 195  # the 11 duplicate pairs survive
+
+
+def test_one_record_inserted_on_both_under_different_ids_is_one_record(tmp_path):
+    a = new_project(tmp_path / "a", toml=PNL_KEY)
+    b = new_project(tmp_path / "b", toml=PNL_KEY)
+    add(a, tmp_path, [record(1), record(7)], "a")
+    add(b, tmp_path, [record(2), {**record(7), "_id": {"$oid": "b" * 24}}], "b")
+    exchange(a, b)
+    exchange(b, a)
+    assert_converged(a, b)
+    dumped = [json.loads(line) for line in a.ok("dump", "pnls").out.splitlines()]
+    assert sorted(d["user_id"] for d in dumped) == ["u1", "u2", "u7"]
+
+
+def test_a_conflicting_update_picks_the_same_winner_on_both_sides(tmp_path):
+    a = new_project(tmp_path / "a", toml=BY_ID)
+    b = new_project(tmp_path / "b", toml=BY_ID)
+    for project in (a, b):
+        add(project, tmp_path, [record(1)], f"{project.root.name}0")
+    add(a, tmp_path, [record(1, profit_usd=10.0, timestamp="2025-07-02T09:00:00")], "a1")
+    add(b, tmp_path, [record(1, profit_usd=20.0, timestamp="2025-07-02T10:00:00")], "b1")
+    conflicts_a = exchange(a, b)["collections"]["pnls"]["conflicts"]
+    conflicts_b = exchange(b, a)["collections"]["pnls"]["conflicts"]
+    assert_converged(a, b)
+    winner = json.loads(a.ok("dump", "pnls").out)
+    assert winner["profit_usd"] == {"$numberDouble": "20.0"}  # the newer string timestamp wins
+    assert conflicts_a[0]["rule"] == "newer timestamp" == conflicts_b[0]["rule"]
+    assert conflicts_a[0]["loser"]["profit_usd"] == 10.0  # the losing version is in the report
+    reports = list((a.root / "database_sync" / "reports").glob("merge_report_*.txt"))
+    assert any("lost:" in path.read_text() and "10.0" in path.read_text() for path in reports)
+
+
+def test_a_deletion_propagates_three_way_and_never_two_way(assets, tmp_path):
+    a, b = assets
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "pnls.jsonl").write_bytes(a.snapshot())  # the common ancestor of a and b
+    victim = json.loads(b.ok("dump", "pnls").out.splitlines()[0])["_id"]
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    _write_without(edited / "pnls.jsonl", b.snapshot(), victim)  # b deleted one record
+    two_way = json.loads(a.ok("merge", str(edited), "--json").out)
+    assert two_way["mode"] == "two-way" and two_way["collections"]["pnls"]["deleted"] == 0
+    assert len(a.ok("dump", "pnls").out.splitlines()) == 190
+    three_way = json.loads(a.ok("merge", str(edited), "--base", str(base), "--json").out)
+    assert three_way["mode"] == "three-way"
+    assert three_way["collections"]["pnls"]["deleted"] == 1
+    assert len(a.ok("dump", "pnls").out.splitlines()) == 189
+
+
+def _write_without(target: Path, snapshot: bytes, victim) -> None:
+    """A valid snapshot file equal to ``snapshot`` minus one record (header, hashes, trailer)."""
+    from dbsync.snapshot import Header, parse_header, write_snapshot
+
+    lines = snapshot.splitlines(keepends=True)
+    header = parse_header(lines[0])
+    assert isinstance(header, Header)
+    needle = b'"_id":' + json.dumps(victim, separators=(",", ":")).encode()
+    write_snapshot(target, header, [line for line in lines[1:-1] if needle not in line])
+
+
+def test_dry_run_changes_nothing(assets, tmp_path):
+    a, b = assets
+    add(b, tmp_path, [record(n) for n in (4, 5)], "b_new")
+    before = a.ok("dump", "pnls").out
+    report = exchange(a, b, "--dry-run")
+    assert report["status"] == "dry-run" and report["collections"]["pnls"]["remote_only"] == 2
+    assert a.ok("dump", "pnls").out == before
+    assert not (a.root / "database_sync" / "backups").exists()
+
+
+def test_merge_refuses_a_tampered_snapshot_before_writing_anything(assets, tmp_path):
+    a, b = assets
+    add(b, tmp_path, [record(n) for n in (4, 5)], "b_new")
+    path = b.root / "database_backup" / "pnls.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"@user4", b"@user9"))
+    before = a.ok("dump", "pnls").out
+    result = a.run("merge", str(b.root / "database_backup"))
+    assert result.code == 4 and "does not match its hash" in result.err
+    assert a.ok("dump", "pnls").out == before
+
+
+class FailingStore:
+    """An embedded store that fails on the k-th write, like a database dying mid-merge."""
+
+    def __init__(self, inner: EmbeddedStore, fail_on: int) -> None:
+        self.inner, self.fail_on, self.calls = inner, fail_on, 0
+
+    def apply(self, collection, upserts, delete_ids) -> WriteCounts:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise DbsyncError("injected failure: the database went away")
+        return self.inner.apply(collection, upserts, delete_ids)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("fail_on", [1, 2, 3])
+def test_a_failure_after_k_writes_leaves_the_database_exactly_as_before(assets, tmp_path, fail_on):
+    a, b = assets
+    new = [record(n) for n in range(1, 2500)]  # three write batches of upserts
+    add(b, tmp_path, new, "b_new")
+    before = a.ok("dump", "pnls").out
+    config = load_config(cwd=a.root, environ={})
+    uri, database = config.require_database()
+    store = FailingStore(EmbeddedStore(Path(uri.removeprefix("embedded://")), database), fail_on)
+    with pytest.raises(DbsyncError, match="injected failure"):
+        merge_snapshot(config, store, b.root / "database_backup", MergeOptions())
+    store.inner.close()
+    assert a.ok("dump", "pnls").out == before
+    reports = sorted((a.root / "database_sync" / "reports").glob("*.json"))
+    failed = json.loads(reports[-1].read_text())
+    assert failed["status"] == "failed" and "restored pnls" in failed["error"]
