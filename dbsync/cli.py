@@ -185,7 +185,7 @@ def opened_store(configuration: Config) -> Iterator[Store]:
         store.close()
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main_callback(
     context: typer.Context,
     uri: Annotated[
@@ -207,6 +207,9 @@ def main_callback(
     if version:
         out.print(f"dbsync {__version__}")
         raise typer.Exit(0)
+    if context.invoked_subcommand is None:
+        out.print(context.get_help())
+        raise typer.Exit(2)
     context.obj = GlobalOptions(uri, database, config_file, quiet, verbose)
 
 
