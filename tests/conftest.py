@@ -66,7 +66,7 @@ def store(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(request.param)
 
 
-DATA = Path(__file__).resolve().parent / "data" / "telegrampnl-pnls.json"
+DATA = Path(__file__).resolve().parents[1] / "dbsync" / "data" / "telegrampnl-pnls.json"
 
 
 @pytest.fixture
