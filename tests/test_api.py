@@ -1,0 +1,142 @@
+"""The agent's HTTP API against a fake backend, over real loopback sockets."""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from dbsync.api import ApiServer, RateLimiter, require_key_for
+from dbsync.errors import UsageError
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.syncs = 0
+        self.retried: list[int] = []
+
+    def health(self):
+        return {"ok": True}
+
+    def status(self):
+        return {"status": "HEALTHY", "reasons": []}
+
+    def history(self, limit):
+        return [{"operation": "export", "n": i} for i in range(limit)]
+
+    def pending(self):
+        return [{"id": 3, "source": "database_backup"}]
+
+    def trigger_sync(self):
+        self.syncs += 1
+        return {"started": True}
+
+    def retry_pending(self, pending_id):
+        if pending_id != 3:
+            return None
+        self.retried.append(pending_id)
+        return {"id": 3, "status": "merged"}
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(**kwargs):
+        backend = kwargs.pop("backend", FakeBackend())
+        server = ApiServer(("127.0.0.1", 0), backend, **kwargs)
+        server.serve_in_thread()
+        servers.append(server)
+        return server, backend
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def call(server, method, path, *, key=None, body=None):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}{path}", method=method, data=body
+    )
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_every_route_answers_json(serve):
+    server, backend = serve()
+    assert call(server, "GET", "/health") == (200, {"ok": True})
+    assert call(server, "GET", "/status")[1]["status"] == "HEALTHY"
+    assert len(call(server, "GET", "/history?limit=3")[1]) == 3
+    assert call(server, "GET", "/pending")[1][0]["id"] == 3
+    assert call(server, "POST", "/sync") == (202, {"started": True})
+    assert backend.syncs == 1
+    assert call(server, "POST", "/pending/3/retry") == (200, {"id": 3, "status": "merged"})
+    assert call(server, "POST", "/pending/9/retry")[0] == 404
+
+
+def test_unknown_paths_bad_methods_and_bad_limits(serve):
+    server, _ = serve()
+    assert call(server, "GET", "/nope")[0] == 404
+    assert call(server, "GET", "/sync")[0] == 405
+    assert call(server, "POST", "/status")[0] == 405
+    assert call(server, "DELETE", "/pending")[0] == 405
+    assert call(server, "GET", "/history?limit=abc")[0] == 400
+    assert call(server, "GET", "/history?limit=0")[0] == 400
+
+
+def test_a_key_is_required_when_set_and_compared_exactly(serve):
+    server, backend = serve(api_key="s3cret")
+    assert call(server, "GET", "/status")[0] == 401
+    assert call(server, "GET", "/status", key="wrong")[0] == 401
+    assert call(server, "POST", "/sync", key="s3cret-and-more")[0] == 401
+    assert backend.syncs == 0
+    assert call(server, "GET", "/status", key="s3cret")[0] == 200
+
+
+def test_binding_beyond_loopback_needs_a_key():
+    with pytest.raises(UsageError, match="without an API key"):
+        require_key_for("0.0.0.0", None)
+    require_key_for("0.0.0.0", "key")
+    require_key_for("127.0.0.1", None)
+    require_key_for("::1", None)
+
+
+def test_oversized_requests_are_refused(serve):
+    server, backend = serve()
+    status, _ = call(server, "POST", "/sync", body=b"x" * (65 * 1024))
+    assert status == 413 and backend.syncs == 0
+
+
+def test_each_client_is_rate_limited():
+    clock = [0.0]
+    limiter = RateLimiter(rate=2.0, burst=3.0, clock=lambda: clock[0])
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b")
+    clock[0] += 1.0
+    assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
+
+
+def test_the_api_keeps_answering_while_a_slow_backend_call_runs(serve):
+    release = threading.Event()
+
+    class SlowSync(FakeBackend):
+        def trigger_sync(self):
+            release.wait(5)
+            return super().trigger_sync()
+
+    server, _ = serve(backend=SlowSync())
+    slow = threading.Thread(target=call, args=(server, "POST", "/sync"))
+    slow.start()
+    time.sleep(0.1)
+    answers = [call(server, "GET", "/health")[0] for _ in range(30)]
+    release.set()
+    slow.join()
+    assert answers == [200] * 30
