@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from dbsync import __version__
+from dbsync import __version__, git
+from dbsync import hooks as hooks_service
 from dbsync.backups import list_backups
 from dbsync.commands import diff as diff_service
 from dbsync.commands import dump as dump_service
@@ -136,8 +137,13 @@ _CONTEXT_PARAMETER = inspect.Parameter(
 )
 
 
-def command(target: typer.Typer = app, name: str | None = None) -> Callable[[F], F]:
-    """Register a command that also accepts the global options (``dbsync export --uri X``)."""
+def command(
+    target: typer.Typer = app, name: str | None = None, *, hidden: bool = False
+) -> Callable[[F], F]:
+    """Register a command that also accepts the global options (``dbsync export --uri X``).
+
+    ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
+    """
 
     def register(function: F) -> F:
         signature = inspect.signature(function)
@@ -156,7 +162,7 @@ def command(target: typer.Typer = app, name: str | None = None) -> Callable[[F],
 
         parameters = [*signature.parameters.values(), *_GLOBAL_PARAMETERS, _CONTEXT_PARAMETER]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        target.command(name)(wrapper)
+        target.command(name, hidden=hidden)(wrapper)
         return function
 
     return register
@@ -490,6 +496,52 @@ def restore(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
     )
+
+
+# ---------------------------------------------------------------- git integration
+
+hooks_app = typer.Typer(
+    help="Install, remove or inspect the git hooks (pre-push, post-merge, post-rewrite).",
+    no_args_is_help=True,
+)
+app.add_typer(hooks_app, name="hooks")
+
+
+@command(hooks_app, "install")
+def hooks_install() -> None:
+    """Install the hooks and configure the merge and diff drivers (a foreign hook still runs)."""
+    installed = hooks_service.install(git.require_toplevel(Path.cwd()))
+    for line in hooks_service.describe(installed):
+        say(line)
+
+
+@command(hooks_app, "uninstall")
+def hooks_uninstall() -> None:
+    """Remove dbsync's hooks and put back the ones they replaced; the drivers stay configured."""
+    for change in hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd())):
+        restored = f" ({change.legacy.name} put back)" if change.legacy else ""
+        say(f"{change.name}: {change.action}{restored}")
+
+
+@command(hooks_app, "status")
+def hooks_status(*, json: JsonFlag = False) -> None:
+    """Each hook (installed, foreign or missing, legacy kept) and whether the drivers are set."""
+    setup = hooks_service.git_setup(git.require_toplevel(Path.cwd()), config().snapshot_dir)
+    if json:
+        print_json(hooks_service.setup_json(setup))
+        return
+    out.print(f"hooks folder: {setup.place.directory}", markup=False)
+    for hook in setup.hooks:
+        legacy = f", {hook.name}.legacy kept and run" if hook.legacy else ""
+        out.print(f"{hook.name}: {hook.state}{legacy}", markup=False)
+    for label, done in (
+        ("merge driver", setup.merge_driver),
+        ("diff driver", setup.diff_driver),
+        (".gitattributes", setup.attributes),
+    ):
+        out.print(f"{label}: {'configured' if done else 'missing'}", markup=False)
+    if not setup.complete:
+        out.print("run 'dbsync hooks install' (or 'dbsync init') to complete it", markup=False)
 
 
 # ---------------------------------------------------------------- entry point
