@@ -24,11 +24,13 @@ from dbsync import __version__, git
 from dbsync import hooks as hooks_service
 from dbsync.backups import list_backups
 from dbsync.commands import diff as diff_service
+from dbsync.commands import diff_driver as diff_driver_service
 from dbsync.commands import dump as dump_service
 from dbsync.commands import export as export_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
+from dbsync.commands import merge_driver as merge_driver_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
 from dbsync.commands import verify as verify_service
@@ -542,6 +544,41 @@ def hooks_status(*, json: JsonFlag = False) -> None:
         out.print(f"{label}: {'configured' if done else 'missing'}", markup=False)
     if not setup.complete:
         out.print("run 'dbsync hooks install' (or 'dbsync init') to complete it", markup=False)
+
+
+@command(name="merge-driver", hidden=True)
+def merge_driver(
+    base: Annotated[Path, typer.Argument(help="The common ancestor (%O); empty when none.")],
+    ours: Annotated[Path, typer.Argument(help="Our version (%A); receives the result.")],
+    theirs: Annotated[Path, typer.Argument(help="Their version (%B).")],
+    path: Annotated[
+        str | None, typer.Argument(help="The file's path in the repository (%P).")
+    ] = None,
+) -> None:
+    """Git's merge driver for snapshot files: exit 0 merged, 1 conflict left for the user."""
+    result = merge_driver_service.merge_files(base, ours, theirs, path or str(ours))
+    if not options().quiet or not result.merged:
+        err.print(result.message, markup=False)
+    raise typer.Exit(0 if result.merged else 1)
+
+
+@command(name="diff-driver", hidden=True)
+def diff_driver(
+    args: Annotated[list[str], typer.Argument(help="What git passes to a diff driver.")],
+    *,
+    textconv: Annotated[
+        bool, typer.Option("--textconv", help="Print FILE as one line per record.")
+    ] = False,
+) -> None:
+    """Git's diff driver for snapshot files: record-level changes."""
+    if textconv:
+        for chunk in diff_driver_service.textconv(Path(args[0])):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    for line in diff_driver_service.external_diff(args):
+        sys.stdout.write(line + "\n")  # verbatim: rich would read ':name:' in data as an emoji
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------- entry point
