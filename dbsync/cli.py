@@ -27,6 +27,7 @@ from dbsync.commands import diff as diff_service
 from dbsync.commands import diff_driver as diff_driver_service
 from dbsync.commands import dump as dump_service
 from dbsync.commands import export as export_service
+from dbsync.commands import hook as hook_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
@@ -544,6 +545,21 @@ def hooks_status(*, json: JsonFlag = False) -> None:
         out.print(f"{label}: {'configured' if done else 'missing'}", markup=False)
     if not setup.complete:
         out.print("run 'dbsync hooks install' (or 'dbsync init') to complete it", markup=False)
+
+
+@command(hidden=True)
+def hook(
+    name: Annotated[str, typer.Argument(help="pre-push, post-merge or post-rewrite.")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="The arguments git gave the hook.")
+    ] = None,
+) -> None:
+    """Run what a git hook does (the hook scripts call this)."""
+    stdin = sys.stdin.read() if name in (hook_service.PRE_PUSH, hook_service.POST_REWRITE) else ""
+    outcome = hook_service.run_hook(name, args or [], stdin, config())
+    for line in outcome.lines:
+        err.print(line, markup=False)
+    raise typer.Exit(outcome.exit_code)
 
 
 @command(name="merge-driver", hidden=True)
