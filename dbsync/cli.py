@@ -20,15 +20,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from dbsync import __version__
+from dbsync import __version__, git
+from dbsync import hooks as hooks_service
 from dbsync.backups import list_backups
 from dbsync.commands import dedupe as dedupe_service
 from dbsync.commands import diff as diff_service
+from dbsync.commands import diff_driver as diff_driver_service
 from dbsync.commands import dump as dump_service
 from dbsync.commands import export as export_service
+from dbsync.commands import hook as hook_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
+from dbsync.commands import merge_driver as merge_driver_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
 from dbsync.commands import verify as verify_service
@@ -137,8 +141,13 @@ _CONTEXT_PARAMETER = inspect.Parameter(
 )
 
 
-def command(target: typer.Typer = app, name: str | None = None) -> Callable[[F], F]:
-    """Register a command that also accepts the global options (``dbsync export --uri X``)."""
+def command(
+    target: typer.Typer = app, name: str | None = None, *, hidden: bool = False
+) -> Callable[[F], F]:
+    """Register a command that also accepts the global options (``dbsync export --uri X``).
+
+    ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
+    """
 
     def register(function: F) -> F:
         signature = inspect.signature(function)
@@ -157,7 +166,7 @@ def command(target: typer.Typer = app, name: str | None = None) -> Callable[[F],
 
         parameters = [*signature.parameters.values(), *_GLOBAL_PARAMETERS, _CONTEXT_PARAMETER]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        target.command(name)(wrapper)
+        target.command(name, hidden=hidden)(wrapper)
         return function
 
     return register
@@ -523,6 +532,102 @@ def restore(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
     )
+
+
+# ---------------------------------------------------------------- git integration
+
+hooks_app = typer.Typer(
+    help="Install, remove or inspect the git hooks (pre-push, post-merge, post-rewrite).",
+    no_args_is_help=True,
+)
+app.add_typer(hooks_app, name="hooks")
+
+
+@command(hooks_app, "install")
+def hooks_install() -> None:
+    """Install the hooks and configure the merge and diff drivers (a foreign hook still runs)."""
+    installed = hooks_service.install(git.require_toplevel(Path.cwd()))
+    for line in hooks_service.describe(installed):
+        say(line)
+
+
+@command(hooks_app, "uninstall")
+def hooks_uninstall() -> None:
+    """Remove dbsync's hooks and put back the ones they replaced; the drivers stay configured."""
+    for change in hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd())):
+        restored = f" ({change.legacy.name} put back)" if change.legacy else ""
+        say(f"{change.name}: {change.action}{restored}")
+
+
+@command(hooks_app, "status")
+def hooks_status(*, json: JsonFlag = False) -> None:
+    """Each hook (installed, foreign or missing, legacy kept) and whether the drivers are set."""
+    setup = hooks_service.git_setup(git.require_toplevel(Path.cwd()), config().snapshot_dir)
+    if json:
+        print_json(hooks_service.setup_json(setup))
+        return
+    out.print(f"hooks folder: {setup.place.directory}", markup=False)
+    for hook in setup.hooks:
+        legacy = f", {hook.name}.legacy kept and run" if hook.legacy else ""
+        out.print(f"{hook.name}: {hook.state}{legacy}", markup=False)
+    for label, done in (
+        ("merge driver", setup.merge_driver),
+        ("diff driver", setup.diff_driver),
+        (".gitattributes", setup.attributes),
+    ):
+        out.print(f"{label}: {'configured' if done else 'missing'}", markup=False)
+    if not setup.complete:
+        out.print("run 'dbsync hooks install' (or 'dbsync init') to complete it", markup=False)
+
+
+@command(hidden=True)
+def hook(
+    name: Annotated[str, typer.Argument(help="pre-push, post-merge or post-rewrite.")],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="The arguments git gave the hook.")
+    ] = None,
+) -> None:
+    """Run what a git hook does (the hook scripts call this)."""
+    stdin = sys.stdin.read() if name in (hook_service.PRE_PUSH, hook_service.POST_REWRITE) else ""
+    outcome = hook_service.run_hook(name, args or [], stdin, config())
+    for line in outcome.lines:
+        err.print(line, markup=False)
+    raise typer.Exit(outcome.exit_code)
+
+
+@command(name="merge-driver", hidden=True)
+def merge_driver(
+    base: Annotated[Path, typer.Argument(help="The common ancestor (%O); empty when none.")],
+    ours: Annotated[Path, typer.Argument(help="Our version (%A); receives the result.")],
+    theirs: Annotated[Path, typer.Argument(help="Their version (%B).")],
+    path: Annotated[
+        str | None, typer.Argument(help="The file's path in the repository (%P).")
+    ] = None,
+) -> None:
+    """Git's merge driver for snapshot files: exit 0 merged, 1 conflict left for the user."""
+    result = merge_driver_service.merge_files(base, ours, theirs, path or str(ours))
+    if not options().quiet or not result.merged:
+        err.print(result.message, markup=False)
+    raise typer.Exit(0 if result.merged else 1)
+
+
+@command(name="diff-driver", hidden=True)
+def diff_driver(
+    args: Annotated[list[str], typer.Argument(help="What git passes to a diff driver.")],
+    *,
+    textconv: Annotated[
+        bool, typer.Option("--textconv", help="Print FILE as one line per record.")
+    ] = False,
+) -> None:
+    """Git's diff driver for snapshot files: record-level changes."""
+    if textconv:
+        for chunk in diff_driver_service.textconv(Path(args[0])):
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    for line in diff_driver_service.external_diff(args):
+        sys.stdout.write(line + "\n")  # verbatim: rich would read ':name:' in data as an emoji
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------- entry point

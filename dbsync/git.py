@@ -50,3 +50,74 @@ def toplevel(path: Path) -> Path | None:
     except UsageError:
         return None
     return Path(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def common_dir(worktree: Path) -> Path:
+    """The git directory every worktree of the repository shares (hooks live under it)."""
+    output = run_git(["rev-parse", "--git-common-dir"], worktree).stdout.strip()
+    return (worktree / output).resolve()
+
+
+def config_get(worktree: Path, key: str, *, path: bool = False) -> str | None:
+    """A git config value as git resolves it (``path``: with ``~`` expanded), or None."""
+    args = ["config", "--get", *(["--type=path"] if path else []), key]
+    result = run_git(args, worktree, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def config_set(worktree: Path, key: str, value: str) -> None:
+    """Set ``key`` in the repository's own config (.git/config), not the user's."""
+    run_git(["config", "--local", key, value], worktree)
+
+
+def rev_parse(worktree: Path, revision: str) -> str | None:
+    """The commit id ``revision`` names, or None when it names none (no ORIG_HEAD yet...)."""
+    result = run_git(
+        ["rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], worktree, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def is_ancestor(worktree: Path, ancestor: str, descendant: str) -> bool:
+    """Whether ``descendant`` descends from ``ancestor`` (an unknown commit descends from none)."""
+    result = run_git(["merge-base", "--is-ancestor", ancestor, descendant], worktree, check=False)
+    return result.returncode == 0
+
+
+def tree_changed(worktree: Path, old: str, new: str, path: str) -> bool:
+    """Whether anything under ``path`` differs between two commits."""
+    args = ["diff", "--quiet", "--no-ext-diff", "--no-textconv", old, new, "--", path]
+    result = run_git(args, worktree, check=False)
+    if result.returncode > 1:
+        raise DbsyncError(f"git diff {old} {new} failed: {result.stderr.strip()}")
+    return result.returncode == 1
+
+
+def has_changes(worktree: Path, path: str) -> bool:
+    """Whether ``path`` differs from HEAD in the work tree (new, modified or deleted files)."""
+    args = ["status", "--porcelain", "--untracked-files=all", "--", path]
+    return bool(run_git(args, worktree).stdout.strip())
+
+
+def commit_path(worktree: Path, path: str, message: str) -> str:
+    """Commit everything under ``path``, and only that (other staged changes stay staged).
+
+    ``--no-verify``: the commit is machine-made; a user's pre-commit checks must not rewrite or
+    refuse generated snapshot files.
+    """
+    run_git(["add", "--all", "--", path], worktree)
+    run_git(["commit", "--quiet", "--no-verify", "--message", message, "--", path], worktree)
+    head = rev_parse(worktree, "HEAD")
+    assert head is not None
+    return head
+
+
+def require_toplevel(path: Path) -> Path:
+    """The work tree root, or a usage error saying that this needs a git repository."""
+    root = toplevel(path)
+    if root is None:
+        raise UsageError(
+            f"{path} is not inside a git repository",
+            hint="run this in the repository that holds dbsync.toml (or 'git init' first)",
+        )
+    return root

@@ -13,6 +13,7 @@ import pytest
 from mongomock.collection import BulkOperationBuilder
 
 from dbsync.store import EmbeddedStore, MongoStore, RetryPolicy
+from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 
 
 def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,3 +75,26 @@ def pnl_records() -> list[dict[str, Any]]:
     """190 real PNL records (11 duplicate pairs, string timestamps), as plain JSON."""
     records: list[dict[str, Any]] = json.loads(DATA.read_text())
     return records
+
+
+# ---------------------------------------------------------------- git integration (test_git_*)
+
+
+@pytest.fixture(scope="session")
+def git_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Subprocess environment: a temporary HOME, no system git config, a pinned identity."""
+    return environment(make_home(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def pair_template(tmp_path_factory: pytest.TempPathFactory, git_env: dict[str, str]) -> Path:
+    """A remote and two initialised assets, built once; tests work on copies."""
+    folder = tmp_path_factory.mktemp("pair-template")
+    init_pair(folder, git_env)
+    return folder
+
+
+@pytest.fixture
+def pair(pair_template: Path, tmp_path: Path, git_env: dict[str, str]) -> tuple[Repo, Repo]:
+    """Assets ``a`` and ``b`` (``Repo``s) sharing a bare remote, with dbsync's hooks installed."""
+    return copy_pair(pair_template, tmp_path / "assets", git_env)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbsync import hooks
 from dbsync.config import (
     CONFIG_FILE,
     DEFAULT_EMBEDDED_URI,
     DEFAULT_SNAPSHOT_DIR,
     LOCAL_CONFIG_FILE,
     STATE_DIR,
+    Config,
+    load_config,
 )
 from dbsync.files import write_bytes_atomically
 from dbsync.git import toplevel
+from dbsync.snapshot import SUFFIX
+from dbsync.synced import load_synced
 
 IGNORED = (f"{STATE_DIR}/", LOCAL_CONFIG_FILE)
 
@@ -71,10 +77,21 @@ def ensure_gitignore(root: Path) -> list[str]:
 
 
 def init_project(
-    cwd: Path, *, uri: str | None, database: str | None, asset: str | None
+    cwd: Path,
+    *,
+    uri: str | None,
+    database: str | None,
+    asset: str | None,
+    python: str = sys.executable,
 ) -> InitResult:
-    """Write what is missing; never overwrite a file that exists (idempotent)."""
-    root = toplevel(cwd) or cwd
+    """Write what is missing; never overwrite a file that exists (idempotent).
+
+    In a git repository it also sets up the git integration; on a clone that already has
+    ``dbsync.toml`` that adds only local parts (git config, hooks, ``dbsync.local.toml``), as the
+    tracked ones came with the clone.
+    """
+    git_root = toplevel(cwd)
+    root = git_root or cwd
     result = InitResult(root)
     shared = root / CONFIG_FILE
     if shared.exists():
@@ -101,4 +118,32 @@ def init_project(
     if added:
         result.created.append(".gitignore entries: " + ", ".join(added))
     (root / DEFAULT_SNAPSHOT_DIR).mkdir(exist_ok=True)
+    if git_root is None:
+        result.notes.append(
+            "not a git repository: skipped .gitattributes, the merge and diff drivers and the "
+            "hooks; run 'dbsync init' again after 'git init'"
+        )
+    else:
+        set_up_git(load_config(cwd=root), result, python)
     return result
+
+
+def set_up_git(config: Config, result: InitResult, python: str) -> None:
+    """``.gitattributes`` for the snapshot files, then the drivers' git config and the hooks."""
+    root = config.root
+    if not config.snapshot_dir.is_relative_to(root):
+        result.notes.append(
+            f"the snapshot folder {config.snapshot_dir} is outside the repository: "
+            "no .gitattributes entry for it"
+        )
+    else:
+        snapshot_dir = config.snapshot_dir.relative_to(root).as_posix()
+        if hooks.ensure_gitattributes(root, snapshot_dir):
+            result.created.append(f".gitattributes entry: {hooks.attributes_line(snapshot_dir)}")
+    result.notes.extend(hooks.describe(hooks.install(root, python)))
+    snapshots = config.snapshot_dir.glob(f"*{SUFFIX}") if config.snapshot_dir.is_dir() else ()
+    if load_synced(config.state_dir) is None and any(snapshots):
+        result.notes.append(
+            f"{config.snapshot_dir.name}/ already holds snapshots: if this database has not got "
+            f"them yet, run 'dbsync merge {config.snapshot_dir.name}'"
+        )

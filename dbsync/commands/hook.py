@@ -1,0 +1,194 @@
+"""``dbsync hook NAME``: what the git hook scripts run.
+
+* ``pre-push``: export; a changed snapshot is committed and the push stopped with one line asking
+  to push again (git cannot add a commit to a push that has started).
+* ``post-merge`` and ``post-rewrite`` (rebase): when the snapshot folder changed, merge it into
+  the database, three-way only against a true common ancestor (PRODUCT.md §4). A merge that
+  fails never fails the git command: git has already moved on, so the hook says the merge is
+  pending and how to retry it, and exits 0.
+
+Git runs hooks at the root of the work tree, so the configuration is found from there. A
+repository without ``dbsync.toml`` (hooks installed through a global ``core.hooksPath``, say) is
+left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbsync import git
+from dbsync.commands.common import open_configured_store
+from dbsync.commands.export import ExportedCollection, export
+from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.config import Config
+from dbsync.errors import DatabaseUnreachable, UsageError
+from dbsync.report import MergeReport
+from dbsync.snapshot import Header, read_sections
+from dbsync.synced import load_synced, save_synced, synced_dir
+
+IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
+PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
+NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE)
+NO_COMMIT = "0" * 40
+
+
+@dataclass
+class HookOutcome:
+    """The exit code git sees and the lines the hook prints (on stderr, git shows them)."""
+
+    exit_code: int = 0
+    lines: list[str] = field(default_factory=list)
+
+
+def run_hook(name: str, args: list[str], stdin: str, config: Config) -> HookOutcome:
+    """Dispatch one hook. Only expected failures of ``pre-push`` escape (they block the push)."""
+    if name not in NAMES:
+        raise UsageError(f"unknown hook {name!r}", hint=f"dbsync runs: {', '.join(NAMES)}")
+    if config.config_file is None:
+        return HookOutcome()
+    os.environ[IN_HOOK] = name
+    if name == PRE_PUSH:
+        return pre_push(config, stdin.splitlines())
+    if name == POST_MERGE:
+        return post_merge(config, squash=args[:1] == ["1"])
+    if args[:1] != ["rebase"]:
+        return HookOutcome()  # an amended commit brings nothing from another asset
+    return post_rewrite(config, stdin.splitlines())
+
+
+# ---------------------------------------------------------------- pre-push
+
+
+def _snapshot_path(config: Config) -> str:
+    return os.path.relpath(config.snapshot_dir, config.root)
+
+
+def _only_deletions(ref_lines: list[str]) -> bool:
+    """``git push origin :branch`` pushes no commit: nothing to export for it."""
+    local_ids = [line.split()[1] for line in ref_lines if len(line.split()) == 4]
+    return bool(local_ids) and all(local == NO_COMMIT for local in local_ids)
+
+
+def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
+    if _only_deletions(ref_lines):
+        return HookOutcome()
+    try:
+        exported = _export(config)
+    except DatabaseUnreachable as error:
+        return HookOutcome(0, [f"dbsync: warning: {error.message}; the snapshot was not exported"])
+    if not git.has_changes(config.root, _snapshot_path(config)):
+        return HookOutcome()
+    records = sum(result.records for result in exported)
+    message = f"dbsync: {config.asset} snapshot ({records} records)"
+    commit = git.commit_path(config.root, _snapshot_path(config), message)
+    save_synced(config.state_dir, _sections(exported), commit)
+    return HookOutcome(
+        1,
+        [
+            f"dbsync: committed {commit[:10]} '{message}'; push again to send it "
+            "(git cannot add a commit to a push that has started)"
+        ],
+    )
+
+
+def _export(config: Config) -> list[ExportedCollection]:
+    store = open_configured_store(config)
+    try:
+        return export(config, store)
+    finally:
+        store.close()
+
+
+def _sections(exported: list[ExportedCollection]) -> Iterator[tuple[Header, Iterator[bytes]]]:
+    for result in exported:
+        for section in read_sections(result.path):
+            yield section.header, section.records
+
+
+# ---------------------------------------------------------------- post-merge, post-rewrite
+
+
+def post_merge(config: Config, *, squash: bool) -> HookOutcome:
+    """After a merge: ORIG_HEAD is where HEAD was. A squash merge committed nothing yet, so its
+    snapshot is compared with HEAD in the work tree and merged two-way, naming no commit."""
+    if squash:
+        if not git.has_changes(config.root, _snapshot_path(config)):
+            return HookOutcome()
+        return merge_into_database(config, None)
+    return _merge_if_changed(config, git.rev_parse(config.root, "ORIG_HEAD"))
+
+
+def post_rewrite(config: Config, pairs: list[str]) -> HookOutcome:
+    """After a rebase: ORIG_HEAD is the tip before it; failing that, the last rewritten commit."""
+    before = git.rev_parse(config.root, "ORIG_HEAD")
+    if before is None and pairs and pairs[-1].split():
+        before = pairs[-1].split()[0]
+    return _merge_if_changed(config, before)
+
+
+def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
+    head = git.rev_parse(config.root, "HEAD")
+    if head is None or before is None or before == head:
+        return HookOutcome()
+    if not git.tree_changed(config.root, before, head, _snapshot_path(config)):
+        return HookOutcome()
+    return merge_into_database(config, head)
+
+
+def three_way_base(config: Config, head: str) -> Path | None:
+    """The last synced snapshot, but only if HEAD descends from the commit it was synced at.
+
+    Anything else (a first sync, history rewritten or unrelated) is merged two-way: a base that
+    is not a true common ancestor would turn another asset's newer edits into deletions.
+    """
+    synced = load_synced(config.state_dir)
+    if synced is None or synced.commit is None:
+        return None
+    if not git.is_ancestor(config.root, synced.commit, head):
+        return None
+    return synced_dir(config.state_dir)
+
+
+def merge_into_database(config: Config, head: str | None) -> HookOutcome:
+    """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
+    base = three_way_base(config, head) if head is not None else None
+    try:
+        store = open_configured_store(config)
+        try:
+            report = merge_snapshot(
+                config, store, config.snapshot_dir, MergeOptions(base=base, commit=head)
+            )
+        finally:
+            store.close()
+    except Exception as error:  # git has moved on: whatever failed, the user must learn it
+        return merge_pending(config, error)
+    return HookOutcome(0, [merge_summary(config, report)])
+
+
+def merge_pending(config: Config, error: Exception) -> HookOutcome:
+    """The one place a failed merge after a pull is handled: warn, say how to retry, exit 0."""
+    reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+    folder = _snapshot_path(config)
+    lines = [
+        f"dbsync: warning: the merge of {folder} into the database is pending ({reason}); "
+        f"'dbsync merge {folder}' retries it"
+    ]
+    hint = getattr(error, "hint", None)
+    if hint:
+        lines.append(f"hint: {hint}")
+    return HookOutcome(0, lines)
+
+
+def merge_summary(config: Config, report: MergeReport) -> str:
+    counts = report.collections.values()
+    changed = sum(c.remote_only + c.updated + c.deleted for c in counts)
+    conflicts = sum(c.conflicts_resolved for c in counts)
+    total = sum(c.total for c in counts)
+    return (
+        f"dbsync: merged {_snapshot_path(config)} into the database ({report.mode}): "
+        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules, "
+        f"{total} records now; 'dbsync restore {report.backup}' undoes it"
+    )
