@@ -22,7 +22,7 @@ from dbsync.store import open_store
 
 BIN = str(Path(sys.executable).parent)
 DBSYNC = str(Path(BIN) / "dbsync")
-DATA = Path(__file__).resolve().parent / "data" / "telegrampnl-pnls.json"
+DATA = Path(__file__).resolve().parents[1] / "dbsync" / "data" / "telegrampnl-pnls.json"
 GITCONFIG = """\
 [init]
     defaultBranch = main
