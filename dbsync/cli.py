@@ -21,6 +21,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from dbsync import __version__, git
+from dbsync import demo as demo_service
 from dbsync import hooks as hooks_service
 from dbsync.backups import list_backups
 from dbsync.commands import dedupe as dedupe_service
@@ -161,6 +162,14 @@ def command(
                 return function(*args, **kwargs)
             except DbsyncError as error:
                 report_error(error)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+                raise
+            except Exception as error:  # a bug: say so briefly; -v shows the traceback
+                if options().verbose:
+                    raise
+                err.print(f"unexpected error: {type(error).__name__}: {error}", markup=False)
+                err.print("hint: run again with -v for the traceback", markup=False)
+                raise typer.Exit(1) from None
             finally:
                 _CURRENT.pop()
 
@@ -628,6 +637,22 @@ def diff_driver(
     for line in diff_driver_service.external_diff(args):
         sys.stdout.write(line + "\n")  # verbatim: rich would read ':name:' in data as an emoji
     sys.stdout.flush()
+
+
+@command()
+def demo(
+    *,
+    keep: Annotated[
+        Path | None,
+        typer.Option("--keep", help="Run in this folder and keep it (default: a temporary one)."),
+    ] = None,
+) -> None:
+    """Two assets, a bare git remote and real hooks in a temporary folder: the whole cycle."""
+    converged = demo_service.run_demo(say, keep=keep)
+    if not converged:
+        err.print("the assets did not converge", markup=False)
+        raise typer.Exit(1)
+    say("converged: both assets hold the same records and the same snapshot")
 
 
 # ---------------------------------------------------------------- entry point

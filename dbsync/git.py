@@ -27,12 +27,19 @@ def no_git_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def run_git(
-    args: Sequence[str], cwd: Path, *, check: bool = True
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``git args`` in ``cwd``; a missing git or a failing command raises a DbsyncError."""
+    """Run ``git args`` in ``cwd``; a missing git or a failing command raises a DbsyncError.
+
+    ``env`` replaces the environment (still without inherited ``GIT_*`` variables).
+    """
     try:
         result = subprocess.run(
-            ["git", *args], cwd=cwd, env=no_git_env(), capture_output=True, text=True
+            ["git", *args], cwd=cwd, env=no_git_env(env), capture_output=True, text=True
         )
     except FileNotFoundError:
         raise UsageError(
