@@ -36,6 +36,7 @@ from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
+from dbsync.commands import sync as sync_service
 from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
@@ -637,6 +638,14 @@ def diff_driver(
     for line in diff_driver_service.external_diff(args):
         sys.stdout.write(line + "\n")  # verbatim: rich would read ':name:' in data as an emoji
     sys.stdout.flush()
+
+
+@command()
+def sync() -> None:
+    """Pull (the hooks merge), export, commit and push: the whole cycle in one command."""
+    result = sync_service.sync(config())
+    for step in result.steps:
+        say(step)
 
 
 @command()

@@ -261,6 +261,12 @@ def _driver_configured(root: Path, key: str, command: str) -> bool:
     return value is not None and command in value
 
 
+def merge_hooks_installed(root: Path) -> bool:
+    """Whether dbsync's post-merge and post-rewrite hooks will merge what a pull brings."""
+    directory = hook_place(root).directory
+    return all(is_ours(directory / name) for name in ("post-merge", "post-rewrite"))
+
+
 def git_setup(root: Path, snapshot_dir: Path) -> GitSetup:
     place = hook_place(root)
     attributes = snapshot_attributes(root, Path(os.path.relpath(snapshot_dir, root)).as_posix())

@@ -22,6 +22,7 @@ from dbsync.snapshot import (
     encode_record,
     line_document,
     line_sort_key,
+    read_sections,
     read_trailer_digest,
     snapshot_filename,
     sorted_lines,
@@ -172,3 +173,13 @@ def _write_section(
             "or fold them by the conflict rules with --dedupe",
         )
     return summary
+
+
+def exported_sections(
+    exported: Sequence[ExportedCollection],
+) -> Iterator[tuple[Header, Iterator[bytes]]]:
+    """The sections an export just wrote, read back (to record them as last synced)."""
+    for result in exported:
+        for section in read_sections(result.path):
+            if section.header.collection == result.collection:
+                yield section.header, section.records

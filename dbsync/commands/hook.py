@@ -15,18 +15,16 @@ left alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbsync import git
 from dbsync.commands.common import open_configured_store
-from dbsync.commands.export import ExportedCollection, export
+from dbsync.commands.export import ExportedCollection, export, exported_sections
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
 from dbsync.report import MergeReport
-from dbsync.snapshot import Header, read_sections
 from dbsync.synced import load_synced, save_synced, synced_dir
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
@@ -84,7 +82,7 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
     records = sum(result.records for result in exported)
     message = f"dbsync: {config.asset} snapshot ({records} records)"
     commit = git.commit_path(config.root, _snapshot_path(config), message)
-    save_synced(config.state_dir, _sections(exported), commit)
+    save_synced(config.state_dir, exported_sections(exported), commit)
     return HookOutcome(
         1,
         [
@@ -100,12 +98,6 @@ def _export(config: Config) -> list[ExportedCollection]:
         return export(config, store)
     finally:
         store.close()
-
-
-def _sections(exported: list[ExportedCollection]) -> Iterator[tuple[Header, Iterator[bytes]]]:
-    for result in exported:
-        for section in read_sections(result.path):
-            yield section.header, section.records
 
 
 # ---------------------------------------------------------------- post-merge, post-rewrite

@@ -1,0 +1,122 @@
+"""``dbsync sync``: pull (which merges), export, commit, push — the whole cycle in one command.
+
+The git commands it runs fire dbsync's own hooks. They must neither wait on the lock this run
+holds (the lock lets a child of the holder through) nor merge twice: when the post-merge hook is
+installed it is the hook that merges what the pull brought, and this command only checks that it
+did; without hooks, this command merges itself. The push's pre-push hook then finds nothing new
+to export, because the snapshot was exported and committed just before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbsync import git, hooks
+from dbsync.commands.common import open_configured_store
+from dbsync.commands.export import export, exported_sections
+from dbsync.commands.hook import merge_into_database
+from dbsync.config import Config
+from dbsync.errors import DbsyncError, UsageError
+from dbsync.synced import save_synced
+
+PUSH_ATTEMPTS = 3
+
+
+@dataclass
+class SyncResult:
+    """What one cycle did, in the order it did it, for the one-screen summary."""
+
+    steps: list[str] = field(default_factory=list)
+    pushed: bool = False
+
+
+def _snapshot_path(config: Config) -> str:
+    return os.path.relpath(config.snapshot_dir, config.root)
+
+
+def _upstream(root: Path) -> str:
+    found = git.run_git(["rev-parse", "--abbrev-ref", "@{upstream}"], root, check=False)
+    if found.returncode != 0:
+        raise UsageError(
+            "this branch has no upstream to pull from and push to",
+            hint="push it once with 'git push -u origin <branch>', then run dbsync sync",
+        )
+    return found.stdout.strip()
+
+
+def pull(config: Config, result: SyncResult) -> None:
+    """``git pull``; merge the snapshot ourselves only when no post-merge hook of ours did."""
+    before = git.rev_parse(config.root, "HEAD")
+    pulled = git.run_git(["pull", "--no-edit"], config.root, check=False)
+    if pulled.returncode != 0:
+        raise DbsyncError(
+            f"git pull failed: {pulled.stderr.strip() or pulled.stdout.strip()}",
+            hint="resolve it with git (dbsync's merge driver handles the snapshot files), "
+            "then run dbsync sync again",
+        )
+    head = git.rev_parse(config.root, "HEAD")
+    if head == before:
+        result.steps.append("pull: already up to date")
+        return
+    result.steps.append(f"pull: {before and before[:10]} → {head and head[:10]}")
+    changed = before is None or git.tree_changed(
+        config.root, before, head or "HEAD", _snapshot_path(config)
+    )
+    if not changed:
+        return
+    if hooks.merge_hooks_installed(config.root):
+        result.steps.append("merge: done by the post-merge hook (see above)")
+        return
+    outcome = merge_into_database(config, head)
+    result.steps.extend(outcome.lines)
+
+
+def export_and_commit(config: Config, result: SyncResult) -> None:
+    store = open_configured_store(config)
+    try:
+        exported = export(config, store)
+    finally:
+        store.close()
+    records = sum(item.records for item in exported)
+    if not git.has_changes(config.root, _snapshot_path(config)):
+        result.steps.append(f"export: {records} records, snapshot unchanged")
+        return
+    message = f"dbsync: {config.asset} snapshot ({records} records)"
+    commit = git.commit_path(config.root, _snapshot_path(config), message)
+    save_synced(config.state_dir, exported_sections(exported), commit)
+    result.steps.append(f"export: committed {commit[:10]} '{message}'")
+
+
+def push(config: Config, result: SyncResult) -> None:
+    """Push; when another asset pushed meanwhile, pull (merging) and try again."""
+    for _ in range(PUSH_ATTEMPTS):
+        pushed = git.run_git(["push"], config.root, check=False)
+        if pushed.returncode == 0:
+            result.steps.append("push: done")
+            result.pushed = True
+            return
+        if "push again" in pushed.stderr:  # our pre-push committed something new: send it
+            continue
+        if "rejected" not in pushed.stderr and "fetch first" not in pushed.stderr:
+            raise DbsyncError(f"git push failed: {pushed.stderr.strip()}")
+        result.steps.append("push: rejected, another asset pushed first; pulling again")
+        pull(config, result)
+        export_and_commit(config, result)
+    raise DbsyncError(
+        f"git push still fails after {PUSH_ATTEMPTS} attempts",
+        hint="another asset keeps pushing; run dbsync sync again in a moment",
+    )
+
+
+def sync(config: Config) -> SyncResult:
+    """One whole cycle; stops at the first step that fails, saying what to do."""
+    git.require_toplevel(config.root)
+    result = SyncResult()
+    upstream = _upstream(config.root)
+    result.steps.append(f"upstream: {upstream}")
+    pull(config, result)
+    export_and_commit(config, result)
+    push(config, result)
+    return result
