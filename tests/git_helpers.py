@@ -19,6 +19,7 @@ from dbsync.config import resolve_uri
 from dbsync.snapshot import Header, Rules, encode_record
 from dbsync.snapshot import write_snapshot as write_snapshot_file
 from dbsync.store import open_store
+from tests.cli_helpers import Result as Run
 
 BIN = str(Path(sys.executable).parent)
 DBSYNC = str(Path(BIN) / "dbsync")
@@ -50,17 +51,6 @@ def environment(home: Path, path: str | None = None) -> dict[str, str]:
     env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", COLUMNS="200")
     env["PATH"] = path if path is not None else BIN + os.pathsep + os.environ.get("PATH", "")
     return env
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def output(self) -> str:
-        return self.out + self.err
 
 
 @dataclass
