@@ -36,6 +36,8 @@ from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import MergeReport
+from dbsync.runs import Run, tracked_run
+from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
 
 app = typer.Typer(
@@ -175,6 +177,17 @@ def config() -> Config:
     return load_config(config_file=given.config, flags=flags)
 
 
+def warn(message: str) -> None:
+    err.print(f"warning: {message}", markup=False)
+
+
+@contextmanager
+def tracked(configuration: Config, operation: str, collections: list[str] | None) -> Iterator[Run]:
+    """Lock the asset and record the run in the history (see ``dbsync.runs``)."""
+    with tracked_run(configuration, operation, collections=collections or [], warn=warn) as run:
+        yield run
+
+
 @contextmanager
 def opened_store(configuration: Config) -> Iterator[Store]:
     store = open_configured_store(configuration)
@@ -294,10 +307,12 @@ def export(
 ) -> None:
     """Write the database's collections to snapshot files (default: the snapshot directory)."""
     configuration = config()
-    with opened_store(configuration) as store:
+    with tracked(configuration, "export", collection) as run, opened_store(configuration) as store:
         results = export_service.export(
             configuration, store, collections=collection, output=output, progress=progress()
         )
+        for result in results:
+            run.done(result.collection, result.records, result.digest)
     for result in results:
         state = "changed" if result.changed else "unchanged"
         say(f"{result.collection}: {result.records} records → {result.path} ({state})")
@@ -317,8 +332,10 @@ def import_(
 ) -> None:
     """Load an Extended JSON file (mongoexport output, relaxed or canonical) into a collection."""
     configuration = config()
-    with opened_store(configuration) as store:
+    tracking = tracked(configuration, "import", [collection])
+    with tracking as run, opened_store(configuration) as store:
         result = import_service.import_file(store, file, collection, mode, progress())
+        run.done(result.collection, result.documents)
     say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
 
 
@@ -404,6 +421,12 @@ def render_merge(report: MergeReport) -> None:
         say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
 
 
+def record_merge(run: Run, report: MergeReport) -> None:
+    run.status = report.status
+    for name, counts in report.collections.items():
+        run.done(name, counts.total)
+
+
 @command()
 def merge(
     path: Annotated[
@@ -429,8 +452,9 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    with opened_store(configuration) as store:
+    with tracked(configuration, "merge", collection) as run, opened_store(configuration) as store:
         report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
+        record_merge(run, report)
     if json:
         print_json(report.to_json())
     else:
@@ -484,12 +508,44 @@ def restore(
 ) -> None:
     """Put a backup back (the current state is backed up first, so this is reversible too)."""
     configuration = config()
-    with opened_store(configuration) as store:
+    with tracked(configuration, "restore", collection) as run, opened_store(configuration) as store:
         result = restore_service.restore_backup(configuration, store, backup_id, collection)
+        for name, records in result.records.items():
+            run.done(name, records)
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
     )
+
+
+@command()
+def history(
+    *,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="Show at most this many rows.")
+    ] = 20,
+    json: JsonFlag = False,
+) -> None:
+    """The audit trail: every export, merge, import and restore, failures included, newest first."""
+    with reading_state(config().state_dir) as state:
+        entries = state.history(limit) if state is not None else []
+    if json:
+        print_json([entry.to_json() for entry in entries])
+        return
+    if not entries:
+        say("no runs recorded yet")
+        return
+    for entry in entries:
+        out.print(history_line(entry), markup=False)
+
+
+def history_line(entry: HistoryEntry) -> str:
+    """One run per line, so that ``grep`` and ``less`` work on the output."""
+    records = "" if entry.records is None else f" {entry.records} records"
+    duration = "" if entry.duration_ms is None else f" in {entry.duration_ms} ms"
+    error = f": {entry.error}" if entry.error else ""
+    where = entry.collection or "-"
+    return f"{entry.time}  {entry.operation} {where} {entry.status}{records}{duration}{error}"
 
 
 # ---------------------------------------------------------------- entry point

@@ -38,6 +38,7 @@ class ExportedCollection:
     records: int
     path: Path
     changed: bool
+    digest: str
 
 
 @dataclass
@@ -132,7 +133,9 @@ def export(
             with staged.open(output) as handle:
                 for name in names:
                     summary = _write_section(handle, store, name, config.rules(name), progress)
-                    results.append(ExportedCollection(name, summary.count, output, True))
+                    results.append(
+                        ExportedCollection(name, summary.count, output, True, summary.digest)
+                    )
             return results
         for name in names:
             path = (target_dir or config.snapshot_dir) / snapshot_filename(name)
@@ -140,7 +143,7 @@ def export(
             with staged.open(path) as handle:
                 summary = _write_section(handle, store, name, config.rules(name), progress)
             changed = summary.digest != old_digest
-            results.append(ExportedCollection(name, summary.count, path, changed))
+            results.append(ExportedCollection(name, summary.count, path, changed, summary.digest))
     return results
 
 
