@@ -304,18 +304,31 @@ def export(
         Path | None,
         typer.Option("--output", "-o", help="Write every collection into this one file."),
     ] = None,
+    allow_deletes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-deletes",
+            help="Write a snapshot that drops more than 10 records and 20% of a collection.",
+        ),
+    ] = False,
 ) -> None:
     """Write the database's collections to snapshot files (default: the snapshot directory)."""
     configuration = config()
     with tracked(configuration, "export", collection) as run, opened_store(configuration) as store:
         results = export_service.export(
-            configuration, store, collections=collection, output=output, progress=progress()
+            configuration,
+            store,
+            collections=collection,
+            output=output,
+            progress=progress(),
+            allow_deletes=allow_deletes,
         )
         for result in results:
             run.done(result.collection, result.records, result.digest)
     for result in results:
         state = "changed" if result.changed else "unchanged"
-        say(f"{result.collection}: {result.records} records → {result.path} ({state})")
+        deleted = f", {result.deleted} deleted" if result.deleted else ""
+        say(f"{result.collection}: {result.records} records → {result.path} ({state}{deleted})")
 
 
 @command(name="import")

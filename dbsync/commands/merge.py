@@ -22,6 +22,7 @@ from dbsync import backups, extjson
 from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, InvalidInput, SafetyRefusal, UsageError
+from dbsync.guards import GUARD_RULE, deletes_too_many
 from dbsync.merge import Decision, MergeCounts, decide
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport
@@ -40,8 +41,6 @@ from dbsync.store import Store
 from dbsync.synced import save_synced
 
 BATCH = 1000
-DELETE_GUARD_RECORDS = 10
-DELETE_GUARD_SHARE = 0.20
 
 
 @dataclass(frozen=True)
@@ -193,11 +192,10 @@ def plan_collection(
 
 def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
     deleted = plan.counts.deleted
-    too_many = deleted > DELETE_GUARD_RECORDS and deleted > DELETE_GUARD_SHARE * plan.ours_count
-    if too_many and not allow_deletes:
+    if deletes_too_many(deleted, plan.ours_count) and not allow_deletes:
         raise SafetyRefusal(
             f"{plan.name}: this merge would delete {deleted} of {plan.ours_count} records "
-            f"(more than {DELETE_GUARD_RECORDS} and more than {DELETE_GUARD_SHARE:.0%})",
+            f"({GUARD_RULE})",
             hint="check that the snapshot and the base are the right ones; "
             "pass --allow-deletes to apply it anyway (a backup is taken first)",
         )
