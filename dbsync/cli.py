@@ -30,6 +30,7 @@ from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
+from dbsync.commands import status as status_service
 from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
@@ -529,6 +530,22 @@ def restore(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
     )
+
+
+@command()
+def status(*, json: JsonFlag = False) -> None:
+    """Health of this asset: HEALTHY, WARNING or DEGRADED, with what to run about each reason.
+
+    Read-only: takes no lock, retries nothing, gives the database about a second to answer.
+    """
+    document = status_service.health(config())
+    if json:
+        print_json(document)
+        return
+    out.print(f"status: {document['status']}", markup=False)
+    for reason in document["reasons"]:
+        out.print(f"- {reason['level']}: {reason['message']}", markup=False)
+        out.print(f"  → {reason['fix']}", markup=False)
 
 
 @command()

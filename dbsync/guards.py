@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from dbsync.errors import SafetyRefusal
 from dbsync.snapshot import SortKey
 
 DELETE_GUARD_RECORDS = 10
 DELETE_GUARD_SHARE = 0.20
 GUARD_RULE = f"more than {DELETE_GUARD_RECORDS} and more than {DELETE_GUARD_SHARE:.0%}"
+
+
+class TooManyDeletes(SafetyRefusal):
+    """The delete guard refused; ``collection`` lets the history charge it to that collection."""
+
+    def __init__(self, collection: str, message: str, *, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.collection = collection
 
 
 def deletes_too_many(deleted: int, total: int) -> bool:

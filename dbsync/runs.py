@@ -20,6 +20,7 @@ from functools import partial
 
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, SafetyRefusal
+from dbsync.guards import TooManyDeletes
 from dbsync.lock import run_lock
 from dbsync.state import FAILED, REFUSED, SUCCESS, Outcome, StateStore, open_state
 from dbsync.store import scrub_secrets, uri_secrets
@@ -54,11 +55,14 @@ def error_text(error: BaseException, config: Config) -> str:
 def failure_outcomes(
     run: Run, error: BaseException, config: Config, state: StateStore
 ) -> list[Outcome]:
-    """One row per collection the run was about: those it named, else every collection this
-    operation has handled before (a database that is down fails them all); at least one row."""
+    """One row per collection the run was about: the one a guard names, those the command
+    named, else every collection this operation has handled before (a database that is down
+    fails them all); at least one row."""
     status = REFUSED if isinstance(error, SafetyRefusal) else FAILED
     text = error_text(error, config)
     names: Sequence[str | None] = run.collections or state.known_collections(run.operation)
+    if isinstance(error, TooManyDeletes):
+        names = [error.collection]
     return [Outcome(name, status, error=text) for name in names or [None]]
 
 

@@ -134,6 +134,7 @@ def test_commands_that_change_things_take_the_lock(pnl_project, holder, args):
 def test_read_only_commands_do_not_wait_for_the_lock(pnl_project, holder):
     env = clean_env(DBSYNC_LOCK_TIMEOUT="0")
     for args in (
+        ("status",),
         ("stats", "--json"),
         ("history",),
         ("dump", "pnl"),

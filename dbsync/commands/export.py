@@ -8,9 +8,9 @@ from functools import partial
 from pathlib import Path
 
 from dbsync.config import Config
-from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
+from dbsync.errors import InvalidInput, UsageError
 from dbsync.files import StagedFiles
-from dbsync.guards import GUARD_RULE, RemovedKeys, deletes_too_many
+from dbsync.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
 from dbsync.progress import NoProgress, Progress
 from dbsync.snapshot import (
     SUFFIX,
@@ -237,7 +237,8 @@ def check_export_deletes(config: Config, result: ExportedCollection) -> None:
     """Refuse a snapshot that loses too many of the records the file on disk holds."""
     if not deletes_too_many(result.deleted, result.previous_records):
         return
-    raise SafetyRefusal(
+    raise TooManyDeletes(
+        result.collection,
         f"{result.collection}: this export would delete {result.deleted} of the "
         f"{result.previous_records} records in {result.path} ({GUARD_RULE}), leaving "
         f"{result.records}. The database {config.database!r} may be empty or mistyped "

@@ -21,8 +21,8 @@ import orjson
 from dbsync import backups, extjson
 from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
-from dbsync.errors import DbsyncError, InvalidInput, SafetyRefusal, UsageError
-from dbsync.guards import GUARD_RULE, deletes_too_many
+from dbsync.errors import DbsyncError, InvalidInput, UsageError
+from dbsync.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
 from dbsync.merge import Decision, MergeCounts, decide
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport
@@ -193,7 +193,8 @@ def plan_collection(
 def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
     deleted = plan.counts.deleted
     if deletes_too_many(deleted, plan.ours_count) and not allow_deletes:
-        raise SafetyRefusal(
+        raise TooManyDeletes(
+            plan.name,
             f"{plan.name}: this merge would delete {deleted} of {plan.ours_count} records "
             f"({GUARD_RULE})",
             hint="check that the snapshot and the base are the right ones; "
