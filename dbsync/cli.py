@@ -28,6 +28,7 @@ from dbsync.commands import export as export_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
+from dbsync.commands import prune as prune_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
 from dbsync.commands import status as status_service
@@ -36,8 +37,8 @@ from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
-from dbsync.report import MergeReport
-from dbsync.runs import Run, tracked_run
+from dbsync.report import SUCCESS, MergeReport
+from dbsync.runs import Run, locked, tracked_run
 from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
 
@@ -469,6 +470,8 @@ def merge(
     with tracked(configuration, "merge", collection) as run, opened_store(configuration) as store:
         report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
         record_merge(run, report)
+        if report.status == SUCCESS:
+            prune_service.prune(configuration, leftovers=not run.nested)
     if json:
         print_json(report.to_json())
     else:
@@ -529,6 +532,32 @@ def restore(
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
+    )
+
+
+@command()
+def prune(
+    *,
+    keep: Annotated[
+        int,
+        typer.Option(
+            "--keep", min=0, help="Backups and merge reports to keep (the newest backup always)."
+        ),
+    ] = prune_service.DEFAULT_KEEP,
+    json: JsonFlag = False,
+) -> None:
+    """Remove old backups and merge reports, unfinished backups and leftover temporary files."""
+    configuration = config()
+    with locked(configuration, "prune") as own_lock:
+        result = prune_service.prune(configuration, keep, leftovers=own_lock)
+    if json:
+        print_json(result.to_json())
+        return
+    removed = len(result.backups) + len(result.unfinished_backups)
+    say(
+        f"removed {removed} backup(s), {len(result.reports)} report file(s), "
+        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s); "
+        f"kept {result.kept_backups} backup(s) and {result.kept_reports} report(s)"
     )
 
 

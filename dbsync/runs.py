@@ -36,6 +36,8 @@ class Run:
     collections: list[str] = field(default_factory=list)
     results: list[Outcome] = field(default_factory=list)
     status: str = SUCCESS
+    nested: bool = False
+    """True when the run goes on under a parent dbsync run's lock (see ``dbsync.lock``)."""
 
     def done(self, collection: str, records: int | None, digest: str | None = None) -> None:
         self.results.append(Outcome(collection, self.status, records, digest))
@@ -121,10 +123,19 @@ def _finish(
 
 
 @contextlib.contextmanager
+def locked(config: Config, command: str) -> Iterator[bool]:
+    """Hold the asset's lock for a command that is not recorded (``prune``); yields whether
+    the lock is this run's own (False: a parent dbsync run holds it)."""
+    with run_lock(config.state_dir, command, timeout=config.lock_timeout) as holder:
+        yield holder is not None
+
+
+@contextlib.contextmanager
 def tracked_run(
     config: Config, operation: str, *, collections: Sequence[str] = (), warn: Warn
 ) -> Iterator[Run]:
     """Lock the asset, then record the block as a run (the wait for the lock is not timed)."""
-    with run_lock(config.state_dir, operation, timeout=config.lock_timeout):
+    with run_lock(config.state_dir, operation, timeout=config.lock_timeout) as holder:
         with recorded_run(config, operation, collections=collections, warn=warn) as run:
+            run.nested = holder is None
             yield run

@@ -278,8 +278,9 @@ class StateStore:
         ).fetchall()
         return [CollectionState(*row) for row in rows]
 
-    def trim_history(self, keep: int = HISTORY_KEPT) -> int:
-        """Remove all but the newest ``keep`` rows; returns how many went."""
+    def trim_history(self, keep: int | None = None) -> int:
+        """Remove all but the newest ``keep`` rows (``HISTORY_KEPT``); returns how many went."""
+        keep = HISTORY_KEPT if keep is None else keep
         with self._db:
             cursor = self._db.execute(
                 "DELETE FROM history WHERE id NOT IN "
