@@ -328,6 +328,8 @@ def export(
         for result in results:
             run.done(result.collection, result.records, result.digest)
     for result in results:
+        for note in result.notes:
+            warn(note)
         state = "changed" if result.changed else "unchanged"
         deleted = f", {result.deleted} deleted" if result.deleted else ""
         say(f"{result.collection}: {result.records} records → {result.path} ({state}{deleted})")
@@ -423,6 +425,8 @@ Collections = Annotated[
 
 
 def render_merge(report: MergeReport) -> None:
+    for note in report.notes:
+        warn(note)
     for name, counts in report.collections.items():
         say(
             f"{name}: {counts.total} records ({counts.local_only} local only, "

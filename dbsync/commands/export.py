@@ -11,6 +11,7 @@ from dbsync.config import Config
 from dbsync.errors import InvalidInput, UsageError
 from dbsync.files import StagedFiles
 from dbsync.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
+from dbsync.notes import RecordNotes
 from dbsync.progress import NoProgress, Progress
 from dbsync.snapshot import (
     SUFFIX,
@@ -46,6 +47,7 @@ class ExportedCollection:
     digest: str
     deleted: int = 0
     previous_records: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -94,14 +96,23 @@ def _flush(group: list[bytes], clashes: KeyClashes) -> Iterator[bytes]:
 
 
 def collection_lines(
-    store: Store, collection: str, rules: Rules, progress: Progress
+    store: Store,
+    collection: str,
+    rules: Rules,
+    progress: Progress,
+    notes: RecordNotes | None = None,
 ) -> Iterator[tuple[SortKey, bytes]]:
-    """The collection's records in key order, streamed with bounded memory."""
+    """The collection's records in key order, streamed with bounded memory; ``notes`` counts
+    records lacking a key field or a timestamp."""
     progress.start(f"export {collection}", store.count(collection))
+    note = notes.see_bson if notes is not None and notes.wanted else None
 
     def encoded() -> Iterator[tuple[SortKey, bytes]]:
         for document in store.iter_documents(collection):
-            yield encode_record(document, rules.key)
+            key, line = encode_record(document, rules.key)
+            if note is not None:
+                note(document, key)
+            yield key, line
             progress.advance()
 
     yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
@@ -200,12 +211,14 @@ def _export_file(
     old_count = read_trailer_count(path) or 0
     old_keys = _OldKeys(path, rules)
     removed = RemovedKeys(iter(old_keys))
+    notes = RecordNotes(name, rules)
     with staged.open(path) as handle:
-        summary = _write_section(handle, store, name, rules, progress, removed.see)
+        summary = _write_section(handle, store, name, rules, progress, removed.see, notes)
     removed.finish()
     deleted = removed.removed if old_keys.exact else max(0, old_count - summary.count)
+    changed = summary.digest != old_digest
     return ExportedCollection(
-        name, summary.count, path, summary.digest != old_digest, summary.digest, deleted, old_count
+        name, summary.count, path, changed, summary.digest, deleted, old_count, notes.messages()
     )
 
 
@@ -260,9 +273,10 @@ def _write_section(
     rules: Rules,
     progress: Progress,
     see_key: Callable[[SortKey], None] | None = None,
+    notes: RecordNotes | None = None,
 ) -> SectionSummary:
     clashes = KeyClashes(rules.key)
-    pairs = collection_lines(store, name, rules, progress)
+    pairs = collection_lines(store, name, rules, progress, notes)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
     summary = write_section(handle, Header(name, rules), unique_lines(pairs, clashes))
