@@ -263,6 +263,16 @@ class StateStore:
         ).fetchone()
         return None if row is None else self._entry(row)
 
+    def succeeded_since(self, time: str, operations: Sequence[str]) -> bool:
+        """Whether one of ``operations`` succeeded after ``time`` (say, a restore after a merge
+        that was killed: the database is consistent again)."""
+        marks = ", ".join("?" for _ in operations)
+        row = self._db.execute(
+            f"SELECT 1 FROM history WHERE status = ? AND time > ? AND operation IN ({marks})",
+            (SUCCESS, time, *operations),
+        ).fetchone()
+        return row is not None
+
     def known_collections(self, operation: str) -> list[str]:
         rows = self._db.execute(
             "SELECT collection FROM collection_state WHERE operation = ? ORDER BY collection",

@@ -210,11 +210,22 @@ def check_interrupted_runs(context: StatusContext) -> list[Reason]:
     if context.state is None:
         return []
     reasons = []
-    for operation in ("export", "merge", "import", "restore"):
+    for operation, cures in _CURES.items():
         run = context.state.last_run(operation)
-        if run is not None and run.status == INTERRUPTED:
+        if run is None or run.status != INTERRUPTED:
+            continue
+        if not context.state.succeeded_since(run.time, cures):
             reasons.append(_interrupted(context.config, run))
     return reasons
+
+
+_CURES = {
+    "export": ("export",),
+    "merge": ("merge", "restore"),
+    "import": ("import", "restore"),
+    "restore": ("restore",),
+}
+"""The runs whose later success makes a killed run harmless (a restore undoes a half merge)."""
 
 
 def _known_digests(context: StatusContext, name: str) -> set[str]:
