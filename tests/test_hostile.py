@@ -7,6 +7,7 @@ import mongomock
 import orjson
 import pytest
 from conftest import no_sleep_policy
+from project import Project
 
 from dbsync import snapshot
 from dbsync.commands.export import export
@@ -160,10 +161,12 @@ def test_one_collection_file_alone_may_be_merged_whatever_its_name(config, mongo
         ("dbsync.toml", "database = [unclosed\n", "not valid TOML"),
     ],
 )
-def test_a_bad_configuration_file_exits_4_naming_the_file_and_key(empty_project, file, text, named):
-    path = empty_project.root / file
+def test_a_bad_configuration_file_exits_4_naming_the_file_and_key(tmp_path, file, text, named):
+    project = Project(tmp_path)
+    (tmp_path / "dbsync.toml").write_text('database = "shop"\n')
+    path = tmp_path / file
     path.write_text(text)
-    result = empty_project.run("history", expect=4)
+    result = project.run("history", expect=4)
     assert str(path) in result.stderr and named in result.stderr
 
 

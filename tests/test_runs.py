@@ -91,15 +91,6 @@ def test_history_lists_every_attempt_newest_first(pnl_project):
     assert len(pnl_project.json("history", "--limit", "1")) == 1
 
 
-def test_history_of_an_unreachable_database_hides_the_password(pnl_project):
-    uri = "mongodb://bob:hunter2@127.0.0.1:1/"
-    result = pnl_project.run("--uri", uri, "export", expect=3)
-    assert "hunter2" not in result.stderr
-    (entry,) = pnl_project.history()
-    assert entry["status"] == "failed" and "hunter2" not in entry["error"]
-    assert "bob:***@127.0.0.1:1" in entry["error"]
-
-
 def test_merge_restore_and_dry_run_are_recorded(pnl_project):
     pnl_project.run("merge", "database_backup", "--dry-run")
     report = pnl_project.json("merge", "database_backup")
