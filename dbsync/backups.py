@@ -89,10 +89,12 @@ def backup_documents(folder: Path, collection: str) -> Iterator[Document]:
             yield document
 
 
-def restore_collections(store: Store, folder: Path, collections: list[str]) -> None:
-    """Put the backed-up collections back exactly as they were."""
-    for collection in collections:
-        store.replace_collection(collection, backup_documents(folder, collection))
+def restore_collections(store: Store, folder: Path, collections: list[str]) -> dict[str, int]:
+    """Put the backed-up collections back exactly as they were; documents per collection."""
+    return {
+        collection: store.replace_collection(collection, backup_documents(folder, collection))
+        for collection in collections
+    }
 
 
 def check_free_space(folder: Path, needed_bytes: int) -> None:

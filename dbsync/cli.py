@@ -34,15 +34,19 @@ from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
+from dbsync.commands import prune as prune_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
+from dbsync.commands import status as status_service
 from dbsync.commands import sync as sync_service
 from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
-from dbsync.report import MergeReport
+from dbsync.report import SUCCESS, MergeReport
+from dbsync.runs import Run, locked, tracked_run
+from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
 
 app = typer.Typer(
@@ -195,6 +199,17 @@ def config() -> Config:
     return load_config(config_file=given.config, flags=flags)
 
 
+def warn(message: str) -> None:
+    err.print(f"warning: {message}", markup=False)
+
+
+@contextmanager
+def tracked(configuration: Config, operation: str, collections: list[str] | None) -> Iterator[Run]:
+    """Lock the asset and record the run in the history (see ``dbsync.runs``)."""
+    with tracked_run(configuration, operation, collections=collections or [], warn=warn) as run:
+        yield run
+
+
 @contextmanager
 def opened_store(configuration: Config) -> Iterator[Store]:
     store = open_configured_store(configuration)
@@ -337,19 +352,36 @@ def export(
         Path | None,
         typer.Option("--output", "-o", help="Write every collection into this one file."),
     ] = None,
+    allow_deletes: Annotated[
+        bool,
+        typer.Option(
+            "--allow-deletes",
+            help="Write a snapshot that drops more than 10 records and 20% of a collection.",
+        ),
+    ] = False,
     dedupe: DedupeFlag = False,
 ) -> None:
     """Write the database's collections to snapshot files (default: the snapshot directory)."""
     configuration = config()
-    with opened_store(configuration) as store:
+    with tracked(configuration, "export", collection) as run, opened_store(configuration) as store:
         if dedupe:
             fold_duplicates(configuration, store, collection)
         results = export_service.export(
-            configuration, store, collections=collection, output=output, progress=progress()
+            configuration,
+            store,
+            collections=collection,
+            output=output,
+            progress=progress(),
+            allow_deletes=allow_deletes,
         )
+        for result in results:
+            run.done(result.collection, result.records, result.digest)
     for result in results:
+        for note in result.notes:
+            warn(note)
         state = "changed" if result.changed else "unchanged"
-        say(f"{result.collection}: {result.records} records → {result.path} ({state})")
+        deleted = f", {result.deleted} deleted" if result.deleted else ""
+        say(f"{result.collection}: {result.records} records → {result.path} ({state}{deleted})")
 
 
 @command(name="import")
@@ -366,8 +398,10 @@ def import_(
 ) -> None:
     """Load an Extended JSON file (mongoexport output, relaxed or canonical) into a collection."""
     configuration = config()
-    with opened_store(configuration) as store:
+    tracking = tracked(configuration, "import", [collection])
+    with tracking as run, opened_store(configuration) as store:
         result = import_service.import_file(store, file, collection, mode, progress())
+        run.done(result.collection, result.documents)
     say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
 
 
@@ -440,6 +474,8 @@ Collections = Annotated[
 
 
 def render_merge(report: MergeReport) -> None:
+    for note in report.notes:
+        warn(note)
     for name, counts in report.collections.items():
         say(
             f"{name}: {counts.total} records ({counts.local_only} local only, "
@@ -451,6 +487,12 @@ def render_merge(report: MergeReport) -> None:
         say(f"dry run ({report.mode}): nothing was changed")
     else:
         say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
+
+
+def record_merge(run: Run, report: MergeReport) -> None:
+    run.status = report.status
+    for name, counts in report.collections.items():
+        run.done(name, counts.total)
 
 
 @command()
@@ -479,10 +521,13 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    with opened_store(configuration) as store:
+    with tracked(configuration, "merge", collection) as run, opened_store(configuration) as store:
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
         report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
+        record_merge(run, report)
+        if report.status == SUCCESS:
+            prune_service.prune(configuration, leftovers=not run.nested)
     if json:
         print_json(report.to_json())
     else:
@@ -536,12 +581,86 @@ def restore(
 ) -> None:
     """Put a backup back (the current state is backed up first, so this is reversible too)."""
     configuration = config()
-    with opened_store(configuration) as store:
+    with tracked(configuration, "restore", collection) as run, opened_store(configuration) as store:
         result = restore_service.restore_backup(configuration, store, backup_id, collection)
+        for name, records in result.records.items():
+            run.done(name, records)
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
     )
+
+
+@command()
+def prune(
+    *,
+    keep: Annotated[
+        int,
+        typer.Option(
+            "--keep", min=0, help="Backups and merge reports to keep (the newest backup always)."
+        ),
+    ] = prune_service.DEFAULT_KEEP,
+    json: JsonFlag = False,
+) -> None:
+    """Remove old backups and merge reports, unfinished backups and leftover temporary files."""
+    configuration = config()
+    with locked(configuration, "prune") as own_lock:
+        result = prune_service.prune(configuration, keep, leftovers=own_lock)
+    if json:
+        print_json(result.to_json())
+        return
+    removed = len(result.backups) + len(result.unfinished_backups)
+    say(
+        f"removed {removed} backup(s), {len(result.reports)} report file(s), "
+        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s); "
+        f"kept {result.kept_backups} backup(s) and {result.kept_reports} report(s)"
+    )
+
+
+@command()
+def status(*, json: JsonFlag = False) -> None:
+    """Health of this asset: HEALTHY, WARNING or DEGRADED, with what to run about each reason.
+
+    Read-only: takes no lock, retries nothing, gives the database about a second to answer.
+    """
+    document = status_service.health(config())
+    if json:
+        print_json(document)
+        return
+    out.print(f"status: {document['status']}", markup=False)
+    for reason in document["reasons"]:
+        out.print(f"- {reason['level']}: {reason['message']}", markup=False)
+        out.print(f"  → {reason['fix']}", markup=False)
+
+
+@command()
+def history(
+    *,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="Show at most this many rows.")
+    ] = 20,
+    json: JsonFlag = False,
+) -> None:
+    """The audit trail: every export, merge, import and restore, failures included, newest first."""
+    with reading_state(config().state_dir) as state:
+        entries = state.history(limit) if state is not None else []
+    if json:
+        print_json([entry.to_json() for entry in entries])
+        return
+    if not entries:
+        say("no runs recorded yet")
+        return
+    for entry in entries:
+        out.print(history_line(entry), markup=False)
+
+
+def history_line(entry: HistoryEntry) -> str:
+    """One run per line, so that ``grep`` and ``less`` work on the output."""
+    records = "" if entry.records is None else f" {entry.records} records"
+    duration = "" if entry.duration_ms is None else f" in {entry.duration_ms} ms"
+    error = f": {entry.error}" if entry.error else ""
+    where = entry.collection or "-"
+    return f"{entry.time}  {entry.operation} {where} {entry.status}{records}{duration}{error}"
 
 
 # ---------------------------------------------------------------- git integration

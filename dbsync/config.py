@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dbsync.errors import InvalidInput, UsageError
+from dbsync.lock import DEFAULT_TIMEOUT_SECONDS
 from dbsync.snapshot import Rules
 
 if sys.version_info >= (3, 11):
@@ -34,6 +35,7 @@ _TOP_LEVEL: dict[str, type | tuple[type, ...]] = {
     "asset": str,
     "snapshot_dir": str,
     "retry_seconds": (int, float),
+    "lock_timeout": (int, float),
     "alert_command": str,
     "collections": dict,
 }
@@ -44,6 +46,8 @@ _COLLECTION: dict[str, type | tuple[type, ...]] = {
     "exclude": bool,
 }
 _ENVIRONMENT = {"uri": "DBSYNC_URI", "database": "DBSYNC_DATABASE", "asset": "DBSYNC_ASSET"}
+LOCK_TIMEOUT_VARIABLE = "DBSYNC_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = DEFAULT_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Config:
     asset: str
     snapshot_dir: Path
     retry_seconds: float = 30.0
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     alert_command: str | None = None
     collections: Mapping[str, CollectionConfig] = field(default_factory=dict)
     config_file: Path | None = None
@@ -150,6 +155,23 @@ def _collections(table: Mapping[str, Any]) -> dict[str, CollectionConfig]:
     return collections
 
 
+def _lock_timeout(merged: Mapping[str, Any], environ: Mapping[str, str]) -> float:
+    """Seconds a run waits for another run's lock: DBSYNC_LOCK_TIMEOUT, else ``lock_timeout``."""
+    text = environ.get(LOCK_TIMEOUT_VARIABLE)
+    if not text:
+        return float(merged.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise UsageError(
+            f"{LOCK_TIMEOUT_VARIABLE}={text!r} is not a number of seconds",
+            hint=f"set it to a number, e.g. {LOCK_TIMEOUT_VARIABLE}=30, or unset it",
+        )
+    return seconds
+
+
 def load_config(
     *,
     cwd: Path | None = None,
@@ -191,6 +213,7 @@ def load_config(
         asset=merged.get("asset") or socket.gethostname(),
         snapshot_dir=root / merged.get("snapshot_dir", DEFAULT_SNAPSHOT_DIR),
         retry_seconds=float(merged.get("retry_seconds", 30.0)),
+        lock_timeout=_lock_timeout(merged, environ),
         alert_command=merged.get("alert_command"),
         collections=_collections(merged.get("collections", {})),
         config_file=config_file,

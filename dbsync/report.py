@@ -35,6 +35,8 @@ class MergeReport:
     backup: str | None = None
     error: str | None = None
     collections: dict[str, MergeCounts] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Records lacking a key field or a timestamp (see ``dbsync.notes``): said, not refused."""
 
     @property
     def mode(self) -> str:
@@ -50,6 +52,7 @@ class MergeReport:
             "mode": self.mode,
             "backup": self.backup,
             "error": self.error,
+            "notes": self.notes,
             "collections": {
                 name: {
                     **{key: getattr(counts, key) for _, key in _FIGURES},
@@ -75,6 +78,7 @@ class MergeReport:
             lines.append(f"backup: {self.backup} (dbsync restore {self.backup})")
         if self.error:
             lines.append(f"error: {self.error}")
+        lines += [f"note: {note}" for note in self.notes]
         for name, counts in self.collections.items():
             lines += ["", f"[{name}]"]
             lines += [f"  {label:32} {getattr(counts, key)}" for label, key in _FIGURES]

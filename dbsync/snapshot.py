@@ -352,6 +352,17 @@ def read_trailer_digest(path: Path) -> str | None:
     return str(trailer["digest"]) if trailer else None
 
 
+def read_header(path: Path) -> Header | None:
+    """The header on a file's first line, or None (no file, not a snapshot). A quick look."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(64 * 1024)
+    except OSError:
+        return None
+    header = parse_header(first)
+    return header if isinstance(header, Header) else None
+
+
 def read_trailer_count(path: Path) -> int | None:
     trailer = _read_trailer(path)
     return int(trailer["count"]) if trailer else None

@@ -15,6 +15,8 @@ from mongomock.collection import BulkOperationBuilder
 from dbsync.store import EmbeddedStore, MongoStore, RetryPolicy
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 
+pytest_plugins = ["project"]  # end-to-end fixtures: a dbsync project driven by the console script
+
 
 def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` taking the ``sort`` keyword pymongo >= 4.11 passes, when it is None.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -10,8 +10,11 @@ from pathlib import Path
 from dbsync.config import Config
 from dbsync.errors import InvalidInput, UsageError
 from dbsync.files import StagedFiles
+from dbsync.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
+from dbsync.notes import RecordNotes
 from dbsync.progress import NoProgress, Progress
 from dbsync.snapshot import (
+    SUFFIX,
     Discard,
     Header,
     Rules,
@@ -22,7 +25,9 @@ from dbsync.snapshot import (
     encode_record,
     line_document,
     line_sort_key,
+    read_header,
     read_sections,
+    read_trailer_count,
     read_trailer_digest,
     snapshot_filename,
     sorted_lines,
@@ -39,6 +44,10 @@ class ExportedCollection:
     records: int
     path: Path
     changed: bool
+    digest: str
+    deleted: int = 0
+    previous_records: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -87,23 +96,53 @@ def _flush(group: list[bytes], clashes: KeyClashes) -> Iterator[bytes]:
 
 
 def collection_lines(
-    store: Store, collection: str, rules: Rules, progress: Progress
+    store: Store,
+    collection: str,
+    rules: Rules,
+    progress: Progress,
+    notes: RecordNotes | None = None,
 ) -> Iterator[tuple[SortKey, bytes]]:
-    """The collection's records in key order, streamed with bounded memory."""
+    """The collection's records in key order, streamed with bounded memory; ``notes`` counts
+    records lacking a key field or a timestamp."""
     progress.start(f"export {collection}", store.count(collection))
+    note = notes.see_bson if notes is not None and notes.wanted else None
 
     def encoded() -> Iterator[tuple[SortKey, bytes]]:
         for document in store.iter_documents(collection):
-            yield encode_record(document, rules.key)
+            key, line = encode_record(document, rules.key)
+            if note is not None:
+                note(document, key)
+            yield key, line
             progress.advance()
 
     yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
     progress.finish()
 
 
-def select_collections(config: Config, store: Store, wanted: Sequence[str] | None) -> list[str]:
-    """The collections to export: those named, or every one not excluded in dbsync.toml."""
+def snapshot_collections(folder: Path) -> list[str]:
+    """The collections that have a snapshot file in ``folder`` (named as their header says)."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for path in sorted(folder.glob("*" + SUFFIX)):
+        header = read_header(path)
+        if header is not None and path.name == snapshot_filename(header.collection):
+            names.append(header.collection)
+    return names
+
+
+def select_collections(
+    config: Config, store: Store, wanted: Sequence[str] | None, *, with_snapshots: bool = False
+) -> list[str]:
+    """The collections to export: those named, or every one not excluded in dbsync.toml.
+
+    ``with_snapshots`` adds the collections that have a snapshot file but are missing from the
+    database: exporting them writes an empty snapshot (guarded), so that a dropped collection
+    leaves the snapshot too, and a mistyped ``--database`` is caught by the delete guard.
+    """
     existing = store.collection_names()
+    if with_snapshots:
+        existing = sorted(set(existing) | set(snapshot_collections(config.snapshot_dir)))
     if not wanted:
         return [name for name in existing if not config.excluded(name)]
     unknown = [name for name in wanted if name not in existing]
@@ -122,37 +161,111 @@ def export(
     collections: Sequence[str] | None = None,
     output: Path | None = None,
     target_dir: Path | None = None,
-    key_by_id: bool = False,
     progress: Progress | None = None,
+    allow_deletes: bool = False,
+    key_by_id: bool = False,
 ) -> list[ExportedCollection]:
     """Write the snapshot of each selected collection; all files appear together or none.
 
+    Writing the snapshot directory (neither ``output`` nor ``target_dir``) is guarded: a
+    collection losing too many records at once is refused unless ``allow_deletes``.
     ``key_by_id`` keys every collection by ``_id`` (unique in any database), as backups do:
     a backup must hold the database as it is, duplicates of a natural key included.
     """
     progress = progress or NoProgress()
-    names = select_collections(config, store, collections)
+    guarded = output is None and target_dir is None
+    names = select_collections(config, store, collections, with_snapshots=guarded)
 
     def rules_of(name: str) -> Rules:
         rules = config.rules(name)
         return replace(rules, key=("_id",)) if key_by_id else rules
 
-    results = []
     with StagedFiles() as staged:
         if output is not None:
-            with staged.open(output) as handle:
-                for name in names:
-                    summary = _write_section(handle, store, name, rules_of(name), progress)
-                    results.append(ExportedCollection(name, summary.count, output, True))
-            return results
+            return _export_bundle(staged, store, names, rules_of, output, progress)
+        folder = target_dir or config.snapshot_dir
+        results = []
         for name in names:
-            path = (target_dir or config.snapshot_dir) / snapshot_filename(name)
-            old_digest = read_trailer_digest(path)
-            with staged.open(path) as handle:
-                summary = _write_section(handle, store, name, rules_of(name), progress)
-            changed = summary.digest != old_digest
-            results.append(ExportedCollection(name, summary.count, path, changed))
+            path = folder / snapshot_filename(name)
+            result = _export_file(staged, store, name, rules_of(name), path, progress)
+            if guarded and not allow_deletes:
+                check_export_deletes(config, result)
+            results.append(result)
     return results
+
+
+def _export_bundle(
+    staged: StagedFiles,
+    store: Store,
+    names: list[str],
+    rules_of: Callable[[str], Rules],
+    output: Path,
+    progress: Progress,
+) -> list[ExportedCollection]:
+    results = []
+    with staged.open(output) as handle:
+        for name in names:
+            summary = _write_section(handle, store, name, rules_of(name), progress)
+            results.append(ExportedCollection(name, summary.count, output, True, summary.digest))
+    return results
+
+
+def _export_file(
+    staged: StagedFiles, store: Store, name: str, rules: Rules, path: Path, progress: Progress
+) -> ExportedCollection:
+    """One collection's snapshot, staged; counts the records the file on disk loses."""
+    old_digest = read_trailer_digest(path)
+    old_count = read_trailer_count(path) or 0
+    old_keys = _OldKeys(path, rules)
+    removed = RemovedKeys(iter(old_keys))
+    notes = RecordNotes(name, rules)
+    with staged.open(path) as handle:
+        summary = _write_section(handle, store, name, rules, progress, removed.see, notes)
+    removed.finish()
+    deleted = removed.removed if old_keys.exact else max(0, old_count - summary.count)
+    changed = summary.digest != old_digest
+    return ExportedCollection(
+        name, summary.count, path, changed, summary.digest, deleted, old_count, notes.messages()
+    )
+
+
+class _OldKeys:
+    """The keys of the snapshot on disk, in order, read while the new one is written.
+
+    ``exact`` turns False when they cannot be read (no file, keyed otherwise, damaged): the
+    guard then compares counts instead, since exporting is what repairs such a file.
+    """
+
+    def __init__(self, path: Path, rules: Rules) -> None:
+        header = read_header(path)
+        self.path, self.fields = path, rules.key
+        self.exact = header is not None and header.rules.key == rules.key
+
+    def __iter__(self) -> Iterator[SortKey]:
+        if not self.exact:
+            return
+        try:
+            for section in read_sections(self.path):
+                for line in section.records:
+                    yield line_sort_key(line, self.fields)
+                return
+        except InvalidInput:
+            self.exact = False
+
+
+def check_export_deletes(config: Config, result: ExportedCollection) -> None:
+    """Refuse a snapshot that loses too many of the records the file on disk holds."""
+    if not deletes_too_many(result.deleted, result.previous_records):
+        return
+    raise TooManyDeletes(
+        result.collection,
+        f"{result.collection}: this export would delete {result.deleted} of the "
+        f"{result.previous_records} records in {result.path} ({GUARD_RULE}), leaving "
+        f"{result.records}. The database {config.database!r} may be empty or mistyped "
+        "(--database, DBSYNC_DATABASE, dbsync.toml); nothing was written",
+        hint="check the database name and URI; if these records were really deleted, "
+        "run 'dbsync export --allow-deletes'",
+    )
 
 
 def current_summary(store: Store, name: str, rules: Rules) -> SectionSummary:
@@ -161,10 +274,18 @@ def current_summary(store: Store, name: str, rules: Rules) -> SectionSummary:
 
 
 def _write_section(
-    handle: Writable, store: Store, name: str, rules: Rules, progress: Progress
+    handle: Writable,
+    store: Store,
+    name: str,
+    rules: Rules,
+    progress: Progress,
+    see_key: Callable[[SortKey], None] | None = None,
+    notes: RecordNotes | None = None,
 ) -> SectionSummary:
     clashes = KeyClashes(rules.key)
-    pairs = collection_lines(store, name, rules, progress)
+    pairs = collection_lines(store, name, rules, progress, notes)
+    if see_key is not None:
+        pairs = _watched(pairs, see_key)
     summary = write_section(handle, Header(name, rules), unique_lines(pairs, clashes))
     if clashes.groups:
         raise InvalidInput(
@@ -173,6 +294,14 @@ def _write_section(
             "or fold them by the conflict rules with --dedupe",
         )
     return summary
+
+
+def _watched(
+    pairs: Iterable[tuple[SortKey, bytes]], see_key: Callable[[SortKey], None]
+) -> Iterator[tuple[SortKey, bytes]]:
+    for key, line in pairs:
+        see_key(key)
+        yield key, line
 
 
 def exported_sections(

@@ -21,8 +21,10 @@ import orjson
 from dbsync import backups, extjson
 from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
-from dbsync.errors import DbsyncError, InvalidInput, SafetyRefusal, UsageError
+from dbsync.errors import DbsyncError, InvalidInput, UsageError
+from dbsync.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
 from dbsync.merge import Decision, MergeCounts, decide
+from dbsync.notes import RecordNotes
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport
 from dbsync.snapshot import (
@@ -32,6 +34,7 @@ from dbsync.snapshot import (
     line_body,
     line_document,
     read_sections,
+    snapshot_filename,
     snapshot_files,
     verify_file,
     write_section,
@@ -40,8 +43,6 @@ from dbsync.store import Store
 from dbsync.synced import save_synced
 
 BATCH = 1000
-DELETE_GUARD_RECORDS = 10
-DELETE_GUARD_SHARE = 0.20
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,28 @@ def index_sections(source: Path) -> dict[str, SourceSection]:
             raise SnapshotError(first.path, first.line, first.message + more)
         for section in read_sections(path):
             name = section.header.collection
+            if source.is_dir():
+                check_file_name(path, name)
             if name in found:
                 raise InvalidInput(
                     f"collection {name} appears in both {found[name].path} and {path}"
                 )
             found[name] = SourceSection(path, section.header)
     return found
+
+
+def check_file_name(path: Path, collection: str) -> None:
+    """In a snapshot directory a file must be named after the collection its header states:
+    another collection's snapshot copied or renamed over this one would otherwise be merged
+    into the wrong collection, or twice."""
+    expected = snapshot_filename(collection)
+    if path.name != expected:
+        raise InvalidInput(
+            f"{path}: the file holds collection {collection!r} but is named {path.name} "
+            f"(a file of collection {collection!r} is named {expected}): it was renamed or copied",
+            hint=f"restore {path.name} from git (git checkout -- {path}) or remove it; "
+            "nothing was written",
+        )
 
 
 @dataclass
@@ -102,6 +119,7 @@ class CollectionPlan:
     ours_count: int = 0
     theirs: SourceSection | None = None
     touched: bool = False
+    notes: RecordNotes | None = None
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -178,6 +196,8 @@ def plan_collection(
         name, rules, MergeCounts(), work / f"{name}.deletes", work / f"{name}.upserts"
     )
     plan.theirs = theirs
+    plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
+    note = plan.notes.see_document if plan.notes.wanted else None
     natural_key = rules.key != ("_id",)
     seen: set[bytes] = set()
     base_lines = base.lines() if base is not None else None
@@ -188,16 +208,18 @@ def plan_collection(
                 _check_unique_ids(decision, seen)
             if decision.changes_ours:
                 _spool(decision, deletes, upserts)
+                if note is not None and decision.result is not None:
+                    note(line_document(decision.result))
     return plan
 
 
 def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
     deleted = plan.counts.deleted
-    too_many = deleted > DELETE_GUARD_RECORDS and deleted > DELETE_GUARD_SHARE * plan.ours_count
-    if too_many and not allow_deletes:
-        raise SafetyRefusal(
+    if deletes_too_many(deleted, plan.ours_count) and not allow_deletes:
+        raise TooManyDeletes(
+            plan.name,
             f"{plan.name}: this merge would delete {deleted} of {plan.ours_count} records "
-            f"(more than {DELETE_GUARD_RECORDS} and more than {DELETE_GUARD_SHARE:.0%})",
+            f"({GUARD_RULE})",
             hint="check that the snapshot and the base are the right ones; "
             "pass --allow-deletes to apply it anyway (a backup is taken first)",
         )
@@ -277,6 +299,7 @@ def merge_snapshot(
             raise
         for name, plan in plans.items():
             report.collections[name] = plan.counts
+            report.notes += plan.notes.messages() if plan.notes else []
         if options.dry_run:
             report.status = DRY_RUN
             return report

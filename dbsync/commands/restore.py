@@ -19,6 +19,7 @@ class RestoreResult:
     restored: list[str]
     backup: str
     safety_backup: str
+    records: dict[str, int]
 
 
 def restore_backup(
@@ -38,8 +39,8 @@ def restore_backup(
         for _ in backups.backup_documents(folder, name):
             pass
     safety = take_backup(config, store, chosen, f"before restoring {info.id}")
-    backups.restore_collections(store, folder, chosen)
-    return RestoreResult(chosen, info.id, safety)
+    records = backups.restore_collections(store, folder, chosen)
+    return RestoreResult(chosen, info.id, safety, records)
 
 
 def take_backup(config: Config, store: Store, collections: Sequence[str], reason: str) -> str:

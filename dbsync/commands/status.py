@@ -1,0 +1,338 @@
+"""``dbsync status``: HEALTHY, WARNING or DEGRADED, with reasons that say what to run.
+
+The status is built from independent checks (``CHECKS``): each looks at one thing and returns
+its reasons; the status is the worst level among them. A new check (say, hooks not installed)
+is one function appended to ``CHECKS``. ``status`` only reads: it takes no lock, creates no
+file, retries no pending merge, and gives the database a short budget to answer.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbsync.backups import list_backups
+from dbsync.commands.export import current_summary, snapshot_collections
+from dbsync.config import Config
+from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput
+from dbsync.snapshot import read_trailer_digest, snapshot_filename
+from dbsync.state import INTERRUPTED, HistoryEntry, StateStore, open_state_read_only
+from dbsync.store import EMBEDDED_SCHEME, RetryPolicy, Store, embedded_path, open_store
+from dbsync.synced import load_synced
+
+HEALTHY, WARNING, DEGRADED = "HEALTHY", "WARNING", "DEGRADED"
+_SEVERITY = {HEALTHY: 0, WARNING: 1, DEGRADED: 2}
+FAILURES_DEGRADED = 3
+"""Consecutive failures of one collection's export or merge that make the asset DEGRADED."""
+PING_BUDGET_SECONDS = 1.0
+"""How long ``status`` retries the database: a health check must answer quickly."""
+
+
+@dataclass(frozen=True)
+class Reason:
+    level: str
+    check: str
+    message: str
+    fix: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"level": self.level, "check": self.check, "message": self.message, "fix": self.fix}
+
+
+@dataclass
+class StatusContext:
+    """What the checks look at, opened once: the config, the state, the database."""
+
+    config: Config
+    state: StateStore | None = None
+    state_error: DbsyncError | None = None
+    database_error: DbsyncError | None = None
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def store(self) -> Store | None:
+        """The database, or None when it could not be reached (``database_error`` says why)."""
+        return self._store
+
+
+Check = Callable[[StatusContext], list[Reason]]
+
+
+def _open_store_read_only(config: Config) -> Store:
+    """The store, pinged with a short budget; an embedded store that is gone is not created."""
+    uri, database = config.require_database()
+    if uri.startswith(EMBEDDED_SCHEME) and not embedded_path(uri).is_dir():
+        raise DatabaseUnreachable(
+            f"the embedded store {embedded_path(uri)} does not exist",
+            hint="check --uri / DBSYNC_URI / dbsync.local.toml; a new store starts empty",
+        )
+    store = open_store(uri, database, retry=RetryPolicy(budget_seconds=PING_BUDGET_SECONDS))
+    try:
+        store.ping()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+@contextmanager
+def status_context(config: Config) -> Iterator[StatusContext]:
+    context = StatusContext(config)
+    try:
+        context.state = open_state_read_only(config.state_dir)
+    except DbsyncError as error:
+        context.state_error = error
+    try:
+        context._store = _open_store_read_only(config)
+    except DbsyncError as error:
+        context.database_error = error
+    try:
+        yield context
+    finally:
+        if context.state is not None:
+            context.state.close()
+        if context._store is not None:
+            context._store.close()
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_database(context: StatusContext) -> list[Reason]:
+    """DEGRADED when the database does not answer: nothing can be merged or exported."""
+    error = context.database_error
+    if error is None:
+        return []
+    fix = error.hint or "start the database or fix --uri / DBSYNC_URI, then run 'dbsync status'"
+    return [Reason(DEGRADED, "database", f"database unreachable: {error.message}", fix)]
+
+
+def check_state_store(context: StatusContext) -> list[Reason]:
+    """DEGRADED when the state cannot be read: history and pending merges are unknown."""
+    error = context.state_error
+    if error is None:
+        return []
+    return [Reason(DEGRADED, "state", error.message, error.hint or "")]
+
+
+def _rerun(config: Config, operation: str) -> str:
+    folder = config.snapshot_dir.name
+    commands = {
+        "export": "dbsync export",
+        "merge": f"dbsync merge {folder}",
+        "import": "dbsync import FILE --collection NAME",
+        "restore": "dbsync restore ID",
+    }
+    return commands.get(operation, f"dbsync {operation}")
+
+
+def check_consecutive_failures(context: StatusContext) -> list[Reason]:
+    """DEGRADED when a collection's export or merge failed 3 times or more in a row."""
+    if context.state is None:
+        return []
+    reasons = []
+    for row in context.state.collection_states():
+        if row.consecutive_failures >= FAILURES_DEGRADED:
+            message = (
+                f"{row.collection}: the last {row.consecutive_failures} {row.operation} "
+                f"attempts failed (last: {row.last_error})"
+            )
+            fix = (
+                f"see 'dbsync history'; fix the cause, then run "
+                f"'{_rerun(context.config, row.operation)}'"
+            )
+            reasons.append(Reason(DEGRADED, "failures", message, fix))
+    return reasons
+
+
+def check_pending_merges(context: StatusContext) -> list[Reason]:
+    """WARNING for each merge that could not reach the database and waits to be retried."""
+    if context.state is None:
+        return []
+    reasons = []
+    for pending in context.state.list_pending():
+        where = f" (commit {pending.commit[:12]})" if pending.commit else ""
+        last = f"; last error: {pending.last_error}" if pending.last_error else ""
+        message = (
+            f"a merge of {pending.source}{where} is pending since {pending.created} "
+            f"({pending.attempts} attempts{last})"
+        )
+        base = f" --base {pending.base}" if pending.base else ""
+        fix = f"when the database is reachable, run 'dbsync merge {pending.source}{base}'"
+        reasons.append(Reason(WARNING, "pending", message, fix))
+    return reasons
+
+
+def _backup_after(config: Config, started: str) -> str | None:
+    """The oldest complete backup taken after ``started``: the one a killed merge made."""
+    moment = datetime.datetime.fromisoformat(started).replace(microsecond=0)
+    later = [
+        info.id
+        for info in list_backups(config.state_dir)
+        if datetime.datetime.fromisoformat(info.created) >= moment
+    ]
+    return later[-1] if later else None
+
+
+def _interrupted(config: Config, run: HistoryEntry) -> Reason:
+    """What a killed run left behind, and what puts it right."""
+    operation, started = run.operation, run.time
+    if operation == "export":
+        message = f"the export started at {started} was interrupted; snapshots are written "
+        return Reason(
+            WARNING,
+            "interrupted",
+            message + "atomically, so the old ones are intact",
+            "run 'dbsync export' again",
+        )
+    backup = _backup_after(config, started) if operation in ("merge", "restore") else None
+    if operation == "merge" and backup is None:
+        message = f"the merge started at {started} was interrupted before it changed the "
+        return Reason(
+            WARNING,
+            "interrupted",
+            message + "database (its backup was not complete)",
+            f"run '{_rerun(config, operation)}' again",
+        )
+    message = f"the {operation} started at {started} was interrupted: the database may be partly "
+    message += "changed"
+    fix = f"run '{_rerun(config, operation)}' again"
+    if backup is not None:
+        fix = f"run 'dbsync restore {backup}' to put it back exactly as before, or {fix[4:]}"
+    return Reason(DEGRADED, "interrupted", message, fix)
+
+
+def check_interrupted_runs(context: StatusContext) -> list[Reason]:
+    """A run killed mid-way (power cut, SIGKILL) that no later run of its kind has replaced."""
+    if context.state is None:
+        return []
+    reasons = []
+    for operation, cures in _CURES.items():
+        run = context.state.last_run(operation)
+        if run is None or run.status != INTERRUPTED:
+            continue
+        if not context.state.succeeded_since(run.time, cures):
+            reasons.append(_interrupted(context.config, run))
+    return reasons
+
+
+_CURES = {
+    "export": ("export",),
+    "merge": ("merge", "restore"),
+    "import": ("import", "restore"),
+    "restore": ("restore",),
+}
+"""The runs whose later success makes a killed run harmless (a restore undoes a half merge)."""
+
+
+def _known_digests(context: StatusContext, name: str) -> set[str]:
+    """Digests of snapshots this asset wrote (export) or merged: a file with one of them on
+    disk came from here, so a difference with the database is a local change."""
+    digests = set()
+    synced = load_synced(context.config.state_dir)
+    if synced is not None and name in synced.digests:
+        digests.add(synced.digests[name])
+    if context.state is not None:
+        for row in context.state.collection_states():
+            if row.collection == name and row.last_digest:
+                digests.add(row.last_digest)
+    return digests
+
+
+def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
+    config = context.config
+    if config.excluded(name):
+        return None
+    on_disk = read_trailer_digest(config.snapshot_dir / snapshot_filename(name))
+    try:
+        current = current_summary(store, name, config.rules(name))
+    except InvalidInput:
+        message = f"{name}: the key {list(config.rules(name).key)} is not unique in the database"
+        return Reason(WARNING, "snapshot", message, "run 'dbsync export' to list the clashes")
+    if on_disk == current.digest or (on_disk is None and current.count == 0):
+        return None
+    if on_disk is None:
+        message = f"{name}: {current.count} records were never exported"
+        return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
+    known = _known_digests(context, name)
+    folder = config.snapshot_dir.name
+    if on_disk in known:
+        message = f"{name}: the database has changes that are not in the snapshot (not exported)"
+        return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
+    if known:
+        message = f"{name}: the snapshot holds changes that are not merged into the database"
+        return Reason(WARNING, "snapshot", message, f"run 'dbsync merge {folder}'")
+    message = f"{name}: the database and the snapshot differ (this asset has no record of "
+    fix = f"run 'dbsync diff {folder} db' to see how; then 'dbsync export' keeps the database's "
+    fix += f"records, 'dbsync merge {folder}' takes in the snapshot's"
+    return Reason(WARNING, "snapshot", message + "exporting or merging this snapshot)", fix)
+
+
+def check_snapshot_matches_database(context: StatusContext) -> list[Reason]:
+    """WARNING when a snapshot and the database differ: local changes not exported, or pulled
+    changes not merged (told apart by the digests this asset exported or merged last)."""
+    store = context.store
+    if store is None:
+        return []
+    config = context.config
+    names = set(store.collection_names()) | set(snapshot_collections(config.snapshot_dir))
+    compared = (_compare(context, store, name) for name in sorted(names))
+    return [reason for reason in compared if reason is not None]
+
+
+CHECKS: list[Check] = [
+    check_database,
+    check_state_store,
+    check_consecutive_failures,
+    check_interrupted_runs,
+    check_pending_merges,
+    check_snapshot_matches_database,
+]
+
+
+# ---------------------------------------------------------------- the document
+
+
+def _last(context: StatusContext, name: str, operation: str) -> dict[str, Any] | None:
+    if context.state is None:
+        return None
+    for row in context.state.collection_states():
+        if row.collection == name and row.operation == operation and row.last_success:
+            return {
+                "time": row.last_success,
+                "records": row.last_records,
+                "duration_ms": row.last_duration_ms,
+                "consecutive_failures": row.consecutive_failures,
+            }
+    return None
+
+
+def _collections(context: StatusContext) -> dict[str, Any]:
+    """Per collection the state knows: its last successful export and merge."""
+    rows = context.state.collection_states() if context.state else []
+    return {
+        name: {f"last_{op}": _last(context, name, op) for op in ("export", "merge")}
+        for name in sorted({row.collection for row in rows})
+    }
+
+
+def health(config: Config, checks: list[Check] | None = None) -> dict[str, Any]:
+    """The ``status --json`` document: status, reasons, and what the state knows."""
+    with status_context(config) as context:
+        reasons = [reason for check in checks or CHECKS for reason in check(context)]
+        pending = context.state.list_pending() if context.state else []
+        document = {
+            "status": max((r.level for r in reasons), key=_SEVERITY.__getitem__, default=HEALTHY),
+            "reasons": [reason.to_json() for reason in reasons],
+            "database": config.database,
+            "asset": config.asset,
+            "collections": _collections(context),
+            "pending_merges": [
+                {"id": p.id, "source": p.source, "created": p.created, "attempts": p.attempts}
+                for p in pending
+            ],
+        }
+    return document

@@ -1,0 +1,415 @@
+"""The local state of one asset: what ran, how it went, and merges still to do.
+
+SQLite at ``database_sync/state.sqlite`` (WAL, one transaction per change, a schema version in
+``PRAGMA user_version``). It is local and untracked: losing it loses the audit trail, never data.
+
+* ``history``: one row per collection per attempt (export, merge, import, restore), and one
+  placeholder row while a run is in progress. A placeholder whose process is gone is a run that
+  was killed: ``history`` shows it as ``interrupted`` and ``status`` warns about it.
+* ``collection_state``: per collection and operation, the last success (time, records,
+  duration, snapshot digest) and the number of failures since.
+* ``pending_merges``: snapshots that could not be merged (say, the database was down during
+  ``git pull``) and must be retried by the next command that changes the database.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbsync.errors import InvalidInput
+
+STATE_FILE = "state.sqlite"
+SCHEMA_VERSION = 1
+HISTORY_KEPT = 10_000
+"""History rows kept by ``prune``: years of syncing, a few MB at most."""
+
+RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
+    "running",
+    "success",
+    "failed",
+    "refused",
+    "interrupted",
+)
+
+_SCHEMA = """
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    collection TEXT,
+    status TEXT NOT NULL,
+    records INTEGER,
+    duration_ms INTEGER,
+    error TEXT,
+    asset TEXT,
+    pid INTEGER
+);
+CREATE INDEX history_run ON history (run_id);
+CREATE TABLE collection_state (
+    collection TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    last_success TEXT,
+    last_records INTEGER,
+    last_duration_ms INTEGER,
+    last_digest TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    last_failure TEXT,
+    last_error TEXT,
+    PRIMARY KEY (collection, operation)
+);
+CREATE TABLE pending_merges (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    base TEXT,
+    commit_sha TEXT,
+    created TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_retry TEXT,
+    last_error TEXT
+);
+"""
+
+
+def now_text() -> str:
+    """UTC, to the millisecond, ISO 8601: sorts as text and reads as a time."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    time: str
+    operation: str
+    collection: str | None
+    status: str
+    records: int | None
+    duration_ms: int | None
+    error: str | None
+    asset: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "time": self.time,
+            "operation": self.operation,
+            "collection": self.collection,
+            "status": self.status,
+            "records": self.records,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class CollectionState:
+    collection: str
+    operation: str
+    last_success: str | None
+    last_records: int | None
+    last_duration_ms: int | None
+    last_digest: str | None
+    consecutive_failures: int
+    last_failure: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class PendingMerge:
+    id: int
+    source: str
+    base: str | None
+    commit: str | None
+    created: str
+    attempts: int
+    next_retry: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one collection fared in a finished run (``collection`` None: the run as a whole)."""
+
+    collection: str | None
+    status: str
+    records: int | None = None
+    digest: str | None = None
+    error: str | None = None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (permission errors mean it does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StateStore:
+    """The open state database. Every method is one transaction."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    # ------------------------------------------------------------ runs and history
+
+    def start_run(self, operation: str, asset: str) -> int:
+        """A placeholder row for a run in progress; returns the run id."""
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO history (run_id, time, operation, status, asset, pid) "
+                "VALUES (0, ?, ?, ?, ?, ?)",
+                (now_text(), operation, RUNNING, asset, os.getpid()),
+            )
+            run_id = int(cursor.lastrowid or 0)
+            self._db.execute("UPDATE history SET run_id = id WHERE id = ?", (run_id,))
+        return run_id
+
+    def finish_run(self, run_id: int, duration_ms: int, outcomes: Sequence[Outcome]) -> None:
+        """Replace the placeholder by one row per outcome, and update the per-collection state."""
+        with self._db:
+            row = self._db.execute(
+                "SELECT time, operation, asset, pid FROM history WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return
+            self._db.execute("DELETE FROM history WHERE id = ?", (run_id,))
+            started, operation, asset, pid = row
+            for outcome in outcomes:
+                self._db.execute(
+                    "INSERT INTO history (run_id, time, operation, collection, status, records, "
+                    "duration_ms, error, asset, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        started,
+                        operation,
+                        outcome.collection,
+                        outcome.status,
+                        outcome.records,
+                        duration_ms,
+                        outcome.error,
+                        asset,
+                        pid,
+                    ),
+                )
+                if outcome.collection is not None:
+                    self._update_collection(operation, outcome, duration_ms, started)
+
+    def _update_collection(
+        self, operation: str, outcome: Outcome, duration_ms: int, when: str
+    ) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO collection_state (collection, operation) VALUES (?, ?)",
+            (outcome.collection, operation),
+        )
+        if outcome.status == SUCCESS:
+            self._db.execute(
+                "UPDATE collection_state SET last_success = ?, last_records = ?, "
+                "last_duration_ms = ?, last_digest = ?, consecutive_failures = 0 "
+                "WHERE collection = ? AND operation = ?",
+                (when, outcome.records, duration_ms, outcome.digest, outcome.collection, operation),
+            )
+        elif outcome.status in (FAILED, REFUSED):
+            self._db.execute(
+                "UPDATE collection_state SET consecutive_failures = consecutive_failures + 1, "
+                "last_failure = ?, last_error = ? WHERE collection = ? AND operation = ?",
+                (when, outcome.error, outcome.collection, operation),
+            )
+
+    def history(self, limit: int | None = None) -> list[HistoryEntry]:
+        """Newest first; a placeholder whose process is gone reads as ``interrupted``."""
+        rows = self._db.execute(
+            "SELECT time, operation, collection, status, records, duration_ms, error, asset, pid "
+            "FROM history ORDER BY run_id DESC, id ASC LIMIT ?",
+            (-1 if limit is None else limit,),
+        ).fetchall()
+        return [self._entry(row) for row in rows]
+
+    @staticmethod
+    def _entry(row: tuple[object, ...]) -> HistoryEntry:
+        time, operation, collection, status, records, duration, error, asset, pid = row
+        if status == RUNNING and isinstance(pid, int) and not process_alive(pid):
+            status = INTERRUPTED
+            error = "the run stopped before it finished (killed, or the machine went down)"
+        return HistoryEntry(
+            str(time),
+            str(operation),
+            None if collection is None else str(collection),
+            str(status),
+            records if isinstance(records, int) else None,
+            duration if isinstance(duration, int) else None,
+            None if error is None else str(error),
+            None if asset is None else str(asset),
+        )
+
+    def last_run(self, operation: str) -> HistoryEntry | None:
+        """The newest run of ``operation`` (its first row), interrupted runs included."""
+        row = self._db.execute(
+            "SELECT time, operation, collection, status, records, duration_ms, error, asset, pid "
+            "FROM history WHERE operation = ? ORDER BY run_id DESC, id ASC LIMIT 1",
+            (operation,),
+        ).fetchone()
+        return None if row is None else self._entry(row)
+
+    def succeeded_since(self, time: str, operations: Sequence[str]) -> bool:
+        """Whether one of ``operations`` succeeded after ``time`` (say, a restore after a merge
+        that was killed: the database is consistent again)."""
+        marks = ", ".join("?" for _ in operations)
+        row = self._db.execute(
+            f"SELECT 1 FROM history WHERE status = ? AND time > ? AND operation IN ({marks})",
+            (SUCCESS, time, *operations),
+        ).fetchone()
+        return row is not None
+
+    def known_collections(self, operation: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT collection FROM collection_state WHERE operation = ? ORDER BY collection",
+            (operation,),
+        ).fetchall()
+        return [str(name) for (name,) in rows]
+
+    def collection_states(self) -> list[CollectionState]:
+        rows = self._db.execute(
+            "SELECT collection, operation, last_success, last_records, last_duration_ms, "
+            "last_digest, consecutive_failures, last_failure, last_error "
+            "FROM collection_state ORDER BY collection, operation"
+        ).fetchall()
+        return [CollectionState(*row) for row in rows]
+
+    def trim_history(self, keep: int | None = None) -> int:
+        """Remove all but the newest ``keep`` rows (``HISTORY_KEPT``); returns how many went."""
+        keep = HISTORY_KEPT if keep is None else keep
+        with self._db:
+            cursor = self._db.execute(
+                "DELETE FROM history WHERE id NOT IN "
+                "(SELECT id FROM history ORDER BY id DESC LIMIT ?)",
+                (keep,),
+            )
+        return cursor.rowcount
+
+    # ------------------------------------------------------------ pending merges
+
+    def add_pending(
+        self, source: str, base: str | None = None, commit: str | None = None
+    ) -> PendingMerge:
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO pending_merges (source, base, commit_sha, created) "
+                "VALUES (?, ?, ?, ?)",
+                (source, base, commit, now_text()),
+            )
+        return self.pending(int(cursor.lastrowid or 0))
+
+    def pending(self, pending_id: int) -> PendingMerge:
+        row = self._db.execute(_PENDING_SELECT + " WHERE id = ?", (pending_id,)).fetchone()
+        if row is None:
+            raise KeyError(pending_id)
+        return PendingMerge(*row)
+
+    def list_pending(self) -> list[PendingMerge]:
+        """Oldest first: the order in which they must be retried."""
+        rows = self._db.execute(_PENDING_SELECT + " ORDER BY id").fetchall()
+        return [PendingMerge(*row) for row in rows]
+
+    def mark_pending_attempt(
+        self, pending_id: int, error: str | None, next_retry: str | None
+    ) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE pending_merges SET attempts = attempts + 1, last_error = ?, "
+                "next_retry = ? WHERE id = ?",
+                (error, next_retry, pending_id),
+            )
+
+    def remove_pending(self, pending_id: int) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM pending_merges WHERE id = ?", (pending_id,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_PENDING_SELECT = (
+    "SELECT id, source, base, commit_sha, created, attempts, next_retry, last_error "
+    "FROM pending_merges"
+)
+
+
+def _damaged(path: Path, error: Exception) -> InvalidInput:
+    return InvalidInput(
+        f"the state database {path} cannot be used: {error}",
+        hint=f"move it away (mv {path} {path}.broken): dbsync starts a new one; "
+        "only the history is lost, no data",
+    )
+
+
+def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
+    if read_only:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    else:
+        connection = sqlite3.connect(path, timeout=10)
+    connection.execute("PRAGMA busy_timeout = 10000")
+    return connection
+
+
+def _prepare(connection: sqlite3.Connection, path: Path) -> None:
+    """Create or check the schema: a newer version than this dbsync knows is refused."""
+    connection.execute("PRAGMA journal_mode = WAL")
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        with connection:
+            connection.executescript(
+                "BEGIN;" + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+    elif version != SCHEMA_VERSION:
+        raise _damaged(path, ValueError(f"schema version {version}, this dbsync knows 1"))
+
+
+def open_state(state_dir: Path) -> StateStore:
+    """Open (creating it if needed) the state database of this asset."""
+    path = state_path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        connection = _connect(path, read_only=False)
+        _prepare(connection, path)
+    except sqlite3.DatabaseError as error:
+        raise _damaged(path, error) from None
+    return StateStore(connection, path)
+
+
+def open_state_read_only(state_dir: Path) -> StateStore | None:
+    """The state database for reading, or None if this asset has none yet; creates nothing."""
+    path = state_path(state_dir)
+    if not path.is_file():
+        return None
+    try:
+        connection = _connect(path, read_only=True)
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        raise _damaged(path, error) from None
+    if version != SCHEMA_VERSION:
+        connection.close()
+        raise _damaged(path, ValueError(f"schema version {version}, this dbsync knows 1"))
+    return StateStore(connection, path)
+
+
+@contextmanager
+def reading_state(state_dir: Path) -> Iterator[StateStore | None]:
+    state = open_state_read_only(state_dir)
+    try:
+        yield state
+    finally:
+        if state is not None:
+            state.close()
