@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))
+DATA = Path(__file__).resolve().parents[1] / "dbsync" / "data" / "telegrampnl-pnls.json"
+"""The 190 real PNL records (11 duplicate pairs, string timestamps) the demo also uses."""
 
 
 @dataclass

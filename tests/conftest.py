@@ -13,6 +13,7 @@ import pytest
 from mongomock.collection import BulkOperationBuilder
 
 from dbsync.store import EmbeddedStore, MongoStore, RetryPolicy
+from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 
 pytest_plugins = ["project"]  # end-to-end fixtures: a dbsync project driven by the console script
@@ -67,9 +68,6 @@ def embedded_store(tmp_path: Path) -> Iterator[EmbeddedStore]:
 def store(request: pytest.FixtureRequest) -> Any:
     """Each test using ``store`` runs once on each implementation."""
     return request.getfixturevalue(request.param)
-
-
-DATA = Path(__file__).resolve().parents[1] / "dbsync" / "data" / "telegrampnl-pnls.json"
 
 
 @pytest.fixture

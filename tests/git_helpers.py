@@ -19,11 +19,11 @@ from dbsync.config import resolve_uri
 from dbsync.snapshot import Header, Rules, encode_record
 from dbsync.snapshot import write_snapshot as write_snapshot_file
 from dbsync.store import open_store
+from tests.cli_helpers import DATA
 from tests.cli_helpers import Result as Run
 
 BIN = str(Path(sys.executable).parent)
 DBSYNC = str(Path(BIN) / "dbsync")
-DATA = Path(__file__).resolve().parents[1] / "dbsync" / "data" / "telegrampnl-pnls.json"
 GITCONFIG = """\
 [init]
     defaultBranch = main

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import DATA
+
 DBSYNC = str(Path(sys.executable).parent / "dbsync")
-DATA = Path(__file__).resolve().parent / "data" / "telegrampnl-pnls.json"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
