@@ -34,6 +34,7 @@ from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
+from dbsync.commands import pending as pending_service
 from dbsync.commands import prune as prune_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
@@ -45,9 +46,10 @@ from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import SUCCESS, MergeReport
-from dbsync.runs import Run, locked, tracked_run
+from dbsync.runs import Run, locked, record_report, tracked_run
 from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
+from dbsync.synced import is_tracked_snapshot
 
 app = typer.Typer(
     name="dbsync",
@@ -211,6 +213,25 @@ def tracked(configuration: Config, operation: str, collections: list[str] | None
 
 
 @contextmanager
+def changing(
+    configuration: Config,
+    operation: str,
+    collections: list[str] | None,
+    *,
+    resolving: Path | None = None,
+) -> Iterator[tuple[Run, Store]]:
+    """Lock, record, open the store, and first retry any pending merge (PRODUCT.md §5): a
+    command that changes the database or the snapshot must not run over an unmerged pull.
+    ``resolving``: the source this command merges itself (not retried twice)."""
+    with (
+        tracked(configuration, operation, collections) as run,
+        opened_store(configuration) as store,
+    ):
+        pending_service.retry_pending(configuration, store, say, skip=resolving)
+        yield run, store
+
+
+@contextmanager
 def opened_store(configuration: Config) -> Iterator[Store]:
     store = open_configured_store(configuration)
     try:
@@ -363,7 +384,7 @@ def export(
 ) -> None:
     """Write the database's collections to snapshot files (default: the snapshot directory)."""
     configuration = config()
-    with tracked(configuration, "export", collection) as run, opened_store(configuration) as store:
+    with changing(configuration, "export", collection) as (run, store):
         if dedupe:
             fold_duplicates(configuration, store, collection)
         results = export_service.export(
@@ -398,8 +419,7 @@ def import_(
 ) -> None:
     """Load an Extended JSON file (mongoexport output, relaxed or canonical) into a collection."""
     configuration = config()
-    tracking = tracked(configuration, "import", [collection])
-    with tracking as run, opened_store(configuration) as store:
+    with changing(configuration, "import", [collection]) as (run, store):
         result = import_service.import_file(store, file, collection, mode, progress())
         run.done(result.collection, result.documents)
     say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
@@ -489,12 +509,6 @@ def render_merge(report: MergeReport) -> None:
         say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
 
 
-def record_merge(run: Run, report: MergeReport) -> None:
-    run.status = report.status
-    for name, counts in report.collections.items():
-        run.done(name, counts.total)
-
-
 @command()
 def merge(
     path: Annotated[
@@ -521,12 +535,16 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    with tracked(configuration, "merge", collection) as run, opened_store(configuration) as store:
+    tracked_source = is_tracked_snapshot(configuration.snapshot_dir, path)
+    resolving = path if tracked_source else None
+    with changing(configuration, "merge", collection, resolving=resolving) as (run, store):
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
         report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
-        record_merge(run, report)
+        record_report(run, report)
         if report.status == SUCCESS:
+            if tracked_source:
+                pending_service.resolve_pending(configuration, path)
             prune_service.prune(configuration, leftovers=not run.nested)
     if json:
         print_json(report.to_json())
@@ -581,7 +599,7 @@ def restore(
 ) -> None:
     """Put a backup back (the current state is backed up first, so this is reversible too)."""
     configuration = config()
-    with tracked(configuration, "restore", collection) as run, opened_store(configuration) as store:
+    with changing(configuration, "restore", collection) as (run, store):
         result = restore_service.restore_backup(configuration, store, backup_id, collection)
         for name, records in result.records.items():
             run.done(name, records)

@@ -22,6 +22,7 @@ from dbsync.config import Config
 from dbsync.errors import DbsyncError, SafetyRefusal
 from dbsync.guards import TooManyDeletes
 from dbsync.lock import run_lock
+from dbsync.report import MergeReport
 from dbsync.state import FAILED, REFUSED, SUCCESS, Outcome, StateStore, open_state
 from dbsync.store import scrub_secrets, uri_secrets
 
@@ -139,3 +140,10 @@ def tracked_run(
         with recorded_run(config, operation, collections=collections, warn=warn) as run:
             run.nested = holder is None
             yield run
+
+
+def record_report(run: Run, report: MergeReport) -> None:
+    """What a merge tells the history: its status, and each collection's total."""
+    run.status = report.status
+    for name, counts in report.collections.items():
+        run.done(name, counts.total)

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbsync import git
 from dbsync.files import StagedFiles, write_bytes_atomically
-from dbsync.snapshot import Header, snapshot_filename, write_section
+from dbsync.snapshot import SUFFIX, Header, snapshot_filename, write_section
 
 META = "synced.json"
 
@@ -57,3 +58,52 @@ def save_synced(
     meta = {"commit": commit, "digests": digests}
     write_bytes_atomically(folder / META, json.dumps(meta, indent=2, sort_keys=True).encode())
     return synced
+
+
+def is_tracked_snapshot(config_snapshot_dir: Path, source: Path) -> bool:
+    """Whether ``source`` is the snapshot folder (or a file in it): only merging that changes
+    what this asset has synced; another asset's folder or a mailed file does not."""
+    folder = config_snapshot_dir.resolve()
+    where = source.resolve()
+    return where == folder or where.parent == folder
+
+
+def committed_digests(root: Path, commit: str, folder: str) -> dict[str, str]:
+    """The digest of each snapshot file as committed at ``commit`` (from its trailer)."""
+    listing = git.run_git(["ls-tree", "--name-only", commit, f"{folder}/"], root, check=False)
+    digests = {}
+    for name in listing.stdout.split():
+        if not name.endswith(SUFFIX):
+            continue
+        shown = git.run_git(["cat-file", "-p", f"{commit}:{name}"], root, check=False)
+        trailer = shown.stdout.rstrip("\n").rsplit("\n", 1)[-1]
+        header = shown.stdout.split("\n", 1)[0]
+        try:
+            collection = json.loads(header)["collection"]
+            digests[collection] = json.loads(trailer)["digest"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return digests
+
+
+def three_way_base(
+    state_dir: Path, root: Path, folder: str, head: str, before: str | None = None
+) -> Path | None:
+    """The last synced snapshot as a base, only where it is a true common ancestor of ``head``.
+
+    It is, when HEAD descends from the commit it was synced at; or, when that commit is not
+    known (an export not yet committed then), when HEAD descends from ``before`` (ORIG_HEAD)
+    and ``before`` holds exactly the synced snapshot. Anything else (a first sync, history
+    rewritten or unrelated) is merged two-way: a base that is not a true common ancestor would
+    turn another asset's newer edits into deletions.
+    """
+    synced = load_synced(state_dir)
+    if synced is None or not synced.digests:
+        return None
+    if synced.commit is not None:
+        return synced_dir(state_dir) if git.is_ancestor(root, synced.commit, head) else None
+    if before is None or not git.is_ancestor(root, before, head):
+        return None
+    if committed_digests(root, before, folder) != synced.digests:
+        return None
+    return synced_dir(state_dir)

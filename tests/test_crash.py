@@ -61,7 +61,7 @@ elif point == "merge-before-writing":
 elif point == "merge-mid-apply":
     store.EmbeddedStore.apply = after_calls(store.EmbeddedStore.apply, 1)
 elif point == "merge-after-writing":
-    merge._save_synced = die
+    merge.write_report_files = die  # the first step after the last write
 
 from dbsync.cli import main
 sys.argv = ["dbsync", *sys.argv[2:]]

@@ -67,7 +67,10 @@ def test_the_snapshot_check_tells_local_changes_from_unmerged_ones(config, db, m
     assert reasons(status.check_snapshot_matches_database, context) == [
         (WARNING, "pnl: 3 records were never exported", "run 'dbsync export'")
     ]
-    (exported,) = export(config, mongo_store)
+    elsewhere = config.root / "elsewhere"
+    (exported,) = export(config, mongo_store, target_dir=elsewhere)  # records nothing as synced
+    config.snapshot_dir.mkdir(exist_ok=True)
+    shutil.copy(exported.path, config.snapshot_dir / exported.path.name)
     mongo_store.insert_many("pnl", [{"_id": 4}])
     ((_, message, fix),) = reasons(status.check_snapshot_matches_database, context)
     assert "differ (this asset has no record of exporting or merging this snapshot)" in message
@@ -78,7 +81,8 @@ def test_the_snapshot_check_tells_local_changes_from_unmerged_ones(config, db, m
     mongo_store.insert_many("pnl", [{"_id": 9}])
     ((_, message, fix),) = reasons(status.check_snapshot_matches_database, context)
     assert "not in the snapshot (not exported)" in message and fix == "run 'dbsync export'"
-    export(config, mongo_store)  # another asset's export arrives by git pull...
+    (arriving,) = export(config, mongo_store, target_dir=elsewhere)  # another asset's export
+    shutil.copy(arriving.path, config.snapshot_dir / arriving.path.name)  # arrives by git pull
     mongo_store.apply("pnl", [], [9])  # ...over a database that does not have it
     ((_, message, fix),) = reasons(status.check_snapshot_matches_database, context)
     assert "the snapshot holds changes that are not merged" in message

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+from dbsync import git
 from dbsync.config import Config
-from dbsync.errors import InvalidInput, UsageError
+from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.files import StagedFiles
 from dbsync.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
 from dbsync.notes import RecordNotes
@@ -34,6 +36,7 @@ from dbsync.snapshot import (
     write_section,
 )
 from dbsync.store import Store
+from dbsync.synced import Synced, load_synced, save_synced
 
 CLASHES_SHOWN = 20
 
@@ -48,6 +51,7 @@ class ExportedCollection:
     deleted: int = 0
     previous_records: int = 0
     notes: list[str] = field(default_factory=list)
+    previous_digest: str | None = None
 
 
 @dataclass
@@ -185,13 +189,48 @@ def export(
             return _export_bundle(staged, store, names, rules_of, output, progress)
         folder = target_dir or config.snapshot_dir
         results = []
+        synced = load_synced(config.state_dir)
         for name in names:
             path = folder / snapshot_filename(name)
             result = _export_file(staged, store, name, rules_of(name), path, progress)
+            if guarded:
+                check_not_unmerged(config, result, synced)
             if guarded and not allow_deletes:
                 check_export_deletes(config, result)
             results.append(result)
+    if guarded:
+        record_synced(config, results)
     return results
+
+
+def check_not_unmerged(config: Config, result: ExportedCollection, synced: Synced | None) -> None:
+    """Refuse to overwrite a snapshot this database has not merged (PRODUCT.md §4).
+
+    The file on disk should hold what this asset last synced (exported or merged). If it holds
+    something else, it came from elsewhere — a pull whose merge failed, a checkout — and writing
+    the database over it would erase those records from every asset.
+    """
+    on_disk = result.previous_digest
+    if not result.changed or on_disk is None:
+        return
+    if synced is not None and synced.digests.get(result.collection) == on_disk:
+        return
+    folder = os.path.relpath(config.snapshot_dir, config.root)
+    raise SafetyRefusal(
+        f"{result.path} holds changes this database has not merged (pulled, checked out or "
+        "copied, but not merged): exporting now would erase them; nothing was written",
+        hint=f"run 'dbsync merge {folder}' first, then export",
+    )
+
+
+def record_synced(config: Config, results: Sequence[ExportedCollection]) -> None:
+    """The snapshot folder now holds the database: remember it as what this asset synced,
+    at HEAD when the files are exactly what HEAD holds (otherwise at no known commit yet)."""
+    folder = os.path.relpath(config.snapshot_dir, config.root)
+    commit = None
+    if git.toplevel(config.root) is not None and not git.has_changes(config.root, folder):
+        commit = git.rev_parse(config.root, "HEAD")
+    save_synced(config.state_dir, exported_sections(results), commit)
 
 
 def _export_bundle(
@@ -225,7 +264,15 @@ def _export_file(
     deleted = removed.removed if old_keys.exact else max(0, old_count - summary.count)
     changed = summary.digest != old_digest
     return ExportedCollection(
-        name, summary.count, path, changed, summary.digest, deleted, old_count, notes.messages()
+        name,
+        summary.count,
+        path,
+        changed,
+        summary.digest,
+        deleted,
+        old_count,
+        notes.messages(),
+        old_digest,
     )
 
 

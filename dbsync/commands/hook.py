@@ -15,17 +15,19 @@ left alone.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dbsync import git
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import ExportedCollection, export, exported_sections
 from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.commands.pending import base_for, queue_pending, resolve_pending, retry_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
 from dbsync.report import MergeReport
-from dbsync.synced import load_synced, save_synced, synced_dir
+from dbsync.runs import record_report, tracked_run
+from dbsync.synced import save_synced
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
@@ -93,11 +95,17 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
 
 
 def _export(config: Config) -> list[ExportedCollection]:
-    store = open_configured_store(config)
-    try:
-        return export(config, store)
-    finally:
-        store.close()
+    """Retry what is pending first: exporting over an unmerged pull would erase it."""
+    with tracked_run(config, "export", warn=_warn) as run:
+        store = open_configured_store(config)
+        try:
+            retry_pending(config, store, _warn)
+            exported = export(config, store)
+        finally:
+            store.close()
+        for result in exported:
+            run.done(result.collection, result.records, result.digest)
+    return exported
 
 
 # ---------------------------------------------------------------- post-merge, post-rewrite
@@ -127,43 +135,38 @@ def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
         return HookOutcome()
     if not git.tree_changed(config.root, before, head, _snapshot_path(config)):
         return HookOutcome()
-    return merge_into_database(config, head)
+    return merge_into_database(config, head, before)
 
 
-def three_way_base(config: Config, head: str) -> Path | None:
-    """The last synced snapshot, but only if HEAD descends from the commit it was synced at.
-
-    Anything else (a first sync, history rewritten or unrelated) is merged two-way: a base that
-    is not a true common ancestor would turn another asset's newer edits into deletions.
-    """
-    synced = load_synced(config.state_dir)
-    if synced is None or synced.commit is None:
-        return None
-    if not git.is_ancestor(config.root, synced.commit, head):
-        return None
-    return synced_dir(config.state_dir)
-
-
-def merge_into_database(config: Config, head: str | None) -> HookOutcome:
+def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
     """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
-    base = three_way_base(config, head) if head is not None else None
+    options = MergeOptions(base=base_for(config, head, before), commit=head)
     try:
-        store = open_configured_store(config)
-        try:
-            report = merge_snapshot(
-                config, store, config.snapshot_dir, MergeOptions(base=base, commit=head)
-            )
-        finally:
-            store.close()
+        with tracked_run(config, "merge", warn=_warn) as run:
+            store = open_configured_store(config)
+            try:
+                report = merge_snapshot(config, store, config.snapshot_dir, options)
+            finally:
+                store.close()
+            record_report(run, report)
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
-        return merge_pending(config, error)
+        return merge_pending(config, head, error)
+    resolve_pending(config, config.snapshot_dir)
     return HookOutcome(0, [merge_summary(config, report)])
 
 
-def merge_pending(config: Config, error: Exception) -> HookOutcome:
-    """The one place a failed merge after a pull is handled: warn, say how to retry, exit 0."""
+def _warn(message: str) -> None:
+    print(f"dbsync: warning: {message}", file=sys.stderr)
+
+
+def merge_pending(config: Config, head: str | None, error: Exception) -> HookOutcome:
+    """The one place a failed merge after a pull is handled: queue it, warn, exit 0."""
     reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
     folder = _snapshot_path(config)
+    try:
+        queue_pending(config, config.snapshot_dir, head, reason)
+    except Exception as failure:  # the state store itself is unusable: still never fail git
+        reason += f"; and it could not be queued ({failure})"
     lines = [
         f"dbsync: warning: the merge of {folder} into the database is pending ({reason}); "
         f"'dbsync merge {folder}' retries it"

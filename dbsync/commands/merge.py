@@ -40,7 +40,7 @@ from dbsync.snapshot import (
     write_section,
 )
 from dbsync.store import Store
-from dbsync.synced import save_synced
+from dbsync.synced import is_tracked_snapshot, save_synced
 
 BATCH = 1000
 
@@ -307,7 +307,8 @@ def merge_snapshot(
             folder, backups.BackupInfo(report.backup or "", report.time, names, f"merge {source}")
         )
         _apply_all(store, plans, folder, report, config)
-    _save_synced(config, plans, options.commit)
+    if is_tracked_snapshot(config.snapshot_dir, source):
+        _save_synced(config, plans, options.commit)
     write_report_files(config, report, started)
     return report
 

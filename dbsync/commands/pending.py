@@ -1,0 +1,94 @@
+"""Merges that could not reach the database, kept until they succeed (PRODUCT.md §5).
+
+A pull whose merge fails (MongoDB down, say) still succeeds in git; the merge is queued in the
+state store. Every later command that changes the database or the snapshot retries the queue
+first, so a pulled snapshot is never overwritten by an export before it was merged. ``status``
+only reports the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from dbsync import git
+from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.config import Config
+from dbsync.state import StateStore, open_state
+from dbsync.store import Store
+from dbsync.synced import three_way_base
+
+
+def _relative(config: Config, source: Path) -> str:
+    return os.path.relpath(source.resolve(), config.root.resolve())
+
+
+@contextlib.contextmanager
+def _state(config: Config) -> Iterator[StateStore]:
+    state = open_state(config.state_dir)
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+def queue_pending(config: Config, source: Path, commit: str | None, error: str) -> int:
+    """Remember a merge to retry; one entry per source (a newer pull replaces the older)."""
+    relative = _relative(config, source)
+    with _state(config) as state:
+        for waiting in state.list_pending():
+            if waiting.source == relative:
+                state.remove_pending(waiting.id)
+        added = state.add_pending(relative, None, commit)
+        state.mark_pending_attempt(added.id, error, None)
+        return added.id
+
+
+def resolve_pending(config: Config, source: Path) -> None:
+    """A merge of ``source`` succeeded: nothing about it is pending any more."""
+    relative = _relative(config, source)
+    if not config.state_dir.is_dir():
+        return
+    with _state(config) as state:
+        for waiting in state.list_pending():
+            if waiting.source == relative:
+                state.remove_pending(waiting.id)
+
+
+def base_for(config: Config, commit: str | None, before: str | None = None) -> Path | None:
+    """The three-way base for merging the snapshot folder as of ``commit`` (None: two-way)."""
+    if commit is None or git.toplevel(config.root) is None:
+        return None
+    folder = os.path.relpath(config.snapshot_dir, config.root)
+    return three_way_base(config.state_dir, config.root, folder, commit, before)
+
+
+def retry_pending(
+    config: Config,
+    store: Store,
+    say: Callable[[str], None],
+    *,
+    skip: Path | None = None,
+) -> int:
+    """Retry every queued merge, oldest first; the first that fails again stops the command
+    (its error propagates, with the queue updated). Returns how many succeeded."""
+    if not (config.state_dir / "state.sqlite").exists():
+        return 0
+    done = 0
+    with _state(config) as state:
+        for waiting in state.list_pending():
+            source = config.root / waiting.source
+            if skip is not None and source.resolve() == skip.resolve():
+                continue
+            say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
+            options = MergeOptions(base=base_for(config, waiting.commit), commit=waiting.commit)
+            try:
+                merge_snapshot(config, store, source, options)
+            except Exception as error:
+                state.mark_pending_attempt(waiting.id, str(error).splitlines()[0], None)
+                raise
+            state.remove_pending(waiting.id)
+            done += 1
+    return done
