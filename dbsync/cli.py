@@ -470,7 +470,7 @@ def stats(
     *,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Per collection: documents, size and snapshot state."""
+    """Per collection: documents, size, snapshot state, last export and merge."""
     configuration = config()
     with opened_store(configuration) as store:
         document = stats_service.collection_stats(configuration, store)
@@ -478,11 +478,15 @@ def stats(
         print_json(document)
         return
     table = Table(title=f"database {document['database']}")
-    for column in ("collection", "documents", "size", "snapshot records", "snapshot"):
+    columns = ("collection", "documents", "size", "snapshot records", "snapshot", "last export")
+    for column in (*columns, "last merge"):
         table.add_column(column)
     for name, row in document["collections"].items():
         snapshot = "-" if row["snapshot_records"] is None else str(row["snapshot_records"])
-        table.add_row(name, str(row["count"]), str(row["size_bytes"]), snapshot, row["snapshot"])
+        last = [(row[k] or {}).get("time", "-") for k in ("last_export", "last_merge")]
+        table.add_row(
+            name, str(row["count"]), str(row["size_bytes"]), snapshot, row["snapshot"], *last
+        )
     out.print(table)
 
 

@@ -163,19 +163,25 @@ def test_usage_errors_exit_2(tmp_path):
 
 def test_stats_reports_snapshot_state(tmp_path, pnl_records):
     project = new_project(tmp_path / "a")
+    other = new_project(tmp_path / "b")
     project.ok("import", str(write_lines(tmp_path / "p.json", pnl_records)), "-c", "pnls")
     assert project.json("stats")["collections"]["pnls"]["snapshot"] == "no snapshot"
     project.ok("export")
     stats = project.json("stats")
     assert stats["database"] == "shop"
-    assert stats["collections"]["pnls"] | {"size_bytes": 0} == {
+    pnls = stats["collections"]["pnls"]
+    assert pnls["last_export"]["records"] == 190 and pnls["last_merge"] is None
+    assert {k: pnls[k] for k in ("count", "snapshot_records", "snapshot")} == {
         "count": 190,
-        "size_bytes": 0,
         "snapshot_records": 190,
         "snapshot": "in sync",
     }
     project.ok("import", str(write_lines(tmp_path / "one.json", [{"_id": 1}])), "-c", "pnls")
-    assert project.json("stats")["collections"]["pnls"]["snapshot"] == "differs"
+    assert project.json("stats")["collections"]["pnls"]["snapshot"] == "local changes"
+    other.ok("import", str(write_lines(tmp_path / "o.json", pnl_records[:5])), "-c", "pnls")
+    other.ok("export")
+    (project.root / "database_backup" / "pnls.jsonl").write_bytes(other.snapshot())  # a pull
+    assert project.json("stats")["collections"]["pnls"]["snapshot"] == "unmerged remote changes"
 
 
 def test_output_writes_every_collection_into_one_file(tmp_path, pnl_records):

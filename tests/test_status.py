@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -194,3 +195,20 @@ def test_a_pending_merge_is_reported_not_retried(pnl_project):
     assert document["pending_merges"][0]["attempts"] == 0
     assert "dbsync merge database_backup" in document["reasons"][0]["fix"]
     assert pnl_project.history() == []  # nothing ran
+
+
+def test_a_clone_without_hooks_or_drivers_is_a_warning(pair):
+    a, _ = pair
+    assert not [
+        r for r in json.loads(a.dbsync("status", "--json").out)["reasons"] if r["check"] == "git"
+    ]
+    a.dbsync("hooks", "uninstall")
+    a.git("config", "--unset", "merge.dbsync.driver")
+    document = json.loads(a.dbsync("status", "--json", ok=False).out)
+    git_reasons = [r for r in document["reasons"] if r["check"] == "git"]
+    assert document["status"] == "WARNING"
+    assert (
+        "git hooks not installed here: pre-push, post-merge, post-rewrite"
+        in git_reasons[0]["message"]
+    )
+    assert "merge driver" in git_reasons[1]["message"] and "dbsync init" in git_reasons[1]["fix"]

@@ -1,18 +1,32 @@
-"""``dbsync stats``: per collection, documents, size and how the snapshot compares."""
+"""``dbsync stats``: per collection, documents, size, how the snapshot compares, last runs.
+
+The snapshot state compares three digests: the database's (as an export would write it), the
+snapshot file's, and the one this asset last synced (exported or merged):
+
+* ``in sync``: the database and the snapshot hold the same records;
+* ``local changes``: the snapshot is what this asset last synced, the database has moved on
+  (``dbsync export`` or a push sends them);
+* ``unmerged remote changes``: the snapshot changed since this asset last synced it (a pull
+  whose merge has not run: ``dbsync merge`` takes them in);
+* ``no snapshot`` and ``duplicate keys`` (the database cannot be exported as it is).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dbsync.commands.export import current_summary
+from dbsync.commands.export import current_summary, snapshot_collections
 from dbsync.config import Config
 from dbsync.errors import InvalidInput
 from dbsync.snapshot import read_trailer_count, read_trailer_digest, snapshot_filename
+from dbsync.state import CollectionState, reading_state
 from dbsync.store import Store
+from dbsync.synced import load_synced
 
 IN_SYNC = "in sync"
-DIFFERS = "differs"
+LOCAL_CHANGES = "local changes"
+UNMERGED = "unmerged remote changes"
 NO_SNAPSHOT = "no snapshot"
 DUPLICATE_KEYS = "duplicate keys"
 
@@ -23,38 +37,53 @@ class CollectionStats:
     size_bytes: int
     snapshot_records: int | None
     snapshot: str
+    last_export: dict[str, Any] | None
+    last_merge: dict[str, Any] | None
+
+
+def snapshot_state(config: Config, store: Store, name: str, synced: str | None) -> str:
+    on_disk = read_trailer_digest(config.snapshot_dir / snapshot_filename(name))
+    if on_disk is None:
+        return NO_SNAPSHOT
+    try:
+        current = current_summary(store, name, config.rules(name)).digest
+    except InvalidInput:
+        return DUPLICATE_KEYS
+    if current == on_disk:
+        return IN_SYNC
+    return LOCAL_CHANGES if on_disk == synced else UNMERGED
+
+
+def _last(rows: list[CollectionState], name: str, operation: str) -> dict[str, Any] | None:
+    for row in rows:
+        if row.collection == name and row.operation == operation and row.last_success:
+            return {
+                "time": row.last_success,
+                "records": row.last_records,
+                "duration_ms": row.last_duration_ms,
+            }
+    return None
 
 
 def collection_stats(config: Config, store: Store) -> dict[str, Any]:
     """The ``stats --json`` document."""
+    synced = load_synced(config.state_dir)
+    digests = synced.digests if synced else {}
+    with reading_state(config.state_dir) as state:
+        rows = state.collection_states() if state is not None else []
+    names = set(store.collection_names()) | set(snapshot_collections(config.snapshot_dir))
     collections = {}
-    names = sorted(set(store.collection_names()) | set(_snapshot_collections(config)))
-    for name in names:
+    for name in sorted(names):
         if config.excluded(name):
             continue
-        collections[name] = asdict(_one(config, store, name))
+        path = config.snapshot_dir / snapshot_filename(name)
+        stats = CollectionStats(
+            store.count(name),
+            store.size_bytes(name),
+            read_trailer_count(path),
+            snapshot_state(config, store, name, digests.get(name)),
+            _last(rows, name, "export"),
+            _last(rows, name, "merge"),
+        )
+        collections[name] = asdict(stats)
     return {"database": config.database, "collections": collections}
-
-
-def _snapshot_collections(config: Config) -> list[str]:
-    if not config.snapshot_dir.is_dir():
-        return []
-    return [path.stem for path in config.snapshot_dir.glob("*.jsonl")]
-
-
-def _one(config: Config, store: Store, name: str) -> CollectionStats:
-    path = config.snapshot_dir / snapshot_filename(name)
-    on_disk = read_trailer_digest(path)
-    count = store.count(name)
-    if on_disk is None:
-        state = NO_SNAPSHOT
-    else:
-        try:
-            state = (
-                IN_SYNC
-                if current_summary(store, name, config.rules(name)).digest == on_disk
-                else DIFFERS
-            )
-        except InvalidInput:
-            state = DUPLICATE_KEYS
-    return CollectionStats(count, store.size_bytes(name), read_trailer_count(path), state)

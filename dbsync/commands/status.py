@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbsync import git, hooks
 from dbsync.backups import list_backups
 from dbsync.commands.export import current_summary, snapshot_collections
 from dbsync.config import Config
@@ -283,6 +284,35 @@ def check_snapshot_matches_database(context: StatusContext) -> list[Reason]:
     return [reason for reason in compared if reason is not None]
 
 
+def check_git_setup(context: StatusContext) -> list[Reason]:
+    """WARNING on a clone where the hooks or the drivers are missing: git does not version its
+    config, so a fresh clone has neither until ``dbsync init`` runs there. Without the merge
+    driver, concurrent snapshots conflict on their trailers; without hooks, nothing exports
+    before a push or merges after a pull."""
+    root = git.toplevel(context.config.root)
+    if root is None:
+        return []
+    setup = hooks.git_setup(root, context.config.snapshot_dir)
+    reasons = []
+    missing = [hook.name for hook in setup.hooks if hook.state != hooks.INSTALLED]
+    if missing:
+        message = f"git hooks not installed here: {', '.join(missing)}"
+        reasons.append(Reason(WARNING, "git", message, "run 'dbsync hooks install'"))
+    drivers = [
+        name
+        for name, present in (
+            ("merge driver", setup.merge_driver),
+            ("diff driver", setup.diff_driver),
+            (".gitattributes lines", setup.attributes),
+        )
+        if not present
+    ]
+    if drivers:
+        message = f"not configured in this clone: {', '.join(drivers)} (snapshots would conflict)"
+        reasons.append(Reason(WARNING, "git", message, "run 'dbsync init' in this clone"))
+    return reasons
+
+
 CHECKS: list[Check] = [
     check_database,
     check_state_store,
@@ -290,6 +320,7 @@ CHECKS: list[Check] = [
     check_interrupted_runs,
     check_pending_merges,
     check_snapshot_matches_database,
+    check_git_setup,
 ]
 
 
