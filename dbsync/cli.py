@@ -784,7 +784,9 @@ def diff_driver(
 @command()
 def sync() -> None:
     """Pull (the hooks merge), export, commit and push: the whole cycle in one command."""
-    result = sync_service.sync(config())
+    configuration = config()
+    with changing(configuration, "sync", None):
+        result = sync_service.sync(configuration)
     for step in result.steps:
         say(step)
 
