@@ -6,6 +6,8 @@ result. Errors are ``DbsyncError`` subclasses, turned into exit codes in ``main`
 
 import functools
 import inspect
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,8 +23,10 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from dbsync import __version__, git
+from dbsync import agent as agent_service
 from dbsync import demo as demo_service
 from dbsync import hooks as hooks_service
+from dbsync.api import require_key_for
 from dbsync.backups import list_backups
 from dbsync.commands import dedupe as dedupe_service
 from dbsync.commands import diff as diff_service
@@ -784,11 +788,35 @@ def diff_driver(
 @command()
 def sync() -> None:
     """Pull (the hooks merge), export, commit and push: the whole cycle in one command."""
-    configuration = config()
-    with changing(configuration, "sync", None):
-        result = sync_service.sync(configuration)
+    result = sync_service.locked_sync(config(), warn)
     for step in result.steps:
         say(step)
+
+
+@command()
+def agent(
+    *,
+    every: Annotated[
+        str, typer.Option("--every", help="Time between syncs: 30s, 5m, 1h...")
+    ] = "5m",
+    port: Annotated[
+        int, typer.Option("--port", help="Port of the HTTP API (0: any free one).")
+    ] = 8765,
+    bind: Annotated[
+        str,
+        typer.Option(
+            "--bind", help="Address of the HTTP API; beyond 127.0.0.1 it needs DBSYNC_API_KEY."
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """Sync on a schedule, serve the HTTP status API, and alert when the status degrades."""
+    interval = agent_service.parse_interval(every)
+    api_key = os.environ.get("DBSYNC_API_KEY") or None
+    require_key_for(bind, api_key)
+    worker = agent_service.Agent(config, interval, lambda line: out.print(line, markup=False))
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: worker.stop())
+    agent_service.run_agent(worker, bind=bind, port=port, api_key=api_key)
 
 
 @command()

@@ -71,15 +71,19 @@ def retry_pending(
     say: Callable[[str], None],
     *,
     skip: Path | None = None,
+    only: int | None = None,
 ) -> int:
-    """Retry every queued merge, oldest first; the first that fails again stops the command
-    (its error propagates, with the queue updated). Returns how many succeeded."""
+    """Retry every queued merge (or the one numbered ``only``), oldest first; the first that
+    fails again stops the command (its error propagates, with the queue updated). Returns how
+    many succeeded."""
     if not (config.state_dir / "state.sqlite").exists():
         return 0
     done = 0
     with _state(config) as state:
         for waiting in state.list_pending():
             source = config.root / waiting.source
+            if only is not None and waiting.id != only:
+                continue
             if skip is not None and source.resolve() == skip.resolve():
                 continue
             say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")

@@ -10,6 +10,7 @@ to export, because the snapshot was exported and committed just before.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from dbsync import git, hooks
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import export, exported_sections
 from dbsync.commands.hook import merge_into_database
+from dbsync.commands.pending import retry_pending
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, UsageError
+from dbsync.runs import tracked_run
 from dbsync.synced import save_synced
 
 PUSH_ATTEMPTS = 3
@@ -120,3 +123,15 @@ def sync(config: Config) -> SyncResult:
     export_and_commit(config, result)
     push(config, result)
     return result
+
+
+def locked_sync(config: Config, warn: Callable[[str], None]) -> SyncResult:
+    """The whole cycle as a command runs it: under the asset's lock (the hooks it fires pass,
+    as children of the holder), recorded in the history, pending merges retried first."""
+    with tracked_run(config, "sync", warn=warn):
+        store = open_configured_store(config)
+        try:
+            retry_pending(config, store, warn)
+        finally:
+            store.close()
+        return sync(config)

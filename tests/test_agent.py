@@ -1,0 +1,184 @@
+"""``dbsync agent``: the real command against real git repositories and embedded stores."""
+
+import json
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dbsync.agent import Alerter, backoff, parse_interval
+from dbsync.errors import UsageError
+from tests.git_helpers import DBSYNC, real_records
+
+DOWN = 'uri = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=200"\nretry_seconds = 0.2\n'
+
+
+def test_intervals_and_backoff():
+    assert parse_interval("30s") == 30 and parse_interval("5m") == 300
+    assert parse_interval("1h") == 3600 and parse_interval("250ms") == 0.25
+    assert parse_interval("12") == 12
+    for bad in ("soon", "0s", "-5m", "5 weeks"):
+        with pytest.raises(UsageError):
+            parse_interval(bad)
+    assert [backoff(60, n) for n in range(4)] == [60, 120, 240, 480]
+    assert backoff(60, 30) == 3600
+    assert backoff(7200, 3) == 7200  # never shorter than the interval itself
+
+
+def test_the_alert_fires_on_degrading_and_on_recovering_only(tmp_path):
+    log = tmp_path / "alerts"
+    alerter = Alerter(f"cat >> {log}; echo >> {log}")
+    statuses = ["HEALTHY", "DEGRADED", "DEGRADED", "WARNING", "HEALTHY", "DEGRADED"]
+    fired = [alerter.observe({"status": status}) for status in statuses]
+    assert fired == [False, True, False, True, False, True]
+    lines = [json.loads(line) for line in log.read_text().split("\n") if line]
+    assert [line["status"] for line in lines] == ["DEGRADED", "WARNING", "DEGRADED"]
+
+
+class RunningAgent:
+    """``dbsync agent`` in a subprocess, its output lines collected as they come."""
+
+    def __init__(self, repo, *args: str, env: dict[str, str] | None = None) -> None:
+        command = [DBSYNC, "agent", "--every", "1h", "--port", "0", *args]
+        self.process = subprocess.Popen(
+            command,
+            cwd=repo.root,
+            env={**repo.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        banner = self.wait_for(r"API on http://127\.0\.0\.1:(\d+)")
+        self.port = int(re.search(r":(\d+)$", banner).group(1))
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r} in:\n" + "\n".join(self.seen))
+
+    def call(self, method: str, path: str, key: str | None = None):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def test_the_agent_syncs_on_trigger_alerts_and_recovers(pair, tmp_path):
+    a, b = pair
+    alerts = tmp_path / "alerts.jsonl"
+    local = a.root / "dbsync.local.toml"
+    reachable = local.read_text() + f'alert_command = "cat >> {alerts}; echo >> {alerts}"\n'
+    local.write_text(reachable)
+    a.import_records(real_records()[:40])
+    agent = RunningAgent(a)
+    try:
+        agent.wait_for(r"cycle 1: success")
+        assert agent.call("GET", "/health")[1]["cycles"] == 1
+        b.git("pull")
+        assert len(b.dump()) == 40  # the cycle exported, committed and pushed
+        assert agent.call("GET", "/status")[1]["status"] == "HEALTHY"
+
+        a.import_records(real_records()[40:45])
+        assert agent.call("POST", "/sync")[0] == 202
+        agent.wait_for(r"cycle 2: success")
+        b.git("pull")
+        assert len(b.dump()) == 45
+
+        local.write_text(DOWN + reachable.replace('uri = "embedded://database_sync/db"\n', ""))
+        agent.call("POST", "/sync")
+        agent.wait_for(r"cycle 3: failed.*status DEGRADED")
+        agent.call("POST", "/sync")
+        agent.wait_for(r"cycle 4: failed.*status DEGRADED")
+        local.write_text(reachable)
+        agent.call("POST", "/sync")
+        agent.wait_for(r"cycle 5: success.*status HEALTHY")
+        history = agent.call("GET", "/history?limit=50")[1]
+        assert any(
+            entry["operation"] == "sync" and entry["status"] == "failed" for entry in history
+        )
+        assert agent.call("GET", "/pending") == (200, [])
+    finally:
+        assert agent.stop() == 0
+    fired = [json.loads(line) for line in alerts.read_text().split("\n") if line]
+    assert [document["status"] for document in fired] == ["DEGRADED", "HEALTHY"]
+    assert "stopped after 5 cycle(s)" in agent.wait_for("stopped")
+
+
+def test_the_api_answers_while_a_sync_runs(pair):
+    """A bounded load from loopback (under the rate limit) during a cycle: every answer fast."""
+    a, _ = pair
+    a.import_records(real_records())
+    agent = RunningAgent(a)
+    try:
+        agent.wait_for(r"cycle 1: success")
+        a.import_records([{**r, "note": "edited"} for r in real_records()], "upsert")
+        agent.call("POST", "/sync")
+        answers, syncing, slowest = [], [], 0.0
+        for _ in range(80):
+            started = time.monotonic()
+            status, health = agent.call("GET", "/health")
+            slowest = max(slowest, time.monotonic() - started)
+            answers.append(status)
+            syncing.append(health.get("syncing"))
+            time.sleep(0.06)  # about 15 requests a second: under the per-client limit
+        assert answers == [200] * 80
+        assert any(syncing), "no request overlapped the sync cycle"
+        assert slowest < 2.0
+        agent.wait_for(r"cycle 2: success")
+    finally:
+        agent.stop()
+
+
+def test_too_many_requests_are_refused_not_queued(pair):
+    a, _ = pair
+    agent = RunningAgent(a)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: agent.call("GET", "/health")[0], range(120)))
+        assert set(answers) == {200, 429} and answers.count(200) >= 40
+    finally:
+        agent.stop()
+
+
+def test_the_api_key_and_the_bind_rules(pair):
+    a, _ = pair
+    agent = RunningAgent(a, env={"DBSYNC_API_KEY": "k3y"})
+    try:
+        assert agent.call("GET", "/status")[0] == 401
+        assert agent.call("GET", "/status", key="nope")[0] == 401
+        assert agent.call("GET", "/health", key="k3y")[0] == 200
+        assert agent.call("GET", "/nowhere", key="k3y")[0] == 404
+        assert agent.call("POST", "/health", key="k3y")[0] == 405
+    finally:
+        agent.stop()
+    refused = a.dbsync("agent", "--bind", "0.0.0.0", ok=False)
+    assert refused.code == 2 and "DBSYNC_API_KEY" in refused.err
