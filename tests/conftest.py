@@ -12,7 +12,8 @@ import mongomock
 import pytest
 from mongomock.collection import BulkOperationBuilder
 
-from dbsync.store import EmbeddedStore, MongoStore, RetryPolicy
+from dbsync.mongo import MongoStore
+from dbsync.store import EmbeddedStore, RetryPolicy
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 

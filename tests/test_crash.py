@@ -28,8 +28,8 @@ from project import Project, clean_env
 
 from dbsync.commands.export import export
 from dbsync.config import load_config
+from dbsync.mongo import MongoStore
 from dbsync.snapshot import verify_file
-from dbsync.store import MongoStore
 
 RECORDS = 2500  # three batches of writes when every record changes
 

@@ -14,8 +14,8 @@ from dbsync.commands.export import export
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import load_config
 from dbsync.errors import InvalidInput
+from dbsync.mongo import MongoStore
 from dbsync.snapshot import Header, Rules, SnapshotError, record_line, write_section
-from dbsync.store import MongoStore
 
 
 def section_bytes(collection, bodies, header=None):

@@ -43,27 +43,29 @@ from pymongo.errors import (
 )
 
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
+from dbsync.mongo import (
+    MongoStore,
+    call_with_retries,
+    is_replicated,
+    is_transient,
+    translate_pymongo_error,
+    write_operations,
+)
 from dbsync.store import (
     EmbeddedStore,
-    MongoStore,
     RetryPolicy,
     WriteCounts,
     backoff_delay,
-    call_with_retries,
     chunks,
     encoded_size,
     id_key,
     in_requested_order,
-    is_replicated,
-    is_transient,
     open_store,
     plan_embedded_apply,
     redact_uri,
     scrub_secrets,
-    translate_pymongo_error,
     uri_secrets,
     validate_database_name,
-    write_operations,
 )
 from tests.conftest import no_sleep_policy
 
