@@ -236,8 +236,11 @@ def _find_or_end(text: str, char: str) -> int:
 
 
 def uri_secrets(uri: str) -> tuple[str, ...]:
-    """The password of a URI as written and percent-decoded, longest first, for scrubbing."""
-    scheme, separator, rest = uri.partition("://")
+    """The password of a URI as written and percent-decoded, longest first, for scrubbing.
+
+    Even a short password is scrubbed: a garbled message is better than a leaked password.
+    """
+    _scheme, separator, rest = uri.partition("://")
     end = _userinfo_end(rest)
     _user, colon, password = rest[: max(end, 0)].partition(":")
     if not separator or end < 0 or not colon or not password:
@@ -773,21 +776,20 @@ class EmbeddedStore:
     ``_id`` with every stored one. ``bench/embedded_store_choice.py`` measured, in seconds, on
     documents of 7 fields (10,000 documents and 100 ids; 20,000 and 143):
 
-    =============================================  =========  =========
-    operation                                      10,000     20,000
-    =============================================  =========  =========
-    one full scan, ``find({})``                    0.11       0.28
-    the same sorted by ``_id``                     0.27       0.55
-    ``find({"_id": {"$in": ids}})``                1.9        5.4
-    one scan filtered in Python by ``id_key``      0.09       0.33
-    ``delete_one({"_id": x})``, each               0.06       0.11
-    ``replace_one(..., upsert=True)``, each        0.14       0.28
-    ``delete_many({"_id": {"$in": ids}})``         1.9        5.6
-    ``insert_many`` of the ids into the full one   0.02       0.05
-    drop, then one ``insert_many`` of everything   0.07       0.13
-    ``apply``: half replaced, half deleted, and    0.20       0.47
-    as many inserted, as below
-    =============================================  =========  =========
+    ==============================================  =========  =========
+    operation                                       10,000     20,000
+    ==============================================  =========  =========
+    one full scan, ``find({})``                     0.11       0.28
+    the same sorted by ``_id``                      0.27       0.55
+    ``find({"_id": {"$in": ids}})``                 1.9        5.4
+    one scan filtered in Python by ``id_key``       0.09       0.33
+    ``delete_one({"_id": x})``, each                0.06       0.11
+    ``replace_one(..., upsert=True)``, each         0.14       0.28
+    ``delete_many({"_id": {"$in": ids}})``          1.9        5.6
+    ``insert_many`` of the ids into the full one    0.02       0.05
+    drop, then one ``insert_many`` of everything    0.07       0.13
+    ``apply``: half the ids replaced, half deleted  0.20       0.47
+    ==============================================  =========  =========
 
     So every read by ``_id`` is one scan filtered in Python, and ``apply`` scans once, then
     either only inserts (when no present document is deleted or replaced) or rewrites the
