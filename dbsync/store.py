@@ -180,8 +180,11 @@ def _find_or_end(text: str, char: str) -> int:
 
 
 def uri_secrets(uri: str) -> tuple[str, ...]:
-    """The password of a URI as written and percent-decoded, longest first, for scrubbing."""
-    scheme, separator, rest = uri.partition("://")
+    """The password of a URI as written and percent-decoded, longest first, for scrubbing.
+
+    Even a short password is scrubbed: a garbled message is better than a leaked password.
+    """
+    _scheme, separator, rest = uri.partition("://")
     end = _userinfo_end(rest)
     _user, colon, password = rest[: max(end, 0)].partition(":")
     if not separator or end < 0 or not colon or not password:
@@ -250,10 +253,14 @@ def id_key(value: Any) -> Hashable:
     """A hashable stand-in for an ``_id``, equal for two ``_id`` values MongoDB holds equal.
 
     MongoDB compares numbers by value across Int32, Int64 and Double (``5``, ``Int64(5)`` and
-    ``5.0`` name one document); booleans are not numbers; everything else is compared here by
-    type and BSON bytes (so a sub-document ``_id`` holding ``1`` differs from one holding
-    ``1.0``, and Decimal128 differs from the equal Double: both are rare enough to leave).
+    ``5.0`` name one document); booleans are not numbers; a str (compared by code points, the
+    order of its UTF-8 bytes) and an ObjectId stand for themselves, the cheap common case;
+    everything else is compared here by type and BSON bytes (so a sub-document ``_id``
+    holding ``1`` differs from one holding ``1.0``, and Decimal128 differs from the equal
+    Double: both are rare enough to leave).
     """
+    if type(value) is str or type(value) is bson.ObjectId:  # the common cases, kept cheap
+        return value
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, (int, float)):
@@ -353,27 +360,33 @@ class EmbeddedStore:
     montydb was chosen for BSON fidelity (every type comes back byte-identical, tested) and
     because it takes an ``_id`` of any type (mongita only takes ObjectId or str). It has no
     indexes and no ``bulk_write``: every query decodes and filters the whole collection in
-    Python, and ``$in`` costs one comparison per document per id. Measured on 20,000 documents
-    of 7 fields (``bench/embedded_store_choice.py`` measures 10,000):
+    Python, ``$in`` costs one comparison per document per id, and an insert compares each new
+    ``_id`` with every stored one. ``bench/embedded_store_choice.py`` measured, in seconds, on
+    documents of 7 fields (10,000 documents and 100 ids; 20,000 and 143):
 
-    ========================================  ==========
-    one full scan, ``find({})``               0.30 s
-    the same sorted by ``_id``                0.93 s
-    ``find({"_id": {"$in": 143 ids}})``       5.9 s
-    ``delete_one({"_id": x})``                0.15 s each
-    ``replace_one(..., upsert=True)``         0.39 s each
-    ``delete_many({"_id": {"$in": ids}})``    0.29 s + 0.035 s per id
-    drop, then ``insert_many`` all 20,000     0.19 s
-    ========================================  ==========
+    ==============================================  =========  =========
+    operation                                       10,000     20,000
+    ==============================================  =========  =========
+    one full scan, ``find({})``                     0.11       0.28
+    the same sorted by ``_id``                      0.27       0.55
+    ``find({"_id": {"$in": ids}})``                 1.9        5.4
+    one scan filtered in Python by ``id_key``       0.09       0.33
+    ``delete_one({"_id": x})``, each                0.06       0.11
+    ``replace_one(..., upsert=True)``, each         0.14       0.28
+    ``delete_many({"_id": {"$in": ids}})``          1.9        5.6
+    ``insert_many`` of the ids into the full one    0.02       0.05
+    drop, then one ``insert_many`` of everything    0.07       0.13
+    ``apply``: half the ids replaced, half deleted  0.20       0.47
+    ==============================================  =========  =========
 
-    So every read by ``_id`` is one scan filtered in Python through ``id_key``, and ``apply``
-    scans once, then either only inserts (nothing present is deleted or replaced) or rewrites
-    the collection (drop, insert what is kept and the upserts): the rewrite costs less than a
-    single ``delete_many`` of one id, whatever the number of changes. The price is a wider
-    window: a crash during the rewrite leaves the collection partly written, where
-    ``delete_many`` + ``insert_many`` would leave the replaced documents missing; neither is
-    atomic in montydb, and in both cases the merge's backup is what restores it. Upserts are
-    encoded before anything is dropped, so a bad document fails first.
+    So every read by ``_id`` is one scan filtered in Python, and ``apply`` scans once, then
+    either only inserts (when no present document is deleted or replaced) or rewrites the
+    collection: drop, then one insert of what is kept and the upserts. The rewrite costs less
+    than one ``delete_many`` of a single id (0.29 s at 20,000), whatever the number of changes.
+    The price is a wider window: a crash during the rewrite leaves the collection partly
+    written, where ``delete_many`` + ``insert_many`` would leave the replaced documents missing;
+    neither is atomic in montydb, and in both cases the merge's backup is what restores it.
+    Upserts are encoded before anything is dropped, so a bad document fails first.
 
     montydb's cursor holds a whole result in memory; ``batch_size`` has no effect here. The
     embedded store is for trying dbsync, the demo and tests, not for millions of documents.
@@ -399,7 +412,7 @@ class EmbeddedStore:
         yield from self._db[collection].find({}, sort=[("_id", 1)])
 
     def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
-        """One scan filtered in Python: 20x faster than ``$in`` at 143 ids on 20,000 documents."""
+        """One scan filtered in Python: 0.33 s, where ``$in`` takes 5.4 s (143 ids, 20,000 docs)."""
         wanted = {id_key(value) for value in ids}
         found = [doc for doc in self._scan(collection) if id_key(doc["_id"]) in wanted]
         return in_requested_order(ids, found)
@@ -413,26 +426,26 @@ class EmbeddedStore:
         target = self._db[collection]
         if plan.rewrite:
             target.drop()
-            _insert_into_montydb(target, plan.kept)
-        _insert_into_montydb(target, plan.inserts)
+            _insert_into_montydb(target, plan.kept + plan.inserts)
+        else:
+            _insert_into_montydb(target, plan.inserts)
         return WriteCounts(upserted=len(upserts), deleted=plan.deleted)
 
     def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
-        """Inserts in batches; documents before a duplicate ``_id`` stay inserted, as in MongoDB.
+        """One insert of everything before the first duplicate ``_id``, then the error if any.
 
-        Duplicates are found here by ``id_key`` (montydb's own key would let ``5`` and
-        ``Int64(5)`` both in, and names no ``_id`` when it refuses one).
+        Documents before a duplicate stay inserted, as in MongoDB. Duplicates are found here by
+        ``id_key``: montydb's own key would let ``5`` and ``Int64(5)`` both in, and names no
+        ``_id`` when it refuses one. The input is held in memory, as montydb holds every read.
         """
         target = self._db[collection]
         seen = {id_key(doc["_id"]) for doc in target.find({}, {"_id": 1})}
-        inserted = 0
-        for batch in chunks(documents):
-            accepted, duplicate = take_until_duplicate(batch, seen)
-            _insert_into_montydb(target, accepted)
-            inserted += len(accepted)
-            if duplicate is not None:
-                raise duplicate_id_error(collection, duplicate["_id"], inserted)
-        return inserted
+        accepted, duplicate = take_until_duplicate(list(documents), seen)
+        _check_encodable(accepted)
+        _insert_into_montydb(target, accepted)
+        if duplicate is not None:
+            raise duplicate_id_error(collection, duplicate["_id"], len(accepted))
+        return len(accepted)
 
     def replace_collection(self, collection: str, documents: Iterable[Document]) -> int:
         """Checks every document before dropping anything, so a bad backup changes nothing."""
@@ -498,26 +511,37 @@ def _check_encodable(documents: Iterable[Document]) -> None:
             ) from None
 
 
-def _insert_into_montydb(target: Any, documents: Iterable[Document]) -> None:
-    """``insert_many`` in batches; a batch montydb refuses for its field names goes one by one.
+def _insert_into_montydb(target: Any, documents: list[Document]) -> None:
+    """One ``insert_many`` for all ``documents``, never batches.
 
-    montydb checks field names as pymongo 3 did and refuses ``.`` and a leading ``$`` on insert,
-    which MongoDB 5 accepts; it stores them through ``replace_one(upsert=True)``, which scans
-    the collection, so only the documents that need it take that path.
+    montydb checks each new ``_id`` against a Python list of every stored key, so ``k`` inserts
+    into ``n`` documents cost ``k * n`` comparisons: batches into a growing collection would be
+    quadratic (0.6 s of 1.0 s for a 10,000-document rewrite in batches of 1,000).
+
+    montydb also refuses field names with ``.`` or a leading ``$`` on insert, as pymongo 3 did,
+    while MongoDB 5 stores them. Those documents go through ``replace_one(upsert=True)``, which
+    stores them but scans the collection, so only they take that path.
     """
-    for batch in chunks(documents):
-        try:
-            target.insert_many(batch)
-        except InvalidDocument:
-            for document in batch:
-                _insert_one_into_montydb(target, document)
-
-
-def _insert_one_into_montydb(target: Any, document: Document) -> None:
+    if not documents:
+        return
     try:
-        target.insert_one(document)
+        target.insert_many(documents)
+    except InvalidDocument:  # raised while encoding, before montydb writes anything
+        plain = [document for document in documents if _montydb_inserts(document)]
+        if plain:
+            target.insert_many(plain)
+        for document in documents:
+            if not _montydb_inserts(document):
+                target.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+
+def _montydb_inserts(document: Document) -> bool:
+    """Whether montydb's insert takes the document: its field names pass pymongo 3's check."""
+    try:
+        bson.encode(document, check_keys=True)
     except InvalidDocument:
-        target.replace_one({"_id": document["_id"]}, document, upsert=True)
+        return False
+    return True
 
 
 def _open_montydb(path: Path) -> Any:

@@ -67,7 +67,6 @@ from dbsync.store import (
     uri_secrets,
     validate_database_name,
 )
-from tests.conftest import no_sleep_policy
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 
@@ -125,6 +124,11 @@ ID_OF_EVERY_TYPE: list[Any] = [
 
 def encoded(documents: list[dict[str, Any]]) -> list[bytes]:
     return [bson.encode(document) for document in documents]
+
+
+def no_sleep_policy(**overrides: Any) -> RetryPolicy:
+    """A retry policy that never waits for real (conftest's twin: conftest is not imported)."""
+    return RetryPolicy(sleep=lambda seconds: None, **overrides)
 
 
 def raising(error: Exception) -> Callable[..., Any]:
@@ -1127,6 +1131,9 @@ def test_id_key_follows_mongodb_equality() -> None:
     assert id_key(5) == id_key(Int64(5)) == id_key(5.0)
     assert id_key(True) != id_key(1)
     assert id_key("5") != id_key(5)
+    assert id_key(Code("x")) != id_key("x")
+    assert id_key(OID) == id_key(ObjectId(str(OID)))
+    assert id_key(OID) != id_key(str(OID))
     assert id_key(float("nan")) == id_key(float("nan"))
     assert id_key({"a": 1, "b": 2}) != id_key({"b": 2, "a": 1})
 
