@@ -15,7 +15,10 @@ Nothing in a section depends on time or machine: the same data gives the same by
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import heapq
+import operator
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,7 +39,8 @@ VERSION = 1
 SUFFIX = ".jsonl"
 MAX_LINE_BYTES = 64 * 1024 * 1024
 _RECORD_PREFIX = b'{"h":"'
-_BODY_START = len(_RECORD_PREFIX) + 16 + len(b'","d":')
+_RECORD_MIDDLE = b'","d":'
+_BODY_START = len(_RECORD_PREFIX) + 16 + len(_RECORD_MIDDLE)
 _HEX16 = re.compile(rb"[0-9a-f]{16}")
 
 JsonDoc = dict[str, Any]
@@ -94,16 +98,17 @@ def _number(value: Any) -> SortKey:
 
 def _wrapped_sort_value(value: JsonDoc) -> SortKey:
     """Sort values of Extended JSON wrappers, in MongoDB's order of BSON types."""
-    (name, inner), *rest = value.items()
-    if rest and name != "$code":
+    name = next(iter(value))
+    inner = value[name]
+    if len(value) > 1 and name != "$code":
         return (5, orjson.dumps(value))
+    if name == "$oid":  # the usual key first
+        return (8, inner.lower())
     if name in ("$numberLong", "$numberInt"):
         return _number(int(inner))
     if name in ("$numberDouble", "$numberDecimal"):
         number = Decimal(inner)
         return (3, 0) if number.is_nan() else _number(number)
-    if name == "$oid":
-        return (8, inner.lower())
     if name == "$date":
         return (10, int(inner["$numberLong"]))
     if name == "$binary":
@@ -149,8 +154,13 @@ def sort_value(value: Any) -> SortKey:
 
 def key_values(doc: Mapping[str, Any], fields: Sequence[str]) -> list[Any]:
     """The JSON values of the key fields (dotted paths reach into sub-documents); missing → None."""
+    if not isinstance(doc, dict):
+        return [None] * len(fields)
     values = []
     for name in fields:
+        if "." not in name:  # the usual case, without splitting
+            values.append(doc.get(name))
+            continue
         value: Any = doc
         for part in name.split("."):
             value = value.get(part) if isinstance(value, dict) else None
@@ -160,7 +170,7 @@ def key_values(doc: Mapping[str, Any], fields: Sequence[str]) -> list[Any]:
 
 def sort_key(doc: Mapping[str, Any], fields: Sequence[str]) -> SortKey:
     """The position of a record in its snapshot; equal for records that are one record."""
-    return tuple(sort_value(value) for value in key_values(doc, fields))
+    return tuple(map(sort_value, key_values(doc, fields)))  # map: no comprehension frame
 
 
 def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
@@ -181,7 +191,7 @@ def content_hash(body: bytes) -> str:
 def record_line(body: bytes, digest: str | None = None) -> bytes:
     """A record line (newline included) for an encoded document."""
     digest = digest or content_hash(body)
-    return b'{"h":"' + digest.encode() + b'","d":' + body + b"}\n"
+    return b"".join((_RECORD_PREFIX, digest.encode(), _RECORD_MIDDLE, body, b"}\n"))
 
 
 def encode_record(doc: Mapping[str, Any], fields: Sequence[str]) -> tuple[SortKey, bytes]:
@@ -380,25 +390,46 @@ def sorted_lines(
     chunk: list[tuple[SortKey, bytes]] = []
     spilled: list[IO[bytes]] = []
     try:
-        for pair in keyed_lines:
-            chunk.append(pair)
-            if len(chunk) >= chunk_size:
-                spilled.append(_spill(chunk))
-                chunk = []
-        chunk.sort(key=lambda pair: pair[0])
+        with _cyclic_gc_paused():  # no yield inside: the pause ends before anything else runs
+            for pair in keyed_lines:
+                chunk.append(pair)
+                if len(chunk) >= chunk_size:
+                    spilled.append(_spill(chunk))
+                    chunk = []
+        chunk.sort(key=_first)
         if not spilled:
             yield from chunk
             return
         spilled.append(_spill(chunk))
         streams = [((line_key(line), line) for line in handle) for handle in spilled]
-        yield from heapq.merge(*streams, key=lambda pair: pair[0])
+        yield from heapq.merge(*streams, key=_first)
     finally:
         for handle in spilled:
             handle.close()
 
 
+_first = operator.itemgetter(0)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a chunk is built.
+
+    A chunk is ~100,000 new (key, line) tuples: the collector would traverse them again and
+    again and find nothing (they hold no cycles). Measured on 100k PNL records: export 1.77 s
+    with it, 1.19 s without.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _spill(chunk: list[tuple[SortKey, bytes]]) -> IO[bytes]:
-    chunk.sort(key=lambda pair: pair[0])
+    chunk.sort(key=_first)
     handle = tempfile.TemporaryFile()
     handle.writelines(line for _, line in chunk)
     handle.seek(0)
