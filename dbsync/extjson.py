@@ -299,6 +299,13 @@ def dumps_json(value: JsonValue) -> bytes:
 
 # ---------------------------------------------------------------- decoding: JSON value -> BSON
 
+_NOT_A_WRAPPER = object()  # what a wrapper function returns for a dict that is not one
+
+
+_DIGITS = re.compile(r"-?[0-9]+")
+_DOUBLE_TEXT = re.compile(r"-?[0-9.]+([eE][-+]?[0-9]+)?")
+_OID_TEXT = re.compile(r"[0-9a-fA-F]{24}")
+
 
 def _fail(path: str, problem: str) -> InvalidInput:
     where = path or "the document"
@@ -306,7 +313,7 @@ def _fail(path: str, problem: str) -> InvalidInput:
 
 
 def _int_text(text: Any, path: str, low: int, high: int, kind: str) -> int:
-    if not isinstance(text, str) or not re.fullmatch(r"-?[0-9]+", text):
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
         raise _fail(path, f"{kind} wants a string of digits, got {text!r}")
     number = int(text)
     if not low <= number <= high:
@@ -314,11 +321,19 @@ def _int_text(text: Any, path: str, low: int, high: int, kind: str) -> int:
     return number
 
 
+def _number_int(text: Any, path: str) -> int:
+    return _int_text(text, path, INT32_MIN, INT32_MAX, "$numberInt")
+
+
+def _number_long(text: Any, path: str) -> Int64:
+    return Int64(_int_text(text, path, INT64_MIN, INT64_MAX, "$numberLong"))
+
+
 def _double(text: Any, path: str) -> float:
     specials = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
     if isinstance(text, str) and text in specials:
         return specials[text]
-    if not isinstance(text, str) or not re.fullmatch(r"-?[0-9.]+([eE][-+]?[0-9]+)?", text):
+    if not isinstance(text, str) or not _DOUBLE_TEXT.fullmatch(text):
         raise _fail(path, f"$numberDouble wants a number as a string, got {text!r}")
     return float(text)
 
@@ -380,8 +395,17 @@ def _binary_value(data: Any, subtype: Any, path: str) -> bytes | Binary:
     return raw if kind == 0 else Binary(raw, kind)
 
 
+def _binary_wrapper(single: Any, path: str) -> Any:
+    """``{"$binary": {"base64": ..., "subType": ...}}``; the legacy form has two keys."""
+    if not isinstance(single, dict):
+        return _NOT_A_WRAPPER
+    if sorted(single) != ["base64", "subType"]:
+        raise _fail(path, "$binary wants exactly 'base64' and 'subType'")
+    return _binary_value(single["base64"], single["subType"], path)
+
+
 def _oid_value(raw: Any, path: str) -> ObjectId:
-    if not isinstance(raw, str) or not re.fullmatch(r"[0-9a-fA-F]{24}", raw):
+    if not isinstance(raw, str) or not _OID_TEXT.fullmatch(raw):
         raise _fail(path, f"$oid wants 24 hex digits, got {raw!r}")
     return ObjectId(raw)
 
@@ -425,15 +449,29 @@ class _Decoder:
                 return Int64(value)
             raise _fail(path, f"integer {value} does not fit in a BSON Int64")
         if kind is list:
-            return [self.value(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(value)]
+            return self.array(value, path)
         if kind is dict:
             return self.mapping(value, path)
         raise _fail(path, f"unexpected JSON value {value!r}")
 
+    def array(self, value: list[Any], path: str) -> list[Any]:
+        out = []
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str or kind is float or kind is bool or item is None:
+                out.append(item)  # as ``value`` returns it, without building its path
+            else:
+                out.append(self.value(item, f"{path}.{index}" if path else str(index)))
+        return out
+
     def mapping(self, value: dict[str, Any], path: str) -> Any:
         first = next(iter(value), "")
         if first.startswith("$"):
-            wrapped = self.wrapper(value, path)
+            simple = _SIMPLE_WRAPPERS.get(first) if len(value) == 1 else None
+            if simple is not None:  # what ``wrapper`` does, without sorting keys and matching
+                wrapped = simple(value[first], path)
+            else:
+                wrapped = self.wrapper(value, path)
             if wrapped is not _NOT_A_WRAPPER:
                 return wrapped
         if "$ref" in value and "$id" in value:
@@ -441,7 +479,14 @@ class _Decoder:
         return self.document(value, path)
 
     def document(self, value: dict[str, Any], path: str) -> Document:
-        return {k: self.value(v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            kind = type(item)
+            if kind is str or kind is float or kind is bool or item is None:
+                out[key] = item  # as ``value`` returns it, without building its path
+            else:
+                out[key] = self.value(item, f"{path}.{key}" if path else key)
+        return out
 
     def dbref(self, value: dict[str, Any], path: str) -> DBRef:
         collection, database = value["$ref"], value.get("$db")
@@ -461,9 +506,9 @@ class _Decoder:
             case ["$oid"]:
                 return _oid_value(single, path)
             case ["$numberInt"]:
-                return _int_text(single, path, INT32_MIN, INT32_MAX, "$numberInt")
+                return _number_int(single, path)
             case ["$numberLong"]:
-                return Int64(_int_text(single, path, INT64_MIN, INT64_MAX, "$numberLong"))
+                return _number_long(single, path)
             case ["$numberDouble"]:
                 return _double(single, path)
             case ["$numberDecimal"]:
@@ -471,9 +516,7 @@ class _Decoder:
             case ["$date"]:
                 return _date_value(single, path)
             case ["$binary"] if isinstance(single, dict):
-                if sorted(single) != ["base64", "subType"]:
-                    raise _fail(path, "$binary wants exactly 'base64' and 'subType'")
-                return _binary_value(single["base64"], single["subType"], path)
+                return _binary_wrapper(single, path)
             case ["$binary", "$type"]:
                 return _binary_value(value["$binary"], value["$type"], path)
             case ["$uuid"]:
@@ -512,7 +555,15 @@ class _Decoder:
         return _NOT_A_WRAPPER
 
 
-_NOT_A_WRAPPER = object()
+_SIMPLE_WRAPPERS: dict[str, Callable[[Any, str], Any]] = {
+    "$oid": _oid_value,
+    "$numberInt": _number_int,
+    "$numberLong": _number_long,
+    "$numberDouble": _double,
+    "$numberDecimal": _decimal,
+    "$date": _date_value,
+    "$binary": _binary_wrapper,
+}
 _DECODER = _Decoder()
 
 

@@ -184,8 +184,11 @@ def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
 # ---------------------------------------------------------------- record lines
 
 
+_hex_hash = xxhash.xxh3_64_hexdigest
+
+
 def content_hash(body: bytes) -> str:
-    return xxhash.xxh3_64_hexdigest(body)
+    return _hex_hash(body)
 
 
 def record_line(body: bytes, digest: str | None = None) -> bytes:
@@ -483,7 +486,7 @@ class _Checker:
         self.fields = header.rules.key
         self.digest = Digest(header_line)
         self.deep = deep
-        self.previous: tuple[SortKey, int, str] | None = None
+        self.previous: tuple[SortKey, int, JsonDoc] | None = None
 
     def check(self, line: bytes, number: int) -> str | None:
         self.digest.add(line)
@@ -491,10 +494,10 @@ class _Checker:
             return f"the line is longer than {MAX_LINE_BYTES} bytes: not a snapshot"
         problem = _structure_problem(line)
         if problem is None and self.deep:
-            problem = self._deep_problem(line, number)
+            problem = self.deep_problem(line, number)
         return problem
 
-    def _deep_problem(self, line: bytes, number: int) -> str | None:
+    def deep_problem(self, line: bytes, number: int) -> str | None:
         body = line_body(line)
         try:
             doc = orjson.loads(body)
@@ -513,13 +516,14 @@ class _Checker:
 
     def _order_problem(self, doc: JsonDoc, number: int) -> str | None:
         key = sort_key(doc, self.fields)
-        shown = describe_key(doc, self.fields)
-        previous, self.previous = self.previous, (key, number, shown)
+        previous, self.previous = self.previous, (key, number, doc)
         if previous is None or previous[0] < key:
             return None
+        shown = describe_key(doc, self.fields)  # only now: most records never need it
         if previous[0] == key:
             return f"duplicate key {shown} (also on line {previous[1]})"
-        return f"out of order: {shown} sorts before {previous[2]} on line {previous[1]}"
+        before = describe_key(previous[2], self.fields)
+        return f"out of order: {shown} sorts before {before} on line {previous[1]}"
 
     def trailer_problem(self, line: bytes) -> str | None:
         if not line.endswith(b"\n"):
@@ -579,15 +583,29 @@ def _section_records(
     ending: list[tuple[int, bytes] | None],
 ) -> Iterator[bytes]:
     last = 0
+    add_hash, deep = checker.digest.add, checker.deep
     for number, line in lines:
         last = number
-        if _is_trailer(line):
+        # The usual line, tested inline (a call per line costs more than the test): the shape
+        # of a record line and its hash, which is then 16 lowercase hex digits by construction.
+        # Anything else goes the long way, which names the problem.
+        if (
+            line[-2:] == b"}\n"
+            and line[22:_BODY_START] == _RECORD_MIDDLE
+            and line[:6] == _RECORD_PREFIX
+            and len(line) <= MAX_LINE_BYTES
+            and _hex_hash(line[_BODY_START:-2]).encode() == line[6:22]
+        ):
+            add_hash(line)
+            problem = checker.deep_problem(line, number) if deep else None
+        elif _is_trailer(line):
             problem = checker.trailer_problem(line)
             if problem:
                 on_problem(Problem(str(path), number, problem))
             ending.append(_after_trailer(path, lines, on_problem))
             return
-        problem = checker.check(line, number)
+        else:
+            problem = checker.check(line, number)
         if problem:
             on_problem(Problem(str(path), number, problem))
         else:
