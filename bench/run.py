@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,10 +33,11 @@ class PhaseFailed(RuntimeError):
     pass
 
 
-def run_phase(phase: str, folder: Path, *args: str) -> dict[str, Any]:
+def run_phase(phase: str, folder: Path, *args: str, clock: str = "wall") -> dict[str, Any]:
     """One phase in a fresh Python process; its figures come back as JSON on stdout."""
     command = [sys.executable, "-m", "bench.phases", phase, str(folder), *args]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    env = {**os.environ, "DBSYNC_BENCH_CLOCK": clock}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PhaseFailed(f"{' '.join(command)} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -43,16 +45,23 @@ def run_phase(phase: str, folder: Path, *args: str) -> dict[str, Any]:
 
 
 def run_size(
-    folder: Path, kind: str, size: int, seed: int, store_max: int, say: Callable[[str], None]
+    folder: Path,
+    kind: str,
+    size: int,
+    *,
+    seed: int,
+    store_max: int,
+    clock: str,
+    say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
-    """Every phase for one kind of document at one size; the data is deleted afterwards."""
+    """Every phase for one kind of document at one size."""
     results = {"prepare": run_phase("prepare", folder, kind, str(size), str(seed))}
     say(f"  {kind} {size:,}: prepared in {results['prepare']['seconds']:.1f} s")
     for phase in MEASURED:
-        results[phase] = run_phase(phase, folder)
+        results[phase] = run_phase(phase, folder, clock=clock)
         say(f"  {kind} {size:,}: {phase} {results[phase]['seconds']:.2f} s")
     store = "embedded" if size <= store_max else "none"
-    results["apply"] = run_phase("apply", folder, store)
+    results["apply"] = run_phase("apply", folder, store, clock=clock)
     say(f"  {kind} {size:,}: apply ({store}) {results['apply']['seconds']:.2f} s")
     return results
 
@@ -77,6 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="merge-apply writes into the embedded store up to this size; beyond it the writes "
         "are counted and not stored (default 10000)",
     )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time phases by the wall clock (default) or by the CPU time of their process, "
+        "steadier on a machine busy with other work",
+    )
     parser.add_argument("--workdir", type=Path, help="where to put the data (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the data to profile phases")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
@@ -94,18 +110,21 @@ def measure(
     store_max: int = EMBEDDED_STORE_MAX,
     workdir: Path | None = None,
     keep: bool = False,
+    clock: str = "wall",
     command: str = "python -m bench",
     say: Callable[[str], None] = lambda message: None,
 ) -> Run:
     """Run every phase for every size and kind; the data is deleted unless ``keep``."""
     root = workdir or Path(tempfile.mkdtemp(prefix="dbsync-bench-"))
-    run = Run.start(sizes, kinds, command)
+    run = Run.start(sizes, kinds, command, clock)
     started = time.perf_counter()
     try:
         for size in sizes:
             for kind in kinds:
                 folder = root / f"{kind}-{size}"
-                run.results[(size, kind)] = run_size(folder, kind, size, seed, store_max, say)
+                run.results[(size, kind)] = run_size(
+                    folder, kind, size, seed=seed, store_max=store_max, clock=clock, say=say
+                )
                 if not keep:
                     shutil.rmtree(folder, ignore_errors=True)
     finally:
@@ -130,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             store_max=args.store_max,
             workdir=args.workdir,
             keep=args.keep,
+            clock=args.clock,
             command=command,
             say=lambda message: print(message, file=sys.stderr, flush=True),
         )

@@ -21,4 +21,4 @@ def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
         assert apply["store"] == "embedded"
         assert apply["checks"]["store = merged snapshot"]
         assert results["export"]["checks"]["byte-identical to the prepared snapshot"]
-    assert "encode (per document)" in render(run)
+    assert "encode (per document, first 300)" in render(run)
