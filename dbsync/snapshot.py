@@ -92,6 +92,15 @@ class SnapshotError(InvalidInput):
 # ---------------------------------------------------------------- ordering of keys
 
 
+def _json_bytes(value: Any) -> bytes:
+    """``orjson.dumps(value)``, copied to its own size.
+
+    orjson's result keeps the 4 KiB buffer it was written in; a sort key holding one, kept for
+    every record of an export chunk, took 440 MiB for 100k records keyed by a sub-document.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def _number(value: Any) -> SortKey:
     return (3, 1, value)
 
@@ -101,7 +110,7 @@ def _wrapped_sort_value(value: JsonDoc) -> SortKey:
     name = next(iter(value))
     inner = value[name]
     if len(value) > 1 and name != "$code":
-        return (5, orjson.dumps(value))
+        return (5, _json_bytes(value))
     if name == "$oid":  # the usual key first
         return (8, inner.lower())
     if name in ("$numberLong", "$numberInt"):
@@ -119,12 +128,12 @@ def _wrapped_sort_value(value: JsonDoc) -> SortKey:
     if name == "$regularExpression":
         return (12, inner["pattern"], inner["options"])
     if name == "$code":
-        return (13, orjson.dumps(value))
+        return (13, _json_bytes(value))
     if name == "$minKey":
         return (1,)
     if name == "$maxKey":
         return (14,)
-    return (5, orjson.dumps(value))
+    return (5, _json_bytes(value))
 
 
 def sort_value(value: Any) -> SortKey:
@@ -148,8 +157,8 @@ def sort_value(value: Any) -> SortKey:
     if kind is dict:
         if value and next(iter(value)).startswith("$"):
             return _wrapped_sort_value(value)
-        return (5, orjson.dumps(value))
-    return (6, orjson.dumps(value))
+        return (5, _json_bytes(value))
+    return (6, _json_bytes(value))
 
 
 def key_values(doc: Mapping[str, Any], fields: Sequence[str]) -> list[Any]:

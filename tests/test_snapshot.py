@@ -2,6 +2,7 @@ import datetime
 import gc
 import io
 import json
+import tracemalloc
 from pathlib import Path
 
 import bson
@@ -309,3 +310,15 @@ def test_sorting_pauses_the_cyclic_gc_only_while_it_reads():
         assert not gc.isenabled()  # left as it found it
     finally:
         gc.enable()
+
+
+def test_sort_keys_of_documents_do_not_keep_orjson_buffers():
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keys = [snapshot.sort_key({"_id": {"user": "u", "n": i}}, ("_id",)) for i in range(1000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(keys) == 1000
+    assert held < 1000 * 512  # orjson's own result would hold 4 KiB per key
