@@ -51,6 +51,7 @@ from dbsync.snapshot import (
 from dbsync.store import EmbeddedStore, WriteCounts
 
 BATCH = 1000
+WRITE_BUFFER = 1 << 20  # as dbsync.files writes snapshots
 CHECK_EVERY = 25  # encode: compare both encoders' output on every 25th batch of documents
 ENCODE_SAMPLE = 100_000  # encode: per-document figures, on the first 100,000 at most
 # wall-clock time by default; CPU time (``--clock cpu``) on a machine shared with other work
@@ -161,7 +162,7 @@ def export(folder: Path) -> Result:
     pairs = sorted_lines(
         (encode_record(doc, rules.key) for doc in source), partial(line_sort_key, fields=rules.key)
     )
-    with (folder / "export.jsonl").open("wb") as handle:
+    with (folder / "export.jsonl").open("wb", buffering=WRITE_BUFFER) as handle:
         summary = write_section(
             handle, Header(params.collection, rules), unique_lines(pairs, clashes)
         )
@@ -211,7 +212,7 @@ def merge(folder: Path) -> Result:
             if decision.result is not None:
                 yield decision.result
 
-    with (folder / "merged.jsonl").open("wb") as handle:
+    with (folder / "merged.jsonl").open("wb", buffering=WRITE_BUFFER) as handle:
         summary = write_section(handle, ours.header, results())
     for reader in readers:  # each file is checked to its end
         for _ in reader:
