@@ -38,6 +38,7 @@ FORMAT = "dbsync-snapshot"
 VERSION = 1
 SUFFIX = ".jsonl"
 MAX_LINE_BYTES = 64 * 1024 * 1024
+READ_BUFFER = 1 << 20  # readline from an 8 KiB buffer took twice as long for 560-byte lines
 _RECORD_PREFIX = b'{"h":"'
 _RECORD_MIDDLE = b'","d":'
 _BODY_START = len(_RECORD_PREFIX) + 16 + len(_RECORD_MIDDLE)
@@ -559,7 +560,7 @@ def scan(path: Path, *, deep: bool, on_problem: Callable[[Problem], None]) -> It
     ``verify``, so both read files the same way.
     """
     try:
-        handle = path.open("rb")
+        handle = path.open("rb", buffering=READ_BUFFER)
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
     with handle:
