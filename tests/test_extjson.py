@@ -216,3 +216,18 @@ def test_property_decimal128_text_is_str_of_any_128_bits(bid):
 )
 def test_decimal128_text_at_the_edges_of_plain_and_scientific_notation(text):
     assert extjson.decimal128_text(Decimal128(text)) == str(Decimal128(text))
+
+
+NUMBER_TEXT = st.from_regex(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,5})?", fullmatch=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NUMBER_TEXT | st.sampled_from(["NaN", "-Infinity", "1_0", " 1", ".5", "1E+6112", "0E-6177"]))
+def test_property_decimal128_from_text_is_decimal128_of_any_text(text):
+    try:
+        expected = Decimal128(text).bid
+    except Exception as error:
+        with pytest.raises(type(error)):
+            extjson.decimal128_from_text(text)
+    else:
+        assert extjson.decimal128_from_text(text).bid == expected
