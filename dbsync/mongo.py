@@ -33,7 +33,6 @@ from dbsync.store import (
     Document,
     RetryPolicy,
     WriteCounts,
-    short_reason,
     backoff_delay,
     chunks,
     document_id,
@@ -43,6 +42,7 @@ from dbsync.store import (
     redact_uri,
     same_id,
     scrub_secrets,
+    short_reason,
     total_counts,
     uri_secrets,
 )

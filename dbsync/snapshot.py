@@ -15,7 +15,10 @@ Nothing in a section depends on time or machine: the same data gives the same by
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import heapq
+import operator
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,8 +38,10 @@ FORMAT = "dbsync-snapshot"
 VERSION = 1
 SUFFIX = ".jsonl"
 MAX_LINE_BYTES = 64 * 1024 * 1024
+READ_BUFFER = 1 << 20  # readline from an 8 KiB buffer took twice as long for 560-byte lines
 _RECORD_PREFIX = b'{"h":"'
-_BODY_START = len(_RECORD_PREFIX) + 16 + len(b'","d":')
+_RECORD_MIDDLE = b'","d":'
+_BODY_START = len(_RECORD_PREFIX) + 16 + len(_RECORD_MIDDLE)
 _HEX16 = re.compile(rb"[0-9a-f]{16}")
 
 JsonDoc = dict[str, Any]
@@ -88,22 +93,32 @@ class SnapshotError(InvalidInput):
 # ---------------------------------------------------------------- ordering of keys
 
 
+def _json_bytes(value: Any) -> bytes:
+    """``orjson.dumps(value)``, copied to its own size.
+
+    orjson's result keeps the 4 KiB buffer it was written in; a sort key holding one, kept for
+    every record of an export chunk, took 440 MiB for 100k records keyed by a sub-document.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def _number(value: Any) -> SortKey:
     return (3, 1, value)
 
 
 def _wrapped_sort_value(value: JsonDoc) -> SortKey:
     """Sort values of Extended JSON wrappers, in MongoDB's order of BSON types."""
-    (name, inner), *rest = value.items()
-    if rest and name != "$code":
-        return (5, orjson.dumps(value))
+    name = next(iter(value))
+    inner = value[name]
+    if len(value) > 1 and name != "$code":
+        return (5, _json_bytes(value))
+    if name == "$oid":  # the usual key first
+        return (8, inner.lower())
     if name in ("$numberLong", "$numberInt"):
         return _number(int(inner))
     if name in ("$numberDouble", "$numberDecimal"):
         number = Decimal(inner)
         return (3, 0) if number.is_nan() else _number(number)
-    if name == "$oid":
-        return (8, inner.lower())
     if name == "$date":
         return (10, int(inner["$numberLong"]))
     if name == "$binary":
@@ -114,12 +129,12 @@ def _wrapped_sort_value(value: JsonDoc) -> SortKey:
     if name == "$regularExpression":
         return (12, inner["pattern"], inner["options"])
     if name == "$code":
-        return (13, orjson.dumps(value))
+        return (13, _json_bytes(value))
     if name == "$minKey":
         return (1,)
     if name == "$maxKey":
         return (14,)
-    return (5, orjson.dumps(value))
+    return (5, _json_bytes(value))
 
 
 def sort_value(value: Any) -> SortKey:
@@ -143,14 +158,19 @@ def sort_value(value: Any) -> SortKey:
     if kind is dict:
         if value and next(iter(value)).startswith("$"):
             return _wrapped_sort_value(value)
-        return (5, orjson.dumps(value))
-    return (6, orjson.dumps(value))
+        return (5, _json_bytes(value))
+    return (6, _json_bytes(value))
 
 
 def key_values(doc: Mapping[str, Any], fields: Sequence[str]) -> list[Any]:
     """The JSON values of the key fields (dotted paths reach into sub-documents); missing → None."""
+    if not isinstance(doc, dict):
+        return [None] * len(fields)
     values = []
     for name in fields:
+        if "." not in name:  # the usual case, without splitting
+            values.append(doc.get(name))
+            continue
         value: Any = doc
         for part in name.split("."):
             value = value.get(part) if isinstance(value, dict) else None
@@ -160,7 +180,7 @@ def key_values(doc: Mapping[str, Any], fields: Sequence[str]) -> list[Any]:
 
 def sort_key(doc: Mapping[str, Any], fields: Sequence[str]) -> SortKey:
     """The position of a record in its snapshot; equal for records that are one record."""
-    return tuple(sort_value(value) for value in key_values(doc, fields))
+    return tuple(map(sort_value, key_values(doc, fields)))  # map: no comprehension frame
 
 
 def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
@@ -174,14 +194,17 @@ def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
 # ---------------------------------------------------------------- record lines
 
 
+_hex_hash = xxhash.xxh3_64_hexdigest
+
+
 def content_hash(body: bytes) -> str:
-    return xxhash.xxh3_64_hexdigest(body)
+    return _hex_hash(body)
 
 
 def record_line(body: bytes, digest: str | None = None) -> bytes:
     """A record line (newline included) for an encoded document."""
     digest = digest or content_hash(body)
-    return b'{"h":"' + digest.encode() + b'","d":' + body + b"}\n"
+    return b"".join((_RECORD_PREFIX, digest.encode(), _RECORD_MIDDLE, body, b"}\n"))
 
 
 def encode_record(doc: Mapping[str, Any], fields: Sequence[str]) -> tuple[SortKey, bytes]:
@@ -391,25 +414,46 @@ def sorted_lines(
     chunk: list[tuple[SortKey, bytes]] = []
     spilled: list[IO[bytes]] = []
     try:
-        for pair in keyed_lines:
-            chunk.append(pair)
-            if len(chunk) >= chunk_size:
-                spilled.append(_spill(chunk))
-                chunk = []
-        chunk.sort(key=lambda pair: pair[0])
+        with _cyclic_gc_paused():  # no yield inside: the pause ends before anything else runs
+            for pair in keyed_lines:
+                chunk.append(pair)
+                if len(chunk) >= chunk_size:
+                    spilled.append(_spill(chunk))
+                    chunk = []
+        chunk.sort(key=_first)
         if not spilled:
             yield from chunk
             return
         spilled.append(_spill(chunk))
         streams = [((line_key(line), line) for line in handle) for handle in spilled]
-        yield from heapq.merge(*streams, key=lambda pair: pair[0])
+        yield from heapq.merge(*streams, key=_first)
     finally:
         for handle in spilled:
             handle.close()
 
 
+_first = operator.itemgetter(0)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a chunk is built.
+
+    A chunk is ~100,000 new (key, line) tuples: the collector would traverse them again and
+    again and find nothing (they hold no cycles). Measured on 100k PNL records: export 1.77 s
+    with it, 1.19 s without.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _spill(chunk: list[tuple[SortKey, bytes]]) -> IO[bytes]:
-    chunk.sort(key=lambda pair: pair[0])
+    chunk.sort(key=_first)
     handle = tempfile.TemporaryFile()
     handle.writelines(line for _, line in chunk)
     handle.seek(0)
@@ -463,7 +507,7 @@ class _Checker:
         self.fields = header.rules.key
         self.digest = Digest(header_line)
         self.deep = deep
-        self.previous: tuple[SortKey, int, str] | None = None
+        self.previous: tuple[SortKey, int, JsonDoc] | None = None
 
     def check(self, line: bytes, number: int) -> str | None:
         self.digest.add(line)
@@ -471,10 +515,10 @@ class _Checker:
             return f"the line is longer than {MAX_LINE_BYTES} bytes: not a snapshot"
         problem = _structure_problem(line)
         if problem is None and self.deep:
-            problem = self._deep_problem(line, number)
+            problem = self.deep_problem(line, number)
         return problem
 
-    def _deep_problem(self, line: bytes, number: int) -> str | None:
+    def deep_problem(self, line: bytes, number: int) -> str | None:
         body = line_body(line)
         try:
             doc = orjson.loads(body)
@@ -493,13 +537,14 @@ class _Checker:
 
     def _order_problem(self, doc: JsonDoc, number: int) -> str | None:
         key = sort_key(doc, self.fields)
-        shown = describe_key(doc, self.fields)
-        previous, self.previous = self.previous, (key, number, shown)
+        previous, self.previous = self.previous, (key, number, doc)
         if previous is None or previous[0] < key:
             return None
+        shown = describe_key(doc, self.fields)  # only now: most records never need it
         if previous[0] == key:
             return f"duplicate key {shown} (also on line {previous[1]})"
-        return f"out of order: {shown} sorts before {previous[2]} on line {previous[1]}"
+        before = describe_key(previous[2], self.fields)
+        return f"out of order: {shown} sorts before {before} on line {previous[1]}"
 
     def trailer_problem(self, line: bytes) -> str | None:
         if not line.endswith(b"\n"):
@@ -526,7 +571,7 @@ def scan(path: Path, *, deep: bool, on_problem: Callable[[Problem], None]) -> It
     ``verify``, so both read files the same way.
     """
     try:
-        handle = path.open("rb")
+        handle = path.open("rb", buffering=READ_BUFFER)
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
     with handle:
@@ -559,15 +604,29 @@ def _section_records(
     ending: list[tuple[int, bytes] | None],
 ) -> Iterator[bytes]:
     last = 0
+    add_hash, deep = checker.digest.add, checker.deep
     for number, line in lines:
         last = number
-        if _is_trailer(line):
+        # The usual line, tested inline (a call per line costs more than the test): the shape
+        # of a record line and its hash, which is then 16 lowercase hex digits by construction.
+        # Anything else goes the long way, which names the problem.
+        if (
+            line[-2:] == b"}\n"
+            and line[22:_BODY_START] == _RECORD_MIDDLE
+            and line[:6] == _RECORD_PREFIX
+            and len(line) <= MAX_LINE_BYTES
+            and _hex_hash(line[_BODY_START:-2]).encode() == line[6:22]
+        ):
+            add_hash(line)
+            problem = checker.deep_problem(line, number) if deep else None
+        elif _is_trailer(line):
             problem = checker.trailer_problem(line)
             if problem:
                 on_problem(Problem(str(path), number, problem))
             ending.append(_after_trailer(path, lines, on_problem))
             return
-        problem = checker.check(line, number)
+        else:
+            problem = checker.check(line, number)
         if problem:
             on_problem(Problem(str(path), number, problem))
         else:

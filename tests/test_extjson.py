@@ -21,6 +21,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS, JSONOptions
 from bson.timestamp import Timestamp
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dbsync import extjson
 from dbsync.errors import InvalidInput
@@ -198,3 +199,35 @@ def test_nan_payloads_are_normalised_to_the_one_nan_extended_json_knows():
     negative_nan = bson.decode(bytes.fromhex("10000000016e00000000000000f8ff00"))
     line = extjson.encode_document(negative_nan)
     assert line == b'{"n":{"$numberDouble":"NaN"}}'
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=16, max_size=16))
+def test_property_decimal128_text_is_str_of_any_128_bits(bid):
+    # the fast path reads the bits itself: it must say what pymongo says, for every pattern
+    value = Decimal128.from_bid(bid)
+    assert extjson.decimal128_text(value) == str(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0", "-0", "0E+3", "0E-8", "-0.00", "0.000001", "0.0000001", "123E-7", "1E+2", "-12.5"]
+    + ["1.2300E+6000", "9.999999999999999999999999999999999E+6144", "1E-6176", "NaN", "-Infinity"],
+)
+def test_decimal128_text_at_the_edges_of_plain_and_scientific_notation(text):
+    assert extjson.decimal128_text(Decimal128(text)) == str(Decimal128(text))
+
+
+NUMBER_TEXT = st.from_regex(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,5})?", fullmatch=True)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NUMBER_TEXT | st.sampled_from(["NaN", "-Infinity", "1_0", " 1", ".5", "1E+6112", "0E-6177"]))
+def test_property_decimal128_from_text_is_decimal128_of_any_text(text):
+    try:
+        expected = Decimal128(text).bid
+    except Exception as error:
+        with pytest.raises(type(error)):
+            extjson.decimal128_from_text(text)
+    else:
+        assert extjson.decimal128_from_text(text).bid == expected

@@ -1,6 +1,8 @@
 import datetime
+import gc
 import io
 import json
+import tracemalloc
 from pathlib import Path
 
 import bson
@@ -290,3 +292,33 @@ def test_real_pnl_records_snapshot_and_verify(tmp_path, pnl_records):
     docs = [bson.decode(bson.encode(extjson.decode_document(json.dumps(r)))) for r in pnl_records]
     path = write(tmp_path / "pnls.jsonl", docs)
     assert snapshot.verify_file(path).sections == [("pnl", 190)]
+
+
+def test_sorting_pauses_the_cyclic_gc_only_while_it_reads():
+    pairs = [snapshot.encode_record({"_id": i}, ("_id",)) for i in (3, 1, 2)]
+
+    def key(line):
+        return snapshot.line_sort_key(line, ("_id",))
+
+    sorted_pairs = snapshot.sorted_lines(iter(pairs), key, chunk_size=2)
+    assert next(sorted_pairs)[0] == snapshot.sort_key({"_id": 1}, ("_id",))
+    assert gc.isenabled()
+    assert [pair[0] for pair in sorted_pairs] == [((3, 1, 2),), ((3, 1, 3),)]
+    gc.disable()
+    try:
+        list(snapshot.sorted_lines(iter(pairs), key))
+        assert not gc.isenabled()  # left as it found it
+    finally:
+        gc.enable()
+
+
+def test_sort_keys_of_documents_do_not_keep_orjson_buffers():
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keys = [snapshot.sort_key({"_id": {"user": "u", "n": i}}, ("_id",)) for i in range(1000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(keys) == 1000
+    assert held < 1000 * 512  # orjson's own result would hold 4 KiB per key

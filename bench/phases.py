@@ -1,0 +1,388 @@
+"""The measured phases. Each runs alone in a fresh process, so that its peak memory is its own::
+
+    python -m bench.phases PHASE FOLDER [STORE]
+
+``FOLDER`` is what ``python -m bench.phases prepare FOLDER KIND SIZE SEED`` wrote (see
+``bench.data``). The phase prints one JSON object on its last line of output: its time, its
+peak resident memory and what it checked. Running one phase alone this way is also how to
+profile it (``py-spy record -- python -m bench.phases merge FOLDER``).
+
+Documents come from ``ours.bson`` decoded by pymongo's ``bson``, as a cursor would give them;
+the time spent decoding them is not counted in encode or export figures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import bson
+import orjson
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from bench.baselines import json_util_canonical, plain_merge
+from bench.data import Params, prepare
+from dbsync import extjson
+from dbsync.commands.export import KeyClashes, current_summary, unique_lines
+from dbsync.commands.merge import SourceSection, apply_plan, plan_collection
+from dbsync.merge import decide
+from dbsync.snapshot import (
+    Header,
+    encode_record,
+    line_body,
+    line_sort_key,
+    read_sections,
+    read_trailer_digest,
+    sorted_lines,
+    verify_file,
+    write_section,
+)
+from dbsync.store import EmbeddedStore, WriteCounts
+
+BATCH = 1000
+WRITE_BUFFER = 1 << 20  # as dbsync.files writes snapshots
+CHECK_EVERY = 25  # encode: compare both encoders' output on every 25th batch of documents
+ENCODE_SAMPLE = 100_000  # encode: per-document figures, on the first 100,000 at most
+# wall-clock time by default; CPU time (``--clock cpu``) on a machine shared with other work
+clock = time.process_time if os.environ.get("DBSYNC_BENCH_CLOCK") == "cpu" else time.perf_counter
+Result = dict[str, Any]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def database_batches(folder: Path) -> Iterator[list[dict[str, Any]]]:
+    """This asset's documents in ``_id`` order, in batches, as pymongo decodes them."""
+    with (folder / "ours.bson").open("rb") as handle:
+        documents = bson.decode_file_iter(handle)
+        while batch := list(itertools.islice(documents, BATCH)):
+            yield batch
+
+
+class TimedSource:
+    """The database's documents one by one; ``seconds`` is the time spent decoding them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = database_batches(self.folder)
+        while True:
+            started = clock()
+            batch = next(batches, None)
+            self.seconds += clock() - started
+            if batch is None:
+                return
+            yield from batch
+
+
+def _same_bson(
+    docs: Sequence[dict[str, Any]], lines: Sequence[bytes], texts: Sequence[str]
+) -> bool:
+    """Both encodings read back to the very BSON documents they were made from."""
+    for doc, line, text in zip(docs, lines, texts, strict=True):
+        original = bson.encode(doc)
+        ours = bson.encode(extjson.decode_document(line_body(line)))
+        theirs = bson.encode(json_util.loads(text, json_options=CANONICAL_JSON_OPTIONS))
+        if not original == ours == theirs:
+            return False
+    return True
+
+
+def _timed(encode: Callable[[Any], Any], batch: list[dict[str, Any]]) -> float:
+    started = clock()
+    for doc in batch:
+        encode(doc)
+    return clock() - started
+
+
+def encode(folder: Path) -> Result:
+    """Per document, on the same batches in turn (the order rotating): dbsync vs ``json_util``.
+
+    ``extjson.encode_document`` does what ``json_util.dumps`` does (a document → its Extended
+    JSON text); ``snapshot.encode_record`` adds the xxhash, the record line and the sort key.
+    A per-document figure does not depend on the collection's size: the first
+    ``ENCODE_SAMPLE`` documents are enough (json_util would take a minute over 1M).
+    """
+    key = Params.load(folder).rules.key
+    encoders: list[Callable[[Any], Any]] = [
+        extjson.encode_document,
+        partial(encode_record, fields=key),
+        json_util_canonical,
+    ]
+    seconds = [0.0, 0.0, 0.0]
+    documents = 0
+    agree = True
+    for number, batch in enumerate(database_batches(folder)):
+        if documents >= ENCODE_SAMPLE:
+            break
+        for turn in range(3):
+            which = (number + turn) % 3
+            seconds[which] += _timed(encoders[which], batch)
+        documents += len(batch)
+        if number % CHECK_EVERY == 0:  # not timed
+            lines = [encode_record(doc, key)[1] for doc in batch]
+            agree = agree and _same_bson(batch, lines, [json_util_canonical(d) for d in batch])
+    return {
+        "documents": documents,
+        "seconds": seconds[0],
+        "record_seconds": seconds[1],
+        "baseline_seconds": seconds[2],
+        "checks": {"both encodings read back to the same BSON": agree},
+    }
+
+
+def export(folder: Path) -> Result:
+    """Documents → sorted snapshot file: ``encode_record``, ``sorted_lines``, ``write_section``."""
+    params = Params.load(folder)
+    rules = params.rules
+    source = TimedSource(folder)
+    clashes = KeyClashes(rules.key)
+    started = clock()
+    pairs = sorted_lines(
+        (encode_record(doc, rules.key) for doc in source), partial(line_sort_key, fields=rules.key)
+    )
+    with (folder / "export.jsonl").open("wb", buffering=WRITE_BUFFER) as handle:
+        summary = write_section(
+            handle, Header(params.collection, rules), unique_lines(pairs, clashes)
+        )
+    seconds = clock() - started - source.seconds
+    return {
+        "documents": summary.count,
+        "seconds": seconds,
+        "checks": {
+            "byte-identical to the prepared snapshot": summary.digest
+            == read_trailer_digest(folder / "ours.jsonl"),
+            "no key clashes": not clashes.groups,
+        },
+    }
+
+
+def verify(folder: Path) -> Result:
+    """``verify_file`` on this asset's snapshot: hashes, types, canonical form, order, trailer."""
+    params = Params.load(folder)
+    started = clock()
+    result = verify_file(folder / "ours.jsonl")
+    seconds = clock() - started
+    expected = [(params.collection, params.expected["ours_records"])]
+    return {
+        "documents": params.expected["ours_records"],
+        "seconds": seconds,
+        "checks": {
+            "no problem found": result.ok,
+            "every record counted": result.sections == expected,
+        },
+    }
+
+
+def merge(folder: Path) -> Result:
+    """Three-way merge of base, ours and theirs files: ``decide`` over ``read_sections``."""
+    params = Params.load(folder)
+    started = clock()
+    readers = [read_sections(folder / f"{name}.jsonl") for name in ("base", "ours", "theirs")]
+    base, ours, theirs = (next(reader) for reader in readers)
+    outcomes: Counter[str] = Counter()
+    writes = 0
+
+    def results() -> Iterator[bytes]:
+        nonlocal writes
+        for decision in decide(base.records, ours.records, theirs.records, ours.header.rules):
+            outcomes[decision.outcome.value] += 1
+            writes += decision.changes_ours
+            if decision.result is not None:
+                yield decision.result
+
+    with (folder / "merged.jsonl").open("wb", buffering=WRITE_BUFFER) as handle:
+        summary = write_section(handle, ours.header, results())
+    for reader in readers:  # each file is checked to its end
+        for _ in reader:
+            pass
+    seconds = clock() - started
+    expected = params.expected
+    return {
+        "documents": params.size,
+        "seconds": seconds,
+        "records": summary.count,
+        "conflicts": outcomes["conflict"],
+        "writes": writes,
+        "checks": {
+            "merged record count as planned": summary.count == expected["merged_records"],
+            "conflicts as planned": outcomes["conflict"] == expected["conflicts"],
+        },
+    }
+
+
+def plain(folder: Path) -> Result:
+    """The plain ``json`` + ``hashlib`` three-way merge of the same files (the baseline)."""
+    params = Params.load(folder)
+    started = clock()
+    result = plain_merge(*(folder / f"{n}.jsonl" for n in ("base", "ours", "theirs", "plain")))
+    seconds = clock() - started
+    (folder / "plain-changed-ids.json").write_text(json.dumps(result.changed_ids))
+    return {
+        "documents": params.size,
+        "seconds": seconds,
+        "records": result.records,
+        "conflicts": result.conflicts,
+        "writes": result.writes,
+        "checks": {
+            "merged record count as planned": result.records == params.expected["merged_records"]
+        },
+    }
+
+
+def _merged_documents(path: Path) -> Iterator[Any]:
+    with path.open("rb") as handle:
+        next(handle)  # the header
+        for line in handle:
+            if line.startswith(b'{"end"'):
+                return
+            yield orjson.loads(line)["d"]
+
+
+def compare(folder: Path) -> Result:
+    """Not timed: dbsync's merged file and the plain one hold the same documents, in order."""
+    merged = _merged_documents(folder / "merged.jsonl")
+    other = _merged_documents(folder / "plain.jsonl")
+    compared, difference = 0, None
+    for mine, theirs in itertools.zip_longest(merged, other):
+        if mine is None or theirs is None:
+            difference = "one file holds more records than the other"
+            break
+        if mine != theirs:
+            difference = f"record {compared + 1} differs"
+            break
+        compared += 1
+    return {
+        "documents": compared,
+        "seconds": 0.0,
+        "checks": {"merged record sets agree": difference is None},
+        "difference": difference,
+    }
+
+
+class CountingStore:
+    """Counts what ``apply_plan`` writes, and passes it on to a real store if there is one."""
+
+    def __init__(self, inner: EmbeddedStore | None) -> None:
+        self.inner = inner
+        self.upserted: list[bytes] = []
+        self.deleted: list[bytes] = []
+
+    def apply(
+        self, collection: str, upserts: Sequence[dict[str, Any]], delete_ids: Sequence[Any]
+    ) -> WriteCounts:
+        self.upserted += [_id_text(doc["_id"]) for doc in upserts]
+        self.deleted += [_id_text(value) for value in delete_ids]
+        if self.inner is not None:
+            return self.inner.apply(collection, upserts, delete_ids)
+        return WriteCounts(upserted=len(upserts), deleted=len(delete_ids))
+
+
+def _id_text(value: Any) -> bytes:
+    return orjson.dumps(extjson.value_to_json(value), option=orjson.OPT_SORT_KEYS)
+
+
+def _plain_changed_ids(folder: Path) -> list[bytes]:
+    texts = json.loads((folder / "plain-changed-ids.json").read_text())
+    return sorted(orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS) for text in texts)
+
+
+def apply(folder: Path, store_name: str) -> Result:
+    """``plan_collection`` (decide and spool) then ``apply_plan`` into a store, writes counted.
+
+    ``store_name`` is ``embedded`` (montydb, loaded with this asset's documents first, not
+    timed) or ``none`` (the writes are counted, nothing is stored).
+    """
+    params = Params.load(folder)
+    rules, name = params.rules, params.collection
+    inner = None
+    if store_name == "embedded":
+        inner = EmbeddedStore(folder / "store", "bench")
+        for batch in database_batches(folder):
+            inner.insert_many(name, batch)
+    store = CountingStore(inner)
+    header = Header(name, rules)
+    started = clock()
+    with tempfile.TemporaryDirectory(prefix="dbsync-bench-") as work:
+        plan = plan_collection(
+            name,
+            rules,
+            SourceSection(folder / "base.jsonl", header),
+            folder / "ours.jsonl",
+            SourceSection(folder / "theirs.jsonl", header),
+            Path(work),
+        )
+        apply_plan(store, plan)  # type: ignore[arg-type]
+    seconds = clock() - started
+    written = sorted(store.upserted + store.deleted)
+    checks = {
+        "writes = changed records (per the plain merge)": written == _plain_changed_ids(folder),
+        "decisions that change ours = writes": plan.counts.writes == len(written),
+        "writes within the planned range": params.expected["writes_at_least"]
+        <= len(written)
+        <= params.expected["writes_at_most"],
+    }
+    if inner is not None:
+        stored = current_summary(inner, name, rules)
+        checks["store = merged snapshot"] = stored.digest == read_trailer_digest(
+            folder / "merged.jsonl"
+        )
+        inner.close()
+    return {
+        "documents": params.size,
+        "seconds": seconds,
+        "writes": len(written),
+        "upserts": len(store.upserted),
+        "deletes": len(store.deleted),
+        "store": store_name,
+        "checks": checks,
+    }
+
+
+PHASES: dict[str, Callable[..., Result]] = {
+    "encode": encode,
+    "export": export,
+    "verify": verify,
+    "merge": merge,
+    "plain": plain,
+    "compare": compare,
+    "apply": apply,
+}
+
+
+def main(argv: list[str]) -> None:
+    phase, folder, *rest = argv
+    if phase == "prepare":
+        kind, size, seed = rest
+        started = clock()
+        params = prepare(Path(folder), kind, int(size), int(seed))
+        result: Result = {"documents": params.size, "seconds": clock() - started, "checks": {}}
+    else:
+        result = PHASES[phase](Path(folder), *rest)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

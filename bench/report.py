@@ -1,0 +1,302 @@
+"""The results of a bench run: the table, the targets met or not, and the README section."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+README_START = "<!-- bench:start (written by python -m bench --write-readme) -->"
+README_END = "<!-- bench:end -->"
+MILLION = 1_000_000
+GIB = 1024  # MiB
+
+Figures = dict[str, Any]
+
+
+@dataclass
+class Run:
+    sizes: tuple[int, ...]
+    kinds: tuple[str, ...]
+    command: str
+    date: str
+    clock: str
+    results: dict[tuple[int, str], dict[str, Figures]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @classmethod
+    def start(
+        cls, sizes: tuple[int, ...], kinds: tuple[str, ...], command: str, clock: str = "wall"
+    ) -> Run:
+        today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+        return cls(sizes, kinds, command, today, clock)
+
+    def failed_checks(self) -> list[str]:
+        return [
+            f"{kind} {size:,} {phase}: {name}"
+            for (size, kind), phases in self.results.items()
+            for phase, figures in phases.items()
+            for name, ok in figures.get("checks", {}).items()
+            if not ok
+        ]
+
+    def all_checks_pass(self) -> bool:
+        return not self.failed_checks()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "machine": machine(),
+            "date": self.date,
+            "command": self.command,
+            "seconds": self.seconds,
+            "results": {f"{kind}-{size}": r for (size, kind), r in self.results.items()},
+        }
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {name: metadata.version(name) for name in ("orjson", "xxhash", "pymongo")}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.system(),
+        "libraries": versions,
+    }
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def rate(count: float, seconds: float) -> str:
+    if seconds <= 0:
+        return "—"
+    per_second = count / seconds
+    if per_second >= MILLION:
+        return f"{per_second / MILLION:.2f} M/s"
+    return f"{per_second / 1000:.0f} k/s"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def memory(mib: float | None) -> str:
+    if mib is None:
+        return "—"
+    return f"{mib / GIB:.2f} GiB" if mib >= GIB else f"{mib:.0f} MiB"
+
+
+def _checks(figures: Figures) -> str:
+    failed = [name for name, ok in figures.get("checks", {}).items() if not ok]
+    return "ok" if not failed else "FAILED: " + "; ".join(failed)
+
+
+def rows(run: Run) -> list[list[str]]:
+    table = []
+    for (size, kind), r in run.results.items():
+        docs = f"{size:,}"
+        enc, exp, ver, mer, pla, app = (
+            r[p] for p in ("encode", "export", "verify", "merge", "plain", "apply")
+        )
+        table += [
+            [
+                docs,
+                kind,
+                f"encode (per document, first {min(size, 100_000):,})",
+                f"{rate(enc['documents'], enc['seconds'])}; "
+                f"with hash and sort key {rate(enc['documents'], enc['record_seconds'])}",
+                "json_util " + rate(enc["documents"], enc["baseline_seconds"]),
+                f"{enc['baseline_seconds'] / enc['seconds']:.1f}x; "
+                f"{enc['baseline_seconds'] / enc['record_seconds']:.1f}x",
+                memory(enc["peak_rss_mb"]),
+                "(same process)",
+                _checks(enc),
+            ],
+            [
+                docs,
+                kind,
+                "export-encode (encode, sort, write)",
+                f"{rate(exp['documents'], exp['seconds'])} ({duration(exp['seconds'])})",
+                "",
+                "",
+                memory(exp["peak_rss_mb"]),
+                "",
+                _checks(exp),
+            ],
+            [
+                docs,
+                kind,
+                "verify",
+                f"{rate(ver['documents'], ver['seconds'])} ({duration(ver['seconds'])})",
+                "",
+                "",
+                memory(ver["peak_rss_mb"]),
+                "",
+                _checks(ver),
+            ],
+            [
+                docs,
+                kind,
+                "three-way merge of files",
+                f"{duration(mer['seconds'])} ({rate(mer['documents'], mer['seconds'])})",
+                f"plain {duration(pla['seconds'])} ({rate(pla['documents'], pla['seconds'])})",
+                f"{pla['seconds'] / mer['seconds']:.1f}x",
+                memory(mer["peak_rss_mb"]),
+                memory(pla["peak_rss_mb"]),
+                _checks(mer) + (" / " + _checks(r["compare"]) if r["compare"] else ""),
+            ],
+            [
+                docs,
+                kind,
+                f"merge-apply ({_store_name(app['store'])})",
+                f"{duration(app['seconds'])}, {app['writes']:,} writes",
+                "",
+                "",
+                memory(app["peak_rss_mb"]),
+                "",
+                _checks(app),
+            ],
+        ]
+    return table
+
+
+def _store_name(store: str) -> str:
+    return "embedded store" if store == "embedded" else "writes counted, no store"
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    figure: str
+    met: bool | None  # None: not measured in this run
+
+
+def targets(run: Run) -> list[Target]:
+    found: list[Target] = []
+    largest = max(run.sizes)
+    for kind in run.kinds:
+        enc = run.results[(largest, kind)]["encode"]
+        ratio = enc["baseline_seconds"] / enc["seconds"]
+        record_ratio = enc["baseline_seconds"] / enc["record_seconds"]
+        found.append(
+            Target(
+                f"{kind}: encoding ≥ 4x json_util canonical (the same job: a document → "
+                "Extended JSON)",
+                f"{ratio:.1f}x (with xxhash and sort key: {record_ratio:.1f}x)",
+                ratio >= 4,
+            )
+        )
+    for kind in run.kinds:
+        found += _million_targets(run, kind)
+    writes_ok = all(
+        r["apply"]["checks"] and all(r["apply"]["checks"].values()) for r in run.results.values()
+    )
+    found.append(
+        Target(
+            "merge-apply writes only the changed documents (every size)",
+            "writes = changed records" if writes_ok else "more writes than changes",
+            writes_ok,
+        )
+    )
+    return found
+
+
+def _million_targets(run: Run, kind: str) -> list[Target]:
+    names = [
+        f"{kind}: three-way merge of 1M ≥ 5x plain",
+        f"{kind}: three-way merge of 1M within 10 s",
+        f"{kind}: export of 1M, peak RSS < 1 GiB",
+        f"{kind}: merge of 1M, peak RSS < 1 GiB",
+        f"{kind}: export peak RSS 100k → 1M grows < 2x (documents 10x)",
+        f"{kind}: merge peak RSS 100k → 1M grows < 2x (documents 10x)",
+    ]
+    million = run.results.get((MILLION, kind))
+    if million is None:
+        return [Target(name, "not measured (no 1M run)", None) for name in names]
+    mer, pla, exp = million["merge"], million["plain"], million["export"]
+    ratio = pla["seconds"] / mer["seconds"]
+    found = [
+        Target(names[0], f"{ratio:.1f}x", ratio >= 5),
+        Target(names[1], duration(mer["seconds"]), mer["seconds"] <= 10),
+        Target(names[2], memory(exp["peak_rss_mb"]), exp["peak_rss_mb"] < GIB),
+        Target(names[3], memory(mer["peak_rss_mb"]), mer["peak_rss_mb"] < GIB),
+    ]
+    smaller = run.results.get((100_000, kind))
+    for name, phase in zip(names[4:], ("export", "merge"), strict=True):
+        if smaller is None:
+            found.append(Target(name, "not measured (no 100k run)", None))
+            continue
+        growth = million[phase]["peak_rss_mb"] / smaller[phase]["peak_rss_mb"]
+        figure = (
+            f"{memory(smaller[phase]['peak_rss_mb'])} → {memory(million[phase]['peak_rss_mb'])}"
+            f" ({growth:.2f}x)"
+        )
+        found.append(Target(name, figure, growth < 2))
+    return found
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else "met" if met else "**NOT MET**"
+
+
+def render(run: Run) -> str:
+    """The whole report in markdown: machine, results, targets."""
+    box = machine()
+    libraries = ", ".join(f"{name} {version}" for name, version in box["libraries"].items())
+    header = [
+        "docs",
+        "data",
+        "phase",
+        "dbsync",
+        "baseline",
+        "speed-up",
+        "peak RSS",
+        "peak RSS baseline",
+        "checks",
+    ]
+    target_rows = [[t.name, t.figure, _verdict(t.met)] for t in targets(run)]
+    failed = run.failed_checks()
+    return "\n\n".join(
+        [
+            f"Measured {run.date} on {box['cpu']}, {box['cores']} cores, {box['system']}, "
+            f"Python {box['python']} ({libraries}); `{run.command}` took "
+            f"{run.seconds / 60:.1f} min. Times are "
+            + ("wall-clock" if run.clock == "wall" else "CPU time of each phase's process")
+            + "; sizes in documents; peak RSS is each phase's own process (VmHWM).",
+            markdown_table(header, rows(run)),
+            markdown_table(["target", "measured", "verdict"], target_rows),
+            "Every check passed." if not failed else "Failed checks: " + "; ".join(failed),
+        ]
+    )
+
+
+def write_readme(path: Path, run: Run) -> None:
+    """Replace what lies between the markers of the README's Benchmark section."""
+    text = path.read_text()
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path} has no '{README_START}' ... '{README_END}' markers")
+    block = f"{README_START}\n{render(run)}\n{README_END}"
+    path.write_text(pattern.sub(lambda _: block, text))

@@ -1,0 +1,165 @@
+"""``python -m bench``: prepare the data, run every phase in a fresh process, print the results.
+
+For each size and kind of document: ``prepare`` (not measured), then the phases of
+``bench.phases``, each in its own subprocess. The results table and the targets go to the
+terminal, optionally to a JSON file and to the README's "Benchmark" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.data import KINDS
+from bench.report import Run, render, write_readme
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL_SIZES = (10_000, 100_000, 1_000_000)
+QUICK_SIZES = (10_000, 100_000)
+EMBEDDED_STORE_MAX = 10_000
+MEASURED = ("encode", "export", "verify", "merge", "plain", "compare")
+
+
+class PhaseFailed(RuntimeError):
+    pass
+
+
+def run_phase(phase: str, folder: Path, *args: str, clock: str = "wall") -> dict[str, Any]:
+    """One phase in a fresh Python process; its figures come back as JSON on stdout."""
+    command = [sys.executable, "-m", "bench.phases", phase, str(folder), *args]
+    env = {**os.environ, "DBSYNC_BENCH_CLOCK": clock}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PhaseFailed(f"{' '.join(command)} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def run_size(
+    folder: Path,
+    kind: str,
+    size: int,
+    *,
+    seed: int,
+    store_max: int,
+    clock: str,
+    say: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """Every phase for one kind of document at one size."""
+    results = {"prepare": run_phase("prepare", folder, kind, str(size), str(seed))}
+    say(f"  {kind} {size:,}: prepared in {results['prepare']['seconds']:.1f} s")
+    for phase in MEASURED:
+        results[phase] = run_phase(phase, folder, clock=clock)
+        say(f"  {kind} {size:,}: {phase} {results[phase]['seconds']:.2f} s")
+    store = "embedded" if size <= store_max else "none"
+    results["apply"] = run_phase("apply", folder, store, clock=clock)
+    say(f"  {kind} {size:,}: apply ({store}) {results['apply']['seconds']:.2f} s")
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--sizes",
+        help="comma-separated numbers of documents (default 10000,100000,1000000)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="sizes 10000,100000 only (about 2 minutes)"
+    )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="kinds of documents: pnl, mixed (default both)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic data")
+    parser.add_argument(
+        "--store-max",
+        type=int,
+        default=EMBEDDED_STORE_MAX,
+        help="merge-apply writes into the embedded store up to this size; beyond it the writes "
+        "are counted and not stored (default 10000)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time phases by the wall clock (default) or by the CPU time of their process, "
+        "steadier on a machine busy with other work",
+    )
+    parser.add_argument("--workdir", type=Path, help="where to put the data (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the data to profile phases")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="write the results into README.md"
+    )
+    return parser.parse_args(argv)
+
+
+def measure(
+    sizes: tuple[int, ...],
+    kinds: tuple[str, ...],
+    *,
+    seed: int = 1,
+    store_max: int = EMBEDDED_STORE_MAX,
+    workdir: Path | None = None,
+    keep: bool = False,
+    clock: str = "wall",
+    command: str = "python -m bench",
+    say: Callable[[str], None] = lambda message: None,
+) -> Run:
+    """Run every phase for every size and kind; the data is deleted unless ``keep``."""
+    root = workdir or Path(tempfile.mkdtemp(prefix="dbsync-bench-"))
+    run = Run.start(sizes, kinds, command, clock)
+    started = time.perf_counter()
+    try:
+        for size in sizes:
+            for kind in kinds:
+                folder = root / f"{kind}-{size}"
+                run.results[(size, kind)] = run_size(
+                    folder, kind, size, seed=seed, store_max=store_max, clock=clock, say=say
+                )
+                if not keep:
+                    shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        if not keep and workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.sizes:
+        sizes = tuple(int(size) for size in args.sizes.split(","))
+    else:
+        sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        run = measure(
+            sizes,
+            tuple(args.kinds.split(",")),
+            seed=args.seed,
+            store_max=args.store_max,
+            workdir=args.workdir,
+            keep=args.keep,
+            clock=args.clock,
+            command=command,
+            say=lambda message: print(message, file=sys.stderr, flush=True),
+        )
+    except PhaseFailed as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(render(run))
+    if args.json:
+        args.json.write_text(json.dumps(run.as_json(), indent=1))
+    if args.write_readme:
+        write_readme(ROOT / "README.md", run)
+        print("README.md: the Benchmark section is updated", file=sys.stderr)
+    return 0 if run.all_checks_pass() else 2

@@ -1,0 +1,24 @@
+"""The benchmark at a tiny size: every phase runs and its results agree (no timing asserted)."""
+
+from bench.report import render
+from bench.run import measure
+
+SIZE = 300
+
+
+def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
+    run = measure((SIZE,), ("pnl", "mixed"), workdir=tmp_path)
+
+    assert run.failed_checks() == []
+    for kind in ("pnl", "mixed"):
+        results = run.results[(SIZE, kind)]
+        merge, plain, apply = results["merge"], results["plain"], results["apply"]
+        assert results["compare"]["checks"] == {"merged record sets agree": True}
+        assert merge["records"] == plain["records"] > 0
+        assert merge["conflicts"] == plain["conflicts"] > 0
+        # applying writes exactly the records the merge changed in ours, and nothing else
+        assert apply["writes"] == merge["writes"] == plain["writes"] > 0
+        assert apply["store"] == "embedded"
+        assert apply["checks"]["store = merged snapshot"]
+        assert results["export"]["checks"]["byte-identical to the prepared snapshot"]
+    assert "encode (per document, first 300)" in render(run)
