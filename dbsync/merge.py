@@ -41,7 +41,7 @@ class Outcome(str, Enum):
 MODIFIED_BEATS_DELETED = "changed beats deleted"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """What one key becomes. ``result`` is the record line to keep, or None for no record."""
 
@@ -88,27 +88,37 @@ class _Head:
 def align(
     streams: Sequence[Iterable[bytes]], fields: Sequence[str]
 ) -> Iterator[tuple[bytes | None, ...]]:
-    """Walk key-sorted streams together, yielding one tuple of lines (None = absent) per key."""
+    """Walk key-sorted streams together, yielding one tuple of lines (None = absent) per key.
+
+    The common case — the same line at the head of every stream — is passed through without
+    computing a key: that is what makes syncing a mostly unchanged collection cheap.
+    """
     heads = [_Head(stream, fields) for stream in streams]
+    width = len(heads)
     while True:
-        lines = [head.line for head in heads]
-        live = [head for head in heads if head.line is not None]
-        if not live:
-            return
-        if len(live) == len(heads) and lines.count(lines[0]) == len(lines):
-            yield tuple(lines)
+        lines = tuple([head.line for head in heads])
+        first = lines[0]
+        if first is not None and lines.count(first) == width:
+            yield lines
             for head in heads:
                 head.advance()
-            continue
-        smallest = min(head.key() for head in live)
-        row: list[bytes | None] = []
-        for head in heads:
-            if head.line is not None and head.key() == smallest:
-                row.append(head.line)
-                head.advance()
-            else:
-                row.append(None)
-        yield tuple(row)
+        elif lines.count(None) == width:
+            return
+        else:
+            yield _smallest_row(heads)
+
+
+def _smallest_row(heads: list[_Head]) -> tuple[bytes | None, ...]:
+    """The lines holding the smallest key, each stream advanced past it."""
+    smallest = min(head.key() for head in heads if head.line is not None)
+    row: list[bytes | None] = []
+    for head in heads:
+        if head.line is not None and head.key() == smallest:
+            row.append(head.line)
+            head.advance()
+        else:
+            row.append(None)
+    return tuple(row)
 
 
 def _both_changed(ours: bytes | None, theirs: bytes | None, rules: Rules) -> Decision:
@@ -186,7 +196,9 @@ class MergeCounts:
 
     def add(self, decision: Decision, fields: Sequence[str]) -> None:
         outcome = decision.outcome
-        if outcome is Outcome.CONFLICT:
+        if outcome is Outcome.COMMON:  # by far the most frequent: no attribute lookup by name
+            self.common += 1
+        elif outcome is Outcome.CONFLICT:
             self.conflicts_resolved += 1
             self.conflicts.append(conflict_entry(decision, fields))
         else:

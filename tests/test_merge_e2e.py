@@ -208,3 +208,15 @@ def test_a_failure_after_k_writes_leaves_the_database_exactly_as_before(assets, 
     reports = sorted((a.root / "database_sync" / "reports").glob("*.json"))
     failed = json.loads(reports[-1].read_text())
     assert failed["status"] == "failed" and "restored pnls" in failed["error"]
+
+
+def test_a_record_arriving_under_an_id_another_record_holds_is_refused(tmp_path):
+    a = new_project(tmp_path / "a", toml=PNL_KEY)
+    b = new_project(tmp_path / "b", toml=PNL_KEY)
+    add(a, tmp_path, [record(1)], "a")
+    add(b, tmp_path, [{**record(2), "_id": record(1)["_id"]}], "b")  # same _id, other record
+    before = a.ok("dump", "pnls").out
+    refused = a.run("merge", str(b.root / "database_backup"))
+    assert refused.code == 4
+    assert "two different records share _id" in refused.err
+    assert a.ok("dump", "pnls").out == before

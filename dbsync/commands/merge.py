@@ -120,6 +120,7 @@ class CollectionPlan:
     theirs: SourceSection | None = None
     touched: bool = False
     notes: RecordNotes | None = None
+    moves: IdMoves | None = None
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -170,17 +171,44 @@ def _id_bytes(line: bytes) -> bytes:
     return orjson.dumps(document["_id"])
 
 
-def _check_unique_ids(decision: Decision, seen: set[bytes]) -> None:
-    """With a natural key, two records may claim one ``_id``: the database cannot hold both."""
-    if decision.result is None:
-        return
-    identifier = _id_bytes(decision.result)
-    if identifier in seen:
-        raise InvalidInput(
-            f"two different records share _id {identifier.decode()}: the database cannot hold both",
-            hint="give one of them a new _id on its asset, export, and merge again",
-        )
-    seen.add(identifier)
+def _id_clash(identifier: bytes) -> InvalidInput:
+    return InvalidInput(
+        f"two different records share _id {identifier.decode()}: the database cannot hold both",
+        hint="give one of them a new _id on its asset, export, and merge again",
+    )
+
+
+class IdMoves:
+    """With a natural key, a record can arrive under an ``_id`` another record of this database
+    already has. Only changed records can bring such an ``_id`` (the database's own are unique),
+    so only they are remembered: memory grows with the changes, not the collection."""
+
+    def __init__(self) -> None:
+        self.arriving: set[bytes] = set()
+        self.leaving: set[bytes] = set()
+
+    def see(self, decision: Decision) -> None:
+        ours_id = _id_bytes(decision.ours) if decision.ours is not None else None
+        result_id = _id_bytes(decision.result) if decision.result is not None else None
+        if ours_id == result_id:
+            return
+        if ours_id is not None:
+            self.leaving.add(ours_id)
+        if result_id is not None:
+            if result_id in self.arriving:
+                raise _id_clash(result_id)
+            self.arriving.add(result_id)
+
+    def check(self, store: Store, collection: str) -> None:
+        """Refuse before writing if an arriving ``_id`` belongs to a record that stays."""
+        candidates = sorted(self.arriving - self.leaving)
+        for start in range(0, len(candidates), BATCH):
+            batch = [
+                extjson.from_json_value(orjson.loads(i)) for i in candidates[start : start + BATCH]
+            ]
+            found = store.find_by_ids(collection, batch)
+            if found:
+                raise _id_clash(orjson.dumps(extjson.value_to_json(found[0]["_id"])))
 
 
 def plan_collection(
@@ -198,18 +226,18 @@ def plan_collection(
     plan.theirs = theirs
     plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
     note = plan.notes.see_document if plan.notes.wanted else None
-    natural_key = rules.key != ("_id",)
-    seen: set[bytes] = set()
+    moves = IdMoves() if rules.key != ("_id",) else None
     base_lines = base.lines() if base is not None else None
     with plan.deletes.open("wb") as deletes, plan.upserts.open("wb") as upserts:
         for decision in decide(base_lines, _ours_lines(ours_path), theirs.lines(), rules):
             plan.counts.add(decision, rules.key)
-            if natural_key:
-                _check_unique_ids(decision, seen)
             if decision.changes_ours:
+                if moves is not None:
+                    moves.see(decision)
                 _spool(decision, deletes, upserts)
                 if note is not None and decision.result is not None:
                     note(line_document(decision.result))
+    plan.moves = moves
     return plan
 
 
@@ -340,6 +368,8 @@ def _plan_all(
         plan = plan_collection(name, rules[name], bases.get(name), ours_path, theirs[name], work)
         plan.ours_count = count
         check_delete_guard(plan, options.allow_deletes)
+        if plan.moves is not None:
+            plan.moves.check(store, name)
         plans[name] = plan
     return plans
 
