@@ -128,8 +128,9 @@ def rows(run: Run) -> list[list[str]]:
             [
                 docs,
                 kind,
-                "export-encode (encode, sort, write)",
-                f"{rate(exp['documents'], exp['seconds'])} ({duration(exp['seconds'])})",
+                "export (encode, sort, write; split past 50 MB)",
+                f"{rate(exp['documents'], exp['seconds'])} ({duration(exp['seconds'])}); "
+                f"{_files(exp)}",
                 "",
                 "",
                 memory(exp["peak_rss_mb"]),
@@ -173,6 +174,11 @@ def rows(run: Run) -> list[list[str]]:
     return table
 
 
+def _files(export: Figures) -> str:
+    count, largest = export.get("files", 1), export.get("largest_file_bytes", 0)
+    return f"{count} file(s), largest {largest / 1e6:.1f} MB"
+
+
 def _store_name(store: str) -> str:
     return "embedded store" if store == "embedded" else "writes counted, no store"
 
@@ -210,6 +216,14 @@ def targets(run: Run) -> list[Target]:
         )
     for kind in run.kinds:
         found += _million_targets(run, kind)
+    largest = max(r["export"].get("largest_file_bytes", 0) for r in run.results.values())
+    found.append(
+        Target(
+            "no snapshot file over 50 MB (a large collection is split into parts)",
+            f"largest {largest / 1e6:.1f} MB",
+            largest <= 50_000_000,
+        )
+    )
     writes_ok = all(
         r["apply"]["checks"] and all(r["apply"]["checks"].values()) for r in run.results.values()
     )

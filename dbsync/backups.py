@@ -19,7 +19,8 @@ from pathlib import Path
 from dbsync import extjson
 from dbsync.errors import InvalidInput, UsageError
 from dbsync.files import write_bytes_atomically
-from dbsync.snapshot import line_document, read_sections, snapshot_filename
+from dbsync.parts import collection_files
+from dbsync.snapshot import line_document, snapshot_filename
 from dbsync.store import Document, Store
 
 META = "backup.json"
@@ -82,11 +83,13 @@ def find_backup(state_dir: Path, backup_id: str) -> BackupInfo:
 
 def backup_documents(folder: Path, collection: str) -> Iterator[Document]:
     """The documents of one collection in a backup, checked against their hashes."""
-    for section in read_sections(collection_file(folder, collection), deep=True):
-        for line in section.records:
-            document = extjson.from_json_value(line_document(line))
-            assert isinstance(document, dict)
-            yield document
+    files = collection_files(folder).get(collection)
+    if files is None:
+        raise InvalidInput(f"the backup in {folder} holds no collection {collection}")
+    for line in files.lines(deep=True):
+        document = extjson.from_json_value(line_document(line))
+        assert isinstance(document, dict)
+        yield document
 
 
 def restore_collections(store: Store, folder: Path, collections: list[str]) -> dict[str, int]:

@@ -60,6 +60,7 @@ class StagedFiles:
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, str]] = []
+        self._removed: list[Path] = []
 
     @contextlib.contextmanager
     def open(self, path: Path) -> Iterator[BinaryIO]:
@@ -71,18 +72,37 @@ class StagedFiles:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def remove(self, path: Path) -> None:
+        """Delete ``path`` when the others are renamed into place (not before)."""
+        self._removed.append(path)
+
+    def discard(self, paths: list[Path]) -> None:
+        """Forget what was staged for ``paths`` (to stage them again differently)."""
+        wanted = {path.resolve() for path in paths}
+        for path, temporary in [item for item in self._staged if item[0].resolve() in wanted]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            self._staged.remove((path, temporary))
+
     def commit(self) -> None:
         for path, temporary in self._staged:
             os.replace(temporary, path)
-        for directory in {path.parent for path, _ in self._staged}:
+        written = {path.resolve() for path, _ in self._staged}
+        for path in self._removed:
+            if path.resolve() not in written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        for directory in {path.parent for path, _ in self._staged} | {
+            p.parent for p in self._removed
+        }:
             fsync_directory(directory)
-        self._staged = []
+        self._staged, self._removed = [], []
 
     def abort(self) -> None:
         for _, temporary in self._staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
-        self._staged = []
+        self._staged, self._removed = [], []
 
     def __enter__(self) -> StagedFiles:
         return self

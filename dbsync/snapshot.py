@@ -61,21 +61,22 @@ class Rules:
 class Header:
     collection: str
     rules: Rules
+    part: tuple[int, int] | None = None
+    """``(index, count)`` when the collection is split into ``count`` part files (see
+    ``dbsync.parts``); None for a collection kept in one file."""
 
     def line(self) -> bytes:
-        return (
-            orjson.dumps(
-                {
-                    "format": FORMAT,
-                    "version": VERSION,
-                    "collection": self.collection,
-                    "key": list(self.rules.key),
-                    "timestamp": self.rules.timestamp,
-                    "preserve": list(self.rules.preserve),
-                }
-            )
-            + b"\n"
-        )
+        fields: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "collection": self.collection,
+            "key": list(self.rules.key),
+            "timestamp": self.rules.timestamp,
+            "preserve": list(self.rules.preserve),
+        }
+        if self.part is not None:
+            fields["part"] = list(self.part)
+        return orjson.dumps(fields) + b"\n"
 
 
 class SnapshotError(InvalidInput):
@@ -183,6 +184,21 @@ def sort_key(doc: Mapping[str, Any], fields: Sequence[str]) -> SortKey:
     return tuple(map(sort_value, key_values(doc, fields)))  # map: no comprehension frame
 
 
+def _stable(value: Any) -> Any:
+    """A sort key with every number written one way (``1``, ``1.0`` and ``NumberLong(1)`` are
+    one key, so they must land in one part)."""
+    if isinstance(value, tuple):
+        return tuple(_stable(item) for item in value)
+    if isinstance(value, (int, float, Decimal)):
+        return str(Decimal(value).normalize())
+    return value
+
+
+def part_of(key: SortKey, count: int) -> int:
+    """Which of ``count`` parts a record with this sort key belongs to (deterministic)."""
+    return xxhash.xxh3_64_intdigest(repr(_stable(key)).encode()) % count
+
+
 def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
     """The key of a record as a user reads it: ``_id={"$oid": ...}`` or ``user=..., ticker=...``."""
     return ", ".join(
@@ -265,8 +281,11 @@ def parse_header(line: bytes) -> Header | str:
             f"(this dbsync reads version {VERSION}): upgrade dbsync"
         )
     expected = {"format", "version", "collection", "key", "timestamp", "preserve"}
-    if set(value) != expected:
-        return f"header fields {sorted(value)} are not {sorted(expected)}"
+    if set(value) - {"part"} != expected:
+        return f"header fields {sorted(value)} are not {sorted(expected)} (and maybe part)"
+    part = value.get("part")
+    if part is not None and not _part_number(part):
+        return "header part must be [index, count]: count a power of two above 1, index below it"
     key, stamp, preserve = value["key"], value["timestamp"], value["preserve"]
     good = (
         isinstance(value["collection"], str)
@@ -279,10 +298,18 @@ def parse_header(line: bytes) -> Header | str:
     if not good:
         return "header has a wrong type: collection and key must be set, key and preserve lists"
     rules = Rules(tuple(key), stamp, tuple(preserve))
-    header = Header(value["collection"], rules)
+    header = Header(value["collection"], rules, None if part is None else (part[0], part[1]))
     if header.line() != line:
         return "header is not in canonical form: it was edited"
     return header
+
+
+def _part_number(value: Any) -> bool:
+    if not isinstance(value, list) or len(value) != 2:
+        return False
+    index, count = value
+    numbers = all(type(n) is int for n in (index, count))
+    return numbers and count > 1 and count & (count - 1) == 0 and 0 <= index < count
 
 
 def _string_list(value: Any) -> bool:
@@ -336,16 +363,34 @@ class Discard:
         return len(data)
 
 
+class SectionWriter:
+    """One section written line by line (several at once, when a collection is split)."""
+
+    def __init__(self, handle: Writable, header: Header) -> None:
+        self.handle, self.header = handle, header
+        header_line = header.line()
+        handle.write(header_line)
+        self.digest = Digest(header_line)
+        self.bytes = len(header_line)
+
+    def add(self, line: bytes) -> None:
+        self.handle.write(line)
+        self.digest.add(line)
+        self.bytes += len(line)
+
+    def finish(self) -> SectionSummary:
+        trailer = self.digest.trailer()
+        self.handle.write(trailer)
+        self.bytes += len(trailer)
+        return SectionSummary(self.header.collection, self.digest.count, self.digest.hexdigest())
+
+
 def write_section(handle: Writable, header: Header, lines: Iterable[bytes]) -> SectionSummary:
     """Write one section: the header, the (already sorted) record lines and the trailer."""
-    header_line = header.line()
-    handle.write(header_line)
-    digest = Digest(header_line)
+    writer = SectionWriter(handle, header)
     for line in lines:
-        handle.write(line)
-        digest.add(line)
-    handle.write(digest.trailer())
-    return SectionSummary(header.collection, digest.count, digest.hexdigest())
+        writer.add(line)
+    return writer.finish()
 
 
 def write_snapshot(path: Path, header: Header, lines: Iterable[bytes]) -> SectionSummary:
@@ -391,10 +436,19 @@ def read_trailer_count(path: Path) -> int | None:
     return int(trailer["count"]) if trailer else None
 
 
-def snapshot_filename(collection: str) -> str:
-    """The file name of a collection's snapshot; characters unsafe in paths are %-escaped."""
+def snapshot_filename(collection: str, part: tuple[int, int] | None = None) -> str:
+    """The file name of a collection's snapshot (or of one part of it, ``name.part-03-of-16``);
+    characters unsafe in paths are %-escaped."""
     safe = re.sub(r"[^A-Za-z0-9._-]", lambda m: f"%{ord(m.group()):02X}", collection)
-    return ("%2E" + safe[1:] if safe.startswith(".") else safe) + SUFFIX
+    stem = "%2E" + safe[1:] if safe.startswith(".") else safe
+    if part is None:
+        return stem + SUFFIX
+    width = len(str(part[1] - 1))
+    return f"{stem}.part-{part[0]:0{width}d}-of-{part[1]}{SUFFIX}"
+
+
+def header_filename(header: Header) -> str:
+    return snapshot_filename(header.collection, header.part)
 
 
 # ---------------------------------------------------------------- sorting with bounded memory
@@ -505,6 +559,7 @@ class _Checker:
 
     def __init__(self, header: Header, header_line: bytes, deep: bool) -> None:
         self.fields = header.rules.key
+        self.part = header.part
         self.digest = Digest(header_line)
         self.deep = deep
         self.previous: tuple[SortKey, int, JsonDoc] | None = None
@@ -537,6 +592,9 @@ class _Checker:
 
     def _order_problem(self, doc: JsonDoc, number: int) -> str | None:
         key = sort_key(doc, self.fields)
+        if self.part is not None and part_of(key, self.part[1]) != self.part[0]:
+            shown = describe_key(doc, self.fields)
+            return f"{shown} belongs in part {part_of(key, self.part[1])}, not {self.part[0]}"
         previous, self.previous = self.previous, (key, number, doc)
         if previous is None or previous[0] < key:
             return None

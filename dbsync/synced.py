@@ -13,7 +13,8 @@ from pathlib import Path
 
 from dbsync import git
 from dbsync.files import StagedFiles, write_bytes_atomically
-from dbsync.snapshot import SUFFIX, Header, snapshot_filename, write_section
+from dbsync.parts import collection_files, combined_digest, obsolete_files
+from dbsync.snapshot import SUFFIX, Header, header_filename, write_section
 
 META = "synced.json"
 
@@ -26,11 +27,6 @@ class Synced:
 
 def synced_dir(state_dir: Path) -> Path:
     return state_dir / "synced"
-
-
-def synced_file(state_dir: Path, collection: str) -> Path | None:
-    path = synced_dir(state_dir) / snapshot_filename(collection)
-    return path if path.is_file() else None
 
 
 def load_synced(state_dir: Path) -> Synced | None:
@@ -46,14 +42,29 @@ def save_synced(
     sections: Iterable[tuple[Header, Iterable[bytes]]],
     commit: str | None,
 ) -> Synced:
-    """Record the given sections as last synced (other collections keep their record)."""
+    """Record the given sections as last synced (other collections keep their record).
+
+    A split collection comes as its parts, in part order; it is kept split the same way, and
+    its digest is the one ``dbsync.parts`` gives the files on disk.
+    """
     folder = synced_dir(state_dir)
     previous = load_synced(state_dir)
     digests = dict(previous.digests) if previous else {}
+    on_disk = collection_files(folder)
+    parts: dict[str, list[str]] = {}
     with StagedFiles() as staged:
+        written = []
         for header, lines in sections:
-            with staged.open(folder / snapshot_filename(header.collection)) as handle:
-                digests[header.collection] = write_section(handle, header, lines).digest
+            path = folder / header_filename(header)
+            with staged.open(path) as handle:
+                parts.setdefault(header.collection, []).append(
+                    write_section(handle, header, lines).digest
+                )
+            written.append(path)
+        for collection in parts:
+            for stale in obsolete_files(on_disk.get(collection), written):
+                staged.remove(stale)
+    digests.update({name: combined_digest(found) for name, found in parts.items()})
     synced = Synced(commit, digests)
     meta = {"commit": commit, "digests": digests}
     write_bytes_atomically(folder / META, json.dumps(meta, indent=2, sort_keys=True).encode())
@@ -69,21 +80,21 @@ def is_tracked_snapshot(config_snapshot_dir: Path, source: Path) -> bool:
 
 
 def committed_digests(root: Path, commit: str, folder: str) -> dict[str, str]:
-    """The digest of each snapshot file as committed at ``commit`` (from its trailer)."""
+    """The digest of each collection's snapshot as committed at ``commit`` (from trailers)."""
     listing = git.run_git(["ls-tree", "--name-only", commit, f"{folder}/"], root, check=False)
-    digests = {}
+    parts: dict[str, list[tuple[int, str]]] = {}
     for name in listing.stdout.split():
         if not name.endswith(SUFFIX):
             continue
         shown = git.run_git(["cat-file", "-p", f"{commit}:{name}"], root, check=False)
-        trailer = shown.stdout.rstrip("\n").rsplit("\n", 1)[-1]
-        header = shown.stdout.split("\n", 1)[0]
         try:
-            collection = json.loads(header)["collection"]
-            digests[collection] = json.loads(trailer)["digest"]
-        except (ValueError, KeyError, TypeError):
+            header = json.loads(shown.stdout.split("\n", 1)[0])
+            trailer = json.loads(shown.stdout.rstrip("\n").rsplit("\n", 1)[-1])
+            index = header.get("part", [0])[0]
+            parts.setdefault(header["collection"], []).append((index, trailer["digest"]))
+        except (ValueError, KeyError, TypeError, IndexError):
             continue
-    return digests
+    return {name: combined_digest([d for _, d in sorted(found)]) for name, found in parts.items()}
 
 
 def three_way_base(

@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 
 from dbsync.commands.export import export
+from dbsync.commands.merge import index_sections
 from dbsync.config import Config
 from dbsync.errors import UsageError
 from dbsync.merge import align
-from dbsync.snapshot import Rules, key_values, line_document, read_sections, snapshot_files
+from dbsync.snapshot import Rules, key_values, line_document
 from dbsync.store import Store
 
 DATABASE = "db"
@@ -55,21 +56,6 @@ def field_changes(old: dict[str, Any], new: dict[str, Any]) -> list[FieldChange]
     return changes
 
 
-def _sections(path: Path) -> dict[str, tuple[Path, Rules]]:
-    found = {}
-    for file in snapshot_files(path):
-        for section in read_sections(file):
-            found[section.header.collection] = (file, section.header.rules)
-    return found
-
-
-def _lines(path: Path, collection: str) -> Iterator[bytes]:
-    for section in read_sections(path):
-        if section.header.collection == collection:
-            yield from section.records
-            return
-
-
 def diff_collection(
     collection: str, rules: Rules, old: Iterator[bytes], new: Iterator[bytes]
 ) -> Iterator[RecordChange]:
@@ -92,11 +78,11 @@ def diff_collection(
 
 def diff_paths(old: Path, new: Path) -> Iterator[RecordChange]:
     """Every record that differs between two snapshot files or directories."""
-    before, after = _sections(old), _sections(new)
+    before, after = index_sections(old), index_sections(new)
     for collection in sorted(set(before) | set(after)):
-        rules = (after.get(collection) or before[collection])[1]
-        old_lines = _lines(before[collection][0], collection) if collection in before else iter(())
-        new_lines = _lines(after[collection][0], collection) if collection in after else iter(())
+        rules = (after.get(collection) or before[collection]).header.rules
+        old_lines = before[collection].lines() if collection in before else iter(())
+        new_lines = after[collection].lines() if collection in after else iter(())
         yield from diff_collection(collection, rules, old_lines, new_lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,26 +15,31 @@ from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.files import StagedFiles
 from dbsync.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
 from dbsync.notes import RecordNotes
+from dbsync.parts import (
+    MAX_FILE_BYTES,
+    CollectionFiles,
+    collection_files,
+    combined_digest,
+    obsolete_files,
+    part_count,
+)
 from dbsync.progress import NoProgress, Progress
 from dbsync.snapshot import (
-    SUFFIX,
     Discard,
     Header,
     Rules,
     SectionSummary,
+    SectionWriter,
     SortKey,
     Writable,
     describe_key,
     encode_record,
+    header_filename,
     line_document,
     line_sort_key,
-    read_header,
+    part_of,
     read_sections,
-    read_trailer_count,
-    read_trailer_digest,
-    snapshot_filename,
     sorted_lines,
-    write_section,
 )
 from dbsync.store import Store
 from dbsync.synced import Synced, load_synced, save_synced
@@ -52,6 +58,8 @@ class ExportedCollection:
     previous_records: int = 0
     notes: list[str] = field(default_factory=list)
     previous_digest: str | None = None
+    paths: list[Path] = field(default_factory=list)
+    """Every file written: one, or the parts of a collection past ``parts.MAX_FILE_BYTES``."""
 
 
 @dataclass
@@ -79,24 +87,31 @@ def _id_text(line: bytes) -> str:
     return describe_key(line_document(line), ["_id"]).removeprefix("_id=")
 
 
-def unique_lines(pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes) -> Iterator[bytes]:
-    """The lines of a key-sorted stream; records sharing a key are set aside in ``clashes``."""
-    current_key: SortKey | None = None
+def unique_pairs(
+    pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes
+) -> Iterator[tuple[SortKey, bytes]]:
+    """The (key, line) pairs of a key-sorted stream; records sharing a key are set aside in
+    ``clashes``."""
+    current_key: SortKey = ()
     current: list[bytes] = []
     for key, line in pairs:
         if current and key == current_key:
             current.append(line)
             continue
-        yield from _flush(current, clashes)
+        if len(current) == 1:
+            yield current_key, current[0]
+        elif current:
+            clashes.groups.append(current)
         current_key, current = key, [line]
-    yield from _flush(current, clashes)
+    if len(current) == 1:
+        yield current_key, current[0]
+    elif current:
+        clashes.groups.append(current)
 
 
-def _flush(group: list[bytes], clashes: KeyClashes) -> Iterator[bytes]:
-    if len(group) == 1:
-        yield group[0]
-    elif group:
-        clashes.groups.append(group)
+def unique_lines(pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes) -> Iterator[bytes]:
+    """The lines of a key-sorted stream; records sharing a key are set aside in ``clashes``."""
+    return (line for _, line in unique_pairs(pairs, clashes))
 
 
 def collection_lines(
@@ -124,15 +139,8 @@ def collection_lines(
 
 
 def snapshot_collections(folder: Path) -> list[str]:
-    """The collections that have a snapshot file in ``folder`` (named as their header says)."""
-    if not folder.is_dir():
-        return []
-    names = []
-    for path in sorted(folder.glob("*" + SUFFIX)):
-        header = read_header(path)
-        if header is not None and path.name == snapshot_filename(header.collection):
-            names.append(header.collection)
-    return names
+    """The collections that have a snapshot in ``folder`` (named as their headers say)."""
+    return sorted(collection_files(folder))
 
 
 def select_collections(
@@ -190,9 +198,12 @@ def export(
         folder = target_dir or config.snapshot_dir
         results = []
         synced = load_synced(config.state_dir)
+        on_disk = collection_files(folder)
         for name in names:
-            path = folder / snapshot_filename(name)
-            result = _export_file(staged, store, name, rules_of(name), path, progress)
+            existing = on_disk.get(name)
+            result = _export_collection(
+                staged, store, name, rules_of(name), folder, existing, progress
+            )
             if guarded:
                 check_not_unmerged(config, result, synced)
             if guarded and not allow_deletes:
@@ -249,31 +260,73 @@ def _export_bundle(
     return results
 
 
-def _export_file(
-    staged: StagedFiles, store: Store, name: str, rules: Rules, path: Path, progress: Progress
+class _PartTooLarge(Exception):
+    """A file passed ``MAX_FILE_BYTES``; ``total_bytes`` says how large the whole collection is,
+    so that it is written again in as many parts as that needs (the same on every asset: it
+    depends on the records only)."""
+
+    def __init__(self, total_bytes: int) -> None:
+        super().__init__(total_bytes)
+        self.total_bytes = total_bytes
+
+
+def _export_collection(
+    staged: StagedFiles,
+    store: Store,
+    name: str,
+    rules: Rules,
+    folder: Path,
+    existing: CollectionFiles | None,
+    progress: Progress,
 ) -> ExportedCollection:
-    """One collection's snapshot, staged; counts the records the file on disk loses."""
-    old_digest = read_trailer_digest(path)
-    old_count = read_trailer_count(path) or 0
-    old_keys = _OldKeys(path, rules)
-    removed = RemovedKeys(iter(old_keys))
-    notes = RecordNotes(name, rules)
-    with staged.open(path) as handle:
-        summary = _write_section(handle, store, name, rules, progress, removed.see, notes)
+    """One collection's snapshot, staged (in parts past 50 MB); counts what the disk loses."""
+    count = existing.count if existing else 1
+    while True:
+        old_keys = _OldKeys(existing, rules)
+        removed = RemovedKeys(iter(old_keys))
+        notes = RecordNotes(name, rules)
+        headers = [Header(name, rules, None if count == 1 else (i, count)) for i in range(count)]
+        paths = [folder / header_filename(header) for header in headers]
+        try:
+            summaries = _stage_parts(staged, store, headers, paths, progress, removed.see, notes)
+            break
+        except _PartTooLarge as overflow:
+            staged.discard(paths)
+            count = max(part_count(overflow.total_bytes, count), count * 2)
+    for path in obsolete_files(existing, paths):
+        staged.remove(path)
     removed.finish()
-    deleted = removed.removed if old_keys.exact else max(0, old_count - summary.count)
-    changed = summary.digest != old_digest
+    old_digest = existing.digest() if existing else None
+    old_count = (existing.records() if existing else 0) or 0
+    new_count = sum(summary.count for summary in summaries)
+    digest = combined_digest([summary.digest for summary in summaries])
+    deleted = removed.removed if old_keys.exact else max(0, old_count - new_count)
     return ExportedCollection(
         name,
-        summary.count,
-        path,
-        changed,
-        summary.digest,
+        new_count,
+        paths[0],
+        digest != old_digest,
+        digest,
         deleted,
         old_count,
         notes.messages(),
         old_digest,
+        paths,
     )
+
+
+def _stage_parts(
+    staged: StagedFiles,
+    store: Store,
+    headers: list[Header],
+    paths: list[Path],
+    progress: Progress,
+    see_key: Callable[[SortKey], None],
+    notes: RecordNotes,
+) -> list[SectionSummary]:
+    with contextlib.ExitStack() as stack:
+        sinks = [stack.enter_context(staged.open(path)) for path in paths]
+        return _write_parts(sinks, store, headers, progress, see_key, notes, limit=True)
 
 
 class _OldKeys:
@@ -283,19 +336,16 @@ class _OldKeys:
     guard then compares counts instead, since exporting is what repairs such a file.
     """
 
-    def __init__(self, path: Path, rules: Rules) -> None:
-        header = read_header(path)
-        self.path, self.fields = path, rules.key
-        self.exact = header is not None and header.rules.key == rules.key
+    def __init__(self, existing: CollectionFiles | None, rules: Rules) -> None:
+        self.existing, self.rules = existing, rules
+        self.exact = existing is not None and existing.rules.key == rules.key
 
     def __iter__(self) -> Iterator[SortKey]:
-        if not self.exact:
+        if not self.exact or self.existing is None:
             return
         try:
-            for section in read_sections(self.path):
-                for line in section.records:
-                    yield line_sort_key(line, self.fields)
-                return
+            for line in self.existing.lines(self.rules):
+                yield line_sort_key(line, self.rules.key)
         except InvalidInput:
             self.exact = False
 
@@ -315,9 +365,14 @@ def check_export_deletes(config: Config, result: ExportedCollection) -> None:
     )
 
 
-def current_summary(store: Store, name: str, rules: Rules) -> SectionSummary:
-    """Count and digest the collection would have in a snapshot, without writing one."""
-    return _write_section(Discard(), store, name, rules, NoProgress())
+def current_summary(store: Store, name: str, rules: Rules, parts: int = 1) -> SectionSummary:
+    """Count and digest the collection would have in a snapshot of ``parts`` parts, without
+    writing one (compared with the snapshot on disk by ``stats`` and ``status``)."""
+    headers = [Header(name, rules, None if parts == 1 else (i, parts)) for i in range(parts)]
+    sinks: list[Writable] = [Discard() for _ in headers]
+    summaries = _write_parts(sinks, store, headers, NoProgress())
+    digest = combined_digest([summary.digest for summary in summaries])
+    return SectionSummary(name, sum(summary.count for summary in summaries), digest)
 
 
 def _write_section(
@@ -326,21 +381,48 @@ def _write_section(
     name: str,
     rules: Rules,
     progress: Progress,
+) -> SectionSummary:
+    (summary,) = _write_parts([handle], store, [Header(name, rules)], progress)
+    return summary
+
+
+def _write_parts(
+    sinks: Sequence[Writable],
+    store: Store,
+    headers: list[Header],
+    progress: Progress,
     see_key: Callable[[SortKey], None] | None = None,
     notes: RecordNotes | None = None,
-) -> SectionSummary:
+    *,
+    limit: bool = False,
+) -> list[SectionSummary]:
+    """Stream the collection into one section per part (each record to ``part_of`` its key);
+    with ``limit``, a part passing ``MAX_FILE_BYTES`` stops the writing."""
+    name, rules = headers[0].collection, headers[0].rules
+    count = len(headers)
+    writers = [SectionWriter(sink, header) for sink, header in zip(sinks, headers, strict=True)]
     clashes = KeyClashes(rules.key)
     pairs = collection_lines(store, name, rules, progress, notes)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
-    summary = write_section(handle, Header(name, rules), unique_lines(pairs, clashes))
+    overflow = 0
+    for key, line in unique_pairs(pairs, clashes):
+        if overflow:  # past the limit: only measure the rest, to choose the number of parts
+            overflow += len(line)
+            continue
+        writer = writers[part_of(key, count)] if count > 1 else writers[0]
+        writer.add(line)
+        if limit and writer.bytes > MAX_FILE_BYTES:
+            overflow = sum(w.bytes for w in writers)
+    if overflow:
+        raise _PartTooLarge(overflow)
     if clashes.groups:
         raise InvalidInput(
             clashes.message(name),
             hint="fix the records, choose another key in dbsync.toml, "
             "or fold them by the conflict rules with --dedupe",
         )
-    return summary
+    return [writer.finish() for writer in writers]
 
 
 def _watched(
@@ -356,6 +438,7 @@ def exported_sections(
 ) -> Iterator[tuple[Header, Iterator[bytes]]]:
     """The sections an export just wrote, read back (to record them as last synced)."""
     for result in exported:
-        for section in read_sections(result.path):
-            if section.header.collection == result.collection:
-                yield section.header, section.records
+        for path in result.paths or [result.path]:
+            for section in read_sections(path):
+                if section.header.collection == result.collection:
+                    yield section.header, section.records

@@ -12,7 +12,7 @@ import datetime
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,16 +25,17 @@ from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
 from dbsync.merge import Decision, MergeCounts, decide
 from dbsync.notes import RecordNotes
+from dbsync.parts import CollectionFiles, collection_files
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport
 from dbsync.snapshot import (
     Header,
     Rules,
     SnapshotError,
+    header_filename,
     line_body,
     line_document,
     read_sections,
-    snapshot_filename,
     snapshot_files,
     verify_file,
     write_section,
@@ -60,12 +61,31 @@ class SourceSection:
 
     path: Path
     header: Header
+    files: CollectionFiles | None = None
+    """In a snapshot directory, every file of the collection (its parts, if it is split)."""
+
+    def parts(self) -> Iterator[tuple[Header, Iterator[bytes]]]:
+        """The section as its files hold it: one, or each part of a split collection."""
+        if self.files is None:
+            yield self.header, self.lines()
+            return
+        for path, header in self.files.files:
+            yield header, _file_records(path, header.collection)
 
     def lines(self) -> Iterator[bytes]:
+        if self.files is not None:
+            yield from self.files.lines(self.header.rules)
+            return
         for section in read_sections(self.path):
             if section.header.collection == self.header.collection:
                 yield from section.records
                 return
+
+
+def _file_records(path: Path, collection: str) -> Iterator[bytes]:
+    for section in read_sections(path):
+        if section.header.collection == collection:
+            yield from section.records
 
 
 def index_sections(source: Path) -> dict[str, SourceSection]:
@@ -84,20 +104,36 @@ def index_sections(source: Path) -> dict[str, SourceSection]:
         for section in read_sections(path):
             name = section.header.collection
             if source.is_dir():
-                check_file_name(path, name)
-            if name in found:
+                check_file_name(path, section.header)
+            elif name in found:
                 raise InvalidInput(
                     f"collection {name} appears in both {found[name].path} and {path}"
                 )
-            found[name] = SourceSection(path, section.header)
+            found.setdefault(name, SourceSection(path, section.header))
+    if source.is_dir():
+        for name, files in collection_files(source).items():
+            _check_complete(files)
+            header = replace(found[name].header, part=None)  # the collection, not one part
+            found[name] = replace(found[name], header=header, files=files)
     return found
 
 
-def check_file_name(path: Path, collection: str) -> None:
+def _check_complete(files: CollectionFiles) -> None:
+    """A missing part would look like deleted records: refuse rather than delete them."""
+    missing = [problem for problem in files.complete() if "missing" in problem]
+    if missing:
+        raise InvalidInput(
+            f"{files.paths[0].parent}: {missing[0]}: the snapshot is incomplete",
+            hint="restore the missing part from git (git checkout -- FOLDER); nothing was written",
+        )
+
+
+def check_file_name(path: Path, header: Header) -> None:
     """In a snapshot directory a file must be named after the collection its header states:
     another collection's snapshot copied or renamed over this one would otherwise be merged
     into the wrong collection, or twice."""
-    expected = snapshot_filename(collection)
+    collection = header.collection
+    expected = header_filename(header)
     if path.name != expected:
         raise InvalidInput(
             f"{path}: the file holds collection {collection!r} but is named {path.name} "
@@ -409,7 +445,9 @@ def _roll_back(store: Store, folder: Path, touched: list[str], report: MergeRepo
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:
-    sections = [(plan.theirs.header, plan.theirs.lines()) for plan in plans.values() if plan.theirs]
+    sections = [
+        section for plan in plans.values() if plan.theirs for section in plan.theirs.parts()
+    ]
     save_synced(config.state_dir, sections, commit)
 
 

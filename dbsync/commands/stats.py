@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dbsync.commands.export import current_summary, snapshot_collections
+from dbsync.commands.export import current_summary
 from dbsync.config import Config
 from dbsync.errors import InvalidInput
-from dbsync.snapshot import read_trailer_count, read_trailer_digest, snapshot_filename
+from dbsync.parts import CollectionFiles, collection_files
 from dbsync.state import CollectionState, reading_state
 from dbsync.store import Store
 from dbsync.synced import load_synced
@@ -41,12 +41,14 @@ class CollectionStats:
     last_merge: dict[str, Any] | None
 
 
-def snapshot_state(config: Config, store: Store, name: str, synced: str | None) -> str:
-    on_disk = read_trailer_digest(config.snapshot_dir / snapshot_filename(name))
-    if on_disk is None:
+def snapshot_state(
+    config: Config, store: Store, files: CollectionFiles | None, name: str, synced: str | None
+) -> str:
+    on_disk = files.digest() if files is not None else None
+    if files is None or on_disk is None:
         return NO_SNAPSHOT
     try:
-        current = current_summary(store, name, config.rules(name)).digest
+        current = current_summary(store, name, config.rules(name), files.count).digest
     except InvalidInput:
         return DUPLICATE_KEYS
     if current == on_disk:
@@ -71,17 +73,18 @@ def collection_stats(config: Config, store: Store) -> dict[str, Any]:
     digests = synced.digests if synced else {}
     with reading_state(config.state_dir) as state:
         rows = state.collection_states() if state is not None else []
-    names = set(store.collection_names()) | set(snapshot_collections(config.snapshot_dir))
+    on_disk = collection_files(config.snapshot_dir)
+    names = set(store.collection_names()) | set(on_disk)
     collections = {}
     for name in sorted(names):
         if config.excluded(name):
             continue
-        path = config.snapshot_dir / snapshot_filename(name)
+        files = on_disk.get(name)
         stats = CollectionStats(
             store.count(name),
             store.size_bytes(name),
-            read_trailer_count(path),
-            snapshot_state(config, store, name, digests.get(name)),
+            files.records() if files is not None else None,
+            snapshot_state(config, store, files, name, digests.get(name)),
             _last(rows, name, "export"),
             _last(rows, name, "merge"),
         )

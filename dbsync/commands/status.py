@@ -19,7 +19,7 @@ from dbsync.backups import list_backups
 from dbsync.commands.export import current_summary, snapshot_collections
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput
-from dbsync.snapshot import read_trailer_digest, snapshot_filename
+from dbsync.parts import collection_files
 from dbsync.state import INTERRUPTED, HistoryEntry, StateStore, open_state_read_only
 from dbsync.store import EMBEDDED_SCHEME, RetryPolicy, Store, embedded_path, open_store
 from dbsync.synced import load_synced
@@ -247,9 +247,10 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
     config = context.config
     if config.excluded(name):
         return None
-    on_disk = read_trailer_digest(config.snapshot_dir / snapshot_filename(name))
+    files = collection_files(config.snapshot_dir).get(name)
+    on_disk = files.digest() if files is not None else None
     try:
-        current = current_summary(store, name, config.rules(name))
+        current = current_summary(store, name, config.rules(name), files.count if files else 1)
     except InvalidInput:
         message = f"{name}: the key {list(config.rules(name).key)} is not unique in the database"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export' to list the clashes")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbsync.snapshot import Problem, snapshot_filename, snapshot_files, verify_file
+from dbsync.parts import collection_files
+from dbsync.snapshot import Problem, header_filename, read_header, snapshot_files, verify_file
 
 
 @dataclass
@@ -31,9 +32,13 @@ def verify_path(path: Path) -> VerifyReport:
         for collection, count in result.sections:
             report.sections.append((str(file), collection, count))
             report.records += count
-            if path.is_dir() and file.name != snapshot_filename(collection):
-                message = f"the file holds collection {collection!r} but is named {file.name}"
-                report.problems.append(Problem(str(file), 1, message))
+        header = read_header(file)
+        if path.is_dir() and header is not None and file.name != header_filename(header):
+            message = f"the file holds collection {header.collection!r} but is named {file.name}"
+            report.problems.append(Problem(str(file), 1, message))
+    if path.is_dir():
+        for files in collection_files(path).values():
+            report.problems.extend(Problem(str(path), None, p) for p in files.complete())
     if report.files == 0:
         report.problems.append(Problem(str(path), None, "no snapshot files (*.jsonl) here"))
     return report
