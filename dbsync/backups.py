@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dbsync import extjson
-from dbsync.errors import InvalidInput, UsageError
+from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.files import write_bytes_atomically
 from dbsync.parts import collection_files
 from dbsync.snapshot import line_document, snapshot_filename
@@ -105,7 +105,7 @@ def check_free_space(folder: Path, needed_bytes: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < needed_bytes * 2 + 16 * 1024 * 1024:
-        raise InvalidInput(
+        raise SafetyRefusal(
             f"not enough free disk space for a backup in {folder}: "
             f"{free // 2**20} MiB free, about {needed_bytes * 2 // 2**20 + 16} MiB needed",
             hint="free some space or run 'dbsync prune --keep N'; nothing was written",

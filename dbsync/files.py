@@ -10,6 +10,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _file_mode() -> int:
+    """What ``open()`` gives a new file (``mkstemp`` gives 0600): snapshots are shared files."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in the same folder, fsync it, then rename.
@@ -19,6 +29,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             yield handle
@@ -66,6 +77,7 @@ class StagedFiles:
     def open(self, path: Path) -> Iterator[BinaryIO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, FILE_MODE)
         self._staged.append((path, temporary))
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             yield handle

@@ -9,7 +9,7 @@ from dbsync.commands.export import export
 from dbsync.commands.merge import merge_snapshot
 from dbsync.commands.prune import prune
 from dbsync.config import load_config
-from dbsync.errors import InvalidInput
+from dbsync.errors import SafetyRefusal
 
 
 @pytest.fixture
@@ -125,9 +125,9 @@ def test_a_full_disk_refuses_the_merge_before_anything_is_written(config, mongo_
     mongo_store.apply("pnl", [{"_id": 1, "v": "changed"}], [])
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1024))
-    with pytest.raises(InvalidInput, match="not enough free disk space") as refused:
+    with pytest.raises(SafetyRefusal, match="not enough free disk space") as refused:
         merge_snapshot(config, mongo_store, config.snapshot_dir)
-    assert refused.value.exit_code == 4 and "prune" in refused.value.hint
+    assert refused.value.exit_code == 5 and "prune" in refused.value.hint
     assert mongo_store.find_by_ids("pnl", [1]) == [{"_id": 1, "v": "changed"}]
     assert backups.list_backups(config.state_dir) == []
     assert list(backups.backups_dir(config.state_dir).iterdir()) == []
