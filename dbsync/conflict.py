@@ -97,7 +97,7 @@ def rank(doc: JsonDoc, digest: str, rules: Rules) -> tuple[Any, ...]:
 
 def deciding_rule(winner: tuple[Any, ...], loser: tuple[Any, ...]) -> str:
     if winner[:2] != loser[:2]:
-        return NEWER if loser[0] else f"{NEWER} (the other version has none)"
+        return NEWER
     return MORE_COMPLETE if winner[2] != loser[2] else LARGER_HASH
 
 

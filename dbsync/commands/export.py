@@ -285,15 +285,16 @@ def _export_collection(
         old_keys = _OldKeys(existing, rules)
         removed = RemovedKeys(iter(old_keys))
         notes = RecordNotes(name, rules)
-        headers = [Header(name, rules, None if count == 1 else (i, count)) for i in range(count)]
-        paths = [folder / header_filename(header) for header in headers]
+        layout = _StagedLayout(staged, folder, name, rules)
         try:
-            summaries = _stage_parts(staged, store, headers, paths, progress, removed.see, notes)
+            summaries = _write_parts(layout, count, store, progress, removed.see, notes, limit=True)
             break
         except _PartTooLarge as overflow:
-            staged.discard(paths)
+            layout.discard()
             count = max(part_count(overflow.total_bytes, count), count * 2)
-    for path in obsolete_files(existing, paths):
+        finally:
+            layout.close()
+    for path in obsolete_files(existing, layout.paths):
         staged.remove(path)
     removed.finish()
     old_digest = existing.digest() if existing else None
@@ -304,29 +305,65 @@ def _export_collection(
     return ExportedCollection(
         name,
         new_count,
-        paths[0],
+        layout.paths[0],
         digest != old_digest,
         digest,
         deleted,
         old_count,
         notes.messages(),
         old_digest,
-        paths,
+        list(layout.paths),
     )
 
 
-def _stage_parts(
-    staged: StagedFiles,
-    store: Store,
-    headers: list[Header],
-    paths: list[Path],
-    progress: Progress,
-    see_key: Callable[[SortKey], None],
-    notes: RecordNotes,
-) -> list[SectionSummary]:
-    with contextlib.ExitStack() as stack:
-        sinks = [stack.enter_context(staged.open(path)) for path in paths]
-        return _write_parts(sinks, store, headers, progress, see_key, notes, limit=True)
+class _Parts:
+    """The open sections of one layout of a collection: one file, or ``count`` parts."""
+
+    def __init__(self, headers: list[Header], sinks: Sequence[Writable]) -> None:
+        self.count = len(headers)
+        self.writers = [SectionWriter(sink, h) for sink, h in zip(sinks, headers, strict=True)]
+
+    def add(self, key: SortKey, line: bytes) -> int:
+        """Write a record where its key belongs; returns the size of that file so far."""
+        writer = self.writers[part_of(key, self.count)] if self.count > 1 else self.writers[0]
+        writer.add(line)
+        return writer.bytes
+
+    @property
+    def bytes(self) -> int:
+        return sum(writer.bytes for writer in self.writers)
+
+    def finish(self) -> list[SectionSummary]:
+        return [writer.finish() for writer in self.writers]
+
+
+def _headers(name: str, rules: Rules, count: int) -> list[Header]:
+    return [Header(name, rules, None if count == 1 else (i, count)) for i in range(count)]
+
+
+class _StagedLayout:
+    """Opens a layout's files as staged files; a layout can be dropped for a larger one."""
+
+    def __init__(self, staged: StagedFiles, folder: Path, name: str, rules: Rules) -> None:
+        self.staged, self.folder, self.name, self.rules = staged, folder, name, rules
+        self.stack = contextlib.ExitStack()
+        self.paths: list[Path] = []
+
+    def __call__(self, count: int) -> _Parts:
+        if self.paths:
+            self.discard()
+        headers = _headers(self.name, self.rules, count)
+        self.paths = [self.folder / header_filename(header) for header in headers]
+        sinks = [self.stack.enter_context(self.staged.open(path)) for path in self.paths]
+        return _Parts(headers, sinks)
+
+    def discard(self) -> None:
+        self.close()
+        self.staged.discard(self.paths)
+
+    def close(self) -> None:
+        self.stack.close()
+        self.stack = contextlib.ExitStack()
 
 
 class _OldKeys:
@@ -368,9 +405,11 @@ def check_export_deletes(config: Config, result: ExportedCollection) -> None:
 def current_summary(store: Store, name: str, rules: Rules, parts: int = 1) -> SectionSummary:
     """Count and digest the collection would have in a snapshot of ``parts`` parts, without
     writing one (compared with the snapshot on disk by ``stats`` and ``status``)."""
-    headers = [Header(name, rules, None if parts == 1 else (i, parts)) for i in range(parts)]
-    sinks: list[Writable] = [Discard() for _ in headers]
-    summaries = _write_parts(sinks, store, headers, NoProgress())
+
+    def discarding(count: int) -> _Parts:
+        return _Parts(_headers(name, rules, count), [Discard() for _ in range(count)])
+
+    summaries = _write_parts(discarding, parts, store, NoProgress())
     digest = combined_digest([summary.digest for summary in summaries])
     return SectionSummary(name, sum(summary.count for summary in summaries), digest)
 
@@ -382,38 +421,55 @@ def _write_section(
     rules: Rules,
     progress: Progress,
 ) -> SectionSummary:
-    (summary,) = _write_parts([handle], store, [Header(name, rules)], progress)
+    (summary,) = _write_parts(lambda _: _Parts([Header(name, rules)], [handle]), 1, store, progress)
     return summary
 
 
 def _write_parts(
-    sinks: Sequence[Writable],
+    layout: Callable[[int], _Parts],
+    count: int,
     store: Store,
-    headers: list[Header],
     progress: Progress,
     see_key: Callable[[SortKey], None] | None = None,
     notes: RecordNotes | None = None,
     *,
     limit: bool = False,
 ) -> list[SectionSummary]:
-    """Stream the collection into one section per part (each record to ``part_of`` its key);
-    with ``limit``, a part passing ``MAX_FILE_BYTES`` stops the writing."""
-    name, rules = headers[0].collection, headers[0].rules
-    count = len(headers)
-    writers = [SectionWriter(sink, header) for sink, header in zip(sinks, headers, strict=True)]
+    """Stream the collection into ``layout(count)``: each record to the part of its key.
+
+    With ``limit``, no file may pass ``MAX_FILE_BYTES``. A collection in one file that passes
+    it is split at once: the records so far (kept, up to the limit) go into as many parts as
+    the whole collection needs, measured by their size per record — the same on every asset,
+    since the records come in key order — and the stream goes on into them. If a part still
+    passes the limit, ``_PartTooLarge`` asks for the collection again in more parts.
+    """
+    parts = layout(count)
+    name, rules = parts.writers[0].header.collection, parts.writers[0].header.rules
     clashes = KeyClashes(rules.key)
     pairs = collection_lines(store, name, rules, progress, notes)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
-    overflow = 0
+    kept: list[tuple[SortKey, bytes]] | None = [] if limit and count == 1 else None
+    total = store.count(name) if kept is not None else 0
+    overflow = seen = 0
     for key, line in unique_pairs(pairs, clashes):
         if overflow:  # past the limit: only measure the rest, to choose the number of parts
             overflow += len(line)
             continue
-        writer = writers[part_of(key, count)] if count > 1 else writers[0]
-        writer.add(line)
-        if limit and writer.bytes > MAX_FILE_BYTES:
-            overflow = sum(w.bytes for w in writers)
+        seen += 1
+        size = parts.add(key, line)
+        if kept is not None:
+            kept.append((key, line))
+        if not limit or size <= MAX_FILE_BYTES:
+            continue
+        if kept is None:
+            overflow = parts.bytes
+            continue
+        parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
+        largest = max(parts.add(kept_key, kept_line) for kept_key, kept_line in kept)
+        kept = None
+        if largest > MAX_FILE_BYTES:
+            overflow = parts.bytes
     if overflow:
         raise _PartTooLarge(overflow)
     if clashes.groups:
@@ -422,7 +478,7 @@ def _write_parts(
             hint="fix the records, choose another key in dbsync.toml, "
             "or fold them by the conflict rules with --dedupe",
         )
-    return [writer.finish() for writer in writers]
+    return parts.finish()
 
 
 def _watched(
