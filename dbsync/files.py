@@ -18,6 +18,7 @@ def _file_mode() -> int:
 
 
 FILE_MODE = _file_mode()
+STAGED_BUFFER = 1 << 18  # per file: a collection in 64 parts has 64 of them open at once
 
 
 @contextlib.contextmanager
@@ -79,7 +80,7 @@ class StagedFiles:
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, FILE_MODE)
         self._staged.append((path, temporary))
-        with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
+        with os.fdopen(fd, "wb", buffering=STAGED_BUFFER) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -194,9 +194,14 @@ def _stable(value: Any) -> Any:
     return value
 
 
+def key_hash(key: SortKey) -> int:
+    """A 64-bit hash of a sort key, the same on every machine: ``part_of`` is it modulo."""
+    return xxhash.xxh3_64_intdigest(repr(_stable(key)).encode())
+
+
 def part_of(key: SortKey, count: int) -> int:
     """Which of ``count`` parts a record with this sort key belongs to (deterministic)."""
-    return xxhash.xxh3_64_intdigest(repr(_stable(key)).encode()) % count
+    return key_hash(key) % count
 
 
 def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -35,6 +36,7 @@ from dbsync.snapshot import (
     describe_key,
     encode_record,
     header_filename,
+    key_hash,
     line_document,
     line_sort_key,
     part_of,
@@ -329,6 +331,12 @@ class _Parts:
         writer.add(line)
         return writer.bytes
 
+    def add_hashed(self, hashed: int, line: bytes) -> int:
+        """``add`` for a record whose ``key_hash`` is known."""
+        writer = self.writers[hashed % self.count]
+        writer.add(line)
+        return writer.bytes
+
     @property
     def bytes(self) -> int:
         return sum(writer.bytes for writer in self.writers)
@@ -449,7 +457,10 @@ def _write_parts(
     pairs = collection_lines(store, name, rules, progress, notes)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
-    kept: list[tuple[SortKey, bytes]] | None = [] if limit and count == 1 else None
+    # While in one file, its records are kept (lines and key hashes, not keys: a few bytes
+    # more than the lines), to be spread over parts without reading the collection again.
+    kept: list[bytes] | None = [] if limit and count == 1 else None
+    kept_hashes = array("Q")
     total = store.count(name) if kept is not None else 0
     overflow = seen = 0
     for key, line in unique_pairs(pairs, clashes):
@@ -459,15 +470,16 @@ def _write_parts(
         seen += 1
         size = parts.add(key, line)
         if kept is not None:
-            kept.append((key, line))
+            kept.append(line)
+            kept_hashes.append(key_hash(key))
         if not limit or size <= MAX_FILE_BYTES:
             continue
         if kept is None:
             overflow = parts.bytes
             continue
         parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
-        largest = max(parts.add(kept_key, kept_line) for kept_key, kept_line in kept)
-        kept = None
+        largest = max(map(parts.add_hashed, kept_hashes, kept))
+        kept, kept_hashes = None, array("Q")
         if largest > MAX_FILE_BYTES:
             overflow = parts.bytes
     if overflow:
