@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from dbsync import parts, snapshot
+from dbsync.commands import export as export_module
 from dbsync.commands.diff import diff_paths
 from dbsync.commands.export import export
 from dbsync.commands.merge import MergeOptions, merge_snapshot
@@ -167,3 +168,32 @@ def test_two_layouts_meeting_are_read_as_one_and_export_keeps_one(project, mongo
     export(project, mongo_store)
     assert len(files_of(project.snapshot_dir)) == count * 2  # one layout again, the larger
     assert verify_path(project.snapshot_dir).ok
+
+
+def test_records_growing_past_the_first_estimate_still_split_under_the_limit(
+    project, mongo_store, tmp_path, monkeypatch
+):
+    """The number of parts is first estimated from the records that filled one file; when later
+    records are far larger, a part passes the limit and the collection is written again in
+    more parts — still deterministic, still nothing over the limit."""
+    overflows = []
+
+    class Spy(export_module._PartTooLarge):
+        def __init__(self, total_bytes):
+            super().__init__(total_bytes)
+            overflows.append(total_bytes)
+
+    monkeypatch.setattr(export_module, "_PartTooLarge", Spy)
+    small = docs(150)
+    large = [{"_id": i, "user": f"user{i}", "note": "y" * 2000, "n": i} for i in range(150, 400)]
+    mongo_store.insert_many("pnl", small + large)
+    (result,) = export(project, mongo_store)
+    assert overflows  # the first estimate was too small: the retry path ran
+    names = files_of(project.snapshot_dir)
+    assert all((project.snapshot_dir / n).stat().st_size <= 12_000 for n in names)
+    assert verify_path(project.snapshot_dir).records == 400 == result.records
+    second = mongo_store.__class__(mongo_store._client, "second", retry=mongo_store._retry)
+    second.insert_many("pnl", list(reversed(small + large)))
+    export(project, second, target_dir=tmp_path / "other")
+    first = {n: (project.snapshot_dir / n).read_bytes() for n in names}
+    assert {n: (tmp_path / "other" / n).read_bytes() for n in files_of(tmp_path / "other")} == first
