@@ -327,13 +327,14 @@ class _Parts:
 
     def add(self, key: SortKey, line: bytes) -> int:
         """Write a record where its key belongs; returns the size of that file so far."""
-        writer = self.writers[part_of(key, self.count)] if self.count > 1 else self.writers[0]
-        writer.add(line)
-        return writer.bytes
+        return self._add_to(part_of(key, self.count) if self.count > 1 else 0, line)
 
     def add_hashed(self, hashed: int, line: bytes) -> int:
         """``add`` for a record whose ``key_hash`` is known."""
-        writer = self.writers[hashed % self.count]
+        return self._add_to(hashed % self.count, line)
+
+    def _add_to(self, index: int, line: bytes) -> int:
+        writer = self.writers[index]
         writer.add(line)
         return writer.bytes
 
