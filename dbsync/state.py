@@ -10,6 +10,12 @@ SQLite at ``database_sync/state.sqlite`` (WAL, one transaction per change, a sch
   duration, snapshot digest) and the number of failures since.
 * ``pending_merges``: snapshots that could not be merged (say, the database was down during
   ``git pull``) and must be retried by the next command that changes the database.
+* ``losing_versions``: every version a conflict rule decided against, wherever it was decided
+  (merge, hooks, merge driver, dedupe), kept until ``prune --conflicts-older-than`` removes it:
+  pruning reports never touches them.
+
+The schema grows by migrations (``_MIGRATIONS``): a database at version N runs the migrations
+after N, in one transaction each, so an asset upgrades in place and keeps its history.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from pathlib import Path
 from dbsync.errors import InvalidInput
 
 STATE_FILE = "state.sqlite"
-SCHEMA_VERSION = 1
 HISTORY_KEPT = 10_000
 """History rows kept by ``prune``: years of syncing, a few MB at most."""
 
@@ -37,7 +42,7 @@ RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
     "interrupted",
 )
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE history (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -75,6 +80,27 @@ CREATE TABLE pending_merges (
     last_error TEXT
 );
 """
+
+_LOSING_VERSIONS_V2 = """
+CREATE TABLE losing_versions (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    loser TEXT NOT NULL,
+    winner_hash TEXT NOT NULL,
+    winner TEXT,
+    rule TEXT NOT NULL,
+    asset TEXT NOT NULL,
+    place TEXT NOT NULL,
+    report TEXT
+);
+CREATE INDEX losing_versions_collection ON losing_versions (collection, time);
+"""
+
+_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2)
+"""Schema version N is reached by running the first N scripts; append, never edit."""
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 def now_text() -> str:
@@ -143,6 +169,35 @@ class Outcome:
     records: int | None = None
     digest: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class NewLosingVersion:
+    """A version a conflict rule decided against, as recorded when it is decided.
+
+    ``key`` is the record's key as canonical Extended JSON text (a JSON list of the key
+    values); ``loser`` and ``winner`` are documents as snapshot record bodies (the ``d`` of a
+    record line); ``place`` says where it was decided: ``merge``, ``hook``, ``merge-driver``
+    or ``dedupe``; ``report`` is the merge report that lists it, if any.
+    """
+
+    collection: str
+    key: str
+    loser: str
+    winner_hash: str
+    winner: str | None
+    rule: str
+    asset: str
+    place: str
+    report: str | None = None
+
+
+@dataclass(frozen=True)
+class LosingVersion(NewLosingVersion):
+    """A recorded losing version, with its id (``dbsync conflicts show ID``) and time."""
+
+    id: int = 0
+    time: str = ""
 
 
 def process_alive(pid: int) -> bool:
@@ -337,8 +392,69 @@ class StateStore:
         with self._db:
             self._db.execute("DELETE FROM pending_merges WHERE id = ?", (pending_id,))
 
+    # ------------------------------------------------------------ losing versions
+
+    def add_losing_versions(self, versions: Sequence[NewLosingVersion]) -> list[int]:
+        """Record versions decided against, in one transaction; returns their ids."""
+        ids: list[int] = []
+        time = now_text()
+        with self._db:
+            for version in versions:
+                cursor = self._db.execute(
+                    "INSERT INTO losing_versions (time, collection, key, loser, winner_hash, "
+                    "winner, rule, asset, place, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        time,
+                        version.collection,
+                        version.key,
+                        version.loser,
+                        version.winner_hash,
+                        version.winner,
+                        version.rule,
+                        version.asset,
+                        version.place,
+                        version.report,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def losing_versions(
+        self, collection: str | None = None, since: str | None = None, limit: int | None = None
+    ) -> list[LosingVersion]:
+        """Newest first; ``since`` is a time as ``now_text`` writes it (ISO-8601, UTC)."""
+        query, arguments = _LOSING_SELECT + " WHERE 1", list[str]()
+        if collection is not None:
+            query, arguments = query + " AND collection = ?", [*arguments, collection]
+        if since is not None:
+            query, arguments = query + " AND time >= ?", [*arguments, since]
+        query += " ORDER BY id DESC" + ("" if limit is None else f" LIMIT {int(limit)}")
+        return [_losing(row) for row in self._db.execute(query, arguments)]
+
+    def losing_version(self, version_id: int) -> LosingVersion:
+        row = self._db.execute(_LOSING_SELECT + " WHERE id = ?", (version_id,)).fetchone()
+        if row is None:
+            raise KeyError(version_id)
+        return _losing(row)
+
+    def prune_losing_versions(self, older_than: str) -> int:
+        """Remove losing versions recorded before ``older_than``; returns how many."""
+        with self._db:
+            cursor = self._db.execute("DELETE FROM losing_versions WHERE time < ?", (older_than,))
+        return cursor.rowcount
+
     def close(self) -> None:
         self._db.close()
+
+
+_LOSING_SELECT = (
+    "SELECT collection, key, loser, winner_hash, winner, rule, asset, place, report, id, time "
+    "FROM losing_versions"
+)
+
+
+def _losing(row: tuple[object, ...]) -> LosingVersion:
+    return LosingVersion(*row)  # type: ignore[arg-type]
 
 
 _PENDING_SELECT = (
@@ -368,13 +484,15 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
     """Create or check the schema: a newer version than this dbsync knows is refused."""
     connection.execute("PRAGMA journal_mode = WAL")
     version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version == 0:
+    if version > SCHEMA_VERSION:
+        raise _damaged(path, _newer_schema(version))
+    for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
         with connection:
-            connection.executescript(
-                "BEGIN;" + _SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            )
-    elif version != SCHEMA_VERSION:
-        raise _damaged(path, ValueError(f"schema version {version}, this dbsync knows 1"))
+            connection.executescript(f"BEGIN;{script}PRAGMA user_version = {number}; COMMIT;")
+
+
+def _newer_schema(version: int) -> ValueError:
+    return ValueError(f"schema version {version}, this dbsync knows up to {SCHEMA_VERSION}")
 
 
 def open_state(state_dir: Path) -> StateStore:
@@ -399,9 +517,13 @@ def open_state_read_only(state_dir: Path) -> StateStore | None:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as error:
         raise _damaged(path, error) from None
-    if version != SCHEMA_VERSION:
+    if version < SCHEMA_VERSION:  # written by an older dbsync: migrate it once, then read
         connection.close()
-        raise _damaged(path, ValueError(f"schema version {version}, this dbsync knows 1"))
+        open_state(state_dir).close()
+        return open_state_read_only(state_dir)
+    if version > SCHEMA_VERSION:
+        connection.close()
+        raise _damaged(path, _newer_schema(version))
     return StateStore(connection, path)
 
 

@@ -142,3 +142,46 @@ def test_reading_a_state_that_does_not_exist_creates_nothing(tmp_path):
     with state.reading_state(tmp_path / "database_sync") as nothing:
         assert nothing is None
     assert not (tmp_path / "database_sync").exists()
+
+
+def _version(path):
+    with sqlite3.connect(path) as connection:
+        return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_a_state_written_by_an_older_dbsync_is_migrated_keeping_its_history(tmp_path):
+    path = tmp_path / state.STATE_FILE
+    with sqlite3.connect(path) as connection:
+        connection.executescript(state._MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        connection.execute(
+            "INSERT INTO history (run_id, time, operation, status, asset) "
+            "VALUES (1, '2026-01-01T00:00:00Z', 'export', 'success', 'laptop')"
+        )
+    with state.reading_state(tmp_path) as reader:
+        assert reader is not None
+        assert [entry.operation for entry in reader.history()] == ["export"]
+        assert reader.losing_versions() == []
+    assert _version(path) == state.SCHEMA_VERSION
+
+
+def test_losing_versions_are_kept_newest_first_and_pruned_by_age(db):
+    def version(key):
+        return state.NewLosingVersion(
+            collection="pnl",
+            key=f'["{key}"]',
+            loser=f'{{"_id":"{key}","v":1}}',
+            winner_hash="00ff",
+            winner=f'{{"_id":"{key}","v":2}}',
+            rule="newer timestamp",
+            asset="laptop",
+            place="merge-driver",
+        )
+
+    first, second = db.add_losing_versions([version("a"), version("b")])
+    assert [found.id for found in db.losing_versions()] == [second, first]
+    assert db.losing_version(first).loser == '{"_id":"a","v":1}'
+    assert db.losing_versions(collection="other") == []
+    assert db.prune_losing_versions("0000") == 0
+    assert db.prune_losing_versions("9999") == 2
+    with pytest.raises(KeyError):
+        db.losing_version(first)

@@ -57,6 +57,7 @@ from dbsync.store import (
     WriteCounts,
     backoff_delay,
     chunks,
+    decode_raw,
     encoded_size,
     id_key,
     in_requested_order,
@@ -1147,3 +1148,13 @@ def test_in_requested_order() -> None:
 def test_chunks_never_yield_an_empty_list() -> None:
     assert list(chunks(range(5), 2)) == [[0, 1], [2, 3], [4]]
     assert list(chunks([], 2)) == []
+
+
+def test_raw_documents_are_the_stored_bson_of_every_document(store):
+    documents = [{"_id": index, "n": bson.Int64(index), "s": "x" * index} for index in range(5)]
+    store.insert_many("raw", [dict(document) for document in documents])
+    raw = list(store.iter_raw_documents("raw", batch_size=2))
+    decoded = sorted((decode_raw(item) for item in raw), key=lambda document: document["_id"])
+    assert decoded == documents
+    assert sorted(raw) == sorted(bson.encode(document) for document in documents)
+    assert list(store.iter_raw_documents("absent")) == []
