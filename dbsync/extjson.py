@@ -28,9 +28,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import bson
 import orjson
 from bson import SON, Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
 from bson.datetime_ms import DatetimeMS
+from bson.errors import InvalidDocument
 from bson.timestamp import Timestamp
 
 from dbsync.errors import InvalidInput
@@ -48,6 +50,22 @@ _DECIMAL_LARGE_FORM = 0x6000000000000000
 _DECIMAL_BIAS = 6176
 _DECIMAL_MAX_COEFFICIENT = 10**34 - 1
 _REGEX_FLAGS = (("i", re.I), ("l", re.L), ("m", re.M), ("s", re.S), ("u", re.U), ("x", re.X))
+
+
+WRAPPER_KEYS = frozenset(
+    {
+        "$oid", "$numberInt", "$numberLong", "$numberDouble", "$numberDecimal", "$binary",
+        "$uuid", "$code", "$scope", "$timestamp", "$regularExpression", "$date", "$minKey",
+        "$maxKey", "$symbol", "$undefined", "$dbPointer",
+    }
+)  # fmt: skip
+"""Keys that make a JSON object a type wrapper: with any other key beside them it is refused
+(the corpus's parse errors), never read as a plain document."""
+
+ESCAPE = "$document"
+"""The snapshot's escape: ``{"$document": {...}}`` is the plain sub-document inside, whatever its
+field names. Snapshot mode writes every sub-document with a ``$``-prefixed field name this way,
+so a stored query or a wrapper-shaped sub-document never reads back as another type."""
 
 
 class EncodeError(InvalidInput):
@@ -167,8 +185,14 @@ def _code(value: Code, encode: Callable[[Any], JsonValue]) -> JsonValue:
     return {"$code": str(value), "$scope": encode(value.scope)}
 
 
-def _dbref(value: DBRef, encode: Callable[[Any], JsonValue]) -> JsonValue:
-    return encode(value.as_doc())
+def _dbref(value: DBRef, encode: Callable[[Mapping[str, Any]], JsonValue]) -> JsonValue:
+    return encode(value.as_doc())  # the fields of a DBRef as they are: never escaped
+
+
+def has_dollar_key(doc: Mapping[str, Any]) -> bool:
+    """Whether a field name starts with ``$``. ``min`` runs in C: a ``$`` key sorts below ``%``,
+    and letters, digits and ``_`` sort above it, so most documents are cleared by one call."""
+    return min(doc, default="%") < "%" and any(key[:1] == "$" for key in doc)
 
 
 class _Encoder:
@@ -195,9 +219,9 @@ class _Encoder:
             MinKey: lambda v: {"$minKey": 1},
             MaxKey: lambda v: {"$maxKey": 1},
             Code: lambda v: _code(v, self.value),
-            DBRef: lambda v: _dbref(v, self.value),
-            dict: self.document,
-            SON: self.document,
+            DBRef: lambda v: _dbref(v, self.document),
+            dict: self.sub_document,
+            SON: self.sub_document,
             list: self.array,
             tuple: self.array,
         }
@@ -233,6 +257,14 @@ class _Encoder:
                 out[key] = encode(value)
             else:
                 out[key] = self._other(kind, value, by_type)
+        return out
+
+    def sub_document(self, doc: Mapping[str, Any]) -> JsonValue:
+        """A document inside a document; in snapshot mode escaped if a field name starts with
+        ``$`` (canonical mode writes it as it is, as Extended JSON does, ambiguous or not)."""
+        out = self.document(doc)
+        if not self.canonical and has_dollar_key(doc):
+            return {ESCAPE: out}
         return out
 
     def array(self, values: list[Any] | tuple[Any, ...]) -> JsonValue:
@@ -274,6 +306,11 @@ _CANONICAL = _Encoder(canonical=True)
 
 def to_json_value(doc: Mapping[str, Any]) -> JsonValue:
     """The document as plain JSON values in snapshot mode (the lossless subset)."""
+    if next(iter(doc), "")[:1] == "$":
+        raise EncodeError(
+            f"a document whose first field is {next(iter(doc))!r} would read back as a type "
+            "wrapper: stores put _id first"
+        )
     return _SNAPSHOT.document(doc)
 
 
@@ -284,7 +321,7 @@ def value_to_json(value: Any) -> JsonValue:
 
 def encode_document(doc: Mapping[str, Any]) -> bytes:
     """Snapshot-mode bytes of a document: deterministic, one line, no trailing newline."""
-    return orjson.dumps(_SNAPSHOT.document(doc))
+    return orjson.dumps(to_json_value(doc))
 
 
 def encode_canonical(doc: Mapping[str, Any]) -> bytes:
@@ -298,9 +335,6 @@ def dumps_json(value: JsonValue) -> bytes:
 
 
 # ---------------------------------------------------------------- decoding: JSON value -> BSON
-
-_NOT_A_WRAPPER = object()  # what a wrapper function returns for a dict that is not one
-
 
 _DIGITS = re.compile(r"-?[0-9]+")
 _DOUBLE_TEXT = re.compile(r"-?[0-9.]+([eE][-+]?[0-9]+)?")
@@ -384,8 +418,6 @@ _ISO_DATE = re.compile(
 def _date_value(raw: Any, path: str) -> datetime.datetime | DatetimeMS:
     if isinstance(raw, dict) and list(raw) == ["$numberLong"]:
         return _from_millis(_int_text(raw["$numberLong"], path, INT64_MIN, INT64_MAX, "$date"))
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return _from_millis(raw)
     if isinstance(raw, str) and _ISO_DATE.fullmatch(raw):
         text = raw.replace("Z", "+00:00")
         try:
@@ -393,7 +425,7 @@ def _date_value(raw: Any, path: str) -> datetime.datetime | DatetimeMS:
         except ValueError:
             raise _fail(path, f"$date {raw!r} is not a valid date") from None
         return _from_millis(_millis(aware))
-    raise _fail(path, f"$date wants {{'$numberLong': ...}}, ISO-8601 text or a number, got {raw!r}")
+    raise _fail(path, f"$date wants {{'$numberLong': ...}} or ISO-8601 text, got {raw!r}")
 
 
 def _trim_fraction(text: str) -> str:
@@ -419,9 +451,7 @@ def _binary_value(data: Any, subtype: Any, path: str) -> bytes | Binary:
 
 def _binary_wrapper(single: Any, path: str) -> Any:
     """``{"$binary": {"base64": ..., "subType": ...}}``; the legacy form has two keys."""
-    if not isinstance(single, dict):
-        return _NOT_A_WRAPPER
-    if sorted(single) != ["base64", "subType"]:
+    if not isinstance(single, dict) or sorted(single) != ["base64", "subType"]:
         raise _fail(path, "$binary wants exactly 'base64' and 'subType'")
     return _binary_value(single["base64"], single["subType"], path)
 
@@ -449,7 +479,14 @@ def _regex_value(pattern: Any, options: Any, path: str) -> Regex[str]:
     return Regex(pattern, options)
 
 
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
 def _uuid_value(raw: Any, path: str) -> Binary:
+    if not isinstance(raw, str) or not _UUID_TEXT.fullmatch(raw):  # uuid.UUID takes any hyphens
+        raise _fail(path, f"$uuid wants 8-4-4-4-12 hex digits, got {raw!r}")
     try:
         value: Binary = Binary(uuid.UUID(raw).bytes, 4)
     except (ValueError, TypeError, AttributeError):
@@ -457,8 +494,24 @@ def _uuid_value(raw: Any, path: str) -> Binary:
     return value
 
 
+def _is_dbref(value: dict[str, Any]) -> bool:
+    """pymongo's rule (and the corpus's): a string ``$ref``, an ``$id``, no ``$db`` or a string."""
+    return (
+        isinstance(value.get("$ref"), str)
+        and "$id" in value
+        and isinstance(value.get("$db", ""), str)
+    )
+
+
 class _Decoder:
-    """Turns parsed JSON back into BSON values. Wrappers are recognised by their exact keys."""
+    """Turns parsed JSON back into BSON values. Wrappers are recognised by their exact keys.
+
+    ``escapes``: whether ``{"$document": {...}}`` is the snapshot's escape (snapshot lines) or
+    an ordinary sub-document (Extended JSON from elsewhere, as ``dbsync import`` reads it).
+    """
+
+    def __init__(self, *, escapes: bool) -> None:
+        self.escapes = escapes
 
     def value(self, value: JsonValue, path: str) -> Any:
         kind = type(value)
@@ -488,15 +541,21 @@ class _Decoder:
 
     def mapping(self, value: dict[str, Any], path: str) -> Any:
         first = next(iter(value), "")
-        if first.startswith("$"):
-            simple = _SIMPLE_WRAPPERS.get(first) if len(value) == 1 else None
-            if simple is not None:  # what ``wrapper`` does, without sorting keys and matching
-                wrapped = simple(value[first], path)
-            else:
-                wrapped = self.wrapper(value, path)
-            if wrapped is not _NOT_A_WRAPPER:
-                return wrapped
-        if "$ref" in value and "$id" in value:
+        if not first.startswith("$"):
+            return self.document(value, path)
+        simple = _SIMPLE_WRAPPERS.get(first) if len(value) == 1 else None
+        if simple is not None:  # what ``wrapper`` does, without sorting keys and matching
+            return simple(value[first], path)
+        if first == ESCAPE and self.escapes and len(value) == 1:
+            inner = value[first]
+            if not isinstance(inner, dict):
+                raise _fail(path, f"{ESCAPE} wants a document, got {inner!r}")
+            return self.document(inner, path)
+        if not WRAPPER_KEYS.isdisjoint(value):
+            return self.wrapper(value, path)
+        if "$regex" in value and _legacy_regex(value):
+            return _regex_value(value["$regex"], value.get("$options", ""), path)
+        if _is_dbref(value):
             return self.dbref(value, path)
         return self.document(value, path)
 
@@ -511,17 +570,16 @@ class _Decoder:
         return out
 
     def dbref(self, value: dict[str, Any], path: str) -> DBRef:
-        collection, database = value["$ref"], value.get("$db")
-        if not isinstance(collection, str) or not isinstance(database, (str, type(None))):
-            raise _fail(path, "a DBRef wants a string $ref and an optional string $db")
         extra = {
             k: self.value(v, f"{path}.{k}")
             for k, v in value.items()
             if k not in ("$ref", "$id", "$db")
         }
-        return DBRef(collection, self.value(value["$id"], f"{path}.$id"), database, **extra)
+        identifier = self.value(value["$id"], f"{path}.$id")
+        return DBRef(value["$ref"], identifier, value.get("$db"), **extra)
 
     def wrapper(self, value: dict[str, Any], path: str) -> Any:
+        """A JSON object with a wrapper's key: exactly one of the wrapper forms, or refused."""
         keys = sorted(value)
         single = value[keys[0]] if len(keys) == 1 else None
         match keys:
@@ -537,7 +595,7 @@ class _Decoder:
                 return _decimal(single, path)
             case ["$date"]:
                 return _date_value(single, path)
-            case ["$binary"] if isinstance(single, dict):
+            case ["$binary"]:
                 return _binary_wrapper(single, path)
             case ["$binary", "$type"]:
                 return _binary_value(value["$binary"], value["$type"], path)
@@ -547,13 +605,11 @@ class _Decoder:
                 if not isinstance(single, dict) or sorted(single) != ["options", "pattern"]:
                     raise _fail(path, "$regularExpression wants exactly 'pattern' and 'options'")
                 return _regex_value(single["pattern"], single["options"], path)
-            case ["$regex"] | ["$options", "$regex"] if isinstance(value["$regex"], str):
-                return _regex_value(value["$regex"], value.get("$options", ""), path)
             case ["$timestamp"]:
                 return _timestamp_value(single, path)
             case ["$minKey"] | ["$maxKey"]:
-                if single != 1:
-                    raise _fail(path, f"{keys[0]} wants the value 1, got {single!r}")
+                if type(single) is not int or single != 1:
+                    raise _fail(path, f"{keys[0]} wants the integer 1, got {single!r}")
                 return MinKey() if keys[0] == "$minKey" else MaxKey()
             case ["$code"]:
                 if not isinstance(single, str):
@@ -569,12 +625,33 @@ class _Decoder:
                     raise _fail(path, "$symbol wants a string")
                 return single
             case ["$undefined"]:
+                if single is not True:
+                    raise _fail(path, f"$undefined wants true, got {single!r}")
                 return None
             case ["$dbPointer"]:
-                if not isinstance(single, dict) or sorted(single) != ["$id", "$ref"]:
-                    raise _fail(path, "$dbPointer wants exactly '$ref' and '$id'")
-                return self.dbref(single, path)
-        return _NOT_A_WRAPPER
+                return self.db_pointer(single, path)
+        wrappers = sorted(WRAPPER_KEYS.intersection(value))
+        raise _fail(
+            path,
+            f"{', '.join(wrappers)} beside {', '.join(k for k in keys if k not in wrappers)}: "
+            "a type wrapper takes no other field",
+        )
+
+    def db_pointer(self, single: Any, path: str) -> DBRef:
+        if not isinstance(single, dict) or sorted(single) != ["$id", "$ref"]:
+            raise _fail(path, "$dbPointer wants exactly '$ref' and '$id'")
+        identifier = self.value(single["$id"], f"{path}.$id")
+        if not isinstance(single["$ref"], str) or type(identifier) is not ObjectId:
+            raise _fail(path, "$dbPointer wants a string $ref and an ObjectId $id")
+        return DBRef(single["$ref"], identifier)
+
+
+def _legacy_regex(value: dict[str, Any]) -> bool:
+    """``{"$regex": "...", "$options": "..."}`` (mongoexport's legacy form) is a regex; a query
+    such as ``{"$regex": {...}}`` or one with more operators is an ordinary document."""
+    if not set(value) <= {"$regex", "$options"}:
+        return False
+    return isinstance(value["$regex"], str) and isinstance(value.get("$options", ""), str)
 
 
 _SIMPLE_WRAPPERS: dict[str, Callable[[Any, str], Any]] = {
@@ -586,23 +663,38 @@ _SIMPLE_WRAPPERS: dict[str, Callable[[Any, str], Any]] = {
     "$date": _date_value,
     "$binary": _binary_wrapper,
 }
-_DECODER = _Decoder()
+_DECODER = _Decoder(escapes=True)
+_FOREIGN = _Decoder(escapes=False)
 
 
 def from_json_value(value: JsonValue, path: str = "") -> Any:
-    """A parsed Extended JSON value (any mode) as BSON values; ``InvalidInput`` if it lies."""
+    """A value of a snapshot line (escapes undone) as BSON values; ``InvalidInput`` if it lies."""
     return _DECODER.value(value, path)
 
 
+def from_extended_json(value: dict[str, Any], path: str = "") -> Document:
+    """A document of Extended JSON from elsewhere (any mode, ``$document`` an ordinary field).
+
+    The top level is always a document: its ``$``-prefixed field names are field names.
+    """
+    return _FOREIGN.document(value, path)
+
+
+def check_storable(doc: Document) -> None:
+    """Refuse a document no store can hold (a NUL in a field name or a regex...), before any
+    write: BSON's own encoder is the judge."""
+    try:
+        bson.encode(doc)
+    except (InvalidDocument, OverflowError, TypeError) as error:
+        raise InvalidInput(f"cannot be stored in BSON: {error}") from None
+
+
 def decode_document(data: bytes | str) -> Document:
-    """One Extended JSON document (any mode) as a pymongo-style document."""
+    """One Extended JSON document from elsewhere (any mode) as a pymongo-style document."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"not valid JSON: {error}") from None
     if not isinstance(parsed, dict):
         raise InvalidInput(f"a document must be a JSON object, got {type(parsed).__name__}")
-    decoded = from_json_value(parsed)
-    if not isinstance(decoded, dict):
-        raise InvalidInput("a document must be a JSON object, not an Extended JSON value")
-    return decoded
+    return from_extended_json(parsed)

@@ -33,6 +33,7 @@ from pymongo.operations import DeleteOne, ReplaceOne
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
 from dbsync.store import (
     ACCEPTED_URIS,
+    STORE_CODEC_OPTIONS,
     Document,
     RetryPolicy,
     WriteCounts,
@@ -87,6 +88,7 @@ def open_mongo(uri: str, database: str, retry: RetryPolicy) -> MongoStore:
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
             connectTimeoutMS=CONNECT_TIMEOUT_MS,
             appname="dbsync",
+            datetime_conversion=STORE_CODEC_OPTIONS.datetime_conversion,
         )
     except (ConfigurationError, ValueError, TypeError) as error:
         raise _uri_error(uri, error) from None

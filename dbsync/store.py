@@ -26,7 +26,7 @@ from urllib.parse import unquote_plus
 import bson
 import montydb
 from bson import json_util
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidDocument
 
 from dbsync.errors import DatabaseUnreachable, InvalidInput, UsageError
@@ -34,8 +34,12 @@ from dbsync.errors import DatabaseUnreachable, InvalidInput, UsageError
 Document = dict[str, Any]
 T = TypeVar("T")
 
-STORE_CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(document_class=dict)
-"""How raw BSON read from either store becomes a ``Document`` (``decode_raw``)."""
+STORE_CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
+    document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
+"""How raw BSON read from either store becomes a ``Document`` (``decode_raw``), and the options
+both clients are opened with. ``DATETIME_AUTO``: a date past year 9999 (or before year 1), which
+BSON holds and ``datetime`` cannot, comes back as a ``DatetimeMS`` instead of failing the read."""
 
 BATCH_SIZE = 1000
 """Documents or operations per round trip: well under MongoDB's 100,000-op and 48 MB limits."""
@@ -334,7 +338,10 @@ def duplicate_id_error(
 
 def decode_raw(raw: bytes) -> Document:
     """A document read as raw BSON (``iter_raw_documents``), decoded as the stores decode."""
-    return bson.decode(raw, codec_options=STORE_CODEC_OPTIONS)
+    document: Any = bson.decode(raw, codec_options=STORE_CODEC_OPTIONS)
+    if isinstance(document, bson.DBRef):  # pymongo reads a top level with $ref and $id so
+        return dict(document.as_doc())
+    return document
 
 
 def encoded_size(documents: Iterable[Document]) -> int:
@@ -564,7 +571,8 @@ def _insert_into_montydb(target: Any, documents: list[Document]) -> None:
             target.insert_many(plain)
         for document in documents:
             if not _montydb_inserts(document):
-                target.replace_one({"_id": document["_id"]}, document, upsert=True)
+                first = {"_id": document["_id"], **document}  # montydb refuses a $ key first
+                target.replace_one({"_id": document["_id"]}, first, upsert=True)
 
 
 def _montydb_inserts(document: Document) -> bool:
@@ -585,7 +593,9 @@ def _open_montydb(path: Path) -> Any:
     path.mkdir(parents=True, exist_ok=True)
     if not (path / _MONTYDB_STORAGE_MARKER).exists():
         montydb.set_storage(str(path), storage="sqlite", use_bson=True)
-    client = montydb.MontyClient(str(path))
+    client = montydb.MontyClient(
+        str(path), datetime_conversion=STORE_CODEC_OPTIONS.datetime_conversion
+    )
     engine = client.server_info()["storageEngine"]
     if engine != "sqlite":
         client.close()

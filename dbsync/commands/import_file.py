@@ -45,11 +45,10 @@ def _decode(value: Any, where: str) -> Document:
     if not isinstance(value, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(value).__name__}")
     try:
-        document = extjson.from_json_value(value)
+        document = extjson.from_extended_json(value)
+        extjson.check_storable(document)
     except InvalidInput as error:
         raise InvalidInput(f"{where}: {error.message}") from None
-    if not isinstance(document, dict):
-        raise InvalidInput(f"{where}: expected a document, got an Extended JSON value")
     return document
 
 
@@ -128,8 +127,7 @@ def import_file(
         total = sum(1 for _ in read_documents(path))
     progress.start(f"import {collection}", total)
     for batch in _batches(read_documents(path)):
-        for doc in batch:
-            doc.setdefault("_id", ObjectId())
+        batch = [doc if "_id" in doc else {"_id": ObjectId(), **doc} for doc in batch]  # _id first
         if mode is ImportMode.insert:
             store.insert_many(collection, batch)
         else:

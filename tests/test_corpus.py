@@ -1,0 +1,167 @@
+"""MongoDB's official BSON corpus through every codec path, and through the CLI on two assets.
+
+The corpus (tests/data/bson-corpus, see its README) is what every MongoDB driver is tested with.
+For each valid case: raw BSON → document → BSON gives the same bytes; the document's canonical
+Extended JSON is the corpus's; the corpus's Extended JSON (canonical, relaxed, degenerate) reads
+back to the same BSON; a snapshot line reads back to the same BSON and re-encodes to itself.
+Every parse error is refused by import with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import bson
+import orjson
+import pytest
+
+from dbsync import extjson, snapshot
+from dbsync.commands.import_file import ImportMode, import_file
+from dbsync.errors import InvalidInput
+from dbsync.store import EmbeddedStore, decode_raw
+from tests.cli_helpers import new_project
+from tests.corpus import ParseError, Valid, parse_error_cases, valid_cases
+
+VALID = valid_cases()
+PARSE_ERRORS = parse_error_cases()
+
+
+def test_the_corpus_is_all_there():
+    assert len(VALID) == 728 and len(PARSE_ERRORS) == 180
+    assert sum(case.lossy for case in VALID) == 10  # NaN payloads: Extended JSON cannot say them
+
+
+def _comparable(value: Any) -> Any:
+    """Parsed Extended JSON with doubles as numbers: the corpus writes ``1.2345678921232E+18``
+    where Python writes ``1.2345678921232e+18`` (the spec lets parsers compare values)."""
+    if isinstance(value, dict):
+        if list(value) == ["$numberDouble"] and value["$numberDouble"] != "NaN":
+            return ("double", float(value["$numberDouble"]))
+        return [(key, _comparable(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [_comparable(item) for item in value]
+    return value
+
+
+def same_extjson(left: bytes | str, right: bytes | str) -> bool:
+    return bool(_comparable(orjson.loads(left)) == _comparable(orjson.loads(right)))
+
+
+def with_id(document: dict[str, Any], number: int) -> dict[str, Any]:
+    """A corpus document as a store holds it: ``_id`` first (its own, or ``number``)."""
+    return document if "_id" in document else {"_id": number, **document}
+
+
+def without_id(document: dict[str, Any], case: Valid) -> dict[str, Any]:
+    if "_id" in decode_raw(case.bson):
+        return document
+    return {key: value for key, value in document.items() if key != "_id"}
+
+
+@pytest.mark.parametrize("case", VALID, ids=lambda case: case.name)
+def test_valid_case_round_trips_through_every_codec_path(case: Valid):
+    document = decode_raw(case.bson)
+    assert bson.encode(document) == case.stored
+    if not case.deprecated:  # pymongo reads a symbol as a string: its Extended JSON differs
+        assert same_extjson(extjson.encode_canonical(document), case.canonical)
+    if not case.lossy:
+        assert bson.encode(extjson.from_extended_json(orjson.loads(case.canonical))) == case.stored
+    if case.degenerate_bson is not None:
+        assert bson.encode(decode_raw(case.degenerate_bson)) == case.stored
+    if case.degenerate is not None and not case.lossy:
+        degenerate = extjson.from_extended_json(orjson.loads(case.degenerate))
+        assert bson.encode(degenerate) == case.stored
+    if case.relaxed is not None:
+        relaxed = extjson.from_extended_json(orjson.loads(case.relaxed))
+        relaxed_again = decode_raw(bson.encode(relaxed))
+        assert extjson.encode_canonical(relaxed_again) == extjson.encode_canonical(relaxed)
+
+    _, line = snapshot.encode_record(with_id(document, 1), ["_id"])
+    body = snapshot.line_body(line)
+    read_back = extjson.from_json_value(orjson.loads(body))
+    assert extjson.encode_document(read_back) == body
+    if not case.lossy:
+        assert bson.encode(without_id(read_back, case)) == case.stored
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    opened = EmbeddedStore(tmp_path_factory.mktemp("corpus-store"), "corpus")
+    yield opened
+    opened.close()
+
+
+@pytest.mark.parametrize("case", PARSE_ERRORS, ids=lambda case: case.name)
+def test_parse_error_is_refused_by_import_with_nothing_written(
+    case: ParseError, store: EmbeddedStore, tmp_path: Path
+):
+    source = tmp_path / "input.json"
+    source.write_text('{"_id": 1, "fine": true}\n' + case.text.replace("\n", " ") + "\n")
+    for mode in ImportMode:
+        with pytest.raises(InvalidInput) as caught:
+            import_file(store, source, "bad", mode)
+        assert f"{source}:2:" in caught.value.message
+    assert store.count("bad") == 0
+
+
+def _import_lines(cases: list[Valid]) -> str:
+    lines = []
+    for number, case in enumerate(cases):
+        document = json.loads(case.canonical)  # the corpus's own text, in its field order
+        if "_id" not in document:
+            document = {"_id": {"$numberInt": str(number)}, **document}
+        lines.append(json.dumps(document))
+    return "\n".join(lines) + "\n"
+
+
+def test_every_valid_case_syncs_through_the_cli_to_a_second_asset(tmp_path: Path):
+    """import, export, verify, dump on one asset; merge, dump, export on another: the same.
+
+    Deprecated types go to their own collection (the two "All BSON types" cases share an _id).
+    """
+    a, b = new_project(tmp_path / "a"), new_project(tmp_path / "b")
+    groups = {
+        "corpus": [case for case in VALID if not case.deprecated],
+        "deprecated": [case for case in VALID if case.deprecated],
+    }
+    for collection, cases in groups.items():
+        source = tmp_path / f"{collection}.json"
+        source.write_text(_import_lines(cases))
+        a.ok("import", str(source), "-c", collection)
+    a.ok("export")
+    a.ok("verify", "database_backup")
+    b.ok("merge", str(a.root / "database_backup"))
+    b.ok("export")
+    for collection, cases in groups.items():
+        dumped = a.ok("dump", collection).out.splitlines()
+        assert len(dumped) == len(cases)
+        assert b.ok("dump", collection).out.splitlines() == dumped
+        assert b.snapshot(collection) == a.snapshot(collection)
+        _assert_dump_holds(dumped, cases)
+
+
+def _assert_dump_holds(dumped: list[str], cases: list[Valid]) -> None:
+    by_id = {}
+    for line in dumped:
+        document = extjson.decode_document(line)
+        by_id[document["_id"]] = document
+    for number, case in enumerate(cases):
+        if case.lossy:
+            continue
+        original = decode_raw(case.bson)
+        document = by_id[original.get("_id", number)]
+        assert bson.encode(without_id(document, case)) == case.stored, case.name
+
+
+def test_a_parse_error_in_a_file_fails_the_cli_import_with_exit_4_and_nothing_written(
+    tmp_path: Path,
+):
+    project = new_project(tmp_path / "a")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"_id": 1}\n{"_id": 2, "a": {"$oid": "56e1fc72e0c917e9c4714161", "x": 1}}\n')
+    result = project.run("import", str(bad), "-c", "things")
+    assert result.code == 4, result.output
+    assert "a type wrapper takes no other field" in result.output
+    assert "things" not in project.ok("stats").output
