@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
+from bson.datetime_ms import DatetimeMS
 from bson.timestamp import Timestamp
 from hypothesis import strategies as st
 
@@ -81,3 +82,34 @@ def values(max_leaves: int = 20) -> st.SearchStrategy:
 
 def documents(max_leaves: int = 20) -> st.SearchStrategy:
     return st.dictionaries(FIELD_NAMES, values(max_leaves), max_size=6)
+
+
+# Field names a bot may store (MongoDB 5+ keeps ``$``-prefixed and dotted names): Extended JSON's
+# own wrapper keys, the snapshot's escape, query operators.
+DOLLAR_NAMES = st.sampled_from(
+    ["$numberLong", "$numberInt", "$numberDouble", "$numberDecimal", "$oid", "$date", "$binary"]
+    + ["$type", "$uuid", "$regex", "$options", "$regularExpression", "$timestamp", "$minKey"]
+    + ["$maxKey", "$code", "$scope", "$symbol", "$undefined", "$dbPointer", "$ref", "$id"]
+    + ["$db", "$document", "$set", "$in", "$", "a.b", "$a.b"]
+)
+WIDE_DATES = st.integers(min_value=-(2**63), max_value=2**63 - 1).map(DatetimeMS)
+"""Every BSON date, as ``DATETIME_AUTO`` reads the ones outside ``datetime``'s years 1-9999."""
+
+
+def dollar_values(max_leaves: int = 12) -> st.SearchStrategy:
+    """Values whose sub-documents have wrapper-shaped field names (and wrapper-like values)."""
+    names = FIELD_NAMES | DOLLAR_NAMES
+    leaves = SCALARS | WIDE_DATES | st.sampled_from(["7", "^a", "i", "00", "AQI=", 1])
+    return st.recursive(
+        leaves,
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(names, children, max_size=3)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def dollar_documents() -> st.SearchStrategy:
+    """Documents as a store holds them: ``_id`` first, then any names (``$`` ones included)."""
+    rest = st.dictionaries(FIELD_NAMES | DOLLAR_NAMES, dollar_values(), max_size=5)
+    return st.builds(lambda ident, fields: {"_id": ident, **fields}, INT32 | OBJECT_IDS, rest)
