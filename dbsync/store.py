@@ -338,7 +338,7 @@ def duplicate_id_error(
 
 def decode_raw(raw: bytes) -> Document:
     """A document read as raw BSON (``iter_raw_documents``), decoded as the stores decode."""
-    document: Any = bson.decode(raw, codec_options=STORE_CODEC_OPTIONS)
+    document: Document | bson.DBRef = bson.decode(raw, codec_options=STORE_CODEC_OPTIONS)
     if isinstance(document, bson.DBRef):  # pymongo reads a top level with $ref and $id so
         return dict(document.as_doc())
     return document
