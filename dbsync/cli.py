@@ -427,6 +427,10 @@ def import_(
         result = import_service.import_file(store, file, collection, mode, progress())
         run.done(result.collection, result.documents)
     say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
+    for line in result.converted[:20]:  # the stores have no deprecated types: never silent
+        warn(f"{result.collection}: {line} (BSON's deprecated type, not kept by the stores)")
+    if len(result.converted) > 20:
+        warn(f"{result.collection}: {len(result.converted) - 20} more deprecated values converted")
 
 
 @command()

@@ -510,8 +510,13 @@ class _Decoder:
     an ordinary sub-document (Extended JSON from elsewhere, as ``dbsync import`` reads it).
     """
 
-    def __init__(self, *, escapes: bool) -> None:
+    def __init__(self, *, escapes: bool, notes: list[str] | None = None) -> None:
         self.escapes = escapes
+        self.notes = notes  # where a deprecated type read as another is named, if anywhere
+
+    def converted(self, path: str, what: str) -> None:
+        if self.notes is not None:
+            self.notes.append(f"field {path or '(top)'}: {what}")
 
     def value(self, value: JsonValue, path: str) -> Any:
         kind = type(value)
@@ -623,13 +628,17 @@ class _Decoder:
             case ["$symbol"]:
                 if not isinstance(single, str):
                     raise _fail(path, "$symbol wants a string")
+                self.converted(path, "Symbol became a string")
                 return single
             case ["$undefined"]:
                 if single is not True:
                     raise _fail(path, f"$undefined wants true, got {single!r}")
+                self.converted(path, "Undefined became null")
                 return None
             case ["$dbPointer"]:
-                return self.db_pointer(single, path)
+                pointer = self.db_pointer(single, path)
+                self.converted(path, "DBPointer became a DBRef")
+                return pointer
         wrappers = sorted(WRAPPER_KEYS.intersection(value))
         raise _fail(
             path,
@@ -672,12 +681,17 @@ def from_json_value(value: JsonValue, path: str = "") -> Any:
     return _DECODER.value(value, path)
 
 
-def from_extended_json(value: dict[str, Any], path: str = "") -> Document:
+def from_extended_json(
+    value: dict[str, Any], path: str = "", notes: list[str] | None = None
+) -> Document:
     """A document of Extended JSON from elsewhere (any mode, ``$document`` an ordinary field).
 
     The top level is always a document: its ``$``-prefixed field names are field names.
+    ``notes`` receives one line per deprecated type read as another (``$symbol``...): no
+    store keeps those types.
     """
-    return _FOREIGN.document(value, path)
+    decoder = _FOREIGN if notes is None else _Decoder(escapes=False, notes=notes)
+    return decoder.document(value, path)
 
 
 def check_storable(doc: Document) -> None:

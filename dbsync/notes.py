@@ -16,6 +16,7 @@ import orjson
 
 from dbsync import extjson
 from dbsync.conflict import timestamp_millis
+from dbsync.deprecated import converted_fields
 from dbsync.snapshot import Rules, SortKey, sort_key
 
 EXAMPLES = 3
@@ -28,9 +29,12 @@ class _Tally:
     examples: list[str] = field(default_factory=list)
 
     def add(self, identifier: Any) -> None:
+        self.add_shown(orjson.dumps(identifier).decode())
+
+    def add_shown(self, text: str) -> None:
         self.count += 1
         if len(self.examples) < EXAMPLES:
-            self.examples.append(orjson.dumps(identifier).decode())
+            self.examples.append(text)
 
     def shown(self) -> str:
         more = ", ..." if self.count > len(self.examples) else ""
@@ -44,6 +48,7 @@ class RecordNotes:
         self.collection, self.rules, self.what = collection, rules, what
         self.null_key = _Tally()
         self.no_timestamp = _Tally()
+        self.converted = _Tally()  # examples: "_id 5, field a: Symbol became a string"
 
     @property
     def wanted(self) -> bool:
@@ -68,8 +73,20 @@ class RecordNotes:
         identifier = extjson.value_to_json(document.get("_id"))
         self.see(key, identifier, None if stamp is None else extjson.value_to_json(stamp))
 
+    def see_raw(self, raw: bytes, document: Mapping[str, Any]) -> None:
+        """One record as stored (``raw``) and as read: a deprecated BSON type read as another."""
+        for path, what in converted_fields(raw, document):
+            identifier = orjson.dumps(extjson.value_to_json(document.get("_id"))).decode()
+            self.converted.add_shown(f"_id {identifier}, field {path}: {what}")
+
     def messages(self) -> list[str]:
         found = []
+        if self.converted.count:
+            found.append(
+                f"{self.collection}: {self.converted.count} value(s) of BSON's deprecated types "
+                f"were exported as what pymongo reads them as ({self.converted.shown()}); the "
+                "stores cannot keep these types, so a merge writes the converted value"
+            )
         if self.null_key.count:
             fields = ", ".join(self.rules.key)
             found.append(

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import bson
+import montydb
 import orjson
 import pytest
 from bson.datetime_ms import DatetimeMS
+from bson.raw_bson import RawBSONDocument
 
 from dbsync import extjson, snapshot
 from dbsync.commands.import_file import ImportMode, import_file
@@ -131,7 +133,9 @@ def test_every_valid_case_syncs_through_the_cli_to_a_second_asset(tmp_path: Path
     for collection, cases in groups.items():
         source = tmp_path / f"{collection}.json"
         source.write_text(_import_lines(cases))
-        a.ok("import", str(source), "-c", collection)
+        imported = a.ok("import", str(source), "-c", collection)
+        warned = "Symbol became a string" in imported.output
+        assert warned == (collection == "deprecated"), imported.output
     a.ok("export")
     a.ok("verify", "database_backup")
     b.ok("merge", str(a.root / "database_backup"))
@@ -206,3 +210,27 @@ def test_dollar_named_fields_and_far_dates_sync_between_two_assets_and_compare_i
         bson.encode(document) for document in BOT_DOCUMENTS
     ]
     assert b"$document" in a.snapshot("bot")  # the escape, documented in README
+
+
+def test_deprecated_types_a_bot_stored_are_named_by_export_never_silently(tmp_path: Path):
+    """Raw BSON with a Symbol, an Undefined and a DBPointer (the corpus's own bytes)."""
+    project = new_project(tmp_path / "a")
+    _store_of(project).close()  # creates the store as dbsync configures it (SQLite, BSON)
+    uri, database = load_config(cwd=project.root, environ={}).require_database()
+    client = montydb.MontyClient(uri.removeprefix("embedded://"))  # the store's own client
+    deprecated = [case for case in VALID if case.deprecated]
+    stored = [RawBSONDocument(_raw_with_id(case.bson, n)) for n, case in enumerate(deprecated)]
+    client[database]["old"].insert_many(stored)
+    client.close()
+    exported = project.ok("export")
+    assert "old: 13 value(s) of BSON's deprecated types" in exported.output, exported.output
+    assert "_id 0, field a: DBPointer became a DBRef" in exported.output
+    project.ok("verify", "database_backup")
+
+
+def _raw_with_id(raw: bytes, number: int) -> bytes:
+    """The corpus document's BSON with ``_id: number`` first, unless it has an _id already."""
+    if "_id" in decode_raw(raw):
+        return raw
+    body = b"\x10_id\x00" + number.to_bytes(4, "little") + raw[4:]
+    return (len(body) + 4).to_bytes(4, "little") + body

@@ -43,7 +43,7 @@ from dbsync.snapshot import (
     read_sections,
     sorted_lines,
 )
-from dbsync.store import Store
+from dbsync.store import Store, decode_raw
 from dbsync.synced import Synced, load_synced, save_synced
 
 CLASHES_SHOWN = 20
@@ -127,12 +127,17 @@ def collection_lines(
     records lacking a key field or a timestamp."""
     progress.start(f"export {collection}", store.count(collection))
     note = notes.see_bson if notes is not None and notes.wanted else None
+    see_raw = notes.see_raw if notes is not None else None
 
     def encoded() -> Iterator[tuple[SortKey, bytes]]:
-        for document in store.iter_documents(collection):
+        # Raw reads: the BSON as stored, so a deprecated type pymongo converts can be named.
+        for raw in store.iter_raw_documents(collection):
+            document = decode_raw(raw)
             key, line = encode_record(document, rules.key)
             if note is not None:
                 note(document, key)
+            if see_raw is not None:
+                see_raw(raw, document)
             yield key, line
             progress.advance()
 

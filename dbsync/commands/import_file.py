@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from itertools import islice
 from pathlib import Path
@@ -30,6 +30,8 @@ class ImportResult:
     collection: str
     documents: int
     mode: ImportMode
+    converted: list[str] = field(default_factory=list)
+    """Each value of a deprecated BSON type (``$symbol``...) and what it was stored as."""
 
 
 def _first_character(path: Path) -> bytes:
@@ -41,29 +43,33 @@ def _first_character(path: Path) -> bytes:
     return b""
 
 
-def _decode(value: Any, where: str) -> Document:
+def _decode(value: Any, where: str, notes: list[str] | None = None) -> Document:
     if not isinstance(value, dict):
         raise InvalidInput(f"{where}: expected a JSON object, got {type(value).__name__}")
+    converted: list[str] = []
     try:
-        document = extjson.from_extended_json(value)
+        document = extjson.from_extended_json(value, notes=converted)
         extjson.check_storable(document)
     except InvalidInput as error:
         raise InvalidInput(f"{where}: {error.message}") from None
+    if notes is not None and converted:
+        shown = orjson.dumps(extjson.value_to_json(document.get("_id"))).decode()
+        notes.extend(f"{where}: _id {shown}, {line}" for line in converted)
     return document
 
 
-def read_documents(path: Path) -> Iterator[Document]:
+def read_documents(path: Path, notes: list[str] | None = None) -> Iterator[Document]:
     """The documents of a file: a JSON array, or one document per line (mongoexport's default).
 
     Canonical, relaxed and legacy Extended JSON are all read; a bad document names its line
-    (or its position in the array).
+    (or its position in the array). ``notes`` receives each deprecated type read as another.
     """
     try:
         first = _first_character(path)
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
     if first == b"[":
-        yield from _read_array(path)
+        yield from _read_array(path, notes)
         return
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -73,16 +79,16 @@ def read_documents(path: Path) -> Iterator[Document]:
                 value = orjson.loads(line)
             except orjson.JSONDecodeError as error:
                 raise InvalidInput(f"{path}:{number}: not valid JSON ({error})") from None
-            yield _decode(value, f"{path}:{number}")
+            yield _decode(value, f"{path}:{number}", notes)
 
 
-def _read_array(path: Path) -> Iterator[Document]:
+def _read_array(path: Path, notes: list[str] | None) -> Iterator[Document]:
     try:
         values = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"{path}: not a valid JSON array ({error})") from None
     for index, value in enumerate(values):
-        yield _decode(value, f"{path}: item {index}")
+        yield _decode(value, f"{path}: item {index}", notes)
 
 
 def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
@@ -126,7 +132,8 @@ def import_file(
     else:
         total = sum(1 for _ in read_documents(path))
     progress.start(f"import {collection}", total)
-    for batch in _batches(read_documents(path)):
+    converted: list[str] = []
+    for batch in _batches(read_documents(path, converted)):
         batch = [doc if "_id" in doc else {"_id": ObjectId(), **doc} for doc in batch]  # _id first
         if mode is ImportMode.insert:
             store.insert_many(collection, batch)
@@ -134,4 +141,4 @@ def import_file(
             store.apply(collection, batch, [])
         progress.advance(len(batch))
     progress.finish()
-    return ImportResult(collection, total, mode)
+    return ImportResult(collection, total, mode, converted)
