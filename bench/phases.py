@@ -7,8 +7,9 @@
 peak resident memory and what it checked. Running one phase alone this way is also how to
 profile it (``py-spy record -- python -m bench.phases merge FOLDER``).
 
-Documents come from ``ours.bson`` decoded by pymongo's ``bson``, as a cursor would give them;
-the time spent decoding them is not counted in encode or export figures.
+Documents come from ``ours.bson``: raw BSON, as a store gives it, decoded by ``decode_raw``. The
+encode phase gives every encoder the decoded documents (and dbsync's line the raw bytes too, as
+export does) and does not count the decoding; export decodes what it reads, and counts it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from dbsync.snapshot import (
     verify_file,
     write_section,
 )
-from dbsync.store import EmbeddedStore, WriteCounts
+from dbsync.store import EmbeddedStore, WriteCounts, decode_raw
 
 BATCH = 1000
 WRITE_BUFFER = 1 << 20  # as dbsync.files writes snapshots
@@ -72,23 +72,34 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def raw_documents(folder: Path) -> Iterator[bytes]:
+    """This asset's documents in ``_id`` order, as the BSON bytes a store holds."""
+    with (folder / "ours.bson").open("rb") as handle:
+        while size_bytes := handle.read(4):
+            yield size_bytes + handle.read(int.from_bytes(size_bytes, "little") - 4)
+
+
 def database_batches(folder: Path) -> Iterator[list[dict[str, Any]]]:
     """This asset's documents in ``_id`` order, in batches, as pymongo decodes them."""
-    with (folder / "ours.bson").open("rb") as handle:
-        documents = bson.decode_file_iter(handle)
-        while batch := list(itertools.islice(documents, BATCH)):
-            yield batch
+    for batch in raw_batches(folder):
+        yield [decode_raw(raw) for raw in batch]
+
+
+def raw_batches(folder: Path) -> Iterator[list[bytes]]:
+    raws = raw_documents(folder)
+    while batch := list(itertools.islice(raws, BATCH)):
+        yield batch
 
 
 class TimedSource:
-    """The database's documents one by one; ``seconds`` is the time spent decoding them."""
+    """The database's raw documents one by one; ``seconds`` is the time spent reading them."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.seconds = 0.0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        batches = database_batches(self.folder)
+    def __iter__(self) -> Iterator[bytes]:
+        batches = raw_batches(self.folder)
         while True:
             started = clock()
             batch = next(batches, None)
@@ -111,7 +122,7 @@ def _same_bson(
     return True
 
 
-def _timed(encode: Callable[[Any], Any], batch: list[dict[str, Any]]) -> float:
+def _timed(encode: Callable[[Any], Any], batch: Sequence[Any]) -> float:
     started = clock()
     for doc in batch:
         encode(doc)
@@ -128,22 +139,24 @@ def encode(folder: Path) -> Result:
     """
     key = Params.load(folder).rules.key
     encoders: list[Callable[[Any], Any]] = [
-        extjson.encode_document,
-        partial(encode_record, fields=key),
-        json_util_canonical,
+        lambda pair: extjson.encode_document(pair[1]),
+        lambda pair: encode_record(pair[1], key, pair[0]),  # as export calls it: raw BSON too
+        lambda pair: json_util_canonical(pair[1]),
     ]
     seconds = [0.0, 0.0, 0.0]
     documents = 0
     agree = True
-    for number, batch in enumerate(database_batches(folder)):
+    for number, raws in enumerate(raw_batches(folder)):
         if documents >= ENCODE_SAMPLE:
             break
+        pairs = [(raw, decode_raw(raw)) for raw in raws]
         for turn in range(3):
             which = (number + turn) % 3
-            seconds[which] += _timed(encoders[which], batch)
-        documents += len(batch)
+            seconds[which] += _timed(encoders[which], pairs)
+        documents += len(pairs)
         if number % CHECK_EVERY == 0:  # not timed
-            lines = [encode_record(doc, key)[1] for doc in batch]
+            batch = [doc for _, doc in pairs]
+            lines = [encode_record(doc, key, raw)[1] for raw, doc in pairs]
             agree = agree and _same_bson(batch, lines, [json_util_canonical(d) for d in batch])
     return {
         "documents": documents,
@@ -171,8 +184,8 @@ class PreparedDatabase:
     def size_bytes(self, collection: str) -> int:
         return self.bytes
 
-    def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Any]:
-        return iter(self.source)
+    def iter_raw_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[bytes]:
+        return iter(self.source)  # export reads raw BSON and decodes it (counted in its time)
 
     def close(self) -> None:
         pass

@@ -208,10 +208,10 @@ def targets(run: Run) -> list[Target]:
         record_ratio = enc["baseline_seconds"] / enc["record_seconds"]
         found.append(
             Target(
-                f"{kind}: encoding ≥ 4x json_util canonical (the same job: a document → "
-                "Extended JSON)",
-                f"{ratio:.1f}x (with xxhash and sort key: {record_ratio:.1f}x)",
-                ratio >= 4,
+                f"{kind}: the record line ≥ 4x json_util canonical (JSON, xxhash, line, sort "
+                "key; json_util: the JSON alone)",
+                f"{record_ratio:.1f}x (the JSON alone: {ratio:.1f}x)",
+                record_ratio >= 4,
             )
         )
     for kind in run.kinds:

@@ -334,6 +334,93 @@ def dumps_json(value: JsonValue) -> bytes:
     return orjson.dumps(value)
 
 
+_PLAIN_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+_Fragment = orjson.Fragment  # JSON bytes orjson copies as they are: no dict to build and walk
+
+
+def _oid_fragment(value: ObjectId) -> orjson.Fragment:
+    return _Fragment(b'{"$oid":"%s"}' % value.binary.hex().encode())
+
+
+def _int64_fragment(value: Int64) -> orjson.Fragment:
+    return _Fragment(b'{"$numberLong":"%d"}' % value)
+
+
+def _date_fragment(value: datetime.datetime) -> Any:
+    if value.tzinfo is not None:
+        return _date(value)
+    return _Fragment(b'{"$date":{"$numberLong":"%d"}}' % ((value - _EPOCH) // _ONE_MS))
+
+
+def _decimal_fragment(value: Decimal128) -> orjson.Fragment:
+    return _Fragment(b'{"$numberDecimal":"%s"}' % decimal128_text(value).encode())
+
+
+def _bytes_fragment(value: bytes) -> orjson.Fragment:
+    text = binascii.b2a_base64(value, newline=False)
+    return _Fragment(b'{"$binary":{"base64":"%s","subType":"00"}}' % text)
+
+
+def _binary_fragment(value: Binary) -> orjson.Fragment:
+    text = binascii.b2a_base64(value, newline=False)
+    return _Fragment(b'{"$binary":{"base64":"%s","subType":"%02x"}}' % (text, value.subtype))
+
+
+_PLAIN_TYPES: dict[type, Callable[[Any], Any]] = {
+    ObjectId: _oid_fragment,
+    Int64: _int64_fragment,
+    datetime.datetime: _date_fragment,
+    Decimal128: _decimal_fragment,
+    bytes: _bytes_fragment,
+    Binary: _binary_fragment,
+}
+_TYPE_BYTES = frozenset([*range(0x01, 0x14), 0x7F, 0xFF])  # what precedes a BSON field name
+
+
+def plain_bson(raw: bytes) -> bool:
+    """Whether BSON bytes hold no ``$``-prefixed field name and no NaN or infinity.
+
+    Then orjson can write the decoded document itself (``encode_plain``), with a wrapper only
+    for the types JSON has not. A field name follows its type byte, so a ``$`` name shows as a
+    type byte then ``$``; a NaN or an infinity ends in the bytes ``[f0-ff][7f|ff]`` (all
+    exponent bits set). Each is looked for with ``find`` (in C); a ``$`` inside a string or a
+    0x7f byte of an ObjectId costs a second look, and a document that merely might hold one
+    (a random binary) takes the walk, which is exact.
+    """
+    at = raw.find(b"$", 5)
+    while at != -1:
+        if raw[at - 1] in _TYPE_BYTES:
+            return False
+        at = raw.find(b"$", at + 1)
+    for top in (b"\x7f", b"\xff"):
+        at = raw.find(top, 5)
+        while at != -1:
+            if raw[at - 1] >= 0xF0:
+                return False
+            at = raw.find(top, at + 1)
+    return True
+
+
+def _plain_default(value: Any) -> JsonValue:
+    """orjson's callback for the types it has not (and Int64, a subclass it is told to pass)."""
+    encode = _PLAIN_TYPES.get(type(value))
+    return encode(value) if encode is not None else _SNAPSHOT.value(value)
+
+
+def encode_plain(doc: Mapping[str, Any]) -> bytes:
+    """``encode_document`` for a document ``plain_bson`` cleared, decoded as the stores decode
+    (so every ``int`` is an Int32 and every ``float`` finite): the same bytes, written by orjson
+    in C, which calls back only for ObjectIds, dates and the other wrapped types.
+
+    The usual wrapped types come back as ``orjson.Fragment`` bytes, the same text the walk's
+    wrappers give (tested on every document the property tests draw).
+    """
+    try:
+        return orjson.dumps(doc, default=_plain_default, option=_PLAIN_OPTIONS)
+    except orjson.JSONEncodeError:  # something orjson refuses (too deep...): the walk says what
+        return encode_document(doc)
+
+
 # ---------------------------------------------------------------- decoding: JSON value -> BSON
 
 _DIGITS = re.compile(r"-?[0-9]+")
@@ -556,12 +643,12 @@ class _Decoder:
             if not isinstance(inner, dict):
                 raise _fail(path, f"{ESCAPE} wants a document, got {inner!r}")
             return self.document(inner, path)
+        if _is_dbref(value):  # before wrappers: a DBRef's other fields may have any name
+            return self.dbref(value, path)
         if not WRAPPER_KEYS.isdisjoint(value):
             return self.wrapper(value, path)
         if "$regex" in value and _legacy_regex(value):
             return _regex_value(value["$regex"], value.get("$options", ""), path)
-        if _is_dbref(value):
-            return self.dbref(value, path)
         return self.document(value, path)
 
     def document(self, value: dict[str, Any], path: str) -> Document:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import gc
 import heapq
 import operator
@@ -29,6 +30,7 @@ from typing import IO, Any, BinaryIO, Protocol
 
 import orjson
 import xxhash
+from bson import ObjectId
 
 from dbsync import extjson
 from dbsync.errors import InvalidInput
@@ -216,6 +218,7 @@ def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
 
 
 _hex_hash = xxhash.xxh3_64_hexdigest
+_int_hash = xxhash.xxh3_64_intdigest  # formatted %016x: the hex digest, without a str between
 
 
 def content_hash(body: bytes) -> str:
@@ -228,10 +231,65 @@ def record_line(body: bytes, digest: str | None = None) -> bytes:
     return b"".join((_RECORD_PREFIX, digest.encode(), _RECORD_MIDDLE, body, b"}\n"))
 
 
-def encode_record(doc: Mapping[str, Any], fields: Sequence[str]) -> tuple[SortKey, bytes]:
-    """A database document as its sort key and its record line."""
+def encode_record(
+    doc: Mapping[str, Any], fields: Sequence[str], raw: bytes | None = None
+) -> tuple[SortKey, bytes]:
+    """A database document as its sort key and its record line.
+
+    ``raw``: the BSON the document was decoded from by ``store.decode_raw``, when the store
+    gave it. When its bytes show nothing the walk must see to (``extjson.plain_bson``), orjson
+    writes the document whole and the key is read from the document's own values: the same
+    line and key, without building the JSON values of every field.
+    """
+    if raw is not None and extjson.plain_bson(raw):
+        native_key = _native_key(tuple(fields))
+        if native_key is not None:
+            body = extjson.encode_plain(doc)
+            return native_key(doc), b'{"h":"%016x","d":%b}\n' % (_int_hash(body), body)
     json_doc = extjson.to_json_value(doc)
     return sort_key(json_doc, fields), record_line(extjson.dumps_json(json_doc))
+
+
+@functools.lru_cache(maxsize=64)
+def _native_key(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], SortKey] | None:
+    """``sort_key`` read from a document's own values, built once per key; None for a dotted
+    key field (those are read from the JSON form, where a DBRef is a document too)."""
+    if any("." in name for name in fields):
+        return None
+    if len(fields) == 1:
+        name = fields[0]
+
+        def one(doc: Mapping[str, Any]) -> SortKey:
+            value = doc.get(name)
+            return ((4, value) if type(value) is str else native_sort_value(value),)
+
+        return one
+
+    def many(doc: Mapping[str, Any]) -> SortKey:
+        values = map(doc.get, fields)
+        return tuple([(4, v) if type(v) is str else native_sort_value(v) for v in values])
+
+    return many
+
+
+def native_sort_value(value: Any) -> SortKey:
+    """``sort_value`` of a value's JSON form, read from the value as the store decoded it.
+
+    The usual key types directly; every other through its JSON form, so both always agree
+    (a key is recomputed from the line when sorted chunks are merged, and by ``verify``).
+    """
+    kind = type(value)
+    if kind is str:
+        return (4, value)
+    if kind is ObjectId:
+        return (8, value.binary.hex())
+    if kind is int:
+        return (3, 1, value)
+    if value is None:
+        return (2,)
+    if kind is float and value - value == 0.0:  # finite
+        return (3, 1, value)
+    return sort_value(extjson.value_to_json(value))
 
 
 def line_hash(line: bytes) -> str:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from dbsync import extjson, snapshot
 from dbsync.snapshot import Header, Rules
 from dbsync.store import decode_raw
-from tests.strategies import dollar_documents
+from tests.strategies import documents, dollar_documents
 
 RULES = Rules(key=("_id",))
 
@@ -391,3 +391,43 @@ def test_property_whatever_export_writes_reads_back_to_the_same_document(doc):
     line, back = snapshot_round_trip(doc)
     assert bson.encode(back) == bson.encode(decode_raw(raw))
     assert snapshot._Checker(Header("c", RULES), b"", deep=True).deep_problem(line, 1) is None
+
+
+# ---------------------------------------------------------------- the raw fast path
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"_id": 1, "x": float("nan")},
+        {"_id": 1, "x": [1, {"y": float("-inf")}]},
+        {"_id": 1, "q": {"$regex": "^a"}},
+        {"_id": 1, "q": [{"$in": [1]}]},
+    ],
+)
+def test_plain_bson_never_clears_a_nan_or_a_dollar_field_name(doc):
+    assert not extjson.plain_bson(bson.encode(doc))
+
+
+def test_plain_bson_clears_a_dollar_inside_a_string():
+    assert extjson.plain_bson(bson.encode({"_id": 1, "price": "$5", "f": 1.5}))
+
+
+@settings(max_examples=400, deadline=None)
+@given(dollar_documents(), st.sampled_from([("_id",), ("a", "_id"), ("$oid",), ("a.b",)]))
+def test_property_the_raw_fast_path_gives_the_walks_line_and_key(doc, fields):
+    try:
+        raw = bson.encode(doc)
+    except (bson.errors.InvalidDocument, OverflowError):
+        return
+    stored = decode_raw(raw)
+    assert snapshot.encode_record(stored, fields, raw) == snapshot.encode_record(stored, fields)
+
+
+@settings(max_examples=300, deadline=None)
+@given(documents())
+def test_property_encode_plain_writes_what_the_walk_writes(fields):
+    raw = bson.encode({"_id": 1, **fields})
+    stored = decode_raw(raw)
+    if extjson.plain_bson(raw):
+        assert extjson.encode_plain(stored) == extjson.encode_document(stored)

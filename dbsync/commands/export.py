@@ -133,7 +133,7 @@ def collection_lines(
         # Raw reads: the BSON as stored, so a deprecated type pymongo converts can be named.
         for raw in store.iter_raw_documents(collection):
             document = decode_raw(raw)
-            key, line = encode_record(document, rules.key)
+            key, line = encode_record(document, rules.key, raw)
             if note is not None:
                 note(document, key)
             if see_raw is not None:
