@@ -375,6 +375,7 @@ _PLAIN_TYPES: dict[type, Callable[[Any], Any]] = {
     Binary: _binary_fragment,
 }
 _TYPE_BYTES = frozenset([*range(0x01, 0x14), 0x7F, 0xFF])  # what precedes a BSON field name
+_NEXT_BYTES = _TYPE_BYTES | {0x00}  # what follows a value: the next type byte, or the end
 
 
 def plain_bson(raw: bytes) -> bool:
@@ -383,19 +384,22 @@ def plain_bson(raw: bytes) -> bool:
     Then orjson can write the decoded document itself (``encode_plain``), with a wrapper only
     for the types JSON has not. A field name follows its type byte, so a ``$`` name shows as a
     type byte then ``$``; a NaN or an infinity ends in the bytes ``[f0-ff][7f|ff]`` (all
-    exponent bits set). Each is looked for with ``find`` (in C); a ``$`` inside a string or a
-    0x7f byte of an ObjectId costs a second look, and a document that merely might hold one
-    (a random binary) takes the walk, which is exact.
+    exponent bits set), then comes a type byte or the end of its document. Each is looked for
+    with ``find`` (in C); a ``$`` inside a string or a 0x7f byte of an ObjectId costs a second
+    look, and a document that merely might hold one (bytes of a random binary) takes the walk,
+    which is exact.
     """
-    at = raw.find(b"$", 5)
+    if 0x24 not in raw and 0x7F not in raw and 0xFF not in raw:  # most documents: 3 memchr
+        return True  # (an int, not b"$": ``in`` a bytes needle is 6x slower, measured)
+    at = raw.find(0x24, 5)
     while at != -1:
         if raw[at - 1] in _TYPE_BYTES:
             return False
-        at = raw.find(b"$", at + 1)
-    for top in (b"\x7f", b"\xff"):
+        at = raw.find(0x24, at + 1)
+    for top in (0x7F, 0xFF):
         at = raw.find(top, 5)
         while at != -1:
-            if raw[at - 1] >= 0xF0:
+            if raw[at - 1] >= 0xF0 and raw[at + 1] in _NEXT_BYTES:
                 return False
             at = raw.find(top, at + 1)
     return True

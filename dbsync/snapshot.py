@@ -43,6 +43,7 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 READ_BUFFER = 1 << 20  # readline from an 8 KiB buffer took twice as long for 560-byte lines
 _RECORD_PREFIX = b'{"h":"'
 _RECORD_MIDDLE = b'","d":'
+_END = b"}\n"
 _BODY_START = len(_RECORD_PREFIX) + 16 + len(_RECORD_MIDDLE)
 _HEX16 = re.compile(rb"[0-9a-f]{16}")
 
@@ -218,7 +219,6 @@ def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
 
 
 _hex_hash = xxhash.xxh3_64_hexdigest
-_int_hash = xxhash.xxh3_64_intdigest  # formatted %016x: the hex digest, without a str between
 
 
 def content_hash(body: bytes) -> str:
@@ -242,12 +242,22 @@ def encode_record(
     line and key, without building the JSON values of every field.
     """
     if raw is not None and extjson.plain_bson(raw):
-        native_key = _native_key(tuple(fields))
+        native_key = _LAST_KEY[1] if fields is _LAST_KEY[0] else _native_key_for(fields)
         if native_key is not None:
             body = extjson.encode_plain(doc)
-            return native_key(doc), b'{"h":"%016x","d":%b}\n' % (_int_hash(body), body)
+            line = b"".join((_RECORD_PREFIX, _hex_hash(body).encode(), _RECORD_MIDDLE, body, _END))
+            return native_key(doc), line
     json_doc = extjson.to_json_value(doc)
     return sort_key(json_doc, fields), record_line(extjson.dumps_json(json_doc))
+
+
+_LAST_KEY: list[Any] = [None, None]  # (fields, key function): one export asks for one key
+
+
+def _native_key_for(fields: Sequence[str]) -> Callable[[Mapping[str, Any]], SortKey] | None:
+    function = _native_key(tuple(fields))
+    _LAST_KEY[:] = [fields, function]
+    return function
 
 
 @functools.lru_cache(maxsize=64)
@@ -265,9 +275,14 @@ def _native_key(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], SortKe
 
         return one
 
+    values_of = operator.itemgetter(*fields)
+
     def many(doc: Mapping[str, Any]) -> SortKey:
-        values = map(doc.get, fields)
-        return tuple([(4, v) if type(v) is str else native_sort_value(v) for v in values])
+        try:
+            values = values_of(doc)
+        except KeyError:  # a missing field is null
+            values = tuple(map(doc.get, fields))
+        return tuple(map(native_sort_value, values))  # map: no comprehension frame
 
     return many
 
