@@ -664,6 +664,10 @@ class _Checker:
             canonical = extjson.encode_document(decoded) if isinstance(decoded, dict) else b""
         except InvalidInput as error:
             return f"a value lies about its type: {error.message}"
+        try:
+            extjson.check_storable(decoded)
+        except InvalidInput as error:
+            return f"no store can hold this document: {error.message}"
         if canonical != body:
             return "the document is not written the way dbsync writes it (was it hand-edited?)"
         return self._order_problem(doc, number)

@@ -230,6 +230,15 @@ def test_verify_catches_forged_values_that_lie_about_their_type(good):
     assert "a value lies about its type: n: $numberInt" in problems(good)[0]
 
 
+def test_verify_catches_a_forged_document_no_store_can_hold(good):
+    def nul(records):
+        records[0] = b'{"_id":0,"a\\u0000b":1}\n'
+        return records
+
+    forge(good, nul)
+    assert "no store can hold this document" in problems(good)[0]
+
+
 def test_verify_catches_forged_non_canonical_writing(good):
     def respace(records):
         records[0] = b'{"_id":0, "profit":0.0}\n'
