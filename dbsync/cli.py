@@ -9,8 +9,8 @@ import inspect
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -22,13 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from dbsync import __version__, git
+from dbsync import __version__, git, pipeline
 from dbsync import agent as agent_service
 from dbsync import demo as demo_service
 from dbsync import hooks as hooks_service
 from dbsync.api import require_key_for
 from dbsync.backups import list_backups
-from dbsync.commands import dedupe as dedupe_service
 from dbsync.commands import diff as diff_service
 from dbsync.commands import diff_driver as diff_driver_service
 from dbsync.commands import dump as dump_service
@@ -38,7 +37,6 @@ from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
-from dbsync.commands import pending as pending_service
 from dbsync.commands import prune as prune_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
@@ -48,9 +46,9 @@ from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
+from dbsync.pipeline import ChangingRun
 from dbsync.progress import NoProgress, Progress
-from dbsync.report import SUCCESS, MergeReport
-from dbsync.runs import Run, locked, record_report, tracked_run
+from dbsync.report import MergeReport
 from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
 from dbsync.synced import is_tracked_snapshot
@@ -209,39 +207,22 @@ def warn(message: str) -> None:
     err.print(f"warning: {message}", markup=False)
 
 
-@contextmanager
-def tracked(configuration: Config, operation: str, collections: list[str] | None) -> Iterator[Run]:
-    """Lock the asset and record the run in the history (see ``dbsync.runs``)."""
-    with tracked_run(configuration, operation, collections=collections or [], warn=warn) as run:
-        yield run
-
-
-@contextmanager
 def changing(
     configuration: Config,
     operation: str,
     collections: list[str] | None,
     *,
     resolving: Path | None = None,
-) -> Iterator[tuple[Run, Store]]:
-    """Lock, record, open the store, and first retry any pending merge (PRODUCT.md §5): a
-    command that changes the database or the snapshot must not run over an unmerged pull.
-    ``resolving``: the source this command merges itself (not retried twice)."""
-    with (
-        tracked(configuration, operation, collections) as run,
-        opened_store(configuration) as store,
-    ):
-        pending_service.retry_pending(configuration, store, say, skip=resolving)
-        yield run, store
-
-
-@contextmanager
-def opened_store(configuration: Config) -> Iterator[Store]:
-    store = open_configured_store(configuration)
-    try:
-        yield store
-    finally:
-        store.close()
+) -> AbstractContextManager[tuple[ChangingRun, Store]]:
+    """A command's changing run (``dbsync.pipeline``), saying and warning on the terminal."""
+    return pipeline.changing_store_run(
+        configuration,
+        operation,
+        say=say,
+        warn=warn,
+        collections=collections or [],
+        resolving=resolving,
+    )
 
 
 @app.callback(invoke_without_command=True)
@@ -333,8 +314,7 @@ DedupeFlag = Annotated[
 
 
 def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | None) -> None:
-    names = wanted or [n for n in store.collection_names() if not configuration.excluded(n)]
-    report = dedupe_service.dedupe(configuration, store, names)
+    report = pipeline.fold_duplicates(configuration, store, wanted)
     if report is None:
         say("--dedupe: no records share a key")
         return
@@ -400,7 +380,7 @@ def export(
             allow_deletes=allow_deletes,
         )
         for result in results:
-            run.done(result.collection, result.records, result.digest)
+            run.record.done(result.collection, result.records, result.digest)
     for result in results:
         for note in result.notes:
             warn(note)
@@ -425,7 +405,7 @@ def import_(
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
         result = import_service.import_file(store, file, collection, mode, progress())
-        run.done(result.collection, result.documents)
+        run.record.done(result.collection, result.documents)
     say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
 
 
@@ -435,7 +415,7 @@ def dump(
 ) -> None:
     """Print a collection as canonical Extended JSON, one document per line, sorted by key."""
     configuration = config()
-    with opened_store(configuration) as store:
+    with open_configured_store(configuration) as store:
         for line in dump_service.dump_lines(configuration, store, collection):
             sys.stdout.buffer.write(line)
     sys.stdout.buffer.flush()
@@ -476,7 +456,7 @@ def stats(
 ) -> None:
     """Per collection: documents, size, snapshot state, last export and merge."""
     configuration = config()
-    with opened_store(configuration) as store:
+    with open_configured_store(configuration) as store:
         document = stats_service.collection_stats(configuration, store)
     if json:
         print_json(document)
@@ -543,17 +523,11 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    tracked_source = is_tracked_snapshot(configuration.snapshot_dir, path)
-    resolving = path if tracked_source else None
+    resolving = path if is_tracked_snapshot(configuration.snapshot_dir, path) else None
     with changing(configuration, "merge", collection, resolving=resolving) as (run, store):
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
-        report = merge_service.merge_snapshot(configuration, store, path, merge_options, progress())
-        record_report(run, report)
-        if report.status == SUCCESS:
-            if tracked_source:
-                pending_service.resolve_pending(configuration, path)
-            prune_service.prune(configuration, leftovers=not run.nested)
+        report = run.merge(store, path, merge_options, progress())
     if json:
         print_json(report.to_json())
     else:
@@ -610,7 +584,7 @@ def restore(
     with changing(configuration, "restore", collection) as (run, store):
         result = restore_service.restore_backup(configuration, store, backup_id, collection)
         for name, records in result.records.items():
-            run.done(name, records)
+            run.record.done(name, records)
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
@@ -630,8 +604,7 @@ def prune(
 ) -> None:
     """Remove old backups and merge reports, unfinished backups and leftover temporary files."""
     configuration = config()
-    with locked(configuration, "prune") as own_lock:
-        result = prune_service.prune(configuration, keep, leftovers=own_lock)
+    result = pipeline.prune_run(configuration, keep)
     if json:
         print_json(result.to_json())
         return
@@ -788,7 +761,7 @@ def diff_driver(
 @command()
 def sync() -> None:
     """Pull (the hooks merge), export, commit and push: the whole cycle in one command."""
-    result = sync_service.locked_sync(config(), warn)
+    result = sync_service.sync_run(config(), warn)
     for step in result.steps:
         say(step)
 

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dbsync import git
+from dbsync.commands.common import open_configured_store
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import Config
-from dbsync.state import StateStore, open_state
+from dbsync.state import PendingMerge, StateStore, open_state
 from dbsync.store import Store
 from dbsync.synced import three_way_base
 
@@ -67,32 +68,44 @@ def base_for(config: Config, commit: str | None, before: str | None = None) -> P
 
 def retry_pending(
     config: Config,
-    store: Store,
     say: Callable[[str], None],
     *,
     skip: Path | None = None,
     only: int | None = None,
 ) -> int:
-    """Retry every queued merge (or the one numbered ``only``), oldest first; the first that
-    fails again stops the command (its error propagates, with the queue updated). Returns how
-    many succeeded."""
+    """Retry every queued merge (or the one numbered ``only``), oldest first, opening the store
+    only when there is one; the first that fails again stops the run (its error propagates,
+    with the queue updated). Returns how many succeeded."""
     if not (config.state_dir / "state.sqlite").exists():
         return 0
-    done = 0
     with _state(config) as state:
-        for waiting in state.list_pending():
-            source = config.root / waiting.source
-            if only is not None and waiting.id != only:
-                continue
-            if skip is not None and source.resolve() == skip.resolve():
-                continue
-            say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
-            options = MergeOptions(base=base_for(config, waiting.commit), commit=waiting.commit)
-            try:
-                merge_snapshot(config, store, source, options)
-            except Exception as error:
-                state.mark_pending_attempt(waiting.id, str(error).splitlines()[0], None)
-                raise
-            state.remove_pending(waiting.id)
-            done += 1
-    return done
+        waiting = [p for p in state.list_pending() if _wanted(config, p, skip, only)]
+        if not waiting:
+            return 0
+        with open_configured_store(config) as store:
+            for entry in waiting:
+                _retry(config, state, store, entry, say)
+    return len(waiting)
+
+
+def _wanted(config: Config, entry: PendingMerge, skip: Path | None, only: int | None) -> bool:
+    if only is not None and entry.id != only:
+        return False
+    return skip is None or (config.root / entry.source).resolve() != skip.resolve()
+
+
+def _retry(
+    config: Config,
+    state: StateStore,
+    store: Store,
+    entry: PendingMerge,
+    say: Callable[[str], None],
+) -> None:
+    say(f"retrying the pending merge of {entry.source} (waiting since {entry.created})")
+    options = MergeOptions(base=base_for(config, entry.commit), commit=entry.commit)
+    try:
+        merge_snapshot(config, store, config.root / entry.source, options)
+    except Exception as error:
+        state.mark_pending_attempt(entry.id, str(error).splitlines()[0], None)
+        raise
+    state.remove_pending(entry.id)

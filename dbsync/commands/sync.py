@@ -18,10 +18,9 @@ from dbsync import git, hooks
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import export, exported_sections
 from dbsync.commands.hook import merge_into_database
-from dbsync.commands.pending import retry_pending
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, UsageError
-from dbsync.runs import tracked_run
+from dbsync.pipeline import changing_run
 from dbsync.synced import save_synced
 
 PUSH_ATTEMPTS = 3
@@ -77,11 +76,8 @@ def pull(config: Config, result: SyncResult) -> None:
 
 
 def export_and_commit(config: Config, result: SyncResult) -> None:
-    store = open_configured_store(config)
-    try:
+    with open_configured_store(config) as store:  # closed before git runs a hook that opens it
         exported = export(config, store)
-    finally:
-        store.close()
     records = sum(item.records for item in exported)
     if not git.has_changes(config.root, _snapshot_path(config)):
         result.steps.append(f"export: {records} records, snapshot unchanged")
@@ -125,13 +121,8 @@ def sync(config: Config) -> SyncResult:
     return result
 
 
-def locked_sync(config: Config, warn: Callable[[str], None]) -> SyncResult:
-    """The whole cycle as a command runs it: under the asset's lock (the hooks it fires pass,
-    as children of the holder), recorded in the history, pending merges retried first."""
-    with tracked_run(config, "sync", warn=warn):
-        store = open_configured_store(config)
-        try:
-            retry_pending(config, store, warn)
-        finally:
-            store.close()
+def sync_run(config: Config, warn: Callable[[str], None]) -> SyncResult:
+    """The whole cycle as one changing run (``dbsync.pipeline``): under the asset's lock (the
+    hooks it fires pass, as children of the holder), recorded, pending merges retried first."""
+    with changing_run(config, "sync", say=warn, warn=warn):
         return sync(config)
