@@ -146,6 +146,16 @@ def report_error(error: DbsyncError) -> None:
     raise typer.Exit(error.exit_code)
 
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C stopped
+
+
+def report_interrupt() -> None:
+    """Ctrl-C: every write dbsync makes is atomic (a temporary file renamed into place) and every
+    merge rolls back, so stopping leaves nothing half-written; say so and exit 130."""
+    err.print("interrupted (Ctrl-C): nothing was left half-written", markup=False)
+    raise typer.Exit(INTERRUPTED_EXIT_CODE)
+
+
 _CONTEXT_PARAMETER = inspect.Parameter(
     "_dbsync_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
 )
@@ -171,7 +181,9 @@ def command(
                 return function(*args, **kwargs)
             except DbsyncError as error:
                 report_error(error)
-            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            except KeyboardInterrupt:
+                report_interrupt()
+            except (typer.Exit, typer.Abort):
                 raise
             except Exception as error:  # a bug: say so briefly; -v shows the traceback
                 if options().verbose:
@@ -242,7 +254,7 @@ def main_callback(
     """Keep the MongoDB databases of several machines identical through an ordinary git remote.
 
     Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 database unreachable,
-    4 invalid or corrupt input, 5 refused by a safety guard.
+    4 invalid or corrupt input, 5 refused by a safety guard, 6 git failed, 130 interrupted.
     """
     if version:
         out.print(f"dbsync {__version__}")
@@ -813,5 +825,6 @@ def demo(
 
 def main() -> None:
     """The console script. Usage errors exit 2 (typer's own handling); ``DbsyncError``s are
-    mapped to their exit codes by ``report_error``; anything else is a bug and exits 1."""
+    mapped to their exit codes by ``report_error``, Ctrl-C to 130 by ``report_interrupt``;
+    anything else is a bug and exits 1."""
     app()
