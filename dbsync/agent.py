@@ -29,7 +29,7 @@ from dbsync.commands import sync as sync_service
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, UsageError
 from dbsync.pipeline import changing_run
-from dbsync.state import reading_state
+from dbsync.state import FAILED, SUCCESS, reading_state
 
 MAX_BACKOFF_SECONDS = 3600.0
 ALERT_TIMEOUT_SECONDS = 30.0
@@ -107,10 +107,10 @@ class Agent:
             began = time.monotonic()
             try:
                 summary = (self.cycle_runner or sync_cycle)(config)
-                outcome, error = "success", None
+                outcome, error = SUCCESS, None
             except DbsyncError as failure:
-                summary, outcome, error = "", "failed", failure.message.splitlines()[0]
-            self.failures = 0 if outcome == "success" else self.failures + 1
+                summary, outcome, error = "", FAILED, failure.message.splitlines()[0]
+            self.failures = 0 if outcome == SUCCESS else self.failures + 1
             self.cycles += 1
             status = status_service.health(config)
             self._alert(config, status)
@@ -210,7 +210,7 @@ def retry_one_pending(config: Config, pending_id: int) -> dict[str, Any] | None:
         with changing_run(config, "merge", say=_quiet, warn=_quiet, retry_only=pending_id):
             pass  # the pipeline retries the pending merge first: that is the whole run
     except DbsyncError as error:
-        return {"id": pending_id, "status": "failed", "error": error.message}
+        return {"id": pending_id, "status": FAILED, "error": error.message}
     return {"id": pending_id, "status": "merged"}
 
 

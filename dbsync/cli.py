@@ -51,7 +51,6 @@ from dbsync.progress import NoProgress, Progress
 from dbsync.report import MergeReport
 from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
-from dbsync.synced import is_tracked_snapshot
 
 app = typer.Typer(
     name="dbsync",
@@ -224,7 +223,7 @@ def changing(
     operation: str,
     collections: list[str] | None,
     *,
-    resolving: Path | None = None,
+    merging: Path | None = None,
 ) -> AbstractContextManager[tuple[ChangingRun, Store]]:
     """A command's changing run (``dbsync.pipeline``), saying and warning on the terminal."""
     return pipeline.changing_store_run(
@@ -233,7 +232,7 @@ def changing(
         say=say,
         warn=warn,
         collections=collections or [],
-        resolving=resolving,
+        merging=merging,
     )
 
 
@@ -535,8 +534,7 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    resolving = path if is_tracked_snapshot(configuration.snapshot_dir, path) else None
-    with changing(configuration, "merge", collection, resolving=resolving) as (run, store):
+    with changing(configuration, "merge", collection, merging=path) as (run, store):
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
         report = run.merge(store, path, merge_options, progress())

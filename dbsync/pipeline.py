@@ -76,12 +76,13 @@ def changing_run(
     say: Say,
     warn: Say,
     collections: Sequence[str] = (),
-    resolving: Path | None = None,
+    merging: Path | None = None,
     retry_only: int | None = None,
 ) -> Iterator[ChangingRun]:
     """Run the block as one changing run (steps 1-5 of the module docstring).
 
-    ``resolving``: the source the block merges itself (not retried first as well).
+    ``merging``: the source the block merges; when it is the snapshot folder, its own pending
+    entry is not retried first as well (the block's merge settles it).
     ``retry_only``: retry this one pending merge and no other (the agent's API asks for it).
     Nothing after the block runs when it raises: a failed merge prunes nothing.
     """
@@ -91,7 +92,10 @@ def changing_run(
     ):
         record.nested = holder is None
         run = ChangingRun(config, record)
-        retried = retry_pending(config, say, skip=resolving, only=retry_only)
+        settled_here = (
+            merging if merging and is_tracked_snapshot(config.snapshot_dir, merging) else None
+        )
+        retried = retry_pending(config, say, skip=settled_here, only=retry_only)
         run.merged = retried > 0
         yield run
         if run.merged:
@@ -106,12 +110,12 @@ def changing_store_run(
     say: Say,
     warn: Say,
     collections: Sequence[str] = (),
-    resolving: Path | None = None,
+    merging: Path | None = None,
 ) -> Iterator[tuple[ChangingRun, Store]]:
     """``changing_run`` with the configured store open for the whole block."""
     with (
         changing_run(
-            config, operation, say=say, warn=warn, collections=collections, resolving=resolving
+            config, operation, say=say, warn=warn, collections=collections, merging=merging
         ) as run,
         open_configured_store(config) as store,
     ):

@@ -22,7 +22,7 @@ from dbsync.config import Config
 from dbsync.errors import DbsyncError, SafetyRefusal
 from dbsync.guards import TooManyDeletes
 from dbsync.report import MergeReport
-from dbsync.state import FAILED, REFUSED, SUCCESS, Outcome, StateStore, open_state
+from dbsync.state import FAILED, REFUSED, SUCCESS, CollectionResult, StateStore, open_state
 from dbsync.store import scrub_secrets, uri_secrets
 
 Warn = Callable[[str], None]
@@ -34,13 +34,13 @@ class RunRecord:
 
     operation: str
     collections: list[str] = field(default_factory=list)
-    results: list[Outcome] = field(default_factory=list)
+    results: list[CollectionResult] = field(default_factory=list)
     status: str = SUCCESS
     nested: bool = False
     """True when the run goes on under a parent dbsync run's lock (see ``dbsync.lock``)."""
 
     def done(self, collection: str, records: int | None, digest: str | None = None) -> None:
-        self.results.append(Outcome(collection, self.status, records, digest))
+        self.results.append(CollectionResult(collection, self.status, records, digest))
 
 
 def error_text(error: BaseException, config: Config) -> str:
@@ -54,9 +54,9 @@ def error_text(error: BaseException, config: Config) -> str:
     return scrub_secrets(text, uri_secrets(config.uri or ""))
 
 
-def failure_outcomes(
+def failure_results(
     run: RunRecord, error: BaseException, config: Config, state: StateStore
-) -> list[Outcome]:
+) -> list[CollectionResult]:
     """One row per collection the run was about: the one a guard names, those the command
     named, else every collection this operation has handled before (a database that is down
     fails them all); at least one row."""
@@ -65,7 +65,7 @@ def failure_outcomes(
     names: Sequence[str | None] = run.collections or state.known_collections(run.operation)
     if isinstance(error, TooManyDeletes):
         names = [error.collection]
-    return [Outcome(name, status, error=text) for name in names or [None]]
+    return [CollectionResult(name, status, error=text) for name in names or [None]]
 
 
 class _Recorder:
@@ -102,10 +102,15 @@ def recorded_run(
     try:
         yield run
     except BaseException as error:
-        _finish(recorder, run_ids, started, partial(failure_outcomes, run, error, config))
+        _finish(recorder, run_ids, started, partial(failure_results, run, error, config))
         raise
     else:
-        _finish(recorder, run_ids, started, lambda s: run.results or [Outcome(None, run.status)])
+        _finish(
+            recorder,
+            run_ids,
+            started,
+            lambda s: run.results or [CollectionResult(None, run.status)],
+        )
     finally:
         recorder.close()
 
@@ -114,12 +119,12 @@ def _finish(
     recorder: _Recorder,
     run_ids: list[int],
     started: float,
-    outcomes: Callable[[StateStore], list[Outcome]],
+    results: Callable[[StateStore], list[CollectionResult]],
 ) -> None:
     if not run_ids:
         return
     duration_ms = int((time.monotonic() - started) * 1000)
-    recorder.attempt(lambda state: state.finish_run(run_ids[0], duration_ms, outcomes(state)))
+    recorder.attempt(lambda state: state.finish_run(run_ids[0], duration_ms, results(state)))
 
 
 def record_report(run: RunRecord, report: MergeReport) -> None:

@@ -136,7 +136,7 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     options = MergeOptions(base=base_for(config, head, before), commit=head)
     source = config.snapshot_dir
     try:
-        with changing_store_run(config, "merge", say=_warn, warn=_warn, resolving=source) as (
+        with changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source) as (
             run,
             store,
         ):
