@@ -17,7 +17,7 @@ from dbsync import git
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import Config
-from dbsync.state import PendingMerge, StateStore, open_state
+from dbsync.state import StateStore, open_state
 from dbsync.store import Store
 from dbsync.synced import three_way_base
 
@@ -73,39 +73,29 @@ def retry_pending(
     skip: Path | None = None,
     only: int | None = None,
 ) -> int:
-    """Retry every queued merge (or the one numbered ``only``), oldest first, opening the store
-    only when there is one; the first that fails again stops the run (its error propagates,
-    with the queue updated). Returns how many succeeded."""
+    """Retry every queued merge (or the one numbered ``only``), oldest first; the first that
+    fails again stops the command (its error propagates, with the queue updated). Returns how
+    many succeeded. The store is opened only when there is something to retry."""
     if not (config.state_dir / "state.sqlite").exists():
         return 0
-    with _state(config) as state:
-        waiting = [p for p in state.list_pending() if _wanted(config, p, skip, only)]
-        if not waiting:
-            return 0
-        with open_configured_store(config) as store:
-            for entry in waiting:
-                _retry(config, state, store, entry, say)
-    return len(waiting)
-
-
-def _wanted(config: Config, entry: PendingMerge, skip: Path | None, only: int | None) -> bool:
-    if only is not None and entry.id != only:
-        return False
-    return skip is None or (config.root / entry.source).resolve() != skip.resolve()
-
-
-def _retry(
-    config: Config,
-    state: StateStore,
-    store: Store,
-    entry: PendingMerge,
-    say: Callable[[str], None],
-) -> None:
-    say(f"retrying the pending merge of {entry.source} (waiting since {entry.created})")
-    options = MergeOptions(base=base_for(config, entry.commit), commit=entry.commit)
-    try:
-        merge_snapshot(config, store, config.root / entry.source, options)
-    except Exception as error:
-        state.mark_pending_attempt(entry.id, str(error).splitlines()[0], None)
-        raise
-    state.remove_pending(entry.id)
+    done = 0
+    with _state(config) as state, contextlib.ExitStack() as opened:
+        store: Store | None = None
+        for waiting in state.list_pending():
+            source = config.root / waiting.source
+            if only is not None and waiting.id != only:
+                continue
+            if skip is not None and source.resolve() == skip.resolve():
+                continue
+            if store is None:
+                store = opened.enter_context(open_configured_store(config))
+            say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
+            options = MergeOptions(base=base_for(config, waiting.commit), commit=waiting.commit)
+            try:
+                merge_snapshot(config, store, source, options)
+            except Exception as error:
+                state.mark_pending_attempt(waiting.id, str(error).splitlines()[0], None)
+                raise
+            state.remove_pending(waiting.id)
+            done += 1
+    return done
