@@ -22,10 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from dbsync import __version__, git, pipeline
+from dbsync import __version__, git
 from dbsync import agent as agent_service
 from dbsync import demo as demo_service
 from dbsync import hooks as hooks_service
+from dbsync import pipeline as pipeline_service
 from dbsync.api import require_key_for
 from dbsync.backups import list_backups
 from dbsync.commands import diff as diff_service
@@ -46,7 +47,6 @@ from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
 from dbsync.errors import DbsyncError, InvalidInput
-from dbsync.pipeline import ChangingRun
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import MergeReport
 from dbsync.state import HistoryEntry, reading_state
@@ -224,9 +224,9 @@ def changing(
     collections: list[str] | None,
     *,
     merging: Path | None = None,
-) -> AbstractContextManager[tuple[ChangingRun, Store]]:
+) -> AbstractContextManager[tuple[pipeline_service.ChangingRun, Store]]:
     """A command's changing run (``dbsync.pipeline``), saying and warning on the terminal."""
-    return pipeline.changing_store_run(
+    return pipeline_service.changing_store_run(
         configuration,
         operation,
         say=say,
@@ -325,7 +325,7 @@ DedupeFlag = Annotated[
 
 
 def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | None) -> None:
-    report = pipeline.fold_duplicates(configuration, store, wanted)
+    report = pipeline_service.fold_duplicates(configuration, store, wanted)
     if report is None:
         say("--dedupe: no records share a key")
         return
@@ -391,7 +391,7 @@ def export(
             allow_deletes=allow_deletes,
         )
         for result in results:
-            run.record.done(result.collection, result.records, result.digest)
+            run.done(result.collection, result.records, result.digest)
     for result in results:
         for note in result.notes:
             warn(note)
@@ -416,7 +416,7 @@ def import_(
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
         result = import_service.import_file(store, file, collection, mode, progress())
-        run.record.done(result.collection, result.documents)
+        run.done(result.collection, result.documents)
     say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
 
 
@@ -594,7 +594,7 @@ def restore(
     with changing(configuration, "restore", collection) as (run, store):
         result = restore_service.restore_backup(configuration, store, backup_id, collection)
         for name, records in result.records.items():
-            run.record.done(name, records)
+            run.done(name, records)
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
@@ -614,7 +614,7 @@ def prune(
 ) -> None:
     """Remove old backups and merge reports, unfinished backups and leftover temporary files."""
     configuration = config()
-    result = pipeline.prune_run(configuration, keep)
+    result = pipeline_service.prune_run(configuration, keep)
     if json:
         print_json(result.to_json())
         return

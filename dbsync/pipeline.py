@@ -46,6 +46,10 @@ class ChangingRun:
     record: RunRecord
     merged: bool = False
 
+    def done(self, collection: str, records: int | None, digest: str | None = None) -> None:
+        """How one collection fared, for the history."""
+        self.record.done(collection, records, digest)
+
     @property
     def nested(self) -> bool:
         """True when the run goes on under a parent dbsync run's lock."""

@@ -97,7 +97,7 @@ def _export(config: Config) -> list[ExportedCollection]:
     with changing_store_run(config, "export", say=_warn, warn=_warn) as (run, store):
         exported = export(config, store)
         for result in exported:
-            run.record.done(result.collection, result.records, result.digest)
+            run.done(result.collection, result.records, result.digest)
     return exported
 
 
