@@ -202,8 +202,9 @@ class _Encoder:
     whole cost of encoding, so it is kept flat.
     """
 
-    def __init__(self, *, canonical: bool) -> None:
+    def __init__(self, *, canonical: bool, escape: bool = True) -> None:
         self.canonical = canonical
+        self.escape = escape and not canonical
         simple: dict[type, Callable[[Any], JsonValue]] = {
             ObjectId: _object_id,
             Int64: _int64,
@@ -263,7 +264,7 @@ class _Encoder:
         """A document inside a document; in snapshot mode escaped if a field name starts with
         ``$`` (canonical mode writes it as it is, as Extended JSON does, ambiguous or not)."""
         out = self.document(doc)
-        if not self.canonical and has_dollar_key(doc):
+        if self.escape and has_dollar_key(doc):
             return {ESCAPE: out}
         return out
 
@@ -302,6 +303,13 @@ class _Encoder:
 
 _SNAPSHOT = _Encoder(canonical=False)
 _CANONICAL = _Encoder(canonical=True)
+_BEFORE_ESCAPE = _Encoder(canonical=False, escape=False)
+
+
+def written_before_escape(doc: Mapping[str, Any]) -> bytes:
+    """Snapshot bytes as dbsync wrote them before the ``$document`` escape: such lines still
+    read back to their documents (their ``$`` field names meant no wrapper), so they stay valid."""
+    return orjson.dumps(_BEFORE_ESCAPE.document(doc))
 
 
 def to_json_value(doc: Mapping[str, Any]) -> JsonValue:

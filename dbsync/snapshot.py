@@ -668,7 +668,7 @@ class _Checker:
             extjson.check_storable(decoded)
         except InvalidInput as error:
             return f"no store can hold this document: {error.message}"
-        if canonical != body:
+        if canonical != body and extjson.written_before_escape(decoded) != body:
             return "the document is not written the way dbsync writes it (was it hand-edited?)"
         return self._order_problem(doc, number)
 

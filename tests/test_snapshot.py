@@ -440,3 +440,12 @@ def test_property_encode_plain_writes_what_the_walk_writes(fields):
     stored = decode_raw(raw)
     if extjson.plain_bson(raw):
         assert extjson.encode_plain(stored) == extjson.encode_document(stored)
+
+
+def test_a_line_written_before_the_escape_still_verifies(good):
+    def old_style(records):
+        records[0] = b'{"_id":0,"query":{"$gt":1,"$in":[{"$set":2}]}}\n'
+        return records
+
+    forge(good, old_style)
+    assert problems(good) == []
