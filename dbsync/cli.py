@@ -543,7 +543,8 @@ def import_(
         typer.Option(
             "--mode",
             metavar="MODE",
-            help="insert (the default) refuses documents whose _id exists; upsert replaces them.",
+            help="What to do with a document whose _id exists: insert refuses the file, "
+            "upsert replaces the document.",
         ),
     ] = import_service.ImportMode.insert,
     json: JsonFlag = False,
