@@ -102,7 +102,13 @@ def collections_section(status: Mapping[str, Any], now: datetime.datetime) -> st
                 f'<span class="bad">{failures}</span>' if failures else "0",
             ]
         )
-    headers = ("collection", "records", "last export", "last merge", "failures in a row")
+    headers = (
+        "collection",
+        "records at last run",
+        "last export",
+        "last merge",
+        "failures in a row",
+    )
     return _table(headers, rows, "No collection exported or merged yet.")
 
 
