@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 from rich.table import Table
-from typer.core import TyperArgument
+from typer.core import TyperArgument, TyperOption
 
 from dbsync import __version__, git, render
 from dbsync import agent as agent_service
@@ -77,11 +77,17 @@ def _no_type(self: TyperArgument, ctx: Any) -> str | None:
     return None
 
 
+def _option_placeholder(self: TyperOption, ctx: Any) -> str | None:
+    """An option without a metavar shows its name (``--limit LIMIT``), not ``<int>``."""
+    return self.metavar or (self.name or "value").upper()
+
+
 # typer >= 0.2x draws every parameter's Python type (``<bool>`` on flags, ``<list[str]>``);
-# the plain (click) formatter with these two overrides prints what man pages print.
+# the plain (click) formatter with these overrides prints what man pages print.
 if hasattr(TyperArgument, "_usage_display_name"):
     TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
 TyperArgument.display_type_rich = _no_type  # type: ignore[method-assign, assignment]
+TyperOption.display_type_rich = _option_placeholder  # type: ignore[method-assign]
 
 HELP_SETTINGS: dict[str, Any] = {
     "no_args_is_help": True,
