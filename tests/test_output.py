@@ -3,6 +3,7 @@ empty export's line, and shell completion — through the real console script.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 from tests.project import Project, clean_env, write_json_lines
@@ -86,3 +87,32 @@ def test_hooks_install_and_uninstall_json(empty_project: Project) -> None:
     }
     removed = empty_project.json("hooks", "uninstall")
     assert {h["action"] for h in removed} == {"removed"}
+
+
+def test_completion_scripts_for_bash_zsh_and_fish(empty_project: Project) -> None:
+    # typer picks the shell the command runs from; this variable lets a test name it instead
+    env = clean_env(_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
+    scripts = {
+        shell: empty_project.run("--show-completion", shell, env=env).stdout
+        for shell in ("bash", "zsh", "fish")
+    }
+    assert "complete -o default -F _dbsync_completion dbsync" in scripts["bash"]
+    assert "#compdef dbsync" in scripts["zsh"]
+    assert "complete --command dbsync" in scripts["fish"]
+
+
+def test_init_json_and_sync_json(tmp_path) -> None:
+    project = Project(tmp_path)
+    created = project.json("init", "--database", "shop")
+    assert "dbsync.toml" in created["created"] and created["kept"] == []
+    again = project.json("init")
+    assert again["created"] == [] and "dbsync.toml" in again["kept"]
+    refused = project.run("sync", "--json", expect=None)
+    assert refused.returncode != 0 and refused.stdout == ""  # an error is never half a document
+
+
+def test_sync_json_lists_the_steps(pair) -> None:
+    a, _ = pair
+    document = json.loads(a.dbsync("sync", "--json").out)
+    assert any(step.startswith("pull") for step in document["steps"])
+    assert isinstance(document["pushed"], bool)
