@@ -338,6 +338,8 @@ def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | Non
     if report is None:
         say("--dedupe: no records share a key")
         return
+    for note in report.notes:
+        warn(note)
     for name, counts in report.collections.items():
         say(
             f"--dedupe {name}: folded {counts.conflicts_resolved} duplicate(s), deleted "
@@ -761,8 +763,11 @@ def merge_driver(
 ) -> None:
     """Git's merge driver for snapshot files: exit 0 merged, 1 conflict left for the user."""
     result = merge_driver_service.merge_files(base, ours, theirs, path or str(ours))
+    merge_driver_service.record_driver_merge(result, path or str(ours), Path.cwd())
     if not options().quiet or not result.merged:
         err.print(result.message, markup=False)
+    for note in result.notes:
+        warn(note)
     raise typer.Exit(0 if result.merged else 1)
 
 

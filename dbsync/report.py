@@ -7,7 +7,9 @@ from typing import Any
 
 import orjson
 
+from dbsync.conflict import LARGER_HASH, MORE_COMPLETE, obvious_timestamp
 from dbsync.merge import MergeCounts
+from dbsync.snapshot import Rules
 
 SUCCESS, FAILED, DRY_RUN = "success", "failed", "dry-run"
 
@@ -94,3 +96,23 @@ class MergeReport:
 
 def _text(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def tie_break_notes(collection: str, rules: Rules, counts: MergeCounts) -> list[str]:
+    """Said once per collection and merge: conflicts that "newest wins" could not decide
+    because the collection has no ``timestamp`` configured, with the setting that fixes it."""
+    if rules.timestamp is not None:
+        return []
+    decided = [c for c in counts.conflicts if c["rule"] in (MORE_COMPLETE, LARGER_HASH)]
+    if not decided:
+        return []
+    versions = [doc for c in decided for doc in (c["winner"], c["loser"]) if doc is not None]
+    field = obvious_timestamp(versions)
+    setting = f'timestamp = "{field or "FIELD"}"'
+    rule_names = " or ".join(sorted({str(c["rule"]) for c in decided}))
+    return [
+        f"{collection}: {len(decided)} conflict(s) decided by {rule_names}, not by the newer "
+        f"version, because no timestamp is configured for {collection}: add {setting} under "
+        f"[collections.{collection}] in dbsync.toml (the field that dates a version) so that "
+        "the newest version wins"
+    ]

@@ -22,9 +22,16 @@ from dbsync import git
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import ExportedCollection, export, exported_sections
 from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.commands.merge_driver import (
+    clear_driver_reports,
+    driver_conflicts,
+    driver_note,
+    queued_driver_reports,
+)
 from dbsync.commands.pending import base_for, queue_pending, resolve_pending, retry_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
+from dbsync.losing import HOOK
 from dbsync.report import MergeReport
 from dbsync.runs import record_report, tracked_run
 from dbsync.synced import save_synced
@@ -140,7 +147,11 @@ def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
     """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
-    options = MergeOptions(base=base_for(config, head, before), commit=head)
+    driven = queued_driver_reports(config)
+    note = driver_note(driven)
+    options = MergeOptions(
+        base=base_for(config, head, before), commit=head, place=HOOK, notes=(note,) if note else ()
+    )
     try:
         with tracked_run(config, "merge", warn=_warn) as run:
             store = open_configured_store(config)
@@ -152,7 +163,9 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)
     resolve_pending(config, config.snapshot_dir)
-    return HookOutcome(0, [merge_summary(config, report)])
+    clear_driver_reports(config)
+    summary = merge_summary(config, report, driver_conflicts(driven))
+    return HookOutcome(0, [summary, *(f"dbsync: note: {note}" for note in report.notes)])
 
 
 def _warn(message: str) -> None:
@@ -177,13 +190,14 @@ def merge_pending(config: Config, head: str | None, error: Exception) -> HookOut
     return HookOutcome(0, lines)
 
 
-def merge_summary(config: Config, report: MergeReport) -> str:
+def merge_summary(config: Config, report: MergeReport, by_driver: int = 0) -> str:
     counts = report.collections.values()
     changed = sum(c.remote_only + c.updated + c.deleted for c in counts)
     conflicts = sum(c.conflicts_resolved for c in counts)
     total = sum(c.total for c in counts)
+    driver = f" (and {by_driver} by the git merge driver, see below)" if by_driver else ""
     return (
         f"dbsync: merged {_snapshot_path(config)} into the database ({report.mode}): "
-        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules, "
-        f"{total} records now; 'dbsync restore {report.backup}' undoes it"
+        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules"
+        f"{driver}, {total} records now; 'dbsync restore {report.backup}' undoes it"
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from dbsync import git
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import Config
+from dbsync.losing import HOOK
 from dbsync.state import StateStore, open_state
 from dbsync.store import Store
 from dbsync.synced import three_way_base
@@ -87,7 +88,9 @@ def retry_pending(
             if skip is not None and source.resolve() == skip.resolve():
                 continue
             say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
-            options = MergeOptions(base=base_for(config, waiting.commit), commit=waiting.commit)
+            options = MergeOptions(
+                base=base_for(config, waiting.commit), commit=waiting.commit, place=HOOK
+            )
             try:
                 merge_snapshot(config, store, source, options)
             except Exception as error:
