@@ -542,10 +542,17 @@ def merge(
 ) -> None:
     """Merge a snapshot into the database, with a backup first, a report, and rollback."""
     configuration = config()
-    merge_options = merge_service.MergeOptions(
-        base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
-    )
     tracked_source = is_tracked_snapshot(configuration.snapshot_dir, path)
+    commit = None
+    if tracked_source and base is None:  # a pull's merge that was pending stays three-way
+        base, commit = pending_service.pending_base(configuration, path)
+    merge_options = merge_service.MergeOptions(
+        base=base,
+        dry_run=dry_run,
+        collections=collection,
+        allow_deletes=allow_deletes,
+        commit=commit,
+    )
     resolving = path if tracked_source else None
     with changing(configuration, "merge", collection, resolving=resolving) as (run, store):
         if dedupe and not dry_run:
@@ -628,19 +635,32 @@ def prune(
             "--keep", min=0, help="Backups and merge reports to keep (the newest backup always)."
         ),
     ] = prune_service.DEFAULT_KEEP,
+    conflicts_older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--conflicts-older-than",
+            min=0,
+            metavar="DAYS",
+            help="Also remove the losing versions of conflicts recorded more than DAYS days ago "
+            "(kept forever by default; pruning reports never removes them).",
+        ),
+    ] = None,
     json: JsonFlag = False,
 ) -> None:
     """Remove old backups and merge reports, unfinished backups and leftover temporary files."""
     configuration = config()
     with locked(configuration, "prune") as own_lock:
-        result = prune_service.prune(configuration, keep, leftovers=own_lock)
+        result = prune_service.prune(
+            configuration, keep, leftovers=own_lock, conflicts_older_than=conflicts_older_than
+        )
     if json:
         print_json(result.to_json())
         return
     removed = len(result.backups) + len(result.unfinished_backups)
     say(
         f"removed {removed} backup(s), {len(result.reports)} report file(s), "
-        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s); "
+        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s), "
+        f"{result.losing_versions} losing version(s); "
         f"kept {result.kept_backups} backup(s) and {result.kept_reports} report(s)"
     )
 
@@ -694,7 +714,8 @@ def history_line(entry: HistoryEntry) -> str:
 # ---------------------------------------------------------------- git integration
 
 hooks_app = typer.Typer(
-    help="Install, remove or inspect the git hooks (pre-push, post-merge, post-rewrite).",
+    help="Install, remove or inspect the git hooks (pre-push, post-merge, post-rewrite, "
+    "post-commit).",
     no_args_is_help=True,
 )
 app.add_typer(hooks_app, name="hooks")
@@ -739,7 +760,7 @@ def hooks_status(*, json: JsonFlag = False) -> None:
 
 @command(hidden=True)
 def hook(
-    name: Annotated[str, typer.Argument(help="pre-push, post-merge or post-rewrite.")],
+    name: Annotated[str, typer.Argument(help="pre-push, post-merge, post-rewrite or post-commit.")],
     args: Annotated[
         list[str] | None, typer.Argument(help="The arguments git gave the hook.")
     ] = None,

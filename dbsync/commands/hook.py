@@ -2,10 +2,11 @@
 
 * ``pre-push``: export; a changed snapshot is committed and the push stopped with one line asking
   to push again (git cannot add a commit to a push that has started).
-* ``post-merge`` and ``post-rewrite`` (rebase): when the snapshot folder changed, merge it into
-  the database, three-way only against a true common ancestor (PRODUCT.md §4). A merge that
-  fails never fails the git command: git has already moved on, so the hook says the merge is
-  pending and how to retry it, and exits 0.
+* ``post-merge``, ``post-rewrite`` (rebase) and ``post-commit`` (a cherry-pick only): when the
+  snapshot folder changed, merge it into the database, three-way only against a true common
+  ancestor (PRODUCT.md §4); a rebase or an amend first moves the synced commit to its rewrite.
+  A merge that fails never fails the git command: git has already moved on, so the hook says
+  the merge is pending and how to retry it, and exits 0.
 
 Git runs hooks at the root of the work tree, so the configuration is found from there. A
 repository without ``dbsync.toml`` (hooks installed through a global ``core.hooksPath``, say) is
@@ -34,11 +35,12 @@ from dbsync.errors import DatabaseUnreachable, UsageError
 from dbsync.losing import HOOK
 from dbsync.report import MergeReport
 from dbsync.runs import record_report, tracked_run
-from dbsync.synced import save_synced
+from dbsync.synced import follow_rewrite, save_synced
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
-NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE)
+POST_COMMIT = "post-commit"
+NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE, POST_COMMIT)
 NO_COMMIT = "0" * 40
 
 
@@ -61,9 +63,9 @@ def run_hook(name: str, args: list[str], stdin: str, config: Config) -> HookOutc
         return pre_push(config, stdin.splitlines())
     if name == POST_MERGE:
         return post_merge(config, squash=args[:1] == ["1"])
-    if args[:1] != ["rebase"]:
-        return HookOutcome()  # an amended commit brings nothing from another asset
-    return post_rewrite(config, stdin.splitlines())
+    if name == POST_COMMIT:
+        return post_commit(config)
+    return post_rewrite(config, stdin.splitlines(), rebase=args[:1] == ["rebase"])
 
 
 # ---------------------------------------------------------------- pre-push
@@ -128,12 +130,41 @@ def post_merge(config: Config, *, squash: bool) -> HookOutcome:
     return _merge_if_changed(config, git.rev_parse(config.root, "ORIG_HEAD"))
 
 
-def post_rewrite(config: Config, pairs: list[str]) -> HookOutcome:
-    """After a rebase: ORIG_HEAD is the tip before it; failing that, the last rewritten commit."""
-    before = git.rev_parse(config.root, "ORIG_HEAD")
-    if before is None and pairs and pairs[-1].split():
-        before = pairs[-1].split()[0]
+def rewritten_commits(pairs: list[str]) -> dict[str, str]:
+    """post-rewrite's input, ``<old> <new> [extra]`` per line, as old -> new."""
+    return {fields[0]: fields[1] for fields in map(str.split, pairs) if len(fields) >= 2}
+
+
+def post_rewrite(config: Config, pairs: list[str], *, rebase: bool = True) -> HookOutcome:
+    """After a rebase: ORIG_HEAD is the tip before it; failing that, the last rewritten commit.
+
+    The synced commit follows its rewrite first (``synced.follow_rewrite``), so the merge that
+    follows is three-way against it. An amend (``rebase`` False) brings nothing from another
+    asset: only the synced commit is followed.
+    """
+    rewritten = rewritten_commits(pairs)
+    last = pairs[-1].split()[0] if pairs and pairs[-1].split() else None
+    before = git.rev_parse(config.root, "ORIG_HEAD") if rebase else last
+    before = before or last
+    follow_rewrite(config.state_dir, config.root, _snapshot_path(config), rewritten, before)
+    if not rebase:
+        return HookOutcome()
     return _merge_if_changed(config, before)
+
+
+def is_cherry_pick(reflog_subject: str) -> bool:
+    """``cherry-pick: ...``, or ``commit (cherry-pick): ...`` after a conflict was resolved."""
+    return reflog_subject.startswith(("cherry-pick", "commit (cherry-pick)"))
+
+
+def post_commit(config: Config) -> HookOutcome:
+    """After a commit: only a cherry-pick brings another asset's snapshot (git runs no other
+    hook for it). HEAD descends from the commit this asset synced at, so the merge of the
+    picked snapshot is three-way, deletions included; other commits are left alone."""
+    subject = git.run_git(["reflog", "-1", "--format=%gs", "HEAD"], config.root, check=False)
+    if not is_cherry_pick(subject.stdout.strip()):
+        return HookOutcome()
+    return _merge_if_changed(config, git.rev_parse(config.root, "HEAD^"))
 
 
 def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:

@@ -66,6 +66,21 @@ def base_for(config: Config, commit: str | None, before: str | None = None) -> P
     return three_way_base(config.state_dir, config.root, folder, commit, before)
 
 
+def pending_base(config: Config, source: Path) -> tuple[Path | None, str | None]:
+    """The base and commit of the queued merge of ``source``, if one waits (``dbsync merge
+    database_backup`` run by hand after a pull whose merge failed): three-way, as the hook's
+    merge would have been, when the synced commit is an ancestor of the pulled one."""
+    if not (config.state_dir / "state.sqlite").exists():
+        return None, None
+    relative = _relative(config, source)
+    with _state(config) as state:
+        waiting = [entry for entry in state.list_pending() if entry.source == relative]
+    if not waiting:
+        return None, None
+    commit = waiting[-1].commit
+    return base_for(config, commit), commit
+
+
 def retry_pending(
     config: Config,
     store: Store,
