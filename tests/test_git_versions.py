@@ -172,3 +172,14 @@ def test_a_conflict_decided_by_the_merge_driver_is_reported_and_kept_after_12_me
     assert json.loads(kept.key) == [edited]
     assert kept.winner is not None and json.loads(kept.winner)["username"] == "@newer_on_a"
     assert Path(str(kept.report)).name.startswith("merge_report_")
+
+
+def test_amending_the_synced_snapshot_commit_moves_the_synced_commit(
+    pair: tuple[Repo, Repo],
+) -> None:
+    a, _ = pair
+    a.import_records(RECORDS[:3])
+    assert a.git("push", ok=False).code == 1  # the hook committed and synced the snapshot
+    a.git("commit", "--amend", "-q", "-m", "dbsync: a snapshot, reworded")
+    meta = json.loads((a.root / "database_sync" / "synced" / "synced.json").read_text())
+    assert meta["commit"] == a.head()
