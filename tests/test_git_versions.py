@@ -61,6 +61,13 @@ def b_commits_its_own_snapshot(b: Repo) -> None:
     assert b.git("push", ok=False).code != 0  # rejected: a pushed first
 
 
+def diverged(a: Repo, b: Repo) -> None:
+    """a deleted a record and pushed; b committed a snapshot of its own on top of the old one."""
+    shared_start(a, b)
+    a_deletes_and_pushes(a)
+    b_commits_its_own_snapshot(b)
+
+
 def converge(a: Repo, b: Repo) -> None:
     b.push_snapshot()
     a.git("pull")
@@ -72,9 +79,7 @@ def test_a_deletion_stays_deleted_after_a_pull_rebase_over_a_local_snapshot_comm
     pair: tuple[Repo, Repo],
 ) -> None:
     a, b = pair
-    shared_start(a, b)
-    a_deletes_and_pushes(a)
-    b_commits_its_own_snapshot(b)
+    diverged(a, b)
     pulled = b.git("pull", "--rebase")
     assert b.git("rev-list", "--merges", "HEAD").out == ""  # rebased, not merged
     assert "merged database_backup into the database (three-way)" in pulled.err, pulled.err
@@ -87,9 +92,7 @@ def test_a_deletion_stays_deleted_after_a_cherry_pick_of_the_deleting_commit(
     pair: tuple[Repo, Repo],
 ) -> None:
     a, b = pair
-    shared_start(a, b)
-    a_deletes_and_pushes(a)
-    b_commits_its_own_snapshot(b)
+    diverged(a, b)
     b.git("fetch", "-q")
     picked = b.git("cherry-pick", "origin/main")
     assert "merged database_backup into the database (three-way)" in picked.err, picked.err
