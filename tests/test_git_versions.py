@@ -156,8 +156,11 @@ def test_a_conflict_decided_by_the_merge_driver_is_reported_and_kept_after_12_me
     assert conflict["loser"]["username"] == "@older_on_b"
     assert conflict["winner"]["username"] == "@newer_on_a"
     database_merge = json.loads(sorted(reports.glob("*.json"))[-1].read_text())
-    assert database_merge["collections"]["pnls"]["conflicts_resolved"] == 0
-    assert any("decided by the git merge driver" in note for note in database_merge["notes"])
+    assert database_merge["collections"]["pnls"]["conflicts_resolved"] == 0  # decided already
+    assert database_merge["collections"]["pnls"]["conflicts_by_merge_driver"] == 1
+    assert database_merge["merge_driver"]["conflicts"] == {"pnls": 1}
+    (named,) = database_merge["merge_driver"]["reports"]
+    assert "@older_on_b" in (b.root / named).read_text()  # the driver's text report, with the loser
     history = json.loads(b.dbsync("history", "--json", "--limit", "50").out)
     assert {"merge-driver"} <= {row["operation"] for row in history}
 

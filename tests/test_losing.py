@@ -17,7 +17,7 @@ from dbsync.config import load_config
 from dbsync.conflict import LARGER_HASH, MORE_COMPLETE, NEWER, obvious_timestamp
 from dbsync.losing import MERGE, key_text, losing_versions
 from dbsync.merge import MergeCounts
-from dbsync.report import SUCCESS, MergeReport, tie_break_notes
+from dbsync.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
 from dbsync.snapshot import Rules, content_hash
 from dbsync.state import NewLosingVersion, open_state, open_state_read_only
 from dbsync.store import EmbeddedStore
@@ -183,3 +183,18 @@ def test_init_proposes_an_obvious_timestamp_field_and_says_so(tmp_path: Path) ->
     config = load_config(cwd=root, environ={})
     assert config.rules("events").timestamp == "updated_at"
     assert config.rules("plain").timestamp is None
+
+
+def test_a_merge_after_the_driver_says_where_the_driver_put_its_decisions() -> None:
+    report = report_with()
+    report.merge_driver = DriverDecisions(("database_sync/reports/r.txt",), {"items": 2})
+    document = report.to_json()
+    assert document["merge_driver"] == {
+        "reports": ["database_sync/reports/r.txt"],
+        "conflicts": {"items": 2},
+    }
+    assert document["collections"]["items"]["conflicts_by_merge_driver"] == 2
+    text = report.to_text()
+    assert "merge driver: 2 conflict(s) were decided by the git merge driver" in text
+    assert "database_sync/reports/r.txt" in text
+    assert report_with().to_json()["merge_driver"] is None

@@ -23,12 +23,7 @@ from dbsync import git
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import ExportedCollection, export, exported_sections
 from dbsync.commands.merge import MergeOptions, merge_snapshot
-from dbsync.commands.merge_driver import (
-    clear_driver_reports,
-    driver_conflicts,
-    driver_note,
-    queued_driver_reports,
-)
+from dbsync.commands.merge_driver import clear_driver_decisions, queued_driver_decisions
 from dbsync.commands.pending import base_for, queue_pending, resolve_pending, retry_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
@@ -178,11 +173,9 @@ def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
     """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
-    driven = queued_driver_reports(config)
-    note = driver_note(driven)
-    options = MergeOptions(
-        base=base_for(config, head, before), commit=head, place=HOOK, notes=(note,) if note else ()
-    )
+    driven = queued_driver_decisions(config)
+    base = base_for(config, head, before)
+    options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
     try:
         with tracked_run(config, "merge", warn=_warn) as run:
             store = open_configured_store(config)
@@ -194,9 +187,10 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)
     resolve_pending(config, config.snapshot_dir)
-    clear_driver_reports(config)
-    summary = merge_summary(config, report, driver_conflicts(driven))
-    return HookOutcome(0, [summary, *(f"dbsync: note: {note}" for note in report.notes)])
+    clear_driver_decisions(config)
+    notes = [*report.notes, *([driven.note()] if driven else [])]
+    summary = merge_summary(config, report, driven.total if driven else 0)
+    return HookOutcome(0, [summary, *(f"dbsync: note: {note}" for note in notes)])
 
 
 def _warn(message: str) -> None:

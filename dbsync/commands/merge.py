@@ -28,7 +28,14 @@ from dbsync.merge import Decision, MergeCounts, decide
 from dbsync.notes import RecordNotes
 from dbsync.parts import CollectionFiles, collection_files
 from dbsync.progress import NoProgress, Progress
-from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport, tie_break_notes
+from dbsync.report import (
+    DRY_RUN,
+    FAILED,
+    SUCCESS,
+    DriverDecisions,
+    MergeReport,
+    tie_break_notes,
+)
 from dbsync.snapshot import (
     Header,
     Rules,
@@ -56,8 +63,8 @@ class MergeOptions:
     commit: str | None = None
     place: str = MERGE
     """Where the conflicts are decided, as the losing versions record it (``dbsync.losing``)."""
-    notes: tuple[str, ...] = ()
-    """Said in the report besides its own notes (what the merge driver decided, say)."""
+    merge_driver: DriverDecisions | None = None
+    """What the git merge driver decided before this merge (the report says where it is)."""
 
 
 @dataclass(frozen=True)
@@ -355,7 +362,7 @@ def merge_snapshot(
         config.asset,
         str(source),
         str(options.base) if options.base else None,
-        notes=list(options.notes),
+        merge_driver=options.merge_driver,
     )
     rules = {name: _rules_for(config, theirs[name]) for name in names}
     with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:

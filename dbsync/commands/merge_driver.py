@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.files import atomic_writer
 from dbsync.losing import MERGE_DRIVER
 from dbsync.merge import Decision, MergeCounts, decide
-from dbsync.report import SUCCESS, MergeReport, tie_break_notes
+from dbsync.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
 from dbsync.runs import record_report, recorded_run
 from dbsync.snapshot import Rules, SnapshotError, write_section
 
@@ -80,8 +81,9 @@ def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
             result.report = write_report_files(config, report, _now(), MERGE_DRIVER)
             record_report(run, report)
         if any(c.conflicts for c in report.collections.values()):
-            _queue_report(config, result)
-            result.message += f"; every losing version is in {result.report}.txt"
+            shown = f"{os.path.relpath(result.report, config.root)}.txt"
+            _queue_report(config, result.counts, shown)
+            result.message += f"; every losing version is in {shown}"
     except (DbsyncError, OSError) as error:
         result.notes.append(f"this merge was not reported nor recorded: {error}")
 
@@ -103,40 +105,31 @@ def _warn(message: str) -> None:
     print(f"dbsync: warning: {message}", file=sys.stderr)
 
 
-def _queue_report(config: Config, result: DriverResult) -> None:
-    conflicts = sum(len(c.conflicts) for c in result.counts.values())
-    entry = {"report": str(result.report), "conflicts": conflicts}
+def _queue_report(config: Config, counts: dict[str, MergeCounts], report: str) -> None:
+    conflicts = {name: len(c.conflicts) for name, c in counts.items() if c.conflicts}
+    entry = {"report": report, "conflicts": conflicts}
     with (config.state_dir / DRIVER_REPORTS).open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
 
 
-def queued_driver_reports(config: Config) -> list[dict[str, object]]:
-    """The driver reports queued since the database was last merged from the snapshot."""
+def queued_driver_decisions(config: Config) -> DriverDecisions | None:
+    """What the driver decided since the database was last merged from the snapshot."""
     path = config.state_dir / DRIVER_REPORTS
     if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def clear_driver_reports(config: Config) -> None:
-    """The database has been merged with what the driver decided: nothing is queued any more."""
-    (config.state_dir / DRIVER_REPORTS).unlink(missing_ok=True)
-
-
-def driver_conflicts(entries: list[dict[str, object]]) -> int:
-    return sum(int(str(entry["conflicts"])) for entry in entries)
-
-
-def driver_note(entries: list[dict[str, object]]) -> str | None:
-    """What the merge into the database says about the conflicts the driver decided."""
+        return None
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not entries:
         return None
-    conflicts = driver_conflicts(entries)
-    reports = ", ".join(str(entry["report"]) for entry in entries)
-    return (
-        f"{conflicts} conflict(s) were decided by the git merge driver when git merged the "
-        f"snapshot files; their losing versions are in {reports} and in 'dbsync conflicts'"
-    )
+    conflicts: dict[str, int] = {}
+    for entry in entries:
+        for name, count in entry["conflicts"].items():
+            conflicts[name] = conflicts.get(name, 0) + int(count)
+    return DriverDecisions(tuple(str(entry["report"]) for entry in entries), conflicts)
+
+
+def clear_driver_decisions(config: Config) -> None:
+    """The database has been merged with what the driver decided: nothing is queued any more."""
+    (config.state_dir / DRIVER_REPORTS).unlink(missing_ok=True)
 
 
 def _index(side: str, path: Path) -> dict[str, SourceSection]:
