@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import montydb
+import pytest
 
 from dbsync.state import open_state_read_only
 from tests.git_helpers import Repo, real_records
@@ -75,13 +76,25 @@ def converge(a: Repo, b: Repo) -> None:
     assert a.dump() == b.dump()
 
 
-def test_a_deletion_stays_deleted_after_a_pull_rebase_over_a_local_snapshot_commit(
-    pair: tuple[Repo, Repo],
+def test_a_deletion_stays_deleted_after_a_fast_forward_pull(pair: tuple[Repo, Repo]) -> None:
+    a, b = pair
+    shared_start(a, b)
+    a_deletes_and_pushes(a)
+    pulled = b.git("pull")
+    assert "Fast-forward" in pulled.out
+    assert "merged database_backup into the database (three-way)" in pulled.err, pulled.err
+    assert GONE not in ids(b)
+
+
+@pytest.mark.parametrize("pull", [["pull", "--no-rebase"], ["pull", "--rebase"]])
+def test_a_deletion_stays_deleted_after_a_pull_over_a_local_snapshot_commit(
+    pair: tuple[Repo, Repo], pull: list[str]
 ) -> None:
     a, b = pair
     diverged(a, b)
-    pulled = b.git("pull", "--rebase")
-    assert b.git("rev-list", "--merges", "HEAD").out == ""  # rebased, not merged
+    pulled = b.git(*pull)
+    merges = b.git("rev-list", "--merges", "HEAD").out
+    assert (merges == "") == ("--rebase" in pull)  # rebased, or merged
     assert "merged database_backup into the database (three-way)" in pulled.err, pulled.err
     assert GONE not in ids(b)
     converge(a, b)

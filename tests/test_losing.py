@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dbsync.commands.merge_driver import merge_files
 from dbsync.commands.prune import prune
 from dbsync.config import load_config
 from dbsync.conflict import LARGER_HASH, MORE_COMPLETE, NEWER, obvious_timestamp
@@ -198,3 +199,15 @@ def test_a_merge_after_the_driver_says_where_the_driver_put_its_decisions() -> N
     assert "merge driver: 2 conflict(s) were decided by the git merge driver" in text
     assert "database_sync/reports/r.txt" in text
     assert report_with().to_json()["merge_driver"] is None
+
+
+def test_the_merge_driver_says_when_a_conflict_was_decided_without_timestamp(
+    tmp_path: Path,
+) -> None:
+    base = write_snapshot(tmp_path / "base", [{"_id": 1, "v": "old"}], UNTIMED, "items")
+    ours = write_snapshot(tmp_path / "ours", [{"_id": 1, "v": "here"}], UNTIMED, "items")
+    theirs = write_snapshot(tmp_path / "theirs", [{"_id": 1, "v": "there"}], UNTIMED, "items")
+    result = merge_files(base, ours, theirs, "items.jsonl")
+    assert result.merged
+    (note,) = result.notes
+    assert "because no timestamp is configured for items" in note

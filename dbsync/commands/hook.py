@@ -188,9 +188,9 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
         return merge_pending(config, head, error)
     resolve_pending(config, config.snapshot_dir)
     clear_driver_decisions(config)
-    notes = [*report.notes, *([driven.note()] if driven else [])]
     summary = merge_summary(config, report, driven.total if driven else 0)
-    return HookOutcome(0, [summary, *(f"dbsync: note: {note}" for note in notes)])
+    lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
+    return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
 
 
 def _warn(message: str) -> None:
