@@ -542,17 +542,12 @@ def merge(
 ) -> None:
     """Merge a snapshot into the database, with a backup first, a report, and rollback."""
     configuration = config()
-    tracked_source = is_tracked_snapshot(configuration.snapshot_dir, path)
-    commit = None
-    if tracked_source and base is None:  # a pull's merge that was pending stays three-way
-        base, commit = pending_service.pending_base(configuration, path)
     merge_options = merge_service.MergeOptions(
-        base=base,
-        dry_run=dry_run,
-        collections=collection,
-        allow_deletes=allow_deletes,
-        commit=commit,
+        base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
+    tracked_source = is_tracked_snapshot(configuration.snapshot_dir, path)
+    if tracked_source and base is None:  # a pull's merge that was pending stays three-way
+        merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     resolving = path if tracked_source else None
     with changing(configuration, "merge", collection, resolving=resolving) as (run, store):
         if dedupe and not dry_run:

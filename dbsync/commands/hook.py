@@ -23,7 +23,7 @@ from dbsync import git
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import ExportedCollection, export, exported_sections
 from dbsync.commands.merge import MergeOptions, merge_snapshot
-from dbsync.commands.merge_driver import clear_driver_decisions, queued_driver_decisions
+from dbsync.commands.merge_driver import queued_driver_decisions
 from dbsync.commands.pending import base_for, queue_pending, resolve_pending, retry_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
@@ -187,7 +187,6 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)
     resolve_pending(config, config.snapshot_dir)
-    clear_driver_decisions(config)
     summary = merge_summary(config, report, driven.total if driven else 0)
     lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
     return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
