@@ -477,7 +477,8 @@ def write_report_files(
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"merge_report_{when.strftime('%Y%m%dT%H%M%S%f')}"
     if report.status == SUCCESS:
-        record_losing_versions(config.state_dir, report, place, stem.with_suffix(".json"))
+        named = stem.with_suffix(".json").relative_to(config.root)  # the project may move
+        record_losing_versions(config.state_dir, report, place, named)
     stem.with_suffix(".txt").write_text(report.to_text())
     stem.with_suffix(".json").write_bytes(report.to_json_bytes())
     return stem
