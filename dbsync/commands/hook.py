@@ -20,16 +20,15 @@ import sys
 from dataclasses import dataclass, field
 
 from dbsync import git
-from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import ExportedCollection, export, exported_sections
-from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.commands.merge import MergeOptions
 from dbsync.commands.merge_driver import queued_driver_decisions
-from dbsync.commands.pending import base_for, queue_pending, resolve_pending, retry_pending
+from dbsync.commands.pending import base_for, queue_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
 from dbsync.losing import HOOK
+from dbsync.pipeline import changing_store_run
 from dbsync.report import MergeReport
-from dbsync.runs import record_report, tracked_run
 from dbsync.synced import follow_rewrite, save_synced
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
@@ -99,14 +98,8 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
 
 
 def _export(config: Config) -> list[ExportedCollection]:
-    """Retry what is pending first: exporting over an unmerged pull would erase it."""
-    with tracked_run(config, "export", warn=_warn) as run:
-        store = open_configured_store(config)
-        try:
-            retry_pending(config, store, _warn)
-            exported = export(config, store)
-        finally:
-            store.close()
+    with changing_store_run(config, "export", say=_warn, warn=_warn) as (run, store):
+        exported = export(config, store)
         for result in exported:
             run.done(result.collection, result.records, result.digest)
     return exported
@@ -176,17 +169,13 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     driven = queued_driver_decisions(config)
     base = base_for(config, head, before)
     options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
+    source = config.snapshot_dir
+    merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
     try:
-        with tracked_run(config, "merge", warn=_warn) as run:
-            store = open_configured_store(config)
-            try:
-                report = merge_snapshot(config, store, config.snapshot_dir, options)
-            finally:
-                store.close()
-            record_report(run, report)
+        with merging as (run, store):
+            report = run.merge(store, source, options)
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)
-    resolve_pending(config, config.snapshot_dir)
     summary = merge_summary(config, report, driven.total if driven else 0)
     lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
     return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dbsync import git
+from dbsync.commands.common import open_configured_store
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.commands.merge_driver import clear_driver_decisions, queued_driver_decisions
 from dbsync.config import Config
@@ -89,7 +90,6 @@ def as_pending_pull(config: Config, source: Path, options: MergeOptions) -> Merg
 
 def retry_pending(
     config: Config,
-    store: Store,
     say: Callable[[str], None],
     *,
     skip: Path | None = None,
@@ -97,17 +97,20 @@ def retry_pending(
 ) -> int:
     """Retry every queued merge (or the one numbered ``only``), oldest first; the first that
     fails again stops the command (its error propagates, with the queue updated). Returns how
-    many succeeded."""
+    many succeeded. The store is opened only when there is something to retry."""
     if not (config.state_dir / "state.sqlite").exists():
         return 0
     done = 0
-    with _state(config) as state:
+    with _state(config) as state, contextlib.ExitStack() as opened:
+        store: Store | None = None
         for waiting in state.list_pending():
             source = config.root / waiting.source
             if only is not None and waiting.id != only:
                 continue
             if skip is not None and source.resolve() == skip.resolve():
                 continue
+            if store is None:
+                store = opened.enter_context(open_configured_store(config))
             say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
             options = MergeOptions(
                 base=base_for(config, waiting.commit),
