@@ -46,6 +46,7 @@ from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
+from dbsync.commands import pending as pending_service
 from dbsync.commands import prune as prune_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
@@ -426,6 +427,8 @@ def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | Non
     if report is None:
         say("--dedupe: no records share a key")
         return
+    for note in report.notes:
+        warn(note)
     for name, counts in report.collections.items():
         say(
             f"--dedupe {name}: folded {counts.conflicts_resolved} duplicate(s), deleted "
@@ -715,6 +718,8 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
+    if base is None:  # a pull's merge that was pending stays three-way
+        merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
@@ -813,6 +818,16 @@ def prune(
             help="How many backups and merge reports to keep (never fewer than one backup).",
         ),
     ] = prune_service.DEFAULT_KEEP,
+    conflicts_older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--conflicts-older-than",
+            min=0,
+            metavar="DAYS",
+            help="Also remove the losing versions of conflicts recorded more than DAYS days ago "
+            "(kept forever by default; pruning reports never removes them).",
+        ),
+    ] = None,
     json: JsonFlag = False,
 ) -> None:
     """Remove old backups and merge reports.
@@ -821,14 +836,15 @@ def prune(
     past the newest 10,000.
     """
     configuration = config()
-    result = pipeline_service.prune_run(configuration, keep)
+    result = pipeline_service.prune_run(configuration, keep, conflicts_older_than)
     if json:
         print_json(result.to_json())
         return
     removed = len(result.backups) + len(result.unfinished_backups)
     say(
         f"removed {removed} backup(s), {len(result.reports)} report file(s), "
-        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s); "
+        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s), "
+        f"{result.losing_versions} losing version(s); "
         f"kept {result.kept_backups} backup(s) and {result.kept_reports} report(s)"
     )
 
@@ -885,7 +901,8 @@ def history_line(entry: HistoryEntry) -> str:
 hooks_app = typer.Typer(
     help="Install, remove or inspect the git hooks and drivers.\n\n"
     "The hooks are pre-push (export), post-merge and post-rewrite (merge what a pull "
-    "brought); the drivers merge and diff snapshot files record by record. "
+    "brought) and post-commit (merge what a cherry-pick brought); the drivers merge and "
+    "diff snapshot files record by record. "
     "'dbsync hooks status --json' prints the same as one JSON document.",
     **HELP_SETTINGS,
 )
@@ -947,7 +964,7 @@ def hooks_status(*, json: JsonFlag = False) -> None:
 
 @command(hidden=True)
 def hook(
-    name: Annotated[str, typer.Argument(help="pre-push, post-merge or post-rewrite.")],
+    name: Annotated[str, typer.Argument(help="pre-push, post-merge, post-rewrite or post-commit.")],
     args: Annotated[
         list[str] | None, typer.Argument(help="The arguments git gave the hook.")
     ] = None,
@@ -971,8 +988,11 @@ def merge_driver(
 ) -> None:
     """Git's merge driver for snapshot files: exit 0 merged, 1 conflict left for the user."""
     result = merge_driver_service.merge_files(base, ours, theirs, path or str(ours))
+    merge_driver_service.record_driver_merge(result, path or str(ours), Path.cwd())
     if not options().quiet or not result.merged:
         err.print(result.message, markup=False)
+    for note in result.notes:
+        warn(note)
     raise typer.Exit(0 if result.merged else 1)
 
 
