@@ -252,7 +252,8 @@ class ObjectReader:
         if len(fields) != 3:  # "<name> missing" or "ambiguous"
             return None
         size = int(fields[2])
-        data = process.stdout.read(size + 1)[:-1]  # the content, then a newline
+        data = process.stdout.read(size)
+        process.stdout.read(1)  # the newline after the content
         return fields[0].decode(), data
 
     def close(self) -> None:
