@@ -272,3 +272,24 @@ def test_a_natural_key_is_found_in_the_part_its_key_hashes_to(
     ]
     assert found[0]["changes"] == [{"field": "qty", "change": "changed", "old": 1, "new": 2}]
     assert RecordKey(NATURAL.key, (1, "T11")).text() == 'user=1, ticker="T11"'
+
+
+def test_a_merge_commit_is_no_version_when_it_keeps_one_side(pair: tuple[Repo, Repo]) -> None:
+    a, b = pair
+    a.import_records(RECORDS)
+    a.push_snapshot()
+    b.git("pull")
+    mine, theirs = RECORDS[1], RECORDS[2]
+    a.import_records([{**mine, "username": "@a"}], mode="upsert")
+    b.import_records([{**theirs, "username": "@b"}], mode="upsert")
+    b.push_snapshot()
+    assert a.git("push", ok=False).code == 1  # the hook commits a's snapshot
+    a.git("pull")  # a merge commit: the driver merges both snapshots record by record
+    assert a.git("rev-list", "--merges", "HEAD").out.strip()
+    assert [(v["event"], v["asset"]) for v in versions(a, mine["_id"])] == [
+        ("changed", "a"),
+        ("created", "a"),
+    ]
+    found = versions(a, theirs["_id"])
+    assert [(v["event"], v["asset"]) for v in found] == [("changed", "b"), ("created", "a")]
+    assert found[0]["changes"][0]["new"] == "@b"
