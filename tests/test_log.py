@@ -125,9 +125,12 @@ def test_the_timestamp_is_set_to_now_in_the_type_it_had(before: Any, after: Any)
 # ---------------------------------------------------------------- on real repositories
 
 
-def edit(repo: Repo, record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+def edit(
+    repo: Repo, record: dict[str, Any], also: tuple[dict[str, Any], ...] = (), **changes: Any
+) -> dict[str, Any]:
+    """Edit a record (and write ``also`` in the same snapshot), then push as a user does."""
     edited = {**record, **changes}
-    repo.import_records([edited], mode="upsert")
+    repo.import_records([edited, *also], mode="upsert")
     repo.push_snapshot()
     return edited
 
@@ -148,9 +151,8 @@ def test_three_edits_show_as_three_versions_with_field_diffs_newest_first(
     b.git("pull")
     edit(b, record, profit_usd=2.5, timestamp="2025-06-02T00:00:00", note="on b")
     a.git("pull")
-    edit(a, record, profit_usd=2.5, timestamp="2025-06-03T00:00:00", screenshot="s.png")
-    a.import_records([{**RECORDS[5], "username": "@other"}], mode="upsert")  # another record
-    a.push_snapshot()
+    other = {**RECORDS[5], "username": "@other"}  # another record, in the same commit
+    edit(a, record, (other,), profit_usd=2.5, timestamp="2025-06-03T00:00:00", screenshot="s.png")
 
     found = versions(a, record["_id"])
     assert [(v["event"], v["asset"]) for v in found] == [
