@@ -268,6 +268,7 @@ class VersionFinder:
         self._parts = re.compile(re.escape(self.stem) + r"\.part-\d+-of-(\d+)\.jsonl")
         self._by_commit: dict[str, tuple[bytes | None, ...]] = {}
         self._by_blob: dict[tuple[str, int], bytes | None] = {}
+        self._trees: dict[str, dict[str, str]] = {}
         self.notes: list[str] = []
         self.commits_read = self.blobs_read = 0
 
@@ -278,10 +279,37 @@ class VersionFinder:
         return found
 
     def _look_up(self, commit: str) -> tuple[bytes | None, ...]:
-        self.commits_read += 1
-        tree = self.reader.read(f"{commit}:{self.folder}" if self.folder else f"{commit}^{{tree}}")
-        entries = {e.name: e.sha for e in git.parse_tree(tree[1])} if tree else {}
+        entries = self._entries(commit)
         return tuple(self._in_files(commit, entries, index) for index in range(len(self.readings)))
+
+    def _entries(self, commit: str) -> dict[str, str]:
+        """The snapshot folder's files at ``commit``: name → blob id."""
+        found = self._trees.get(commit)
+        if found is None:
+            self.commits_read += 1
+            spec = f"{commit}:{self.folder}" if self.folder else f"{commit}^{{tree}}"
+            tree = self.reader.read(spec)
+            found = {e.name: e.sha for e in git.parse_tree(tree[1])} if tree else {}
+            self._trees[commit] = found
+        return found
+
+    def prefetch(self, commits: Sequence[str]) -> None:
+        """Read the blobs these commits need, oldest first.
+
+        Git stores a file's versions as deltas, the newer against the older as a rule (a
+        fetched pack, ``fast-import``): rebuilt oldest first, each blob starts from the one
+        before, still in git's delta cache; newest first, each rebuilds its chain again
+        (measured on a 33 MB file: git's CPU time 3.5x lower this way round).
+        """
+        wanted: dict[str, tuple[str, str]] = {}
+        for commit in commits:
+            entries = self._entries(commit)
+            for reading in self.readings:
+                for name in self._candidate_files(entries, reading.sort_key):
+                    if (entries[name], 0) not in self._by_blob:
+                        wanted.setdefault(entries[name], (commit, name))
+        for sha, (commit, name) in reversed(wanted.items()):
+            self._in_blob(commit, name, sha, 0)
 
     def _in_files(self, commit: str, entries: dict[str, str], index: int) -> bytes | None:
         reading = self.readings[index]
@@ -347,6 +375,21 @@ def _version(commit: git.LoggedCommit, line: bytes | None, before: bytes | None)
         commit.parents[0] if commit.parents and before is not None else None,
         changes,
     )
+
+
+def prefetched(
+    commits: Iterator[git.LoggedCommit], finder: VersionFinder
+) -> Generator[git.LoggedCommit, None, None]:
+    """The commits, with the blobs of each growing batch read ahead, oldest first.
+
+    Batches of 2, 4, 8... commits (up to 256): ``--limit 1`` reads at most about twice the
+    blobs it needs, a whole history reads them in git's cheap order.
+    """
+    size = 2
+    while batch := list(itertools.islice(commits, size)):
+        finder.prefetch([sha for c in batch for sha in (c.sha, *c.parents)])
+        yield from batch
+        size = min(size * 2, 256)
 
 
 def walk_versions(
@@ -442,7 +485,7 @@ def _first_reading_with_history(
     """The first reading of the key that has versions; with them, and whether older exist."""
     for index in range(len(finder.readings)):
         commits = git.log_commits(root, pathspecs(folder, collection))
-        walk = walk_versions(commits, finder, index)
+        walk = walk_versions(prefetched(commits, finder), finder, index)
         versions = list(itertools.islice(walk, limit))
         if not versions:
             continue
