@@ -743,20 +743,11 @@ def render_brought_back(result: bring_back_service.BroughtBack, what: str, json:
     report = result.report
     say(f"{result.collection} {result.key}: {what} is the current version again")
     say(f"backed up first: 'dbsync restore {report.backup}' undoes it; merge report written")
+    note = bring_back_service.spreading_note(result)
     if result.timestamp_field is None:
-        warn(
-            f"{result.collection} has no timestamp configured: the version was brought back "
-            "as it was. It reaches the other assets with your next sync (export, commit, push); "
-            "but if another asset edits this record meanwhile, the conflict is decided by "
-            'completeness and content hash, not by time. Set timestamp = "FIELD" under '
-            f"[collections.{result.collection}] in dbsync.toml"
-        )
+        warn(note)
     else:
-        say(
-            f"its timestamp field {result.timestamp_field} is set to now "
-            f"({orjson.dumps(result.timestamp_value).decode()}): newest-wins carries it to every "
-            "other asset at the next sync (dbsync sync, or export, commit and push)"
-        )
+        say(note)
 
 
 class ConflictAction(str, Enum):

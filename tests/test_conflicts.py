@@ -10,9 +10,10 @@ import orjson
 import pytest
 from bson import json_util
 
+from dbsync.commands.bring_back import unstamped_reason, with_timestamp
 from dbsync.commands.conflicts import since_text
 from dbsync.errors import UsageError
-from dbsync.snapshot import line_body, read_sections
+from dbsync.snapshot import Rules, line_body, read_sections
 from dbsync.state import NewLosingVersion, open_state
 from tests.git_helpers import Repo, real_records
 from tests.project import Project
@@ -187,3 +188,16 @@ def test_a_conflict_decided_by_the_merge_driver_is_restored_and_reaches_the_othe
     (on_b,) = [json.loads(line) for line in b.dump() if record["_id"] in line]
     assert on_b["username"] == "@older_on_b" and on_b["timestamp"] > "2026"
     assert a.dump() == b.dump()
+
+
+def test_a_timestamp_that_is_part_of_the_key_is_kept_as_it_was() -> None:
+    """A new timestamp would make the version another record (a new key), not the same one."""
+    now = datetime.datetime(2026, 12, 1, tzinfo=datetime.timezone.utc)
+    keyed = Rules(("user", "timestamp"), "timestamp", ())
+    document = {"user": 1, "timestamp": "2025-01-01T00:00:00"}
+    assert with_timestamp(document, keyed, now) == document
+    assert "is part of its key" in (unstamped_reason("pnl", keyed) or "")
+    assert "no timestamp configured" in (unstamped_reason("pnl", Rules()) or "")
+    stamped = with_timestamp(document, Rules(("user",), "timestamp", ()), now)
+    assert stamped["timestamp"] == "2026-12-01T00:00:00.000"
+    assert unstamped_reason("pnl", Rules(("user",), "timestamp", ())) is None

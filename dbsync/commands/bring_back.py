@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from dbsync import extjson
 from dbsync.commands import merge as merge_service
 from dbsync.commands.export import export
@@ -33,6 +35,7 @@ from dbsync.snapshot import (
     describe_key,
     line_sort_key,
     record_line,
+    snapshot_filename,
     sort_key,
     write_snapshot,
 )
@@ -48,7 +51,9 @@ class BroughtBack:
     document: JsonDoc
     report: MergeReport
     timestamp_field: str | None
+    """The field set to now; None when it was not (``unstamped`` says why)."""
     timestamp_value: Any = None
+    unstamped: str | None = None
 
 
 def stamped_now(value: Any, now: datetime.datetime) -> Any:
@@ -72,9 +77,18 @@ def stamped_now(value: Any, now: datetime.datetime) -> Any:
     return {"$date": {"$numberLong": str(millis)}}
 
 
-def with_timestamp(document: JsonDoc, rules: Rules, now: datetime.datetime) -> JsonDoc:
-    """The document with its timestamp field set to now (unchanged without a timestamp rule)."""
+def unstamped_reason(collection: str, rules: Rules) -> str | None:
+    """Why a brought-back version keeps its timestamp as it was, or None (it is set to now)."""
     if rules.timestamp is None:
+        return f"{collection} has no timestamp configured"
+    if rules.timestamp in rules.key:  # a new timestamp would make it another record
+        return f"{collection}'s timestamp field {rules.timestamp} is part of its key"
+    return None
+
+
+def with_timestamp(document: JsonDoc, rules: Rules, now: datetime.datetime) -> JsonDoc:
+    """The document with its timestamp field set to now, when the rules allow it."""
+    if rules.timestamp is None or rules.timestamp in rules.key:
         return dict(document)
     return {**document, rules.timestamp: stamped_now(document.get(rules.timestamp), now)}
 
@@ -91,6 +105,8 @@ def current_line(
     config: Config, store: Store, collection: str, folder: Path, key: Any
 ) -> bytes | None:
     """The record with this sort key as the database holds it now (exported to ``folder``)."""
+    if collection not in store.collection_names():  # dropped since: the record is new again
+        return None
     export(config, store, collections=[collection], target_dir=folder)
     files = collection_files(folder).get(collection)
     if files is None:
@@ -124,12 +140,35 @@ def bring_back(
         base = current_line(config, store, collection, work / "now", key)
         header = Header(collection, rules)
         write_snapshot(work / "base.jsonl", header, [] if base is None else [base])
-        incoming = work / label.replace(" ", "-") / f"{collection}.jsonl"
+        incoming = work / label.replace(" ", "-") / snapshot_filename(collection)
         incoming.parent.mkdir()
         write_snapshot(incoming, header, [line])
         options = merge_service.MergeOptions(base=work / "base.jsonl", collections=[collection])
         report = merge_service.merge_snapshot(config, store, incoming, options)
-    stamp = restored.get(rules.timestamp) if rules.timestamp else None
-    return BroughtBack(
-        collection, describe_key(restored, rules.key), restored, report, rules.timestamp, stamp
+    reason = unstamped_reason(collection, rules)
+    field = None if reason else rules.timestamp
+    stamp = restored.get(field) if field else None
+    shown = describe_key(restored, rules.key)
+    return BroughtBack(collection, shown, restored, report, field, stamp, reason)
+
+
+def spreading_note(result: BroughtBack) -> str:
+    """How the brought-back version reaches the other assets, and what to know about it."""
+    if result.timestamp_field is not None:
+        value = orjson.dumps(result.timestamp_value).decode()
+        return (
+            f"its timestamp field {result.timestamp_field} is set to now ({value}): "
+            "newest-wins carries it to every other asset at the next sync "
+            "(dbsync sync, or export, commit and push)"
+        )
+    fix = (
+        f'; set timestamp = "FIELD" under [collections.{result.collection}] in dbsync.toml'
+        if "no timestamp" in (result.unstamped or "")
+        else ""
+    )
+    return (
+        f"{result.unstamped}: the version was brought back with its timestamp as it was. It "
+        "reaches the other assets with your next sync (export, commit, push); but if another "
+        "asset edits this record meanwhile, that conflict is decided by completeness and "
+        f"content hash, not by time{fix}"
     )
