@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -37,6 +38,8 @@ from dbsync import hooks as hooks_service
 from dbsync import pipeline as pipeline_service
 from dbsync.api import require_key_for
 from dbsync.backups import list_backups
+from dbsync.commands import bring_back as bring_back_service
+from dbsync.commands import conflicts as conflicts_service
 from dbsync.commands import diff as diff_service
 from dbsync.commands import diff_driver as diff_driver_service
 from dbsync.commands import dump as dump_service
@@ -44,6 +47,7 @@ from dbsync.commands import export as export_service
 from dbsync.commands import hook as hook_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
+from dbsync.commands import log as log_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
 from dbsync.commands import pending as pending_service
@@ -55,7 +59,7 @@ from dbsync.commands import sync as sync_service
 from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
-from dbsync.errors import DbsyncError, InvalidInput
+from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import MergeReport
 from dbsync.state import HistoryEntry, reading_state
@@ -894,6 +898,137 @@ def history_line(entry: HistoryEntry) -> str:
     error = f": {entry.error}" if entry.error else ""
     where = entry.collection or "-"
     return f"{entry.time}  {entry.operation} {where} {entry.status}{records}{duration}{error}"
+
+
+# ---------------------------------------------------------------- record history and conflicts
+
+
+@command()
+def log(
+    key: Annotated[
+        str | None,
+        typer.Argument(
+            help="The record's key: an _id as plain text, a number, ObjectId(...), or JSON."
+        ),
+    ] = None,
+    *,
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="The collection (default: the only one)."),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="NAME=VALUE for each field of a natural key (repeatable)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Show at most this many versions.")
+    ] = None,
+    restore: Annotated[
+        str | None,
+        typer.Option(
+            "--restore",
+            metavar="COMMIT",
+            help="Bring back the version this commit holds (or the one it deleted).",
+        ),
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Every version of one record through the snapshot's git history, newest first."""
+    configuration = config()
+    request = log_service.LogRequest(collection, key, tuple(field or ()), limit)
+    if restore is not None:
+        name, source, document = log_service.version_to_restore(configuration, request, restore)
+        with changing(configuration, "restore", [name]) as (run, store):
+            result = bring_back_service.bring_back(
+                configuration, store, name, document, f"commit {source[:12]}"
+            )
+            run_done(run, result)
+        render_brought_back(result, f"the version of commit {source[:12]}", json)
+        return
+    found = log_service.record_log(configuration, request)
+    for note in found.notes:
+        warn(note)
+    if json:
+        print_json(found.to_json())
+        return
+    for line in log_service.log_text(found):
+        out.print(line, markup=False)
+
+
+def run_done(run: pipeline_service.ChangingRun, result: bring_back_service.BroughtBack) -> None:
+    for name, counts in result.report.collections.items():
+        run.done(name, counts.total)
+
+
+def render_brought_back(result: bring_back_service.BroughtBack, what: str, json: bool) -> None:
+    if json:
+        print_json({**result.report.to_json(), "restored": result.document})
+        return
+    report = result.report
+    say(f"{result.collection} {result.key}: {what} is the current version again")
+    say(f"backed up first: 'dbsync restore {report.backup}' undoes it; merge report written")
+    note = bring_back_service.spreading_note(result)
+    if result.timestamp_field is None:
+        warn(note)
+    else:
+        say(note)
+
+
+class ConflictAction(str, Enum):
+    show = "show"
+    restore = "restore"
+
+
+@command()
+def conflicts(
+    action: Annotated[
+        ConflictAction | None,
+        typer.Argument(
+            help="What to do with losing version ID: show it against its winner, or restore it."
+        ),
+    ] = None,
+    conflict_id: Annotated[
+        int | None, typer.Argument(metavar="ID", help="A losing version's id.")
+    ] = None,
+    *,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Only this collection.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only those decided since: 2026-11-30, 2026-11-30T12:00, 7d."),
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """The losing versions of every conflict decided on this asset, newest first."""
+    configuration = config()
+    if action is None:
+        found = conflicts_service.list_conflicts(configuration, collection, since)
+        if json:
+            print_json([conflicts_service.conflict_json(version) for version in found])
+        elif not found:
+            say("no losing versions recorded")
+        for version in [] if json else found:
+            out.print(conflicts_service.conflict_line(version), markup=False)
+        return
+    if conflict_id is None:
+        raise UsageError(f"'dbsync conflicts {action.value}' needs the ID of a losing version")
+    if action is ConflictAction.show:
+        comparison = conflicts_service.compare(
+            conflicts_service.find_conflict(configuration, conflict_id)
+        )
+        if json:
+            changes = [change.to_json() for change in comparison.changes]
+            print_json({**conflicts_service.conflict_json(comparison.version), "changes": changes})
+            return
+        for line in conflicts_service.comparison_text(comparison):
+            out.print(line, markup=False)
+        return
+    name = conflicts_service.find_conflict(configuration, conflict_id).collection
+    with changing(configuration, "restore", [name]) as (run, store):
+        result = conflicts_service.restore_conflict(configuration, store, conflict_id)
+        run_done(run, result)
+    render_brought_back(result, f"losing version {conflict_id}", json)
 
 
 # ---------------------------------------------------------------- git integration
