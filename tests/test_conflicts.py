@@ -160,7 +160,6 @@ def driver_records(repo: Repo) -> bool:
     return bool(json.loads(repo.dbsync("conflicts", "--json").out))
 
 
-@pytest.mark.xfail(strict=True, reason="merge driver does not record losing versions yet")
 def test_a_conflict_decided_by_the_merge_driver_is_restored_and_reaches_the_other_asset(
     pair: tuple[Repo, Repo],
 ) -> None:
