@@ -100,6 +100,8 @@ def cas_operation(change: Change) -> DeleteOne | ReplaceOne[Document] | InsertOn
     operators), so no version field is added to the application's documents. Numbers compare
     by value there, so a change of type alone (Int32 5 → Double 5.0) is not seen.
     """
+    if change.expected is None and change.document is None:
+        return DeleteOne({"_id": change.id})  # a restore: whatever is there goes
     if change.expected is None:
         assert change.document is not None
         return InsertOne(change.document)
@@ -360,6 +362,9 @@ class MongoStore:
             return self._call(f"{description} in a transaction", transaction)
         batches = (partial(self._bulk_write, target, chunk, None) for chunk in chunks(operations))
         return total_counts(self._call(description, batch) for batch in batches)
+
+    atomic_changes = False
+    """A batch is one transaction on a replica set, but the batches of a collection are not."""
 
     def apply_changes(
         self, collection: str, changes: Iterable[Change], redecide: Redecide

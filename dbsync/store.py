@@ -106,6 +106,10 @@ class Store(Protocol):
         """
         ...
 
+    atomic_changes: bool
+    """Whether ``apply_changes`` makes all of a collection's changes or none (a failure or a
+    kill leaves nothing of them), so that a failed apply needs no undo."""
+
     def apply_changes(
         self, collection: str, changes: Iterable[Change], redecide: Redecide
     ) -> ChangeCounts:
@@ -486,6 +490,8 @@ class EmbeddedStore:
     IMMEDIATE``): a kill at any moment leaves the old state or the new one. The format is
     montydb's, unchanged: existing stores need no migration.
     """
+
+    atomic_changes = True
 
     def __init__(self, path: Path, database: str) -> None:
         self._path = path

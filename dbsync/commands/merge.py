@@ -14,11 +14,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
 from dbsync import backups, extjson
+from dbsync.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
@@ -40,7 +40,7 @@ from dbsync.snapshot import (
     verify_file,
     write_section,
 )
-from dbsync.store import Store
+from dbsync.store import ChangeCounts, Store
 from dbsync.synced import is_tracked_snapshot, save_synced
 
 BATCH = 1000
@@ -145,18 +145,19 @@ def check_file_name(path: Path, header: Header) -> None:
 
 @dataclass
 class CollectionPlan:
-    """The writes one collection needs, spooled to files, and the report figures."""
+    """The writes one collection needs, spooled to a file, and the report figures."""
 
     name: str
     rules: Rules
     counts: MergeCounts
-    deletes: Path
-    upserts: Path
+    spool: Path
     ours_count: int = 0
     theirs: SourceSection | None = None
     touched: bool = False
     notes: RecordNotes | None = None
     moves: IdMoves | None = None
+    backup_bytes: int = 0
+    applied: ChangeCounts | None = None
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -171,7 +172,7 @@ def _rules_for(config: Config, theirs: SourceSection) -> Rules:
 
 
 def _write_ours(store: Store, name: str, rules: Rules, target: Path, progress: Progress) -> int:
-    """The database's side of the merge, exported into the backup folder (it is the backup)."""
+    """The database's side of the merge, exported to a scratch file."""
     clashes = KeyClashes(rules.key)
     with target.open("wb") as handle:
         lines = unique_lines(collection_lines(store, name, rules, progress), clashes)
@@ -187,17 +188,6 @@ def _write_ours(store: Store, name: str, rules: Rules, target: Path, progress: P
 def _ours_lines(path: Path) -> Iterator[bytes]:
     for section in read_sections(path):
         yield from section.records
-
-
-def _spool(decision: Decision, deletes: BinaryIO, upserts: BinaryIO) -> None:
-    """Write the database operations one decision needs (it changes ours)."""
-    ours_id = _id_bytes(decision.ours) if decision.ours is not None else None
-    if decision.result is not None:
-        upserts.write(line_body(decision.result) + b"\n")
-        if ours_id == _id_bytes(decision.result):
-            return
-    if ours_id is not None:
-        deletes.write(ours_id + b"\n")
 
 
 def _id_bytes(line: bytes) -> bytes:
@@ -254,25 +244,29 @@ def plan_collection(
     ours_path: Path,
     theirs: SourceSection,
     work: Path,
+    backup: Path,
 ) -> CollectionPlan:
-    """Decide every record and spool the writes; nothing touches the database here."""
-    plan = CollectionPlan(
-        name, rules, MergeCounts(), work / f"{name}.deletes", work / f"{name}.upserts"
-    )
+    """Decide every record, spool the writes and write the backup of what they change (into
+    the folder ``backup``); nothing touches the database here."""
+    plan = CollectionPlan(name, rules, MergeCounts(), work / f"{name}.changes")
     plan.theirs = theirs
     plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
     note = plan.notes.see_document if plan.notes.wanted else None
     moves = IdMoves() if rules.key != ("_id",) else None
     base_lines = base.lines() if base is not None else None
-    with plan.deletes.open("wb") as deletes, plan.upserts.open("wb") as upserts:
+    writer = ChangeWriter(plan.spool, backups.collection_file(backup, name), Header(name, rules))
+    try:
         for decision in decide(base_lines, _ours_lines(ours_path), theirs.lines(), rules):
             plan.counts.add(decision, rules.key)
             if decision.changes_ours:
                 if moves is not None:
                     moves.see(decision)
-                _spool(decision, deletes, upserts)
+                writer.add(decision.ours, decision.result)
                 if note is not None and decision.result is not None:
                     note(line_document(decision.result))
+    finally:
+        writer.close()
+    plan.backup_bytes = writer.backup_bytes()
     plan.moves = moves
     return plan
 
@@ -289,27 +283,25 @@ def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
         )
 
 
-def _batches(path: Path) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    with path.open("rb") as handle:
-        for line in handle:
-            batch.append(line[:-1])
-            if len(batch) >= BATCH:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
 def apply_plan(store: Store, plan: CollectionPlan) -> None:
-    """Deletes first, then upserts: a record replaced under a new ``_id`` never clobbers another."""
-    for batch in _batches(plan.deletes):
-        plan.touched = True
-        store.apply(plan.name, [], [extjson.from_json_value(orjson.loads(i)) for i in batch])
-    for batch in _batches(plan.upserts):
-        plan.touched = True
-        documents = [extjson.from_json_value(orjson.loads(body)) for body in batch]
-        store.apply(plan.name, documents, [])
+    """Every change by compare-and-set (one transaction on the embedded store); a record the
+    application changed since it was read is decided again against its new version."""
+    plan.touched = not store.atomic_changes  # a failure part-way leaves writes to undo
+    plan.applied = store.apply_changes(
+        plan.name, spooled_changes(plan.spool), redecider(plan.rules)
+    )
+    plan.touched = True
+
+
+def _redecided_note(plan: CollectionPlan) -> list[str]:
+    applied = plan.applied
+    if applied is None or not applied.redecided:
+        return []
+    return [
+        f"{plan.name}: {applied.redecided} record(s) changed by the application during the "
+        f"merge were decided again against their new version ({applied.left} kept as the "
+        "application wrote them)"
+    ]
 
 
 def _now() -> datetime.datetime:
@@ -354,9 +346,11 @@ def merge_snapshot(
     rules = {name: _rules_for(config, theirs[name]) for name in names}
     with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
         work = Path(scratch)
-        folder = work / "ours" if options.dry_run else _start_backup(config, store, names, report)
+        folder = work / "backup" if options.dry_run else _start_backup(config, report)
         try:
             plans = _plan_all(store, names, rules, bases, theirs, folder, work, options, progress)
+            if not options.dry_run:
+                backups.check_free_space(folder.parent, sum(p.backup_bytes for p in plans.values()))
         except BaseException:
             if not options.dry_run:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -367,20 +361,23 @@ def merge_snapshot(
         if options.dry_run:
             report.status = DRY_RUN
             return report
-        backups.write_meta(
-            folder, backups.BackupInfo(report.backup or "", report.time, names, f"merge {source}")
+        info = backups.BackupInfo(
+            report.backup or "", report.time, names, f"merge {source}", backups.CHANGES
         )
+        backups.write_meta(folder, info)
         _apply_all(store, plans, folder, report, config)
+        for plan in plans.values():
+            report.notes += _redecided_note(plan)
     if is_tracked_snapshot(config.snapshot_dir, source):
         _save_synced(config, plans, options.commit)
     write_report_files(config, report, started)
     return report
 
 
-def _start_backup(config: Config, store: Store, names: list[str], report: MergeReport) -> Path:
+def _start_backup(config: Config, report: MergeReport) -> Path:
+    """The backup's folder; it counts as a backup once ``backup.json`` is written in it."""
     report.backup = backups.new_backup_id()
     folder = backups.backup_folder(config.state_dir, report.backup)
-    backups.check_free_space(folder.parent, sum(store.size_bytes(name) for name in names))
     folder.mkdir(parents=True)
     return folder
 
@@ -399,9 +396,12 @@ def _plan_all(
     folder.mkdir(parents=True, exist_ok=True)
     plans = {}
     for name in names:
-        ours_path = backups.collection_file(folder, name)
+        ours_path = work / f"{name}.ours.jsonl"
         count = _write_ours(store, name, rules[name], ours_path, progress)
-        plan = plan_collection(name, rules[name], bases.get(name), ours_path, theirs[name], work)
+        plan = plan_collection(
+            name, rules[name], bases.get(name), ours_path, theirs[name], work, folder
+        )
+        ours_path.unlink()
         plan.ours_count = count
         check_delete_guard(plan, options.allow_deletes)
         if plan.moves is not None:

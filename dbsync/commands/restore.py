@@ -38,6 +38,7 @@ def restore_backup(
     for name in chosen:  # read every file once before writing anything
         for _ in backups.backup_documents(folder, name):
             pass
+        backups.check_inserted_ids(folder, name)
     safety = take_backup(config, store, chosen, f"before restoring {info.id}")
     records = backups.restore_collections(store, folder, chosen)
     return RestoreResult(chosen, info.id, safety, records)
