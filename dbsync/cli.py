@@ -520,8 +520,9 @@ def render_merge(report: MergeReport) -> None:
 @command()
 def merge(
     path: Annotated[
-        Path, typer.Argument(help="A snapshot file, an --output bundle, or a directory.")
-    ],
+        Path | None,
+        typer.Argument(help="A snapshot file, an --output bundle, or a directory."),
+    ] = None,
     *,
     base: Annotated[
         Path | None,
@@ -536,6 +537,10 @@ def merge(
         typer.Option("--allow-deletes", help="Apply a merge that deletes many records at once."),
     ] = False,
     dedupe: DedupeFlag = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Finish the merge that was interrupted (killed, crashed)."),
+    ] = False,
     json: JsonFlag = False,
 ) -> None:
     """Merge a snapshot into the database, with a backup first, a report, and rollback."""
@@ -543,6 +548,7 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
+    path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
     tracked_source = is_tracked_snapshot(configuration.snapshot_dir, path)
     resolving = path if tracked_source else None
     with changing(configuration, "merge", collection, resolving=resolving) as (run, store):

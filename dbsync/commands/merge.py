@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from dbsync import backups, extjson
+from dbsync import backups, extjson, journal
 from dbsync.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
@@ -322,6 +322,29 @@ def _select(
     return [name for name in sorted(sections) if not config.excluded(name)]
 
 
+def resolve_resume(
+    config: Config, path: Path | None, options: MergeOptions, resume: bool
+) -> tuple[Path, MergeOptions]:
+    """What ``merge`` merges: PATH, or with ``--resume`` the interrupted merge again.
+
+    Resuming merges the interrupted run's snapshot into the database as it is now. Each
+    collection's changes were made whole or not at all (one transaction on the embedded store,
+    compare-and-set on MongoDB), and merging again is idempotent, so this finishes the run
+    without undoing the application's writes made since; its backup stays for ``restore``.
+    """
+    if not resume:
+        if path is None:
+            raise UsageError("give the snapshot to merge", hint="dbsync merge database_backup")
+        return path, options
+    if path is not None:
+        raise UsageError("--resume takes no PATH: it merges the interrupted run's snapshot")
+    entry = journal.interrupted_merge(config)
+    assert entry.source is not None
+    base = Path(entry.base) if entry.base and Path(entry.base).exists() else None
+    resumed = replace(options, base=base, collections=entry.collections)
+    return Path(entry.source), resumed
+
+
 def merge_snapshot(
     config: Config,
     store: Store,
@@ -365,7 +388,7 @@ def merge_snapshot(
             report.backup or "", report.time, names, f"merge {source}", backups.CHANGES
         )
         backups.write_meta(folder, info)
-        _apply_all(store, plans, folder, report, config)
+        _apply_all(store, plans, folder, report, config, (source, options.base))
         for plan in plans.values():
             report.notes += _redecided_note(plan)
     if is_tracked_snapshot(config.snapshot_dir, source):
@@ -416,32 +439,45 @@ def _apply_all(
     folder: Path,
     report: MergeReport,
     config: Config,
+    paths: tuple[Path, Path | None],
 ) -> None:
+    """Apply every plan, journaled: a kill leaves an interrupted merge that every later command
+    sees; a failure rolls back what was written, and leaves the journal entry only if that
+    fails too."""
+    names = list(plans)
+    source, base = (str(path.resolve()) if path else None for path in paths)
+    entry = journal.begin(
+        config.state_dir, journal.MERGE, names, backup=report.backup, source=source, base=base
+    )
     try:
         for plan in plans.values():
             apply_plan(store, plan)
     except BaseException as error:
         touched = [plan.name for plan in plans.values() if plan.touched]
         report.status = FAILED
-        report.error = f"{type(error).__name__}: {error}; " + _roll_back(
-            store, folder, touched, report
-        )
+        undone, outcome = _roll_back(store, folder, touched, report)
+        report.error = f"{type(error).__name__}: {error}; {outcome}"
         write_report_files(config, report, _now())
+        if undone:
+            journal.finish(config.state_dir, entry, [])
         raise
+    journal.finish(config.state_dir, entry, names)
 
 
-def _roll_back(store: Store, folder: Path, touched: list[str], report: MergeReport) -> str:
-    """Put the touched collections back; say what happened (the restore itself can fail)."""
+def _roll_back(
+    store: Store, folder: Path, touched: list[str], report: MergeReport
+) -> tuple[bool, str]:
+    """Put the touched collections back; whether that worked, and what happened."""
     if not touched:
-        return "nothing had been written"
+        return True, "nothing had been written"
     try:
         backups.restore_collections(store, folder, touched)
     except DbsyncError as failure:
-        return (
+        return False, (
             f"restoring {', '.join(touched)} failed too ({failure.message}): "
             f"run 'dbsync restore {report.backup}' when the database is back"
         )
-    return f"restored {', '.join(touched)} from backup {report.backup}"
+    return True, f"restored {', '.join(touched)} from backup {report.backup}"
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:

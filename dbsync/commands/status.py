@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbsync import git, hooks
+from dbsync import git, hooks, journal
 from dbsync.backups import list_backups
 from dbsync.commands.export import current_summary, snapshot_collections
 from dbsync.config import Config
@@ -207,11 +207,21 @@ def _interrupted(config: Config, run: HistoryEntry) -> Reason:
 
 
 def check_interrupted_runs(context: StatusContext) -> list[Reason]:
-    """A run killed mid-way (power cut, SIGKILL) that no later run of its kind has replaced."""
+    """A run killed mid-way (power cut, SIGKILL) that no later run of its kind has replaced.
+
+    A merge or restore that started writing is in the journal until it finishes: those are
+    DEGRADED (nothing exports over them); the history tells of the runs killed before that.
+    """
     if context.state is None:
         return []
-    reasons = []
+    journaled = context.state.interrupted_runs()
+    reasons = [
+        Reason(DEGRADED, "interrupted", journal.describe(entry), journal.recovery(entry))
+        for entry in journaled
+    ]
     for operation, cures in _CURES.items():
+        if journaled and operation in (journal.MERGE, journal.RESTORE):
+            continue
         run = context.state.last_run(operation)
         if run is None or run.status != INTERRUPTED:
             continue
