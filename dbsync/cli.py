@@ -426,7 +426,11 @@ def import_(
     with changing(configuration, "import", [collection]) as (run, store):
         result = import_service.import_file(store, file, collection, mode, progress())
         run.done(result.collection, result.documents)
-    say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
+    counts = result.counts
+    say(
+        f"{result.collection}: {result.documents} documents imported "
+        f"({counts.inserted} inserted, {counts.replaced} replaced)"
+    )
 
 
 @command()

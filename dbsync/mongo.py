@@ -410,7 +410,9 @@ class MongoStore:
     ) -> WriteCounts:
         result = target.bulk_write(operations, ordered=True, session=session)
         return WriteCounts(
-            upserted=result.upserted_count + result.matched_count, deleted=result.deleted_count
+            upserted=result.upserted_count + result.matched_count,
+            deleted=result.deleted_count,
+            inserted=result.upserted_count,
         )
 
     def _is_replicated(self) -> bool:

@@ -410,9 +410,10 @@ _KEYS_PER_QUERY = 300
 
 
 def montydb_key(value: Any) -> bytes:
-    """montydb's key ``k`` for an ``_id``: the BSON element with an empty name (its
-    ``bson.id_encode``), computed through the public encoder."""
-    return bson.encode({"": value})[4:-1]
+    """montydb's key ``k`` for an ``_id`` (its ``bson.id_encode``): the BSON element's type
+    byte and value, without a name; computed through the public encoder."""
+    element = bson.encode({"": value})[4:-1]  # type byte, the empty name's NUL, the value
+    return element[:1] + element[2:]
 
 
 def equivalent_keys(value: Any) -> list[bytes]:

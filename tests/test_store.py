@@ -414,6 +414,50 @@ def test_embedded_store_keeps_its_data_across_reopening(tmp_path: Path) -> None:
     assert second.collection_names() == ["items"]
 
 
+@pytest.mark.parametrize("document_id", [5, Int64(5), 5.0, "five", OID, {"a": 1}, b"\x00"])
+def test_montydb_s_client_and_the_embedded_store_address_the_same_records(
+    tmp_path: Path, document_id: Any
+) -> None:
+    store = EmbeddedStore(tmp_path / "store", "db")
+    store.insert_many("items", [{"_id": document_id, "v": 1}])
+    items = montydb.MontyClient(str(tmp_path / "store"))["db"]["items"]
+
+    assert items.update_one({"_id": document_id}, {"$set": {"v": 2}}).modified_count == 1
+    items.insert_one({"_id": "app", "v": 0})
+    assert store.find_by_ids("items", [document_id, "app"]) == [
+        {"_id": document_id, "v": 2},
+        {"_id": "app", "v": 0},
+    ]
+    store.apply("items", [{"_id": document_id, "v": 3}], ["app"])
+    assert list(items.find({})) == [{"_id": document_id, "v": 3}]
+
+
+def test_the_embedded_store_finds_a_number_id_whatever_type_montydb_stored_it_with(
+    tmp_path: Path,
+) -> None:
+    EmbeddedStore(tmp_path / "store", "db").close()
+    items = montydb.MontyClient(str(tmp_path / "store"))["db"]["items"]
+    items.insert_many([{"_id": Int64(5), "v": "int64"}, {"_id": 6.0, "v": "double"}])
+    store = EmbeddedStore(tmp_path / "store", "db")
+
+    store.apply("items", [{"_id": 5, "v": "int32"}], [6])
+
+    assert list(store.iter_documents("items")) == [{"_id": 5, "v": "int32"}]
+
+
+def test_a_collection_file_left_without_its_table_reads_empty_and_is_repaired(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedStore(tmp_path / "store", "db")
+    (tmp_path / "store" / "db").mkdir()
+    (tmp_path / "store" / "db" / "items.collection").write_bytes(b"")  # montydb's first step
+
+    assert store.collection_names() == ["items"]
+    assert (store.count("items"), list(store.iter_documents("items"))) == (0, [])
+    store.apply("items", [{"_id": 1}], [])
+    assert list(montydb.MontyClient(str(tmp_path / "store"))["db"]["items"].find()) == [{"_id": 1}]
+
+
 def test_embedded_store_refuses_a_repository_of_another_engine(tmp_path: Path) -> None:
     montydb.set_storage(str(tmp_path), storage="flatfile", use_bson=True)
 

@@ -26,10 +26,19 @@ class ImportMode(str, Enum):
 
 
 @dataclass(frozen=True)
+class ImportCounts:
+    """How many imported documents were new, and how many replaced a stored one."""
+
+    inserted: int = 0
+    replaced: int = 0
+
+
+@dataclass(frozen=True)
 class ImportResult:
     collection: str
     documents: int
     mode: ImportMode
+    counts: ImportCounts = ImportCounts()
 
 
 def _first_character(path: Path) -> bytes:
@@ -120,20 +129,21 @@ def import_file(
     mode: ImportMode,
     progress: Progress | None = None,
 ) -> ImportResult:
-    """Validate the whole file first, then write it in batches."""
+    """Validate the whole file first, then write it in batches (by key: linear in the file)."""
     progress = progress or NoProgress()
     if mode is ImportMode.insert:
         total = _check_insertable(store, collection, path)
     else:
         total = sum(1 for _ in read_documents(path))
     progress.start(f"import {collection}", total)
+    inserted = 0
     for batch in _batches(read_documents(path)):
         for doc in batch:
             doc.setdefault("_id", ObjectId())
         if mode is ImportMode.insert:
-            store.insert_many(collection, batch)
+            inserted += store.insert_many(collection, batch)
         else:
-            store.apply(collection, batch, [])
+            inserted += store.apply(collection, batch, []).inserted
         progress.advance(len(batch))
     progress.finish()
-    return ImportResult(collection, total, mode)
+    return ImportResult(collection, total, mode, ImportCounts(inserted, total - inserted))
