@@ -710,8 +710,12 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
         raise _damaged_file(path, error) from None
 
 
-def _damaged_file(path: Path, error: Exception) -> InvalidInput:
-    return InvalidInput(
+class DamagedStore(InvalidInput):
+    """A file of the embedded store that SQLite cannot read (exit 4, like any corrupt input)."""
+
+
+def _damaged_file(path: Path, error: Exception) -> DamagedStore:
+    return DamagedStore(
         f"the embedded store file {path} cannot be read: {error}",
         hint="restore the file from a copy, or move it away and merge the snapshot again",
     )

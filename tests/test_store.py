@@ -54,6 +54,7 @@ from dbsync.mongo import (
 )
 from dbsync.snapshot import sort_key
 from dbsync.store import (
+    DamagedStore,
     EmbeddedStore,
     RetryPolicy,
     WriteCounts,
@@ -456,6 +457,22 @@ def test_a_collection_file_left_without_its_table_reads_empty_and_is_repaired(
     assert (store.count("items"), list(store.iter_documents("items"))) == (0, [])
     store.apply("items", [{"_id": 1}], [])
     assert list(montydb.MontyClient(str(tmp_path / "store"))["db"]["items"].find()) == [{"_id": 1}]
+
+
+def test_a_collection_file_sqlite_cannot_read_is_named_as_damaged(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "store", "db")
+    store.insert_many("items", [{"_id": 1}])
+    store.close()
+    path = tmp_path / "store" / "db" / "items.collection"
+    for leftover in (
+        path.with_name("items.collection-wal"),
+        path.with_name("items.collection-shm"),
+    ):
+        leftover.unlink(missing_ok=True)
+    path.write_bytes(b"not a database " * 100)
+
+    with pytest.raises(DamagedStore, match="items.collection cannot be read"):
+        store.count("items")
 
 
 def test_embedded_store_refuses_a_repository_of_another_engine(tmp_path: Path) -> None:

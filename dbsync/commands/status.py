@@ -21,7 +21,14 @@ from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput
 from dbsync.parts import collection_files
 from dbsync.state import INTERRUPTED, HistoryEntry, StateStore, open_state_read_only
-from dbsync.store import EMBEDDED_SCHEME, RetryPolicy, Store, embedded_path, open_store
+from dbsync.store import (
+    EMBEDDED_SCHEME,
+    DamagedStore,
+    RetryPolicy,
+    Store,
+    embedded_path,
+    open_store,
+)
 from dbsync.synced import load_synced
 
 HEALTHY, WARNING, DEGRADED = "HEALTHY", "WARNING", "DEGRADED"
@@ -261,6 +268,8 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
     on_disk = files.digest() if files is not None else None
     try:
         current = current_summary(store, name, config.rules(name), files.count if files else 1)
+    except DamagedStore as error:
+        return Reason(DEGRADED, "database", error.message, error.hint or "")
     except InvalidInput:
         message = f"{name}: the key {list(config.rules(name).key)} is not unique in the database"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export' to list the clashes")
