@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from itertools import islice
@@ -15,7 +15,7 @@ from bson import ObjectId
 from dbsync import extjson
 from dbsync.errors import InvalidInput
 from dbsync.progress import NoProgress, Progress
-from dbsync.store import Document, Store
+from dbsync.store import Document, Store, id_key
 
 BATCH = 1000
 
@@ -102,15 +102,16 @@ def _batches(documents: Iterator[Document]) -> Iterator[list[Document]]:
 
 def _check_insertable(store: Store, collection: str, path: Path) -> int:
     """Read the whole file once: every document valid, no ``_id`` twice or already stored."""
-    seen: set[bytes] = set()
+    seen: set[Hashable] = set()  # id_key: small (an orjson result holds a 4 KiB buffer)
     count = 0
     for batch in _batches(read_documents(path)):
         ids = [doc["_id"] for doc in batch if "_id" in doc]
         for identifier in ids:
-            encoded = orjson.dumps(extjson.value_to_json(identifier))
-            if encoded in seen:
-                raise InvalidInput(f"{path}: _id {encoded.decode()} appears twice in the file")
-            seen.add(encoded)
+            key = id_key(identifier)
+            if key in seen:
+                shown = orjson.dumps(extjson.value_to_json(identifier)).decode()
+                raise InvalidInput(f"{path}: _id {shown} appears twice in the file")
+            seen.add(key)
         existing = store.find_by_ids(collection, ids) if ids else []
         if existing:
             shown = orjson.dumps(extjson.value_to_json(existing[0]["_id"])).decode()
