@@ -132,6 +132,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 # --- Opening a store -------------------------------------------------------------------------
 
@@ -630,6 +634,12 @@ class EmbeddedStore:
         for connection in self._writers.values():
             connection.close()
         self._writers.clear()
+
+    def __enter__(self) -> EmbeddedStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _file(self, collection: str) -> Path:
         return self._folder / (collection + COLLECTION_SUFFIX)
