@@ -54,6 +54,7 @@ from dbsync.mongo import (
 )
 from dbsync.snapshot import sort_key
 from dbsync.store import (
+    Change,
     DamagedStore,
     EmbeddedStore,
     RetryPolicy,
@@ -593,6 +594,10 @@ class RecordingCollection:
             raise failure
         return self.collection.bulk_write(requests, ordered=ordered)
 
+    def find(self, query: Any, session: Any = None) -> Any:
+        self.client.bulk_writes.append((session, bool(session and session.in_transaction)))
+        return self.collection.find(query)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.collection, name)
 
@@ -641,6 +646,26 @@ def test_a_transient_transaction_error_retries_the_whole_transaction() -> None:
         ["started", "aborted", "ended"],
         ["started", "committed", "ended"],
     ]
+
+
+def test_compare_and_set_on_a_replica_set_writes_and_reads_back_in_one_transaction() -> None:
+    failure = OperationFailure(
+        "write conflict", code=112, details={"errorLabels": ["TransientTransactionError"]}
+    )
+    client = ReplicaSetClient(fail_first_bulk_write_with=failure)
+    store = replica_set_store(client)
+    client.mock["db"]["items"].insert_many([{"_id": 1, "v": 0}])
+    change = Change(1, bson.encode({"_id": 1, "v": 0}), {"_id": 1, "v": 1})
+
+    counts = store.apply_changes("items", [change], lambda planned, current: None)
+
+    assert counts.written == 1 and counts.redecided == 0
+    assert [session.events for session in client.sessions] == [
+        ["started", "aborted", "ended"],
+        ["started", "committed", "ended"],
+    ]
+    assert all(used is not None and inside for used, inside in client.bulk_writes[1:])
+    assert client.mock["db"]["items"].find_one({"_id": 1}) == {"_id": 1, "v": 1}
 
 
 def test_a_failed_transaction_is_aborted_and_reported() -> None:

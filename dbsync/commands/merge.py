@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from dbsync.snapshot import (
     read_sections,
     snapshot_files,
     verify_file,
-    write_section,
 )
 from dbsync.store import ChangeCounts, Store
 from dbsync.synced import is_tracked_snapshot, save_synced
@@ -171,18 +170,17 @@ def _rules_for(config: Config, theirs: SourceSection) -> Rules:
     return rules
 
 
-def _write_ours(store: Store, name: str, rules: Rules, target: Path, progress: Progress) -> int:
-    """The database's side of the merge, exported to a scratch file."""
-    clashes = KeyClashes(rules.key)
-    with target.open("wb") as handle:
-        lines = unique_lines(collection_lines(store, name, rules, progress), clashes)
-        summary = write_section(handle, Header(name, rules), lines)
-    if clashes.groups:
-        raise InvalidInput(
-            clashes.message(name) + "\nthe database already holds these duplicates",
-            hint="fix the records or choose another key in dbsync.toml; nothing was written",
-        )
-    return summary.count
+class _Counted:
+    """Lines passed through, counted: the database's side of the merge, read once."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._lines:
+            self.count += 1
+            yield line
 
 
 def _ours_lines(path: Path) -> Iterator[bytes]:
@@ -242,22 +240,25 @@ def plan_collection(
     name: str,
     rules: Rules,
     base: SourceSection | None,
-    ours_path: Path,
+    ours: Path | Iterable[bytes],
     theirs: SourceSection,
     work: Path,
-    backup: Path,
+    backup: Path | None = None,
 ) -> CollectionPlan:
     """Decide every record, spool the writes and write the backup of what they change (into
-    the folder ``backup``); nothing touches the database here."""
+    the folder ``backup``, else ``work``); nothing touches the database here. ``ours`` is the
+    database's side: its key-sorted lines, or a snapshot file holding them."""
+    ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
     plan = CollectionPlan(name, rules, MergeCounts(), work / f"{name}.changes")
     plan.theirs = theirs
     plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
     note = plan.notes.see_document if plan.notes.wanted else None
     moves = IdMoves() if rules.key != ("_id",) else None
     base_lines = base.lines() if base is not None else None
-    writer = ChangeWriter(plan.spool, backups.collection_file(backup, name), Header(name, rules))
+    preimages = backups.collection_file(backup or work, name)
+    writer = ChangeWriter(plan.spool, preimages, Header(name, rules))
     try:
-        for decision in decide(base_lines, _ours_lines(ours_path), theirs.lines(), rules):
+        for decision in decide(base_lines, ours_lines, theirs.lines(), rules):
             plan.counts.add(decision, rules.key)
             if decision.changes_ours:
                 if moves is not None:
@@ -420,13 +421,15 @@ def _plan_all(
     folder.mkdir(parents=True, exist_ok=True)
     plans = {}
     for name in names:
-        ours_path = work / f"{name}.ours.jsonl"
-        count = _write_ours(store, name, rules[name], ours_path, progress)
-        plan = plan_collection(
-            name, rules[name], bases.get(name), ours_path, theirs[name], work, folder
-        )
-        ours_path.unlink()
-        plan.ours_count = count
+        clashes = KeyClashes(rules[name].key)
+        ours = _Counted(unique_lines(collection_lines(store, name, rules[name], progress), clashes))
+        plan = plan_collection(name, rules[name], bases.get(name), ours, theirs[name], work, folder)
+        if clashes.groups:  # set aside while streaming; refused before anything is written
+            raise InvalidInput(
+                clashes.message(name) + "\nthe database already holds these duplicates",
+                hint="fix the records or choose another key in dbsync.toml; nothing was written",
+            )
+        plan.ours_count = ours.count
         check_delete_guard(plan, options.allow_deletes)
         if plan.moves is not None:
             plan.moves.check(store, name)
