@@ -101,8 +101,8 @@ def backup_documents(folder: Path, collection: str) -> Iterator[Document]:
 
 
 def restore_collections(store: Store, folder: Path, collections: list[str]) -> dict[str, int]:
-    """Put the backed-up collections back exactly as they were; documents written (a full
-    backup: every document; a merge's: the pre-images put back and the inserts undone)."""
+    """Put the backed-up collections back exactly as they were (a full backup: every document;
+    a merge's: the pre-images put back and the inserts undone); documents per collection."""
     return {collection: restore_collection(store, folder, collection) for collection in collections}
 
 
@@ -113,8 +113,8 @@ def restore_collection(store: Store, folder: Path, collection: str) -> int:
     inserted = inserted_file(files.files[0][0])
     if not inserted.is_file():
         return store.replace_collection(collection, documents)
-    counts = store.apply_changes(collection, undo_changes(documents, inserted), overwrite)
-    return counts.written + counts.deleted
+    store.apply_changes(collection, undo_changes(documents, inserted), overwrite)
+    return store.count(collection)
 
 
 def check_inserted_ids(folder: Path, collection: str) -> None:
