@@ -273,6 +273,8 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
     except InvalidInput:
         message = f"{name}: the key {list(config.rules(name).key)} is not unique in the database"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export' to list the clashes")
+    except DbsyncError as error:  # the store failing mid-read: status still answers
+        return Reason(DEGRADED, "database", f"{name}: {error.message}", error.hint or "")
     if on_disk == current.digest or (on_disk is None and current.count == 0):
         return None
     if on_disk is None:
