@@ -25,3 +25,4 @@ def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
         ]
         assert results["export"]["files"] == 1
     assert "encode (per document, first 300)" in render(run)
+    assert "dbsync log KEY: 100 commits" in render(run) and run.log is not None

@@ -40,6 +40,14 @@ class ImportResult:
     mode: ImportMode
     counts: ImportCounts = ImportCounts()
 
+    @property
+    def inserted(self) -> int:
+        return self.counts.inserted
+
+    @property
+    def replaced(self) -> int:
+        return self.counts.replaced
+
 
 def _first_character(path: Path) -> bytes:
     with path.open("rb") as handle:
