@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from dbsync.snapshot import (
     verify_file,
     write_section,
 )
-from dbsync.store import EmbeddedStore, WriteCounts, decode_raw
+from dbsync.store import Change, ChangeCounts, EmbeddedStore, Redecide, decode_raw
 
 BATCH = 1000
 WRITE_BUFFER = 1 << 20  # as dbsync.files writes snapshots
@@ -337,14 +337,22 @@ class CountingStore:
         self.upserted: list[bytes] = []
         self.deleted: list[bytes] = []
 
-    def apply(
-        self, collection: str, upserts: Sequence[dict[str, Any]], delete_ids: Sequence[Any]
-    ) -> WriteCounts:
-        self.upserted += [_id_text(doc["_id"]) for doc in upserts]
-        self.deleted += [_id_text(value) for value in delete_ids]
+    atomic_changes = True
+
+    def apply_changes(
+        self, collection: str, changes: Iterable[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        def counted() -> Iterator[Change]:
+            for change in changes:
+                written = self.deleted if change.document is None else self.upserted
+                written.append(_id_text(change.id))
+                yield change
+
         if self.inner is not None:
-            return self.inner.apply(collection, upserts, delete_ids)
-        return WriteCounts(upserted=len(upserts), deleted=len(delete_ids))
+            return self.inner.apply_changes(collection, counted(), redecide)
+        for _ in counted():
+            pass
+        return ChangeCounts(written=len(self.upserted), deleted=len(self.deleted))
 
 
 def _id_text(value: Any) -> bytes:

@@ -2,7 +2,10 @@
 
 A backup is a folder ``database_sync/backups/<id>/`` holding one snapshot file per collection
 (the same verified format as ``database_backup/``) and ``backup.json`` describing it. The id
-sorts by creation time.
+sorts by creation time. A ``full`` backup holds whole collections (``restore`` takes one before
+it writes); a merge's backup is ``changes``: the pre-images of the records the merge changed or
+deleted, and ``<collection>.jsonl.inserted``, the ``_id`` of each record it inserted, which is
+what undoing it needs, at the cost of the change.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import orjson
+
 from dbsync import extjson
+from dbsync.changes import inserted_file, overwrite, undo_changes
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.files import write_bytes_atomically
 from dbsync.parts import collection_files
@@ -24,6 +30,7 @@ from dbsync.snapshot import line_document, snapshot_filename
 from dbsync.store import Document, Store
 
 META = "backup.json"
+FULL, CHANGES = "full", "changes"
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class BackupInfo:
     created: str
     collections: list[str]
     reason: str
+    kind: str = FULL
 
     @property
     def sort_key(self) -> str:
@@ -93,15 +101,39 @@ def backup_documents(folder: Path, collection: str) -> Iterator[Document]:
 
 
 def restore_collections(store: Store, folder: Path, collections: list[str]) -> dict[str, int]:
-    """Put the backed-up collections back exactly as they were; documents per collection."""
-    return {
-        collection: store.replace_collection(collection, backup_documents(folder, collection))
-        for collection in collections
-    }
+    """Put the backed-up collections back exactly as they were (a full backup: every document;
+    a merge's: the pre-images put back and the inserts undone); documents per collection."""
+    return {collection: restore_collection(store, folder, collection) for collection in collections}
+
+
+def restore_collection(store: Store, folder: Path, collection: str) -> int:
+    """One collection, in one transaction where the store has them."""
+    documents = backup_documents(folder, collection)
+    files = collection_files(folder)[collection]
+    inserted = inserted_file(files.files[0][0])
+    if not inserted.is_file():
+        return store.replace_collection(collection, documents)
+    store.apply_changes(collection, undo_changes(documents, inserted), overwrite)
+    return store.count(collection)
+
+
+def check_inserted_ids(folder: Path, collection: str) -> None:
+    """Refuse a merge backup whose list of inserted ids is damaged, before writing anything."""
+    files = collection_files(folder).get(collection)
+    inserted = inserted_file(files.files[0][0]) if files else None
+    if inserted is None or not inserted.is_file():
+        return
+    with inserted.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                extjson.from_json_value(orjson.loads(line))
+            except (orjson.JSONDecodeError, InvalidInput) as error:
+                raise InvalidInput(f"{inserted}:{number}: not an _id ({error})") from None
 
 
 def check_free_space(folder: Path, needed_bytes: int) -> None:
-    """Refuse before writing a backup that the disk cannot hold (with a margin)."""
+    """Refuse, before the database is written, when the disk cannot hold twice the backup
+    (the backup, and the database growing by as much) and a margin."""
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < needed_bytes * 2 + 16 * 1024 * 1024:

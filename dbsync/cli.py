@@ -689,11 +689,13 @@ def render_merge(report: MergeReport) -> None:
 @command()
 def merge(
     path: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="PATH", help="A snapshot file, an --output bundle, or a snapshot directory."
+            metavar="PATH",
+            help="A snapshot file, an --output bundle, or a snapshot directory "
+            "(none with --resume).",
         ),
-    ],
+    ] = None,
     *,
     base: Annotated[
         Path | None,
@@ -715,6 +717,10 @@ def merge(
         ),
     ] = False,
     dedupe: DedupeFlag = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Finish the merge that was interrupted (killed, crashed)."),
+    ] = False,
     json: JsonFlag = False,
 ) -> None:
     """Merge a snapshot into the database.
@@ -726,7 +732,8 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    if base is None:  # a pull's merge that was pending stays three-way
+    path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
+    if base is None and not resume:  # a pull's merge that was pending stays three-way
         merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
         if dedupe and not dry_run:

@@ -28,13 +28,16 @@ from pymongo.errors import (
     OperationFailure,
     PyMongoError,
 )
-from pymongo.operations import DeleteOne, ReplaceOne
+from pymongo.operations import DeleteOne, InsertOne, ReplaceOne
 
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
 from dbsync.store import (
     ACCEPTED_URIS,
     STORE_CODEC_OPTIONS,
+    Change,
+    ChangeCounts,
     Document,
+    Redecide,
     RetryPolicy,
     WriteCounts,
     backoff_delay,
@@ -42,6 +45,7 @@ from dbsync.store import (
     document_id,
     duplicate_id_error,
     encoded_size,
+    id_key,
     in_requested_order,
     redact_uri,
     same_id,
@@ -79,6 +83,34 @@ UNAUTHORIZED = 13
 
 
 DUPLICATE_KEY = 11000
+
+
+CAS_ROUNDS = 5
+"""Rounds of compare-and-set on a server without transactions: each round writes, reads back
+what did not take, and decides those again; a record the application rewrites faster than five
+rounds fails the merge (it is rolled back from its backup) rather than being overwritten."""
+
+
+def cas_operation(change: Change) -> DeleteOne | ReplaceOne[Document] | InsertOne[Document]:
+    """The write of one change, filtered on what the merge read (compare-and-set).
+
+    A record read as absent is inserted (a duplicate key means the application inserted it
+    meanwhile); one read as present is replaced or deleted only if the whole document still
+    equals what was read: ``$expr`` ``$eq`` on ``$$ROOT`` compares documents field by field in
+    order on a server (``$literal`` keeps field names starting with ``$`` from being read as
+    operators), so no version field is added to the application's documents. Numbers compare
+    by value there, so a change of type alone (Int32 5 → Double 5.0) is not seen.
+    """
+    if change.expected is None and change.document is None:
+        return DeleteOne({"_id": change.id})  # a restore: whatever is there goes
+    if change.expected is None:
+        assert change.document is not None
+        return InsertOne(change.document)
+    expected = bson.decode(change.expected, codec_options=STORE_CODEC_OPTIONS)  # far dates too
+    matches = {"_id": change.id, "$expr": {"$eq": ["$$ROOT", {"$literal": expected}]}}
+    if change.document is None:
+        return DeleteOne(matches)
+    return ReplaceOne(matches, change.document)
 
 
 def open_mongo(uri: str, database: str, retry: RetryPolicy) -> MongoStore:
@@ -333,6 +365,37 @@ class MongoStore:
         batches = (partial(self._bulk_write, target, chunk, None) for chunk in chunks(operations))
         return total_counts(self._call(description, batch) for batch in batches)
 
+    atomic_changes = False
+    """A batch is one transaction on a replica set, but the batches of a collection are not."""
+
+    def apply_changes(
+        self, collection: str, changes: Iterable[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        """Compare-and-set writes, in batches: one transaction each on a replica set.
+
+        Each batch is written with ``cas_operation``s (unordered), then the records that did
+        not become what the change wrote are read back and decided again against their new
+        version, for at most ``CAS_ROUNDS`` rounds. On a replica set a batch's rounds run in
+        one transaction, retried whole on a transient error (a write conflict with the
+        application aborts it: the retry reads the application's version).
+        """
+        counts = ChangeCounts()
+        target = self._db[collection]
+        for batch in chunks(changes):
+            if self._is_replicated():
+                step = partial(self._cas_in_transaction, target, batch, redecide)
+            else:
+                step = partial(_cas_rounds, target, batch, redecide, None)
+            done = self._call(f"apply changes to {collection!r}", step)
+            _add_counts(counts, done)
+        return counts
+
+    def _cas_in_transaction(
+        self, target: Collection[Document], batch: list[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        with self._client.start_session() as session, session.start_transaction():
+            return _cas_rounds(target, batch, redecide, session)
+
     def _apply_in_transaction(
         self, target: Collection[Document], operations: list[DeleteOne | ReplaceOne[Document]]
     ) -> WriteCounts:
@@ -349,7 +412,9 @@ class MongoStore:
     ) -> WriteCounts:
         result = target.bulk_write(operations, ordered=True, session=session)
         return WriteCounts(
-            upserted=result.upserted_count + result.matched_count, deleted=result.deleted_count
+            upserted=result.upserted_count + result.matched_count,
+            deleted=result.deleted_count,
+            inserted=result.upserted_count,
         )
 
     def _is_replicated(self) -> bool:
@@ -487,3 +552,78 @@ class _BatchInsert:
             )
         inserted = self._before + self._inserted
         return duplicate_id_error(self._target.name, document_id, inserted, note=note)
+
+
+def _add_counts(total: ChangeCounts, more: ChangeCounts) -> None:
+    total.written += more.written
+    total.deleted += more.deleted
+    total.redecided += more.redecided
+    total.left += more.left
+
+
+def _cas_rounds(
+    target: Collection[Document],
+    batch: list[Change],
+    redecide: Redecide,
+    session: ClientSession | None,
+) -> ChangeCounts:
+    counts = ChangeCounts()
+    pending = batch
+    for _ in range(CAS_ROUNDS):
+        _write_unordered(target, [cas_operation(change) for change in pending], session)
+        current = _read_current(target, [change.id for change in pending], session)
+        stale = []
+        for change in pending:
+            if not _took(change, current):
+                stale.append(change)
+                continue
+            counts.written += change.document is not None
+            counts.deleted += change.document is None and change.expected is not None
+        pending = []
+        for change in stale:
+            counts.redecided += 1
+            now = current.get(id_key(change.id))
+            again = redecide(change, now)
+            counts.left += again is None
+            if again is not None:
+                pending.append(again)
+        if not pending:
+            return counts
+    raise DbsyncError(
+        f"{len(pending)} records of {target.name!r} kept changing under the merge "
+        f"({CAS_ROUNDS} rounds of compare-and-set)",
+        hint="the application rewrites them continuously; run the merge again when it is quieter",
+    )
+
+
+def _write_unordered(
+    target: Collection[Document],
+    operations: list[DeleteOne | ReplaceOne[Document] | InsertOne[Document]],
+    session: ClientSession | None,
+) -> None:
+    """Unordered, so one duplicate (a record the application inserted meanwhile) does not stop
+    the others; duplicates are found by reading back, other errors propagate."""
+    if not operations:
+        return
+    try:
+        target.bulk_write(operations, ordered=False, session=session)
+    except BulkWriteError as error:
+        codes = {write_error.get("code") for write_error in error.details.get("writeErrors", [])}
+        if codes - {DUPLICATE_KEY} or error.details.get("writeConcernErrors"):
+            raise
+
+
+def _read_current(
+    target: Collection[Document], ids: list[Any], session: ClientSession | None
+) -> dict[Any, Document]:
+    found = target.find({"_id": {"$in": ids}}, session=session)
+    return {id_key(document["_id"]): document for document in found}
+
+
+def _took(change: Change, current: Mapping[Any, Document]) -> bool:
+    """Whether the record now holds what the change wrote (the very BSON, field order
+    included), or is gone when the change deleted it."""
+    now = current.get(id_key(change.id))
+    if change.document is None:
+        return now is None
+    return now is not None and bson.encode(now) == bson.encode(change.document)

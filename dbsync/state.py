@@ -21,6 +21,7 @@ after N, in one transaction each, so an asset upgrades in place and keeps its hi
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -98,7 +99,23 @@ CREATE TABLE losing_versions (
 CREATE INDEX losing_versions_collection ON losing_versions (collection, time);
 """
 
-_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2)
+_JOURNAL_V3 = """
+CREATE TABLE journal (
+    id INTEGER PRIMARY KEY,
+    operation TEXT NOT NULL,
+    started TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    backup TEXT,
+    source TEXT,
+    base TEXT,
+    collections TEXT NOT NULL,
+    finished TEXT
+);
+"""
+"""Merges and restores that write the database: a row is written before the first write and
+finished after the last, so a row left unfinished by a dead process is an interrupted run."""
+
+_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2, _JOURNAL_V3)
 """Schema version N is reached by running the first N scripts; append, never edit."""
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -110,6 +127,20 @@ def now_text() -> str:
 
 def state_path(state_dir: Path) -> Path:
     return state_dir / STATE_FILE
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A merge or restore that started writing the database (``journal``)."""
+
+    id: int
+    operation: str
+    started: str
+    pid: int
+    backup: str | None
+    source: str | None
+    base: str | None
+    collections: list[str]
 
 
 @dataclass(frozen=True)
@@ -445,6 +476,47 @@ class StateStore:
             cursor = self._db.execute("DELETE FROM losing_versions WHERE time < ?", (older_than,))
         return cursor.rowcount
 
+    # ------------------------------------------------------------ journal
+
+    def begin_writing(
+        self,
+        operation: str,
+        collections: Sequence[str],
+        *,
+        backup: str | None = None,
+        source: str | None = None,
+        base: str | None = None,
+    ) -> int:
+        """Record that ``operation`` starts writing ``collections``; returns the entry's id."""
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO journal (operation, started, pid, backup, source, base, collections)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (operation, now_text(), os.getpid(), backup, source, base, json.dumps(collections)),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def finish_writing(self, entry_id: int, collections: Sequence[str] = ()) -> None:
+        """The run ``entry_id`` is over; interrupted runs on no other collection than
+        ``collections`` are over too (the run wrote those collections whole again)."""
+        done = now_text()
+        with self._db:
+            self._db.execute("UPDATE journal SET finished = ? WHERE id = ?", (done, entry_id))
+            for entry in self.interrupted_runs():
+                if set(entry.collections) <= set(collections):
+                    self._db.execute(
+                        "UPDATE journal SET finished = ? WHERE id = ?", (done, entry.id)
+                    )
+
+    def interrupted_runs(self) -> list[JournalEntry]:
+        """Runs that started writing and never finished, their process gone; oldest first."""
+        rows = self._db.execute(
+            "SELECT id, operation, started, pid, backup, source, base, collections FROM journal "
+            "WHERE finished IS NULL ORDER BY id"
+        ).fetchall()
+        entries = [_journal(row) for row in rows]
+        return [entry for entry in entries if not process_alive(entry.pid)]
+
     def close(self) -> None:
         self._db.close()
 
@@ -453,6 +525,20 @@ _LOSING_SELECT = (
     "SELECT collection, key, loser, winner_hash, winner, rule, asset, place, report, id, time "
     "FROM losing_versions"
 )
+
+
+def _journal(row: tuple[object, ...]) -> JournalEntry:
+    entry_id, operation, started, pid, backup, source, base, collections = row
+    return JournalEntry(
+        int(str(entry_id)),
+        str(operation),
+        str(started),
+        int(str(pid)),
+        None if backup is None else str(backup),
+        None if source is None else str(source),
+        None if base is None else str(base),
+        json.loads(str(collections)),
+    )
 
 
 def _losing(row: tuple[object, ...]) -> LosingVersion:

@@ -18,7 +18,8 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote_plus
@@ -55,10 +56,19 @@ ACCEPTED_URIS = (
 
 @dataclass(frozen=True)
 class WriteCounts:
-    """What ``Store.apply`` wrote: documents inserted or replaced, and documents deleted."""
+    """What ``Store.apply`` wrote: documents inserted or replaced, and documents deleted.
+
+    ``inserted`` says how many of the upserts were new (the rest replaced a document); it is
+    left out of comparisons, which are about what was written.
+    """
 
     upserted: int
     deleted: int
+    inserted: int = field(default=0, compare=False)
+
+    @property
+    def replaced(self) -> int:
+        return self.upserted - self.inserted
 
 
 class Store(Protocol):
@@ -98,6 +108,18 @@ class Store(Protocol):
         Bulk writes; one transaction where the server supports it. Raises on any failure,
         leaving recovery (restoring the backup) to the caller.
         """
+        ...
+
+    atomic_changes: bool
+    """Whether ``apply_changes`` makes all of a collection's changes or none (a failure or a
+    kill leaves nothing of them), so that a failed apply needs no undo."""
+
+    def apply_changes(
+        self, collection: str, changes: Iterable[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        """Make each change only if its record still holds ``change.expected`` (compare-and-set);
+        a record the application changed meanwhile goes through ``redecide`` with its new
+        version. One transaction where the store has them; raises on failure."""
         ...
 
     def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
@@ -370,136 +392,243 @@ def total_counts(counts: Iterable[WriteCounts]) -> WriteCounts:
     return WriteCounts(
         upserted=sum(count.upserted for count in counted),
         deleted=sum(count.deleted for count in counted),
+        inserted=sum(count.inserted for count in counted),
     )
 
 
 # --- MongoDB ---------------------------------------------------------------------------------
 
 
-# --- The embedded store (montydb) ------------------------------------------------------------
+# --- The embedded store (montydb's SQLite files, read and written directly) -------------------
 
 _MONTYDB_STORAGE_MARKER = ".monty.storage"
 """The file ``montydb.set_storage`` writes to record a repository's engine: its presence means
 the directory is already a montydb repository, which must not be reconfigured."""
 
+COLLECTION_SUFFIX = ".collection"
+"""montydb's SQLite storage keeps each collection in ``<repository>/<db>/<name>.collection``."""
+
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS [documents](k text NOT NULL, v text NOT NULL, PRIMARY KEY(k))"
+)
+"""montydb's own table, so that its client keeps reading and writing the files dbsync writes."""
+
+BUSY_SECONDS = 30.0
+"""How long a write waits for an application's write to finish before giving up."""
+
+_KEYS_PER_QUERY = 300
+"""``?`` parameters per ``IN (...)``: under SQLite's 999 even with three keys per ``_id``."""
+
+
+def montydb_key(value: Any) -> bytes:
+    """montydb's key ``k`` for an ``_id`` (its ``bson.id_encode``): the BSON element's type
+    byte and value, without a name; computed through the public encoder."""
+    element = bson.encode({"": value})[4:-1]  # type byte, the empty name's NUL, the value
+    return element[:1] + element[2:]
+
+
+def equivalent_keys(value: Any) -> list[bytes]:
+    """Every key an ``_id`` equal to ``value`` (by ``id_key``) can have in montydb's table.
+
+    montydb keys ``5``, ``Int64(5)`` and ``5.0`` apart (three BSON types) where MongoDB holds
+    them one document: dbsync looks for all three, so it finds the record whichever type the
+    application wrote it with.
+    """
+    keys = [montydb_key(value)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return keys
+    if isinstance(value, float) and not value.is_integer():
+        return keys
+    number = int(value)
+    if -(2**63) <= number < 2**63:
+        keys += [montydb_key(number), montydb_key(bson.Int64(number))]
+    if float(number) == number:
+        keys.append(montydb_key(float(number)))
+    return list(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record a merge or a restore writes, and what it read there (compare-and-set).
+
+    ``expected`` is the record's BSON as read (None: there was no record); ``document`` what
+    the record becomes (None: it is deleted). ``line`` is free for the caller (the merge keeps
+    the snapshot line it decided, to decide again).
+    """
+
+    id: Any
+    expected: bytes | None
+    document: Document | None
+    line: bytes | None = None
+
+
+Redecide = Callable[[Change, "Document | None"], "Change | None"]
+"""Called for a change whose record no longer holds ``expected``, with what it holds now:
+returns the change to make instead (expecting the new version), or None to leave it."""
+
+
+@dataclass
+class ChangeCounts:
+    """What ``apply_changes`` did: records written and deleted, and the ones decided again
+    because the application changed them after the merge read them."""
+
+    written: int = 0
+    deleted: int = 0
+    redecided: int = 0
+    left: int = 0  # decided again, and the application's version kept
+
+
+def encode_document(document: Document) -> bytes:
+    """A document's BSON, failing as ``InvalidInput`` (nothing is written) when BSON cannot
+    hold it. Field names with ``.`` or a leading ``$`` are stored, as MongoDB 5 stores them."""
+    try:
+        return bson.encode(document)
+    except (InvalidDocument, TypeError, OverflowError) as error:
+        raise InvalidInput(
+            f"document {describe_id(document.get('_id'))} cannot be stored: {error}"
+        ) from None
+
 
 class EmbeddedStore:
-    """An on-disk store without a server: montydb on SQLite, documents kept as BSON.
+    """An on-disk store without a server: montydb's SQLite storage, read and written directly.
 
-    montydb was chosen for BSON fidelity (every type comes back byte-identical, tested) and
-    because it takes an ``_id`` of any type (mongita only takes ObjectId or str). It has no
-    indexes and no ``bulk_write``: every query decodes and filters the whole collection in
-    Python, ``$in`` costs one comparison per document per id, and an insert compares each new
-    ``_id`` with every stored one. ``bench/embedded_store_choice.py`` measured, in seconds, on
-    documents of 7 fields (10,000 documents and 100 ids; 20,000 and 143):
-
-    ==============================================  =========  =========
-    operation                                       10,000     20,000
-    ==============================================  =========  =========
-    one full scan, ``find({})``                     0.11       0.28
-    the same sorted by ``_id``                      0.27       0.55
-    ``find({"_id": {"$in": ids}})``                 1.9        5.4
-    one scan filtered in Python by ``id_key``       0.09       0.33
-    ``delete_one({"_id": x})``, each                0.06       0.11
-    ``replace_one(..., upsert=True)``, each         0.14       0.28
-    ``delete_many({"_id": {"$in": ids}})``          1.9        5.6
-    ``insert_many`` of the ids into the full one    0.02       0.05
-    drop, then one ``insert_many`` of everything    0.07       0.13
-    ``apply``: half the ids replaced, half deleted  0.20       0.47
-    ==============================================  =========  =========
-
-    So every read by ``_id`` is one scan filtered in Python, and ``apply`` scans once, then
-    either only inserts (when no present document is deleted or replaced) or rewrites the
-    collection: drop, then one insert of what is kept and the upserts. The rewrite costs less
-    than one ``delete_many`` of a single id (0.29 s at 20,000), whatever the number of changes.
-    The price is a wider window: a crash during the rewrite leaves the collection partly
-    written, where ``delete_many`` + ``insert_many`` would leave the replaced documents missing;
-    neither is atomic in montydb, and in both cases the merge's backup is what restores it.
-    Upserts are encoded before anything is dropped, so a bad document fails first.
-
-    montydb's cursor holds a whole result in memory; ``batch_size`` has no effect here. The
-    embedded store is for trying dbsync, the demo and tests, not for millions of documents.
+    Each collection is montydb's SQLite file ``<path>/<db>/<name>.collection`` (WAL), table
+    ``documents(k PRIMARY KEY, v)``: ``k`` is montydb's key for the ``_id``, ``v`` the document's
+    BSON. dbsync reads and writes that table itself through ``sqlite3``, so an application
+    using montydb's client keeps working on the same files, while dbsync gets what montydb's
+    API cannot give (measured in ``bench/embedded_store_choice.py`` and the README): reads
+    streamed in batches (bounded memory), writes by key (k changes cost O(k), not a rewrite of
+    the collection), and a merge's or restore's writes in one transaction (``BEGIN
+    IMMEDIATE``): a kill at any moment leaves the old state or the new one. The format is
+    montydb's, unchanged: existing stores need no migration.
     """
+
+    atomic_changes = True
 
     def __init__(self, path: Path, database: str) -> None:
         self._path = path
-        self._client = _open_montydb(path)
-        self._db = self._client[database]
+        _open_montydb(path).close()  # configures a new repository, refuses another engine
+        self._folder = path / database
+        self._writers: dict[str, sqlite3.Connection] = {}
 
     def collection_names(self) -> list[str]:
-        names = self._db.list_collection_names()
-        return sorted({name for name in names if not name.startswith("system.")})
+        if not self._folder.is_dir():
+            return []
+        names = [p.name[: -len(COLLECTION_SUFFIX)] for p in self._folder.iterdir()]
+        found = [p for p in names if (self._folder / (p + COLLECTION_SUFFIX)).is_file()]
+        return sorted(name for name in found if not name.startswith("system."))
 
     def count(self, collection: str) -> int:
-        return int(self._db[collection].count_documents({}))
+        return int(self._read_one(collection, "SELECT count(*) FROM documents"))
 
     def size_bytes(self, collection: str) -> int:
-        return encoded_size(self._scan(collection))
+        return int(self._read_one(collection, "SELECT coalesce(sum(length(v)), 0) FROM documents"))
 
     def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Document]:
-        """Documents in ``_id`` order (montydb sorts in BSON order; ``batch_size`` is moot)."""
-        yield from self._db[collection].find({}, sort=[("_id", 1)])
+        """Documents in storage order (not sorted: sorting is the caller's, in bounded memory)."""
+        for raw in self.iter_raw_documents(collection, batch_size=batch_size):
+            yield decode_raw(raw)
 
     def iter_raw_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[bytes]:
-        """The BSON montydb stored, read from its SQLite file in batches, never decoded."""
-        path = self._path / self._db.name / f"{collection}.collection"
-        if not path.is_file():
+        """The BSON stored, read in batches, never decoded; one read transaction, so a
+        concurrent write is seen whole or not at all."""
+        connection = self._reader(collection)
+        if connection is None:
             return
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            cursor = connection.execute("SELECT v FROM documents")
-            while rows := cursor.fetchmany(batch_size):
-                for (raw,) in rows:
-                    yield bytes(raw)
+            with _sqlite_errors(self._file(collection)):
+                cursor = connection.execute("SELECT v FROM documents")
+                while rows := cursor.fetchmany(batch_size):
+                    for (raw,) in rows:
+                        yield bytes(raw)
         finally:
             connection.close()
 
     def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
-        """One scan filtered in Python: 0.33 s, where ``$in`` takes 5.4 s (143 ids, 20,000 docs)."""
-        wanted = {id_key(value) for value in ids}
-        found = [doc for doc in self._scan(collection) if id_key(doc["_id"]) in wanted]
+        connection = self._reader(collection)
+        if connection is None:
+            return []
+        found: list[Document] = []
+        try:
+            with _sqlite_errors(self._file(collection)):
+                for chunk in chunks(ids, _KEYS_PER_QUERY):
+                    keys = [key for value in chunk for key in equivalent_keys(value)]
+                    query = f"SELECT v FROM documents WHERE k IN ({','.join('?' * len(keys))})"
+                    found += [decode_raw(raw) for (raw,) in connection.execute(query, keys)]
+        finally:
+            connection.close()
         return in_requested_order(ids, found)
 
     def apply(
         self, collection: str, upserts: Sequence[Document], delete_ids: Sequence[Any]
     ) -> WriteCounts:
-        """One scan, then inserts only, or a rewrite when a present document must go."""
-        plan = plan_embedded_apply(self._scan(collection), upserts, delete_ids)
-        _check_encodable(plan.inserts)
-        target = self._db[collection]
-        if plan.rewrite:
-            target.drop()
-            _insert_into_montydb(target, plan.kept + plan.inserts)
-        else:
-            _insert_into_montydb(target, plan.inserts)
-        return WriteCounts(upserted=len(upserts), deleted=plan.deleted)
+        """Deletes, then upserts, by key, in one transaction: a bad document changes nothing."""
+        inserted = deleted = 0
+        with self._transaction(collection) as connection:
+            for value in delete_ids:
+                row = _find_row(connection, value)
+                if row is not None:
+                    _delete_row(connection, row[0])
+                    deleted += 1
+            for document in upserts:
+                row = _find_row(connection, document_id(document))
+                _put_row(connection, None if row is None else row[0], document)
+                inserted += row is None
+        return WriteCounts(upserted=len(upserts), deleted=deleted, inserted=inserted)
+
+    def apply_changes(
+        self, collection: str, changes: Iterable[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        """Every change in one transaction, each only if its record still holds what was read.
+
+        The transaction holds SQLite's write lock from the first read: a record checked here
+        cannot change before the commit, so a record decided again is written without
+        another check. An application's writes wait (montydb's busy timeout) meanwhile.
+        """
+        counts = ChangeCounts()
+        with self._transaction(collection) as connection:
+            for planned in changes:
+                row = _find_row(connection, planned.id)
+                current = None if row is None else bytes(row[1])
+                change: Change | None = planned
+                if current != planned.expected:
+                    counts.redecided += 1
+                    change = redecide(planned, None if current is None else decode_raw(current))
+                    counts.left += change is None
+                if change is not None:
+                    _write_change(connection, row, change, counts)
+        return counts
 
     def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
-        """One insert of everything before the first duplicate ``_id``, then the error if any.
-
-        Documents before a duplicate stay inserted, as in MongoDB. Duplicates are found here by
-        ``id_key``: montydb's own key would let ``5`` and ``Int64(5)`` both in, and names no
-        ``_id`` when it refuses one. The input is held in memory, as montydb holds every read.
-        """
-        target = self._db[collection]
-        seen = {id_key(doc["_id"]) for doc in target.find({}, {"_id": 1})}
-        accepted, duplicate = take_until_duplicate(list(documents), seen)
-        _check_encodable(accepted)
-        _insert_into_montydb(target, accepted)
+        """Inserts by key in one transaction; documents before a duplicate ``_id`` stay
+        inserted, as in MongoDB. Duplicates are found by ``id_key`` (``5`` and ``Int64(5)``
+        are one ``_id``), where montydb's own key would let both in."""
+        inserted = 0
+        duplicate: Document | None = None
+        with self._transaction(collection) as connection:
+            for document in documents:
+                document.setdefault("_id", bson.ObjectId())
+                if _find_row(connection, document["_id"]) is not None:
+                    duplicate = document
+                    break
+                _put_row(connection, None, document)
+                inserted += 1
         if duplicate is not None:
-            raise duplicate_id_error(collection, duplicate["_id"], len(accepted))
-        return len(accepted)
+            raise duplicate_id_error(collection, duplicate["_id"], inserted)
+        return inserted
 
     def replace_collection(self, collection: str, documents: Iterable[Document]) -> int:
-        """Checks every document before dropping anything, so a bad backup changes nothing."""
-        kept, duplicate = take_until_duplicate(list(documents), set())
-        if duplicate is not None:
-            raise duplicate_id_error(collection, duplicate["_id"], 0)
-        _check_encodable(kept)
-        target = self._db[collection]
-        target.drop()
-        _insert_into_montydb(target, kept)
-        return len(kept)
+        """Empty the collection and insert ``documents``, in one transaction: a bad backup (a
+        duplicate, a document BSON cannot hold) changes nothing."""
+        kept = 0
+        with self._transaction(collection) as connection:
+            connection.execute("DELETE FROM documents")
+            for document in documents:
+                if _find_row(connection, document_id(document)) is not None:
+                    raise duplicate_id_error(collection, document["_id"], 0)
+                _put_row(connection, None, document)
+                kept += 1
+        return kept
 
     def ping(self) -> None:
         if not self._path.is_dir():
@@ -509,7 +638,9 @@ class EmbeddedStore:
             )
 
     def close(self) -> None:
-        self._client.close()
+        for connection in self._writers.values():
+            connection.close()
+        self._writers.clear()
 
     def __enter__(self) -> EmbeddedStore:
         return self
@@ -517,81 +648,132 @@ class EmbeddedStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _scan(self, collection: str) -> Iterator[Document]:
-        documents: Iterator[Document] = iter(self._db[collection].find({}))
-        return documents
+    def _file(self, collection: str) -> Path:
+        return self._folder / (collection + COLLECTION_SUFFIX)
 
+    def _reader(self, collection: str) -> sqlite3.Connection | None:
+        """A connection to read the collection, or None when it has no documents table: absent,
+        or left by montydb without its table (it creates the file, then the table)."""
+        path = self._file(collection)
+        if not path.is_file():
+            return None
+        with _sqlite_errors(path):
+            connection = _connect(path)
+            tables = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'documents'"
+            ).fetchone()[0]
+        if not tables:
+            connection.close()
+            return None
+        return connection
 
-@dataclass(frozen=True)
-class EmbeddedApplyPlan:
-    """What ``EmbeddedStore.apply`` writes, decided from one scan of the collection."""
-
-    kept: list[Document]  # present documents neither deleted nor replaced
-    inserts: list[Document]  # the upserts, the last one for each _id
-    deleted: int  # present documents named in delete_ids
-    rewrite: bool  # whether a present document must go (deleted or replaced)
-
-
-def plan_embedded_apply(
-    existing: Iterable[Document], upserts: Sequence[Document], delete_ids: Sequence[Any]
-) -> EmbeddedApplyPlan:
-    """Split the present documents into kept and removed; pure, so it is tested directly."""
-    inserts = {id_key(document_id(document)): document for document in upserts}
-    deleting = {id_key(value) for value in delete_ids}
-    kept: list[Document] = []
-    deleted = removed = 0
-    for document in existing:
-        key = id_key(document["_id"])
-        deleted += key in deleting
-        removed += key in deleting or key in inserts
-        if key not in deleting and key not in inserts:
-            kept.append(document)
-    return EmbeddedApplyPlan(kept, list(inserts.values()), deleted, rewrite=removed > 0)
-
-
-def _check_encodable(documents: Iterable[Document]) -> None:
-    """Fail on a document BSON cannot hold before anything is dropped or written."""
-    for document in documents:
+    def _read_one(self, collection: str, query: str) -> Any:
+        connection = self._reader(collection)
+        if connection is None:
+            return 0
         try:
-            bson.encode(document)
-        except (InvalidDocument, TypeError, OverflowError) as error:
-            raise InvalidInput(
-                f"document {describe_id(document.get('_id'))} cannot be stored: {error}"
+            with _sqlite_errors(self._file(collection)):
+                return connection.execute(query).fetchone()[0]
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _transaction(self, collection: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; any exception (or a kill) rolls everything back."""
+        path = self._file(collection)
+        with _sqlite_errors(path):
+            connection = self._writer(collection)
+            connection.execute("BEGIN IMMEDIATE")
+        try:
+            with _sqlite_errors(path):
+                yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        with _sqlite_errors(path):
+            connection.execute("COMMIT")
+
+    def _writer(self, collection: str) -> sqlite3.Connection:
+        """The collection's write connection, creating the file and repairing a missing table."""
+        if collection not in self._writers:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            connection = _connect(self._file(collection))
+            connection.execute("PRAGMA journal_mode=WAL")  # montydb's setting, kept
+            connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
+            connection.execute(_CREATE_TABLE)
+            self._writers[collection] = connection
+        return self._writers[collection]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Autocommit (transactions are explicit), waiting on a lock rather than failing at once."""
+    return sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+
+
+@contextmanager
+def _sqlite_errors(path: Path) -> Iterator[None]:
+    """SQLite's errors as dbsync's: a locked store is unreachable (exit 3), a damaged file is
+    invalid input (exit 4), both naming the file."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            raise DatabaseUnreachable(
+                f"the embedded store file {path} stayed locked for {BUSY_SECONDS:g} s ({error})",
+                hint="another process holds a long write transaction on it; try again",
             ) from None
+        raise _damaged_file(path, error) from None
+    except sqlite3.DatabaseError as error:
+        raise _damaged_file(path, error) from None
 
 
-def _insert_into_montydb(target: Any, documents: list[Document]) -> None:
-    """One ``insert_many`` for all ``documents``, never batches.
+class DamagedStore(InvalidInput):
+    """A file of the embedded store that SQLite cannot read (exit 4, like any corrupt input)."""
 
-    montydb checks each new ``_id`` against a Python list of every stored key, so ``k`` inserts
-    into ``n`` documents cost ``k * n`` comparisons: batches into a growing collection would be
-    quadratic (0.6 s of 1.0 s for a 10,000-document rewrite in batches of 1,000).
 
-    montydb also refuses field names with ``.`` or a leading ``$`` on insert, as pymongo 3 did,
-    while MongoDB 5 stores them. Those documents go through ``replace_one(upsert=True)``, which
-    stores them but scans the collection, so only they take that path.
-    """
-    if not documents:
+def _damaged_file(path: Path, error: Exception) -> DamagedStore:
+    return DamagedStore(
+        f"the embedded store file {path} cannot be read: {error}",
+        hint="restore the file from a copy, or move it away and merge the snapshot again",
+    )
+
+
+def _find_row(connection: sqlite3.Connection, value: Any) -> tuple[bytes, bytes] | None:
+    """The stored ``(k, v)`` of the record whose ``_id`` equals ``value``, if any."""
+    keys = equivalent_keys(value)
+    query = f"SELECT k, v FROM documents WHERE k IN ({','.join('?' * len(keys))}) LIMIT 1"
+    row = connection.execute(query, keys).fetchone()
+    return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+
+def _delete_row(connection: sqlite3.Connection, key: bytes) -> None:
+    connection.execute("DELETE FROM documents WHERE k = ?", (key,))
+
+
+def _put_row(connection: sqlite3.Connection, old_key: bytes | None, document: Document) -> None:
+    """Write ``document`` by its key; the record's old row goes if its ``_id`` had another
+    type (``5`` replaced by ``5.0``), so the store never holds two versions of one record."""
+    key = montydb_key(document_id(document))
+    value = encode_document(document)
+    if old_key is not None and old_key != key:
+        _delete_row(connection, old_key)
+    connection.execute("INSERT OR REPLACE INTO documents (k, v) VALUES (?, ?)", (key, value))
+
+
+def _write_change(
+    connection: sqlite3.Connection,
+    row: tuple[bytes, bytes] | None,
+    change: Change,
+    counts: ChangeCounts,
+) -> None:
+    old_key = None if row is None else row[0]
+    if change.document is None:
+        if old_key is not None:
+            _delete_row(connection, old_key)
+            counts.deleted += 1
         return
-    try:
-        target.insert_many(documents)
-    except InvalidDocument:  # raised while encoding, before montydb writes anything
-        plain = [document for document in documents if _montydb_inserts(document)]
-        if plain:
-            target.insert_many(plain)
-        for document in documents:
-            if not _montydb_inserts(document):
-                first = {"_id": document["_id"], **document}  # montydb refuses a $ key first
-                target.replace_one({"_id": document["_id"]}, first, upsert=True)
-
-
-def _montydb_inserts(document: Document) -> bool:
-    """Whether montydb's insert takes the document: its field names pass pymongo 3's check."""
-    try:
-        bson.encode(document, check_keys=True)
-    except InvalidDocument:
-        return False
-    return True
+    _put_row(connection, old_key, change.document)
+    counts.written += 1
 
 
 def _open_montydb(path: Path) -> Any:

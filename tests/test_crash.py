@@ -1,25 +1,29 @@
-"""SIGKILL in the middle of export and merge: never a mix of old and new.
+"""SIGKILL in the middle of export, merge and restore: never a mix of old and new.
 
 Each run is a real dbsync process killed with SIGKILL, which no code can intercept. To kill it at
-exact points (mid-write, between the backup and the first write, after the first batch of
-writes...), the process is the real CLI started through a small wrapper that makes one internal
-function send SIGKILL to its own process; nothing in dbsync itself knows about these tests. A
-last test kills the real console script at a moment chosen by the clock.
+exact points (mid-write, between the backup and the first write, after the n-th record written
+inside the transaction...), the process is the real CLI started through a small wrapper that
+makes one internal function send SIGKILL to its own process; nothing in dbsync itself knows
+about these tests. A last test kills the real console script at a moment chosen by the clock.
 
 Guarantees tested:
 * export: every snapshot file verifies and holds either the old or the new bytes (writes go to
   a temporary file, fsynced, renamed); the leftover temporary file is removed by ``prune``.
-* merge: the database is unchanged if killed before the first write, fully merged if killed
-  after the last; killed in between it is partly merged, and ``dbsync restore <backup>`` (the
-  backup ``dbsync status`` names) puts it back exactly as it was before the merge.
+* merge and restore: the embedded store is readable and holds the old state or the new one,
+  never a mix (one SQLite transaction per collection); a run killed after it started writing is
+  journaled: ``export`` refuses (exit 5) until the recovery ``status`` names has run, and that
+  recovery (``merge --resume``, ``restore ID`` again) ends with every record: the asset's own
+  unexported records and newer edits included.
 """
 
 import json
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mongomock
 import pytest
@@ -30,11 +34,15 @@ from dbsync.commands.export import export
 from dbsync.config import load_config
 from dbsync.mongo import MongoStore
 from dbsync.snapshot import verify_file
+from dbsync.store import EmbeddedStore, decode_raw
 
-RECORDS = 2500  # three batches of writes when every record changes
+RECORDS = 300
+LOCAL_NEW = range(5000, 5005)  # records this asset added and never exported
+LOCAL_EDITED = range(0, 5)  # records this asset edited after its export, newer than theirs
+THEIRS_NEW = range(300, 310)  # records only the other asset has: the merge inserts them
 
 KILLER = """
-import os, signal, sys
+import importlib, os, signal, sys
 from dbsync import files, snapshot, store
 from dbsync.commands import merge
 
@@ -52,14 +60,22 @@ def after_calls(function, calls):
         return function(*args, **kwargs)
     return wrapper
 
-if point == "export-mid-write":
-    snapshot.Digest.add = after_calls(snapshot.Digest.add, 1200)
+def patch_after(spec):  # module:attribute[.method]:n, SIGKILL on the (n+1)-th call
+    module_name, attribute, calls = spec.split(":")
+    owner = importlib.import_module(module_name)
+    *path, name = attribute.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, name, after_calls(getattr(owner, name), int(calls)))
+
+if ":" in point:
+    patch_after(point)
+elif point == "export-mid-write":
+    snapshot.Digest.add = after_calls(snapshot.Digest.add, 150)
 elif point == "export-after-rename":
     files.fsync_directory = die
 elif point == "merge-before-writing":
     merge._apply_all = die
-elif point == "merge-mid-apply":
-    store.EmbeddedStore.apply = after_calls(store.EmbeddedStore.apply, 1)
 elif point == "merge-after-writing":
     merge.write_report_files = die  # the first step after the last write
 
@@ -91,8 +107,13 @@ def crash_template(tmp_path_factory):
     records.write_text("".join(json.dumps(d) + "\n" for d in documents(1)))
     project.run("import", str(records), "-c", "items")
     project.run("export")
+    local = [{"_id": i, "name": f"local{i}", "ts": "2024-01-01T00:00:00"} for i in LOCAL_NEW]
+    local += [{**documents(9)[i], "name": f"edited{i}"} for i in LOCAL_EDITED]
+    records.write_text("".join(json.dumps(d) + "\n" for d in local))
+    project.run("import", str(records), "-c", "items", "--mode", "upsert")  # not exported
     theirs = MongoStore(mongomock.MongoClient(), "theirs", retry=no_sleep_policy())
-    theirs.insert_many("items", documents(2))
+    extra = [{"_id": i, "name": f"theirs{i}", "ts": "2024-01-02T00:00:00"} for i in THEIRS_NEW]
+    theirs.insert_many("items", documents(2) + extra)
     export(load_config(cwd=root, environ={}), theirs, target_dir=root / "theirs")
     for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
         (root / "database_sync" / name).unlink(missing_ok=True)
@@ -125,6 +146,16 @@ def after(crash_template, tmp_path_factory):
     shutil.copytree(crash_template, reference.root)
     reference.run("merge", "theirs")
     return reference.dump("items")
+
+
+@pytest.fixture(scope="session")
+def states(crash_template, tmp_path_factory):
+    """The stored documents before a merge and after it, as ``stored`` reads them."""
+    reference = Project(tmp_path_factory.mktemp("states") / "project")
+    shutil.copytree(crash_template, reference.root)
+    before = stored(reference)
+    reference.run("merge", "theirs")
+    return before, stored(reference)
 
 
 # ------------------------------------------------------------- export
@@ -167,19 +198,109 @@ def test_a_merge_killed_after_writing_leaves_the_merged_database(crash_project, 
     assert crash_project.dump("items") == after
 
 
-def test_a_merge_killed_mid_apply_is_undone_exactly_by_restoring_its_backup(crash_project, after):
+def stored(project):
+    """The embedded store's documents as raw BSON, sorted: read in-process, and readable."""
+    uri, database = load_config(cwd=project.root, environ={}).require_database()
+    store = EmbeddedStore(Path(uri.removeprefix("embedded://")), database)
+    try:
+        return sorted(store.iter_raw_documents("items"))
+    finally:
+        store.close()
+
+
+def keeps_the_asset_s_own_records(state):
+    documents = {document["_id"]: document for document in map(decode_raw, state)}
+    assert all(documents[i]["name"] == f"local{i}" for i in LOCAL_NEW)
+    assert all(documents[i]["name"] == f"edited{i}" for i in LOCAL_EDITED)
+
+
+def test_a_merge_killed_mid_apply_leaves_the_old_state_and_is_resumed(crash_project, after):
     before = crash_project.dump("items")
-    killed(crash_project, "merge-mid-apply", "merge", "theirs")
-    partly = crash_project.dump("items")
-    assert partly not in (before, after)
+    killed(crash_project, "dbsync.store:_put_row:150", "merge", "theirs")
+    assert crash_project.dump("items") == before
     status = crash_project.json("status")
     assert status["status"] == "DEGRADED"
     (reason,) = [r for r in status["reasons"] if r["check"] == "interrupted"]
     (backup,) = crash_project.json("backups")
+    assert "dbsync merge --resume" in reason["fix"]
     assert f"dbsync restore {backup['id']}" in reason["fix"]
-    crash_project.run("restore", backup["id"])
-    assert crash_project.dump("items") == before
+    refused = crash_project.run("export", expect=5)
+    assert "dbsync merge --resume" in refused.stderr
+    crash_project.run("merge", "--resume")
+    assert crash_project.dump("items") == after
     assert "interrupted" not in {r["check"] for r in crash_project.json("status")["reasons"]}
+    crash_project.run("export")
+
+
+MERGE_POINTS = [
+    "dbsync.store:_put_row:0",
+    "dbsync.store:_put_row:1",
+    *(f"dbsync.store:_put_row:{n}" for n in random.Random(10).sample(range(2, 304), 9)),
+    "dbsync.store:_put_row:304",  # the last record, before the commit
+    "dbsync.changes:ChangeWriter.add:100",  # planning: the backup half written
+    "dbsync.backups:write_meta:0",
+    "dbsync.journal:begin:0",
+    "dbsync.store:EmbeddedStore.close:0",  # after the commit
+    "dbsync.journal:finish:0",
+    "dbsync.commands.merge:write_report_files:0",
+]
+
+
+@pytest.mark.parametrize("point", MERGE_POINTS)
+def test_a_merge_killed_anywhere_leaves_old_or_new_and_its_recovery_keeps_every_record(
+    crash_project, states, point
+):
+    before, after = states
+    killed(crash_project, point, "merge", "theirs")
+    left = stored(crash_project)
+    assert left in (before, after)
+    exported = crash_project.run("export", expect=None)
+    if exported.returncode == 5:
+        assert "dbsync merge --resume" in exported.stderr
+        crash_project.run("merge", "--resume")
+    else:
+        assert exported.returncode == 0, exported.stderr
+        crash_project.run("merge", "theirs")
+    assert stored(crash_project) == after
+    keeps_the_asset_s_own_records(after)
+
+
+RESTORE_POINTS = [
+    "dbsync.store:_delete_row:0",  # undoing the merge's inserts comes first
+    "dbsync.store:_delete_row:5",
+    "dbsync.store:_delete_row:9",
+    "dbsync.store:_put_row:0",
+    *(f"dbsync.store:_put_row:{n}" for n in random.Random(11).sample(range(1, 294), 6)),
+    "dbsync.journal:begin:0",  # the safety backup is taken, nothing written yet
+    "dbsync.journal:finish:0",
+]
+
+
+@pytest.fixture(scope="session")
+def merged_template(crash_template, tmp_path_factory):
+    """The crash project after its merge: the merge's backup is the one to restore."""
+    root = tmp_path_factory.mktemp("merged") / "project"
+    shutil.copytree(crash_template, root)
+    Project(root).run("merge", "theirs")
+    return root
+
+
+@pytest.mark.parametrize("point", RESTORE_POINTS)
+def test_a_restore_killed_anywhere_leaves_old_or_new_and_restoring_again_finishes_it(
+    merged_template, tmp_path, states, point
+):
+    before, after = states
+    project = Project(tmp_path / "project")
+    shutil.copytree(merged_template, project.root)
+    (backup,) = [p.name for p in (project.state / "backups").iterdir()]
+    killed(project, point, "restore", backup)
+    assert stored(project) in (before, after)
+    exported = project.run("export", expect=None)
+    if exported.returncode == 5:
+        assert f"dbsync restore {backup}" in exported.stderr
+    project.run("restore", backup)
+    assert stored(project) == before
+    keeps_the_asset_s_own_records(before)
 
 
 def test_the_real_command_killed_at_any_moment_keeps_a_guarantee(crash_project, after):
@@ -190,8 +311,4 @@ def test_the_real_command_killed_at_any_moment_keeps_a_guarantee(crash_project, 
         time.sleep(0.005)  # the merge's own end stops the wait: no deadline to miss when loaded
     merging.send_signal(signal.SIGKILL)
     merging.wait()
-    state = crash_project.dump("items")
-    if state not in (before, after):
-        (backup,) = crash_project.json("backups")
-        crash_project.run("restore", backup["id"])
-        assert crash_project.dump("items") == before
+    assert crash_project.dump("items") in (before, after)  # readable, never a mix

@@ -8,7 +8,7 @@ import pytest
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import load_config
 from dbsync.errors import DbsyncError
-from dbsync.store import EmbeddedStore, WriteCounts
+from dbsync.store import EmbeddedStore
 from tests.cli_helpers import Project, new_project, write_lines
 
 PNL_KEY = """
@@ -177,16 +177,19 @@ def test_merge_refuses_a_tampered_snapshot_before_writing_anything(assets, tmp_p
 
 
 class FailingStore:
-    """An embedded store that fails on the k-th write, like a database dying mid-merge."""
+    """An embedded store that fails after k thousand writes, like a database dying mid-merge."""
 
     def __init__(self, inner: EmbeddedStore, fail_on: int) -> None:
-        self.inner, self.fail_on, self.calls = inner, fail_on, 0
+        self.inner, self.fail_on = inner, fail_on
 
-    def apply(self, collection, upserts, delete_ids) -> WriteCounts:
-        self.calls += 1
-        if self.calls == self.fail_on:
-            raise DbsyncError("injected failure: the database went away")
-        return self.inner.apply(collection, upserts, delete_ids)
+    def apply_changes(self, collection, changes, redecide):
+        def failing():
+            for number, change in enumerate(changes):
+                if number == (self.fail_on - 1) * 1000:
+                    raise DbsyncError("injected failure: the database went away")
+                yield change
+
+        return self.inner.apply_changes(collection, failing(), redecide)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -207,7 +210,7 @@ def test_a_failure_after_k_writes_leaves_the_database_exactly_as_before(assets, 
     assert a.ok("dump", "pnls").out == before
     reports = sorted((a.root / "database_sync" / "reports").glob("*.json"))
     failed = json.loads(reports[-1].read_text())
-    assert failed["status"] == "failed" and "restored pnls" in failed["error"]
+    assert failed["status"] == "failed" and "nothing had been written" in failed["error"]
 
 
 def test_a_record_arriving_under_an_id_another_record_holds_is_refused(tmp_path):

@@ -43,6 +43,7 @@ from pymongo.errors import (
 )
 
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
+from dbsync.extjson import to_json_value
 from dbsync.mongo import (
     MongoStore,
     call_with_retries,
@@ -51,7 +52,10 @@ from dbsync.mongo import (
     translate_pymongo_error,
     write_operations,
 )
+from dbsync.snapshot import sort_key
 from dbsync.store import (
+    Change,
+    DamagedStore,
     EmbeddedStore,
     RetryPolicy,
     WriteCounts,
@@ -62,7 +66,6 @@ from dbsync.store import (
     id_key,
     in_requested_order,
     open_store,
-    plan_embedded_apply,
     redact_uri,
     scrub_secrets,
     uri_secrets,
@@ -70,6 +73,12 @@ from dbsync.store import (
 )
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
+
+
+def in_id_order(documents: Any) -> list[Any]:
+    """Documents sorted by ``_id`` (the embedded store streams them in storage order)."""
+    return sorted(documents, key=lambda doc: sort_key(to_json_value(doc), ["_id"]))
+
 
 EVERY_BSON_TYPE: dict[str, Any] = {
     "int32": 42,
@@ -153,7 +162,7 @@ def test_insert_then_iterate_in_id_order(store: Any) -> None:
 
     assert store.insert_many("items", documents) == 3
 
-    assert list(store.iter_documents("items")) == [
+    assert in_id_order(store.iter_documents("items")) == [
         {"_id": 1, "x": "a"},
         {"_id": 2, "x": "b"},
         {"_id": 3, "x": "c"},
@@ -163,13 +172,15 @@ def test_insert_then_iterate_in_id_order(store: Any) -> None:
 def test_iterate_with_a_batch_smaller_than_the_collection(store: Any) -> None:
     store.insert_many("items", numbered(7))
 
-    assert [doc["_id"] for doc in store.iter_documents("items", batch_size=3)] == list(range(7))
+    assert [doc["_id"] for doc in in_id_order(store.iter_documents("items", batch_size=3))] == list(
+        range(7)
+    )
 
 
 def test_iterate_mixed_id_types_in_bson_order(store: Any) -> None:
     store.insert_many("items", [{"_id": "b"}, {"_id": OID}, {"_id": 2}, {"_id": "a"}, {"_id": 1.5}])
 
-    ids = [doc["_id"] for doc in store.iter_documents("items")]
+    ids = [doc["_id"] for doc in in_id_order(store.iter_documents("items"))]
 
     assert ids == [1.5, 2, "a", "b", OID]
 
@@ -231,7 +242,7 @@ def test_apply_deletes_replaces_and_inserts_only_the_named_documents(store: Any)
     )
 
     assert counts == WriteCounts(upserted=2, deleted=2)
-    assert list(store.iter_documents("items")) == [
+    assert in_id_order(store.iter_documents("items")) == [
         {"_id": 0, "n": 0},
         {"_id": 1, "n": "changed"},
         {"_id": 3, "n": 3},
@@ -246,7 +257,7 @@ def test_apply_with_only_new_documents(store: Any) -> None:
     counts = store.apply("items", upserts=[{"_id": 5, "n": 5}], delete_ids=[])
 
     assert counts == WriteCounts(upserted=1, deleted=0)
-    assert [doc["_id"] for doc in store.iter_documents("items")] == [0, 1, 2, 5]
+    assert [doc["_id"] for doc in in_id_order(store.iter_documents("items"))] == [0, 1, 2, 5]
 
 
 def test_apply_deletes_before_upserting_the_same_id(store: Any) -> None:
@@ -293,7 +304,7 @@ def test_replace_collection_holds_exactly_the_given_documents(store: Any) -> Non
 
     assert store.replace_collection("items", [{"_id": "x"}, {"_id": "y", "v": 1}]) == 2
 
-    assert list(store.iter_documents("items")) == [{"_id": "x"}, {"_id": "y", "v": 1}]
+    assert in_id_order(store.iter_documents("items")) == [{"_id": "x"}, {"_id": "y", "v": 1}]
 
 
 def test_replace_collection_with_nothing_empties_it(store: Any) -> None:
@@ -313,7 +324,7 @@ def test_insert_many_names_a_duplicate_id_in_the_input(store: Any) -> None:
     assert '"a"' in caught.value.message
     assert "'items'" in caught.value.message
     assert "2 documents were inserted before it" in caught.value.message
-    assert [doc["_id"] for doc in store.iter_documents("items")] == ["a", "b"]
+    assert [doc["_id"] for doc in in_id_order(store.iter_documents("items"))] == ["a", "b"]
 
 
 def test_insert_many_names_an_id_already_in_the_collection(store: Any) -> None:
@@ -405,6 +416,66 @@ def test_embedded_store_keeps_its_data_across_reopening(tmp_path: Path) -> None:
     assert second.collection_names() == ["items"]
 
 
+@pytest.mark.parametrize("document_id", [5, Int64(5), 5.0, "five", OID, {"a": 1}, b"\x00"])
+def test_montydb_s_client_and_the_embedded_store_address_the_same_records(
+    tmp_path: Path, document_id: Any
+) -> None:
+    store = EmbeddedStore(tmp_path / "store", "db")
+    store.insert_many("items", [{"_id": document_id, "v": 1}])
+    items = montydb.MontyClient(str(tmp_path / "store"))["db"]["items"]
+
+    assert items.update_one({"_id": document_id}, {"$set": {"v": 2}}).modified_count == 1
+    items.insert_one({"_id": "app", "v": 0})
+    assert store.find_by_ids("items", [document_id, "app"]) == [
+        {"_id": document_id, "v": 2},
+        {"_id": "app", "v": 0},
+    ]
+    store.apply("items", [{"_id": document_id, "v": 3}], ["app"])
+    assert list(items.find({})) == [{"_id": document_id, "v": 3}]
+
+
+def test_the_embedded_store_finds_a_number_id_whatever_type_montydb_stored_it_with(
+    tmp_path: Path,
+) -> None:
+    EmbeddedStore(tmp_path / "store", "db").close()
+    items = montydb.MontyClient(str(tmp_path / "store"))["db"]["items"]
+    items.insert_many([{"_id": Int64(5), "v": "int64"}, {"_id": 6.0, "v": "double"}])
+    store = EmbeddedStore(tmp_path / "store", "db")
+
+    store.apply("items", [{"_id": 5, "v": "int32"}], [6])
+
+    assert list(store.iter_documents("items")) == [{"_id": 5, "v": "int32"}]
+
+
+def test_a_collection_file_left_without_its_table_reads_empty_and_is_repaired(
+    tmp_path: Path,
+) -> None:
+    store = EmbeddedStore(tmp_path / "store", "db")
+    (tmp_path / "store" / "db").mkdir()
+    (tmp_path / "store" / "db" / "items.collection").write_bytes(b"")  # montydb's first step
+
+    assert store.collection_names() == ["items"]
+    assert (store.count("items"), list(store.iter_documents("items"))) == (0, [])
+    store.apply("items", [{"_id": 1}], [])
+    assert list(montydb.MontyClient(str(tmp_path / "store"))["db"]["items"].find()) == [{"_id": 1}]
+
+
+def test_a_collection_file_sqlite_cannot_read_is_named_as_damaged(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "store", "db")
+    store.insert_many("items", [{"_id": 1}])
+    store.close()
+    path = tmp_path / "store" / "db" / "items.collection"
+    for leftover in (
+        path.with_name("items.collection-wal"),
+        path.with_name("items.collection-shm"),
+    ):
+        leftover.unlink(missing_ok=True)
+    path.write_bytes(b"not a database " * 100)
+
+    with pytest.raises(DamagedStore, match="items.collection cannot be read"):
+        store.count("items")
+
+
 def test_embedded_store_refuses_a_repository_of_another_engine(tmp_path: Path) -> None:
     montydb.set_storage(str(tmp_path), storage="flatfile", use_bson=True)
 
@@ -446,31 +517,7 @@ def test_embedded_apply_with_an_unencodable_document_changes_nothing(
     with pytest.raises(InvalidInput, match="cannot be stored"):
         embedded_store.apply("items", [{"_id": 9, "bad": object()}], delete_ids=[0])
 
-    assert [doc["_id"] for doc in embedded_store.iter_documents("items")] == [0, 1, 2]
-
-
-def test_plan_keeps_untouched_documents_and_counts_deletes() -> None:
-    existing = [{"_id": 1}, {"_id": 2}, {"_id": Int64(3)}, {"_id": 4}]
-
-    plan = plan_embedded_apply(existing, [{"_id": 2, "v": 1}, {"_id": 9}], [3, 8])
-
-    assert plan.kept == [{"_id": 1}, {"_id": 4}]
-    assert plan.inserts == [{"_id": 2, "v": 1}, {"_id": 9}]
-    assert plan.deleted == 1
-    assert plan.rewrite
-
-
-def test_plan_without_present_targets_only_inserts() -> None:
-    plan = plan_embedded_apply([{"_id": 1}], [{"_id": 2}], [3])
-
-    assert not plan.rewrite
-    assert plan.deleted == 0
-
-
-def test_plan_keeps_the_last_upsert_of_an_id() -> None:
-    plan = plan_embedded_apply([], [{"_id": 1, "v": "first"}, {"_id": 1, "v": "last"}], [])
-
-    assert plan.inserts == [{"_id": 1, "v": "last"}]
+    assert [doc["_id"] for doc in in_id_order(embedded_store.iter_documents("items"))] == [0, 1, 2]
 
 
 # --- MongoDB specifics -----------------------------------------------------------------------
@@ -547,6 +594,10 @@ class RecordingCollection:
             raise failure
         return self.collection.bulk_write(requests, ordered=ordered)
 
+    def find(self, query: Any, session: Any = None) -> Any:
+        self.client.bulk_writes.append((session, bool(session and session.in_transaction)))
+        return self.collection.find(query)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.collection, name)
 
@@ -595,6 +646,26 @@ def test_a_transient_transaction_error_retries_the_whole_transaction() -> None:
         ["started", "aborted", "ended"],
         ["started", "committed", "ended"],
     ]
+
+
+def test_compare_and_set_on_a_replica_set_writes_and_reads_back_in_one_transaction() -> None:
+    failure = OperationFailure(
+        "write conflict", code=112, details={"errorLabels": ["TransientTransactionError"]}
+    )
+    client = ReplicaSetClient(fail_first_bulk_write_with=failure)
+    store = replica_set_store(client)
+    client.mock["db"]["items"].insert_many([{"_id": 1, "v": 0}])
+    change = Change(1, bson.encode({"_id": 1, "v": 0}), {"_id": 1, "v": 1})
+
+    counts = store.apply_changes("items", [change], lambda planned, current: None)
+
+    assert counts.written == 1 and counts.redecided == 0
+    assert [session.events for session in client.sessions] == [
+        ["started", "aborted", "ended"],
+        ["started", "committed", "ended"],
+    ]
+    assert all(used is not None and inside for used, inside in client.bulk_writes[1:])
+    assert client.mock["db"]["items"].find_one({"_id": 1}) == {"_id": 1, "v": 1}
 
 
 def test_a_failed_transaction_is_aborted_and_reported() -> None:

@@ -15,6 +15,7 @@ from dbsync.config import Config
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.files import StagedFiles
 from dbsync.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
+from dbsync.journal import refuse_over_interrupted
 from dbsync.notes import RecordNotes
 from dbsync.parts import (
     MAX_FILE_BYTES,
@@ -193,6 +194,8 @@ def export(
     """
     progress = progress or NoProgress()
     guarded = output is None and target_dir is None
+    if guarded:
+        refuse_over_interrupted(config.state_dir)
     names = select_collections(config, store, collections, with_snapshots=guarded)
 
     def rules_of(name: str) -> Rules:

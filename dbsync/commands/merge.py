@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import orjson
 
-from dbsync import backups, extjson
+from dbsync import backups, extjson, journal
+from dbsync.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
@@ -46,9 +46,8 @@ from dbsync.snapshot import (
     read_sections,
     snapshot_files,
     verify_file,
-    write_section,
 )
-from dbsync.store import Store
+from dbsync.store import ChangeCounts, Store
 from dbsync.synced import is_tracked_snapshot, save_synced
 
 BATCH = 1000
@@ -157,18 +156,19 @@ def check_file_name(path: Path, header: Header) -> None:
 
 @dataclass
 class CollectionPlan:
-    """The writes one collection needs, spooled to files, and the report figures."""
+    """The writes one collection needs, spooled to a file, and the report figures."""
 
     name: str
     rules: Rules
     counts: MergeCounts
-    deletes: Path
-    upserts: Path
+    spool: Path
     ours_count: int = 0
     theirs: SourceSection | None = None
     touched: bool = False
     notes: RecordNotes | None = None
     moves: IdMoves | None = None
+    backup_bytes: int = 0
+    applied: ChangeCounts | None = None
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -182,18 +182,17 @@ def _rules_for(config: Config, theirs: SourceSection) -> Rules:
     return rules
 
 
-def _write_ours(store: Store, name: str, rules: Rules, target: Path, progress: Progress) -> int:
-    """The database's side of the merge, exported into the backup folder (it is the backup)."""
-    clashes = KeyClashes(rules.key)
-    with target.open("wb") as handle:
-        lines = unique_lines(collection_lines(store, name, rules, progress), clashes)
-        summary = write_section(handle, Header(name, rules), lines)
-    if clashes.groups:
-        raise InvalidInput(
-            clashes.message(name) + "\nthe database already holds these duplicates",
-            hint="fix the records or choose another key in dbsync.toml; nothing was written",
-        )
-    return summary.count
+class _Counted:
+    """Lines passed through, counted: the database's side of the merge, read once."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._lines:
+            self.count += 1
+            yield line
 
 
 def _ours_lines(path: Path) -> Iterator[bytes]:
@@ -201,22 +200,12 @@ def _ours_lines(path: Path) -> Iterator[bytes]:
         yield from section.records
 
 
-def _spool(decision: Decision, deletes: BinaryIO, upserts: BinaryIO) -> None:
-    """Write the database operations one decision needs (it changes ours)."""
-    ours_id = _id_bytes(decision.ours) if decision.ours is not None else None
-    if decision.result is not None:
-        upserts.write(line_body(decision.result) + b"\n")
-        if ours_id == _id_bytes(decision.result):
-            return
-    if ours_id is not None:
-        deletes.write(ours_id + b"\n")
-
-
 def _id_bytes(line: bytes) -> bytes:
     document = line_document(line)
     if "_id" not in document:
         raise InvalidInput(f"a record has no _id: {line_body(line)[:200].decode(errors='replace')}")
-    return orjson.dumps(document["_id"])
+    # a copy: orjson's result keeps a 4 KiB allocation, and IdMoves keeps these in sets
+    return bytes(memoryview(orjson.dumps(document["_id"])))
 
 
 def _id_clash(identifier: bytes) -> InvalidInput:
@@ -263,28 +252,35 @@ def plan_collection(
     name: str,
     rules: Rules,
     base: SourceSection | None,
-    ours_path: Path,
+    ours: Path | Iterable[bytes],
     theirs: SourceSection,
     work: Path,
+    backup: Path | None = None,
 ) -> CollectionPlan:
-    """Decide every record and spool the writes; nothing touches the database here."""
-    plan = CollectionPlan(
-        name, rules, MergeCounts(), work / f"{name}.deletes", work / f"{name}.upserts"
-    )
+    """Decide every record, spool the writes and write the backup of what they change (into
+    the folder ``backup``, else ``work``); nothing touches the database here. ``ours`` is the
+    database's side: its key-sorted lines, or a snapshot file holding them."""
+    ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
+    plan = CollectionPlan(name, rules, MergeCounts(), work / f"{name}.changes")
     plan.theirs = theirs
     plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
     note = plan.notes.see_document if plan.notes.wanted else None
     moves = IdMoves() if rules.key != ("_id",) else None
     base_lines = base.lines() if base is not None else None
-    with plan.deletes.open("wb") as deletes, plan.upserts.open("wb") as upserts:
-        for decision in decide(base_lines, _ours_lines(ours_path), theirs.lines(), rules):
+    preimages = backups.collection_file(backup or work, name)
+    writer = ChangeWriter(plan.spool, preimages, Header(name, rules))
+    try:
+        for decision in decide(base_lines, ours_lines, theirs.lines(), rules):
             plan.counts.add(decision, rules.key)
             if decision.changes_ours:
                 if moves is not None:
                     moves.see(decision)
-                _spool(decision, deletes, upserts)
+                writer.add(decision.ours, decision.result)
                 if note is not None and decision.result is not None:
                     note(line_document(decision.result))
+    finally:
+        writer.close()
+    plan.backup_bytes = writer.backup_bytes()
     plan.moves = moves
     return plan
 
@@ -301,27 +297,25 @@ def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
         )
 
 
-def _batches(path: Path) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    with path.open("rb") as handle:
-        for line in handle:
-            batch.append(line[:-1])
-            if len(batch) >= BATCH:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
 def apply_plan(store: Store, plan: CollectionPlan) -> None:
-    """Deletes first, then upserts: a record replaced under a new ``_id`` never clobbers another."""
-    for batch in _batches(plan.deletes):
-        plan.touched = True
-        store.apply(plan.name, [], [extjson.from_json_value(orjson.loads(i)) for i in batch])
-    for batch in _batches(plan.upserts):
-        plan.touched = True
-        documents = [extjson.from_json_value(orjson.loads(body)) for body in batch]
-        store.apply(plan.name, documents, [])
+    """Every change by compare-and-set (one transaction on the embedded store); a record the
+    application changed since it was read is decided again against its new version."""
+    plan.touched = not store.atomic_changes  # a failure part-way leaves writes to undo
+    plan.applied = store.apply_changes(
+        plan.name, spooled_changes(plan.spool), redecider(plan.rules)
+    )
+    plan.touched = True
+
+
+def _redecided_note(plan: CollectionPlan) -> list[str]:
+    applied = plan.applied
+    if applied is None or not applied.redecided:
+        return []
+    return [
+        f"{plan.name}: {applied.redecided} record(s) changed by the application during the "
+        f"merge were decided again against their new version ({applied.left} kept as the "
+        "application wrote them)"
+    ]
 
 
 def _now() -> datetime.datetime:
@@ -340,6 +334,29 @@ def _select(
             )
         return list(dict.fromkeys(wanted))
     return [name for name in sorted(sections) if not config.excluded(name)]
+
+
+def resolve_resume(
+    config: Config, path: Path | None, options: MergeOptions, resume: bool
+) -> tuple[Path, MergeOptions]:
+    """What ``merge`` merges: PATH, or with ``--resume`` the interrupted merge again.
+
+    Resuming merges the interrupted run's snapshot into the database as it is now. Each
+    collection's changes were made whole or not at all (one transaction on the embedded store,
+    compare-and-set on MongoDB), and merging again is idempotent, so this finishes the run
+    without undoing the application's writes made since; its backup stays for ``restore``.
+    """
+    if not resume:
+        if path is None:
+            raise UsageError("give the snapshot to merge", hint="dbsync merge database_backup")
+        return path, options
+    if path is not None:
+        raise UsageError("--resume takes no PATH: it merges the interrupted run's snapshot")
+    entry = journal.interrupted_merge(config)
+    assert entry.source is not None
+    base = Path(entry.base) if entry.base and Path(entry.base).exists() else None
+    resumed = replace(options, base=base, collections=entry.collections)
+    return Path(entry.source), resumed
 
 
 def merge_snapshot(
@@ -367,9 +384,11 @@ def merge_snapshot(
     rules = {name: _rules_for(config, theirs[name]) for name in names}
     with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
         work = Path(scratch)
-        folder = work / "ours" if options.dry_run else _start_backup(config, store, names, report)
+        folder = work / "backup" if options.dry_run else _start_backup(config, report)
         try:
             plans = _plan_all(store, names, rules, bases, theirs, folder, work, options, progress)
+            if not options.dry_run:
+                backups.check_free_space(folder.parent, sum(p.backup_bytes for p in plans.values()))
         except BaseException:
             if not options.dry_run:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -381,20 +400,23 @@ def merge_snapshot(
         if options.dry_run:
             report.status = DRY_RUN
             return report
-        backups.write_meta(
-            folder, backups.BackupInfo(report.backup or "", report.time, names, f"merge {source}")
+        info = backups.BackupInfo(
+            report.backup or "", report.time, names, f"merge {source}", backups.CHANGES
         )
-        _apply_all(store, plans, folder, report, config)
+        backups.write_meta(folder, info)
+        _apply_all(store, plans, folder, report, config, (source, options.base))
+        for plan in plans.values():
+            report.notes += _redecided_note(plan)
     if is_tracked_snapshot(config.snapshot_dir, source):
         _save_synced(config, plans, options.commit)
     write_report_files(config, report, started, options.place)
     return report
 
 
-def _start_backup(config: Config, store: Store, names: list[str], report: MergeReport) -> Path:
+def _start_backup(config: Config, report: MergeReport) -> Path:
+    """The backup's folder; it counts as a backup once ``backup.json`` is written in it."""
     report.backup = backups.new_backup_id()
     folder = backups.backup_folder(config.state_dir, report.backup)
-    backups.check_free_space(folder.parent, sum(store.size_bytes(name) for name in names))
     folder.mkdir(parents=True)
     return folder
 
@@ -413,10 +435,15 @@ def _plan_all(
     folder.mkdir(parents=True, exist_ok=True)
     plans = {}
     for name in names:
-        ours_path = backups.collection_file(folder, name)
-        count = _write_ours(store, name, rules[name], ours_path, progress)
-        plan = plan_collection(name, rules[name], bases.get(name), ours_path, theirs[name], work)
-        plan.ours_count = count
+        clashes = KeyClashes(rules[name].key)
+        ours = _Counted(unique_lines(collection_lines(store, name, rules[name], progress), clashes))
+        plan = plan_collection(name, rules[name], bases.get(name), ours, theirs[name], work, folder)
+        if clashes.groups:  # set aside while streaming; refused before anything is written
+            raise InvalidInput(
+                clashes.message(name) + "\nthe database already holds these duplicates",
+                hint="fix the records or choose another key in dbsync.toml; nothing was written",
+            )
+        plan.ours_count = ours.count
         check_delete_guard(plan, options.allow_deletes)
         if plan.moves is not None:
             plan.moves.check(store, name)
@@ -430,32 +457,45 @@ def _apply_all(
     folder: Path,
     report: MergeReport,
     config: Config,
+    paths: tuple[Path, Path | None],
 ) -> None:
+    """Apply every plan, journaled: a kill leaves an interrupted merge that every later command
+    sees; a failure rolls back what was written, and leaves the journal entry only if that
+    fails too."""
+    names = list(plans)
+    source, base = (str(path.resolve()) if path else None for path in paths)
+    entry = journal.begin(
+        config.state_dir, journal.MERGE, names, backup=report.backup, source=source, base=base
+    )
     try:
         for plan in plans.values():
             apply_plan(store, plan)
     except BaseException as error:
         touched = [plan.name for plan in plans.values() if plan.touched]
         report.status = FAILED
-        report.error = f"{type(error).__name__}: {error}; " + _roll_back(
-            store, folder, touched, report
-        )
+        undone, outcome = _roll_back(store, folder, touched, report)
+        report.error = f"{type(error).__name__}: {error}; {outcome}"
         write_report_files(config, report, _now())
+        if undone:
+            journal.finish(config.state_dir, entry, [])
         raise
+    journal.finish(config.state_dir, entry, names)
 
 
-def _roll_back(store: Store, folder: Path, touched: list[str], report: MergeReport) -> str:
-    """Put the touched collections back; say what happened (the restore itself can fail)."""
+def _roll_back(
+    store: Store, folder: Path, touched: list[str], report: MergeReport
+) -> tuple[bool, str]:
+    """Put the touched collections back; whether that worked, and what happened."""
     if not touched:
-        return "nothing had been written"
+        return True, "nothing had been written"
     try:
         backups.restore_collections(store, folder, touched)
     except DbsyncError as failure:
-        return (
+        return False, (
             f"restoring {', '.join(touched)} failed too ({failure.message}): "
             f"run 'dbsync restore {report.backup}' when the database is back"
         )
-    return f"restored {', '.join(touched)} from backup {report.backup}"
+    return True, f"restored {', '.join(touched)} from backup {report.backup}"
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:

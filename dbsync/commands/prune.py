@@ -72,14 +72,18 @@ def _remove(path: Path, protected: set[Path]) -> bool:
 
 
 def _protected_paths(config: Config) -> set[Path]:
-    """The files pending merges point at: they must survive until the merge is retried."""
+    """The files pending merges point at, and the backups of interrupted merges and restores:
+    they must survive until the merge is retried or the run recovered."""
     state = open_state(config.state_dir)
     try:
         pending = state.list_pending()
+        interrupted = state.interrupted_runs()
     finally:
         state.close()
     paths = {p.source for p in pending} | {p.base for p in pending if p.base}
-    return {(config.root / path).resolve() for path in paths}
+    found = {(config.root / path).resolve() for path in paths}
+    backups = {backups_dir(config.state_dir) / e.backup for e in interrupted if e.backup}
+    return found | {path.resolve() for path in backups}
 
 
 def _prune_backups(config: Config, keep: int, protected: set[Path], result: PruneResult) -> None:

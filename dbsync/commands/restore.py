@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dbsync import backups
+from dbsync import backups, journal
 from dbsync.commands.export import export
 from dbsync.config import Config
 from dbsync.errors import UsageError
@@ -38,8 +38,11 @@ def restore_backup(
     for name in chosen:  # read every file once before writing anything
         for _ in backups.backup_documents(folder, name):
             pass
+        backups.check_inserted_ids(folder, name)
     safety = take_backup(config, store, chosen, f"before restoring {info.id}")
+    entry = journal.begin(config.state_dir, journal.RESTORE, chosen, backup=info.id)
     records = backups.restore_collections(store, folder, chosen)
+    journal.finish(config.state_dir, entry, chosen)
     return RestoreResult(chosen, info.id, safety, records)
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbsync import git, hooks
+from dbsync import git, hooks, journal
 from dbsync.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.backups import list_backups
 from dbsync.commands.export import current_summary, snapshot_collections
@@ -22,7 +22,14 @@ from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput
 from dbsync.parts import collection_files
 from dbsync.state import INTERRUPTED, HistoryEntry, StateStore, open_state_read_only
-from dbsync.store import EMBEDDED_SCHEME, RetryPolicy, Store, embedded_path, open_store
+from dbsync.store import (
+    EMBEDDED_SCHEME,
+    DamagedStore,
+    RetryPolicy,
+    Store,
+    embedded_path,
+    open_store,
+)
 from dbsync.synced import load_synced
 
 HEALTHY, WARNING, DEGRADED = "HEALTHY", "WARNING", "DEGRADED"
@@ -208,11 +215,21 @@ def _interrupted(config: Config, run: HistoryEntry) -> Reason:
 
 
 def check_interrupted_runs(context: StatusContext) -> list[Reason]:
-    """A run killed mid-way (power cut, SIGKILL) that no later run of its kind has replaced."""
+    """A run killed mid-way (power cut, SIGKILL) that no later run of its kind has replaced.
+
+    A merge or restore that started writing is in the journal until it finishes: those are
+    DEGRADED (nothing exports over them); the history tells of the runs killed before that.
+    """
     if context.state is None:
         return []
-    reasons = []
+    journaled = context.state.interrupted_runs()
+    reasons = [
+        Reason(DEGRADED, "interrupted", journal.describe(entry), journal.recovery(entry))
+        for entry in journaled
+    ]
     for operation, cures in _CURES.items():
+        if journaled and operation in (journal.MERGE, journal.RESTORE):
+            continue
         run = context.state.last_run(operation)
         if run is None or run.status != INTERRUPTED:
             continue
@@ -252,9 +269,13 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
     on_disk = files.digest() if files is not None else None
     try:
         current = current_summary(store, name, config.rules(name), files.count if files else 1)
+    except DamagedStore as error:
+        return Reason(DEGRADED, "database", error.message, error.hint or "")
     except InvalidInput:
         message = f"{name}: the key {list(config.rules(name).key)} is not unique in the database"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export' to list the clashes")
+    except DbsyncError as error:  # the store failing mid-read: status still answers
+        return Reason(DEGRADED, "database", f"{name}: {error.message}", error.hint or "")
     if on_disk == current.digest or (on_disk is None and current.count == 0):
         return None
     if on_disk is None:
