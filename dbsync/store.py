@@ -443,6 +443,23 @@ class EmbeddedStore:
         finally:
             connection.close()
 
+    def fingerprint(self, collection: str) -> str:
+        """The count, and the size, modification time and SQLite change counter of the
+        collection's file (and its WAL): cheap, and changed by any write, through montydb's
+        own client too."""
+        path = self._path / self._db.name / f"{collection}.collection"
+        marks = []
+        for candidate in (path, path.with_name(path.name + "-wal")):
+            try:
+                with candidate.open("rb") as handle:
+                    counter = handle.read(28)[24:28].hex()
+                    info = candidate.stat()
+            except FileNotFoundError:
+                marks.append("-")
+                continue
+            marks.append(f"{info.st_size}:{info.st_mtime_ns}:{counter}")
+        return f"count={self.count(collection)} files={','.join(marks)}"
+
     def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
         """One scan filtered in Python: 0.33 s, where ``$in`` takes 5.4 s (143 ids, 20,000 docs)."""
         wanted = {id_key(value) for value in ids}
