@@ -444,9 +444,9 @@ class EmbeddedStore:
             connection.close()
 
     def fingerprint(self, collection: str) -> str:
-        """The count, and the size, modification time and SQLite change counter of the
-        collection's file (and its WAL): cheap, and changed by any write, through montydb's
-        own client too."""
+        """The size, modification time and SQLite change counter of the collection's file and
+        of its WAL: changed by any write (through montydb's own client too), read without
+        reading a document (montydb's count decodes them all)."""
         path = self._path / self._db.name / f"{collection}.collection"
         marks = []
         for candidate in (path, path.with_name(path.name + "-wal")):
@@ -458,7 +458,7 @@ class EmbeddedStore:
                 marks.append("-")
                 continue
             marks.append(f"{info.st_size}:{info.st_mtime_ns}:{counter}")
-        return f"count={self.count(collection)} files={','.join(marks)}"
+        return ",".join(marks)
 
     def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
         """One scan filtered in Python: 0.33 s, where ``$in`` takes 5.4 s (143 ids, 20,000 docs)."""

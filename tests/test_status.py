@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from dbsync import state
+from dbsync.change_index import ChangeIndex
 from dbsync.commands import status
 from dbsync.commands.export import export
 from dbsync.commands.status import DEGRADED, WARNING, Reason, StatusContext
@@ -90,6 +91,42 @@ def test_the_snapshot_check_tells_local_changes_from_unmerged_ones(config, db, m
     assert fix == "run 'dbsync merge database_backup'"
 
 
+class NoFullReads:
+    """A store that fails the test when a collection is read in full."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        if name in ("iter_documents", "iter_raw_documents", "size_bytes", "find_by_ids"):
+            raise AssertionError(f"status read a whole collection ({name})")
+        return getattr(self.inner, name)
+
+
+def test_status_tells_a_changed_database_by_its_fingerprint_without_reading_it(
+    config, db, embedded_store
+):
+    embedded_store.insert_many("pnl", [{"_id": i, "v": i} for i in range(5)])
+    (exported,) = export(config, embedded_store)
+    record(db, "export", Outcome("pnl", "success", 5, exported.digest))
+    index = ChangeIndex.open_read_only(config.state_dir)
+    cheap = StatusContext(config, state=db, _store=NoFullReads(embedded_store), index=index)
+    deep = StatusContext(config, state=db, _store=embedded_store, deep=True)
+    assert status.check_snapshot_matches_database(cheap) == []
+    assert status.check_snapshot_matches_database(deep) == []
+    embedded_store.apply("pnl", [{"_id": 2, "v": -2}], [])  # same count, another record
+    expected = [
+        (
+            WARNING,
+            "pnl: the database has changes that are not in the snapshot (not exported)",
+            "run 'dbsync export'",
+        )
+    ]
+    assert reasons(status.check_snapshot_matches_database, cheap) == expected
+    assert reasons(status.check_snapshot_matches_database, deep) == expected
+    index.close()
+
+
 def test_duplicate_keys_in_the_database_are_a_warning(tmp_path, mongo_store):
     (tmp_path / "dbsync.toml").write_text('database = "shop"\n[collections.pnl]\nkey = ["user"]\n')
     config = load_config(cwd=tmp_path, environ={})
@@ -146,6 +183,7 @@ def test_a_fresh_export_is_healthy_and_a_local_change_is_a_warning(pnl_project):
     assert document["database"] == "shop"
     text = pnl_project.run("status").stdout
     assert "status: WARNING" in text and "→ run 'dbsync export'" in text
+    assert pnl_project.json("status", "--deep")["reasons"] == document["reasons"]
 
 
 def test_a_missing_database_is_degraded_and_status_creates_nothing(pnl_project):

@@ -668,12 +668,12 @@ class _IndexedExport:
         return _IndexRows(self.index, self.name)
 
     def usable(self) -> bool:
-        existing, count = self.existing, self.store.count(self.name)
+        existing = self.existing
         if existing is None or existing.complete() or existing.rules.key != self.rules.key:
             return False
         # rows of documents long gone pile up: a full export now and then clears them
         return self.index.prepare(self.name, self.rules) and (
-            self.index.rows(self.name) <= 2 * count + 1000
+            self.index.rows(self.name) <= 2 * (existing.records() or 0) + 1000
         )
 
     def export(
@@ -681,7 +681,8 @@ class _IndexedExport:
     ) -> ExportedCollection | None:
         if not self.usable() or self.existing is None:
             return None
-        progress.start(f"export {self.name}", self.store.count(self.name))
+        # the snapshot's count, not the store's: montydb counts by decoding every document
+        progress.start(f"export {self.name}", self.existing.records())
         changes = self._read(self.existing.count, progress)
         progress.finish()
         if changes is None or not self._encode_lost(changes, self.existing.count):
@@ -731,6 +732,8 @@ class _IndexedExport:
         or a merge kept this asset's version): one more read, of those only. False: the
         snapshot cannot be read, the full export rewrites it."""
         lost = set(changes.unchanged)
+        if not lost:
+            return True
         try:
             for path, _ in self.existing.files if self.existing else []:
                 lost.difference_update(line[6:22] for line in _section_lines(path, self.name))
