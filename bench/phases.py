@@ -174,6 +174,13 @@ class PreparedDatabase:
     def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Any]:
         return iter(self.source)
 
+    def iter_raw_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[bytes]:
+        """The BSON of each document as the store holds it (export decodes it, as it does
+        from a real store: that time is the export's)."""
+        with (self.source.folder / "ours.bson").open("rb") as handle:
+            while size := handle.read(4):
+                yield size + handle.read(int.from_bytes(size, "little") - 4)
+
     def close(self) -> None:
         pass
 
