@@ -62,6 +62,11 @@ def run_size(
     for phase in MEASURED:
         results[phase] = run_phase(phase, folder, clock=clock)
         say(f"  {kind} {size:,}: {phase} {results[phase]['seconds']:.2f} s")
+    timing = run_phase("interleaved", folder, clock=clock)
+    for phase in ("merge", "plain"):  # the times of one process; the memory of each alone
+        results[phase]["alone_seconds"] = results[phase]["seconds"]
+        results[phase]["seconds"] = timing[f"{phase}_seconds"]
+    say(f"  {kind} {size:,}: merge and plain interleaved {timing['seconds']:.2f} s")
     store = "embedded" if size <= store_max else "none"
     results["apply"] = run_phase("apply", folder, store, clock=clock)
     say(f"  {kind} {size:,}: apply ({store}) {results['apply']['seconds']:.2f} s")

@@ -13,6 +13,7 @@ password is ever printed.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
 import sqlite3
@@ -444,21 +445,14 @@ class EmbeddedStore:
             connection.close()
 
     def fingerprint(self, collection: str) -> str:
-        """The size, modification time and SQLite change counter of the collection's file and
-        of its WAL: changed by any write (through montydb's own client too), read without
-        reading a document (montydb's count decodes them all)."""
+        """Figures of the collection's SQLite file that any write changes (through montydb's
+        own client too), read without reading a document (montydb's count decodes them all):
+        the file's size, modification time and change counter, and its WAL's size and header
+        (a reader leaves an empty WAL behind: that counts as none)."""
         path = self._path / self._db.name / f"{collection}.collection"
-        marks = []
-        for candidate in (path, path.with_name(path.name + "-wal")):
-            try:
-                with candidate.open("rb") as handle:
-                    counter = handle.read(28)[24:28].hex()
-                    info = candidate.stat()
-            except FileNotFoundError:
-                marks.append("-")
-                continue
-            marks.append(f"{info.st_size}:{info.st_mtime_ns}:{counter}")
-        return ",".join(marks)
+        return (
+            f"{_file_mark(path, 24, 28, with_time=True)},{_file_mark(Path(f'{path}-wal'), 0, 32)}"
+        )
 
     def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
         """One scan filtered in Python: 0.33 s, where ``$in`` takes 5.4 s (143 ids, 20,000 docs)."""
@@ -582,6 +576,20 @@ def _insert_into_montydb(target: Any, documents: list[Document]) -> None:
         for document in documents:
             if not _montydb_inserts(document):
                 target.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+
+def _file_mark(path: Path, start: int, end: int, *, with_time: bool = False) -> str:
+    """A file's size and the bytes ``start:end`` of its header ("-": no file, or empty)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(end)[start:end].hex()
+            info = os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return "-"
+    if not info.st_size:
+        return "-"
+    time = f":{info.st_mtime_ns}" if with_time else ""
+    return f"{info.st_size}{time}:{header}"
 
 
 def _montydb_inserts(document: Document) -> bool:

@@ -131,9 +131,16 @@ def test_duplicate_keys_in_the_database_are_a_warning(tmp_path, mongo_store):
     (tmp_path / "dbsync.toml").write_text('database = "shop"\n[collections.pnl]\nkey = ["user"]\n')
     config = load_config(cwd=tmp_path, environ={})
     mongo_store.insert_many("pnl", [{"_id": 1, "user": "a"}, {"_id": 2, "user": "a"}])
-    context = StatusContext(config, _store=mongo_store)
+    context = StatusContext(config, _store=mongo_store, deep=True)  # only reading tells
     ((level, message, _),) = reasons(status.check_snapshot_matches_database, context)
     assert (level, message) == (WARNING, "pnl: the key ['user'] is not unique in the database")
+    cheap = StatusContext(config, _store=mongo_store)
+    ((level, message, fix),) = reasons(status.check_snapshot_matches_database, cheap)
+    assert (level, message, fix) == (
+        WARNING,
+        "pnl: 2 records were never exported",
+        "run 'dbsync export'",  # which names the clash
+    )
 
 
 def test_the_status_is_the_worst_level_of_all_reasons(config):
