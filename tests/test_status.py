@@ -127,6 +127,23 @@ def test_status_tells_a_changed_database_by_its_fingerprint_without_reading_it(
     index.close()
 
 
+def test_after_a_merge_the_plain_status_says_the_merge_moved_the_database(
+    config, db, embedded_store
+):
+    embedded_store.insert_many("pnl", [{"_id": i, "v": i} for i in range(5)])
+    (exported,) = export(config, embedded_store)
+    record(db, "export", Outcome("pnl", "success", 5, exported.digest))
+    embedded_store.apply("pnl", [{"_id": 7, "v": 7}], [])  # as a merge writes
+    record(db, "merge", Outcome("pnl", "success", 6, exported.digest))
+    index = ChangeIndex.open_read_only(config.state_dir)
+    context = StatusContext(config, state=db, _store=NoFullReads(embedded_store), index=index)
+    ((level, message, fix),) = reasons(status.check_snapshot_matches_database, context)
+    assert level == WARNING and fix == "run 'dbsync export'"
+    assert message.startswith("pnl: the database changed since its last export (a merge")
+    assert "--deep" in message
+    index.close()
+
+
 def test_duplicate_keys_in_the_database_are_a_warning(tmp_path, mongo_store):
     (tmp_path / "dbsync.toml").write_text('database = "shop"\n[collections.pnl]\nkey = ["user"]\n')
     config = load_config(cwd=tmp_path, environ={})

@@ -685,19 +685,14 @@ class _IndexedExport:
         progress.start(f"export {self.name}", self.existing.records())
         changes = self._read(self.existing.count, progress)
         progress.finish()
-        if changes is None or not self._encode_lost(changes, self.existing.count):
+        if changes is None:
             return None
-        layout = _StagedLayout(staged, folder, self.name, self.rules)
-        try:
-            written = self._write(layout(self.existing.count), changes)
-        except InvalidInput:  # the snapshot on disk is damaged: the full export rewrites it
-            written = None
-        finally:
-            layout.close()
-        if written is None:
-            layout.discard()
+        written = self._staged(staged, folder, changes)
+        if written is _LOST:  # rare: the snapshot lost lines of known documents
+            written = self._staged(staged, folder, changes) if self._encode_lost(changes) else None
+        if not isinstance(written, tuple):
             return None
-        summaries, dropped, replaced = written
+        summaries, dropped, replaced, layout = written
         self.index.forget(self.name, dropped)
         self.index.add(self.name, changes.rows)
         deleted = len(dropped) - replaced
@@ -727,15 +722,29 @@ class _IndexedExport:
             progress.advance(len(batch))
         return changes
 
-    def _encode_lost(self, changes: _Changes, count: int) -> bool:
+    def _staged(self, staged: StagedFiles, folder: Path, changes: _Changes) -> _Written:
+        """The collection staged in its layout on disk; discarded if it cannot be kept."""
+        assert self.existing is not None
+        layout = _StagedLayout(staged, folder, self.name, self.rules)
+        try:
+            written = self._write(layout(self.existing.count), changes)
+        except InvalidInput:  # the snapshot on disk is damaged: the full export rewrites it
+            written = None
+        finally:
+            layout.close()
+        if not isinstance(written, tuple):
+            layout.discard()
+            return written
+        return (*written, layout)
+
+    def _encode_lost(self, changes: _Changes) -> bool:
         """Encode the known documents whose lines the snapshot no longer has (git changed it,
         or a merge kept this asset's version): one more read, of those only. False: the
         snapshot cannot be read, the full export rewrites it."""
-        lost = set(changes.unchanged)
-        if not lost:
-            return True
+        assert self.existing is not None
+        count, lost = self.existing.count, set(changes.unchanged)
         try:
-            for path, _ in self.existing.files if self.existing else []:
+            for path, _ in self.existing.files:
                 lost.difference_update(line[6:22] for line in _section_lines(path, self.name))
         except InvalidInput:
             return False
@@ -753,11 +762,12 @@ class _IndexedExport:
 
     def _write(
         self, parts: _Parts, changes: _Changes
-    ) -> tuple[list[SectionSummary], list[bytes], int] | None:
-        """Each part: its unchanged lines, in their order, with the encoded records merged in."""
+    ) -> tuple[list[SectionSummary], list[bytes], int] | _Lost | None:
+        """Each part: its unchanged lines, in their order, with the encoded records merged in
+        (``_LOST``: some unchanged documents' lines were not found)."""
         assert self.existing is not None
         dropped: list[bytes] = []
-        replaced = 0
+        replaced = kept = 0
         for index, (path, _) in enumerate(self.existing.files):
             merged = _merge_part(
                 partial(parts.add_to, index),
@@ -769,10 +779,19 @@ class _IndexedExport:
             )
             if merged is None or parts.writers[index].bytes > MAX_FILE_BYTES:
                 return None
-            replaced += merged
-        if changes.unchanged:  # known documents whose lines the snapshot no longer has
-            return None
+            replaced += merged[0]
+            kept += merged[1]
+        if kept != len(changes.unchanged):  # known documents whose lines the snapshot lost
+            return _LOST
         return parts.finish(), dropped, replaced
+
+
+class _Lost:
+    """The snapshot lacks lines of documents the index knows: encode them, then write again."""
+
+
+_LOST = _Lost()
+_Written = tuple[list[SectionSummary], list[bytes], int, "_StagedLayout"] | _Lost | None
 
 
 def _section_lines(path: Path, collection: str) -> Iterator[bytes]:
@@ -788,14 +807,14 @@ def _merge_part(
     unchanged: set[bytes],
     fields: Sequence[str],
     dropped: list[bytes],
-) -> int | None:
+) -> tuple[int, int] | None:
     """Write the old lines still in the database and the encoded records, in key order;
-    returns how many old records an encoded one replaced (None: two records share a key, for
-    the full export to report). ``unchanged`` loses each line hash it finds."""
+    returns how many old records an encoded one replaced and how many old lines were kept
+    (None: two records share a key, for the full export to report)."""
     encoded.sort(key=_first_of)
     if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
         return None
-    position, end, replaced = 0, len(encoded), 0
+    position, end, replaced, kept_lines = 0, len(encoded), 0, 0
     for line in old_lines:
         hashed = line[6:22]
         kept = hashed in unchanged
@@ -813,13 +832,13 @@ def _merge_part(
                 dropped.append(hashed)
                 continue
         if kept:
-            unchanged.discard(hashed)
+            kept_lines += 1
             add(line)
         else:
             dropped.append(hashed)
     for _, line in encoded[position:]:
         add(line)
-    return replaced
+    return replaced, kept_lines
 
 
 def _first_of(pair: tuple[SortKey, bytes]) -> SortKey:

@@ -281,7 +281,7 @@ def _merged_since_export(context: StatusContext, name: str) -> bool:
         if row.collection == name and row.last_success
     }
     merged, exported = times.get("merge"), times.get("export")
-    return merged is not None and (exported is None or merged > exported)
+    return merged is not None and (exported is None or merged >= exported)
 
 
 def _moved(context: StatusContext, name: str, on_disk: str | None) -> Reason:
