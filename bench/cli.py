@@ -17,7 +17,9 @@ subprocess per command, each measured alone: wall time, CPU time (user + system,
     restore      dbsync restore of the backup merge-100% made
 
 A verify and the merge it is the baseline of run one after the other, so that a change in the
-machine's load hits both. A command running past ``TIMEOUT`` seconds is killed and reported.
+machine's load hits both. A command running past ``TIMEOUT`` seconds is killed and reported;
+if the import did not finish, the documents are put into the store in one write, unmeasured,
+so that the other steps are measured all the same.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import bson
 
 from bench.data import Params
 from dbsync import extjson
+from dbsync.config import load_config
 from dbsync.snapshot import (
     Header,
     encode_record,
@@ -44,9 +47,10 @@ from dbsync.snapshot import (
     read_sections,
     write_section,
 )
+from dbsync.store import open_store
 
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))
-TIMEOUT = 600.0
+TIMEOUT = 300.0
 STEPS = (
     "import",
     "export",
@@ -135,6 +139,17 @@ def _all_changed(folder: Path, source: Path, target: Path, params: Params) -> Pa
     return path
 
 
+def _load_store(root: Path, folder: Path, collection: str) -> None:
+    """This asset's documents put into the project's store in one write (not measured)."""
+    config = load_config(cwd=root, environ={})
+    store = open_store(*config.require_database())
+    try:
+        with (folder / "ours.bson").open("rb") as source:
+            store.replace_collection(collection, bson.decode_file_iter(source))
+    finally:
+        store.close()
+
+
 def _last_backup(root: Path) -> str | None:
     done = subprocess.run(
         [DBSYNC, "backups", "--json"], cwd=root, capture_output=True, text=True, check=False
@@ -156,7 +171,7 @@ def run_cli(folder: Path, timeout: float = TIMEOUT) -> dict[str, Figures]:
 
     ours = _documents_file(folder, folder / "ours.json")
     if not step("import", "import", str(ours), "-c", collection):
-        return results
+        _load_store(root, folder, collection)  # so that the other steps are still measured
     step("export", "export")
     step("export-same", "export")
     one_percent = _documents_file(folder, folder / "changed.json", every=100)

@@ -517,14 +517,14 @@ def _write_parts(
     parts = layout(count)
     name, rules = parts.writers[0].header.collection, parts.writers[0].header.rules
     clashes = KeyClashes(rules.key)
-    pairs = _exported_lines(store, name, rules, progress, notes, rows)
+    total = store.count(name)  # once: montydb counts by decoding every document
+    pairs = _exported_lines(store, name, rules, progress, notes, rows, total)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
     # While in one file, its records are kept (lines and key hashes, not keys: a few bytes
     # more than the lines), to be spread over parts without reading the collection again.
     kept: list[bytes] | None = [] if limit and count == 1 else None
     kept_hashes = array("Q")
-    total = store.count(name) if kept is not None else 0
     overflow = seen = 0
     for key, line in unique_pairs(pairs, clashes):
         if overflow:  # past the limit: only measure the rest, to choose the number of parts
@@ -590,9 +590,10 @@ def _exported_lines(
     progress: Progress,
     notes: RecordNotes | None,
     rows: _IndexRows | None,
+    total: int,
 ) -> Iterator[tuple[SortKey, bytes]]:
     """``collection_lines`` read as raw BSON, each document's line told to ``rows``."""
-    progress.start(f"export {name}", store.count(name))
+    progress.start(f"export {name}", total)
 
     def encoded() -> Iterator[tuple[SortKey, bytes]]:
         for raw in store.iter_raw_documents(name):
