@@ -45,7 +45,7 @@ from dbsync.snapshot import (
     sorted_lines,
 )
 from dbsync.store import Store, chunks, decode_raw
-from dbsync.synced import Synced, load_synced, save_synced
+from dbsync.synced import Synced, load_synced, save_synced, synced_dir
 
 CLASHES_SHOWN = 20
 
@@ -276,7 +276,13 @@ def record_synced(config: Config, results: Sequence[ExportedCollection]) -> None
     commit = None
     if git.toplevel(config.root) is not None and not git.has_changes(config.root, folder):
         commit = git.rev_parse(config.root, "HEAD")
-    save_synced(config.state_dir, exported_sections(results), commit)
+    kept = collection_files(synced_dir(config.state_dir))
+    fresh = [  # a collection whose synced copy already holds these records is not copied again
+        result
+        for result in results
+        if result.collection not in kept or kept[result.collection].digest() != result.digest
+    ]
+    save_synced(config.state_dir, exported_sections(fresh), commit)
 
 
 def _export_bundle(
