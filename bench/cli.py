@@ -2,7 +2,7 @@
 
 In a project made in the prepared folder (``dbsync init``, the collection's rules), one
 subprocess per command, each measured alone: wall time, CPU time (user + system, from
-``os.wait4``) and peak RSS (``ru_maxrss``). The steps, in order::
+``os.wait4``) and peak RSS (its own ``VmHWM``, see ``bench.peak``). The steps, in order::
 
     import       this asset's documents (ours), from Extended JSON lines
     export       the first export
@@ -38,6 +38,7 @@ from typing import Any
 import bson
 
 from bench.data import Params
+from bench.peak import PEAK_FILE
 from dbsync import extjson
 from dbsync.config import load_config
 from dbsync.snapshot import (
@@ -50,6 +51,7 @@ from dbsync.snapshot import (
 from dbsync.store import open_store
 
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))
+REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 300.0
 STEPS = (
     "import",
@@ -68,11 +70,17 @@ Figures = dict[str, Any]
 
 
 def timed(root: Path, *args: str, timeout: float = TIMEOUT) -> Figures:
-    """One dbsync command in its own process: wall and CPU seconds, peak RSS, exit code."""
+    """One dbsync command in its own process: wall and CPU seconds, peak RSS (None: killed),
+    exit code. The command runs through ``bench.peak``, which reports its own peak memory."""
+    peak = root / "last-peak.txt"
+    peak.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "bench.peak", "--quiet", *args]
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, PEAK_FILE: str(peak), "PYTHONPATH": path}
     started = time.perf_counter()
     with (root / "last-output.txt").open("wb") as output:
         process = subprocess.Popen(
-            [DBSYNC, "--quiet", *args], cwd=root, stdout=output, stderr=subprocess.STDOUT
+            command, cwd=root, stdout=output, stderr=subprocess.STDOUT, env=env
         )
         killer = threading.Timer(timeout, os.kill, (process.pid, signal.SIGKILL))
         killer.start()
@@ -85,7 +93,7 @@ def timed(root: Path, *args: str, timeout: float = TIMEOUT) -> Figures:
         "command": " ".join(["dbsync", *args]),
         "seconds": time.perf_counter() - started,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": int(peak.read_text()) / 1024 if peak.is_file() else None,
         "code": process.returncode,
         "timed_out": process.returncode == -signal.SIGKILL,
     }
