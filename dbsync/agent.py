@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbsync.api import ApiServer
-from dbsync.commands import pending as pending_service
 from dbsync.commands import status as status_service
 from dbsync.commands import sync as sync_service
-from dbsync.commands.common import open_configured_store
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, UsageError
-from dbsync.runs import tracked_run
-from dbsync.state import reading_state
+from dbsync.pipeline import changing_run
+from dbsync.state import FAILED, SUCCESS, reading_state
 
 MAX_BACKOFF_SECONDS = 3600.0
 ALERT_TIMEOUT_SECONDS = 30.0
@@ -109,10 +107,10 @@ class Agent:
             began = time.monotonic()
             try:
                 summary = (self.cycle_runner or sync_cycle)(config)
-                outcome, error = "success", None
+                outcome, error = SUCCESS, None
             except DbsyncError as failure:
-                summary, outcome, error = "", "failed", failure.message.splitlines()[0]
-            self.failures = 0 if outcome == "success" else self.failures + 1
+                summary, outcome, error = "", FAILED, failure.message.splitlines()[0]
+            self.failures = 0 if outcome == SUCCESS else self.failures + 1
             self.cycles += 1
             status = status_service.health(config)
             self._alert(config, status)
@@ -192,9 +190,13 @@ class Agent:
             return retry_one_pending(config, pending_id)
 
 
+def _quiet(message: str) -> None:
+    """The agent's runs print nothing: their outcome is in its log line and the history."""
+
+
 def sync_cycle(config: Config) -> str:
     """One ``dbsync sync``; its steps as a summary line."""
-    result = sync_service.locked_sync(config, lambda message: None)
+    result = sync_service.sync_run(config, _quiet)
     return ", ".join(result.steps[1:])
 
 
@@ -205,14 +207,10 @@ def retry_one_pending(config: Config, pending_id: int) -> dict[str, Any] | None:
     if not known:
         return None
     try:
-        with tracked_run(config, "merge", warn=lambda message: None):
-            store = open_configured_store(config)
-            try:
-                pending_service.retry_pending(config, store, lambda m: None, only=pending_id)
-            finally:
-                store.close()
+        with changing_run(config, "merge", say=_quiet, warn=_quiet, retry_only=pending_id):
+            pass  # the pipeline retries the pending merge first: that is the whole run
     except DbsyncError as error:
-        return {"id": pending_id, "status": "failed", "error": error.message}
+        return {"id": pending_id, "status": FAILED, "error": error.message}
     return {"id": pending_id, "status": "merged"}
 
 

@@ -42,3 +42,10 @@ class SafetyRefusal(DbsyncError):
     """A safety guard refused; the hint names the flag or command that gets past it."""
 
     exit_code = 5
+
+
+class GitFailed(DbsyncError):
+    """A git command failed: the remote is unreachable, a push is still refused after the
+    retries, a pull cannot be merged... The message is git's own, without any password."""
+
+    exit_code = 6

@@ -1,4 +1,8 @@
-"""The only place dbsync runs git. Every call strips the ``GIT_*`` variables git sets in hooks."""
+"""The only place dbsync runs git. Every call strips the ``GIT_*`` variables git sets in hooks.
+
+A git command that fails raises ``GitFailed`` (exit code 6) with git's message, every URL in it
+redacted: a remote URL can carry a password.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,30 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dbsync.errors import DbsyncError, UsageError
+from dbsync.errors import GitFailed, UsageError
+from dbsync.store import scrub_secrets
+
+# What a git command run by dbsync still needs from a hook's or a user's environment: where git
+# is, and how to reach and authenticate to a remote (askpass programs, ssh, proxies, TLS). The
+# ones without the GIT_ prefix (SSH_AUTH_SOCK, SSH_ASKPASS...) are kept anyway.
+KEPT_VARIABLES = frozenset(
+    {
+        "GIT_EXEC_PATH",
+        "GIT_ASKPASS",
+        "GIT_TERMINAL_PROMPT",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_SSH_VARIANT",
+        "GIT_PROXY_COMMAND",
+        "GIT_HTTP_PROXY_AUTHMETHOD",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_CAPATH",
+        "GIT_SSL_CERT",
+        "GIT_SSL_KEY",
+        "GIT_SSL_NO_VERIFY",
+    }
+)
+KEPT_PREFIXES = ("GIT_CONFIG_", "GIT_AUTHOR_", "GIT_COMMITTER_")
 
 
 def no_git_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -15,15 +42,19 @@ def no_git_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     git at the caller's repository and index), keeping the ones that only carry identity or
     configuration the user chose."""
     environ = os.environ if environ is None else environ
-    keep = {"GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_NO_VERIFY"}
     return {
         key: value
         for key, value in environ.items()
-        if not key.startswith("GIT_")
-        or key in keep
-        or key.startswith("GIT_CONFIG_")
-        or key.startswith(("GIT_AUTHOR_", "GIT_COMMITTER_"))
+        if not key.startswith("GIT_") or key in KEPT_VARIABLES or key.startswith(KEPT_PREFIXES)
     }
+
+
+def failed(
+    what: str, result: subprocess.CompletedProcess[str], hint: str | None = None
+) -> GitFailed:
+    """The error for a git command that failed, in git's words (stderr, else stdout)."""
+    said = result.stderr.strip() or result.stdout.strip()
+    return GitFailed(scrub_secrets(f"{what} failed: {said}"), hint=hint)
 
 
 def run_git(
@@ -46,7 +77,7 @@ def run_git(
             "git is not installed or not on PATH", hint="install git, or run dbsync outside git"
         ) from None
     if check and result.returncode != 0:
-        raise DbsyncError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+        raise failed(f"git {' '.join(args)}", result)
     return result
 
 
@@ -96,7 +127,7 @@ def tree_changed(worktree: Path, old: str, new: str, path: str) -> bool:
     args = ["diff", "--quiet", "--no-ext-diff", "--no-textconv", old, new, "--", path]
     result = run_git(args, worktree, check=False)
     if result.returncode > 1:
-        raise DbsyncError(f"git diff {old} {new} failed: {result.stderr.strip()}")
+        raise failed(f"git diff {old} {new}", result)
     return result.returncode == 1
 
 

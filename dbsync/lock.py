@@ -70,12 +70,12 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def _busy(path: Path, waited: float) -> SafetyRefusal:
+def _busy(path: Path, timeout: float) -> SafetyRefusal:
     holder = read_holder(path)
     who = holder.describe() if holder else "a process that has not said who it is yet"
     stop = f"kill {holder.pid}" if holder else f"fuser {path}"
     return SafetyRefusal(
-        f"another dbsync run holds the lock on this asset ({who}); waited {waited:.0f} s",
+        f"another dbsync run holds the lock on this asset ({who}); waited {timeout:g} s",
         hint=f"wait for it to finish and run the command again; if it is stuck, stop it "
         f"({stop}) — the lock is released as soon as it exits. "
         "DBSYNC_LOCK_TIMEOUT=SECONDS waits longer",
@@ -90,9 +90,11 @@ def run_lock(
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     environ: MutableMapping[str, str] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Holder | None]:
     """Hold this asset's lock for the block; yields the holder, or None when the block runs
-    inside a parent dbsync run that holds it (its token is in the environment)."""
+    inside a parent dbsync run that holds it (its token is in the environment). A busy lock is
+    tried again every ``POLL_SECONDS`` until ``timeout`` seconds have passed by ``clock``."""
     environ = os.environ if environ is None else environ
     path = lock_path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +107,8 @@ def run_lock(
                 yield None
                 return
             if clock() - started >= timeout:
-                raise _busy(path, clock() - started)
-            time.sleep(POLL_SECONDS)
+                raise _busy(path, timeout)
+            sleep(POLL_SECONDS)
         with _held(fd, command, environ) as holder:
             yield holder
     finally:

@@ -405,6 +405,12 @@ class MongoStore:
     def close(self) -> None:
         self._client.close()
 
+    def __enter__(self) -> MongoStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _call(self, description: str, operation: Callable[[], T]) -> T:
         try:
             return call_with_retries(

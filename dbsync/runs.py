@@ -1,9 +1,9 @@
-"""The one place where a run that changes things is locked and recorded.
+"""How a run that changes things is recorded in the history.
 
-The CLI wraps ``export``, ``merge``, ``import`` and ``restore`` in ``tracked_run``: it takes the
-asset's lock (``dbsync.lock``), writes a placeholder history row (so a killed run shows as
-interrupted), runs the command, then records how each collection fared, with the duration and
-record counts, or the error without any URI password.
+``recorded_run`` (called by ``dbsync.pipeline`` for every changing run, under the asset's lock)
+writes a placeholder history row (so a killed run shows as interrupted), runs the block, then
+records how each collection fared, with the duration and record counts, or the error without any
+URI password.
 
 Recording is bookkeeping: if the state database cannot be written, the command still does its
 work and the problem is reported through ``warn``.
@@ -21,27 +21,26 @@ from functools import partial
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, SafetyRefusal
 from dbsync.guards import TooManyDeletes
-from dbsync.lock import run_lock
 from dbsync.report import MergeReport
-from dbsync.state import FAILED, REFUSED, SUCCESS, Outcome, StateStore, open_state
+from dbsync.state import FAILED, REFUSED, SUCCESS, CollectionResult, StateStore, open_state
 from dbsync.store import scrub_secrets, uri_secrets
 
 Warn = Callable[[str], None]
 
 
 @dataclass
-class Run:
-    """What the command tells the recorder: the collections it works on, and their results."""
+class RunRecord:
+    """What the run tells the history: the collections it works on, and their results."""
 
     operation: str
     collections: list[str] = field(default_factory=list)
-    results: list[Outcome] = field(default_factory=list)
+    results: list[CollectionResult] = field(default_factory=list)
     status: str = SUCCESS
     nested: bool = False
     """True when the run goes on under a parent dbsync run's lock (see ``dbsync.lock``)."""
 
     def done(self, collection: str, records: int | None, digest: str | None = None) -> None:
-        self.results.append(Outcome(collection, self.status, records, digest))
+        self.results.append(CollectionResult(collection, self.status, records, digest))
 
 
 def error_text(error: BaseException, config: Config) -> str:
@@ -55,9 +54,9 @@ def error_text(error: BaseException, config: Config) -> str:
     return scrub_secrets(text, uri_secrets(config.uri or ""))
 
 
-def failure_outcomes(
-    run: Run, error: BaseException, config: Config, state: StateStore
-) -> list[Outcome]:
+def failure_results(
+    run: RunRecord, error: BaseException, config: Config, state: StateStore
+) -> list[CollectionResult]:
     """One row per collection the run was about: the one a guard names, those the command
     named, else every collection this operation has handled before (a database that is down
     fails them all); at least one row."""
@@ -66,7 +65,7 @@ def failure_outcomes(
     names: Sequence[str | None] = run.collections or state.known_collections(run.operation)
     if isinstance(error, TooManyDeletes):
         names = [error.collection]
-    return [Outcome(name, status, error=text) for name in names or [None]]
+    return [CollectionResult(name, status, error=text) for name in names or [None]]
 
 
 class _Recorder:
@@ -93,9 +92,9 @@ class _Recorder:
 @contextlib.contextmanager
 def recorded_run(
     config: Config, operation: str, *, collections: Sequence[str] = (), warn: Warn
-) -> Iterator[Run]:
+) -> Iterator[RunRecord]:
     """Record the block as one run of ``operation`` (see the module docstring)."""
-    run = Run(operation, list(collections))
+    run = RunRecord(operation, list(collections))
     recorder = _Recorder(config, warn)
     run_ids: list[int] = []
     recorder.attempt(lambda state: run_ids.append(state.start_run(operation, config.asset)))
@@ -103,10 +102,15 @@ def recorded_run(
     try:
         yield run
     except BaseException as error:
-        _finish(recorder, run_ids, started, partial(failure_outcomes, run, error, config))
+        _finish(recorder, run_ids, started, partial(failure_results, run, error, config))
         raise
     else:
-        _finish(recorder, run_ids, started, lambda s: run.results or [Outcome(None, run.status)])
+        _finish(
+            recorder,
+            run_ids,
+            started,
+            lambda s: run.results or [CollectionResult(None, run.status)],
+        )
     finally:
         recorder.close()
 
@@ -115,34 +119,15 @@ def _finish(
     recorder: _Recorder,
     run_ids: list[int],
     started: float,
-    outcomes: Callable[[StateStore], list[Outcome]],
+    results: Callable[[StateStore], list[CollectionResult]],
 ) -> None:
     if not run_ids:
         return
     duration_ms = int((time.monotonic() - started) * 1000)
-    recorder.attempt(lambda state: state.finish_run(run_ids[0], duration_ms, outcomes(state)))
+    recorder.attempt(lambda state: state.finish_run(run_ids[0], duration_ms, results(state)))
 
 
-@contextlib.contextmanager
-def locked(config: Config, command: str) -> Iterator[bool]:
-    """Hold the asset's lock for a command that is not recorded (``prune``); yields whether
-    the lock is this run's own (False: a parent dbsync run holds it)."""
-    with run_lock(config.state_dir, command, timeout=config.lock_timeout) as holder:
-        yield holder is not None
-
-
-@contextlib.contextmanager
-def tracked_run(
-    config: Config, operation: str, *, collections: Sequence[str] = (), warn: Warn
-) -> Iterator[Run]:
-    """Lock the asset, then record the block as a run (the wait for the lock is not timed)."""
-    with run_lock(config.state_dir, operation, timeout=config.lock_timeout) as holder:
-        with recorded_run(config, operation, collections=collections, warn=warn) as run:
-            run.nested = holder is None
-            yield run
-
-
-def record_report(run: Run, report: MergeReport) -> None:
+def record_report(run: RunRecord, report: MergeReport) -> None:
     """What a merge tells the history: its status, and each collection's total."""
     run.status = report.status
     for name, counts in report.collections.items():

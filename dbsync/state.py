@@ -161,7 +161,7 @@ class PendingMerge:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CollectionResult:
     """How one collection fared in a finished run (``collection`` None: the run as a whole)."""
 
     collection: str | None
@@ -232,7 +232,9 @@ class StateStore:
             self._db.execute("UPDATE history SET run_id = id WHERE id = ?", (run_id,))
         return run_id
 
-    def finish_run(self, run_id: int, duration_ms: int, outcomes: Sequence[Outcome]) -> None:
+    def finish_run(
+        self, run_id: int, duration_ms: int, outcomes: Sequence[CollectionResult]
+    ) -> None:
         """Replace the placeholder by one row per outcome, and update the per-collection state."""
         with self._db:
             row = self._db.execute(
@@ -263,7 +265,7 @@ class StateStore:
                     self._update_collection(operation, outcome, duration_ms, started)
 
     def _update_collection(
-        self, operation: str, outcome: Outcome, duration_ms: int, when: str
+        self, operation: str, outcome: CollectionResult, duration_ms: int, when: str
     ) -> None:
         self._db.execute(
             "INSERT OR IGNORE INTO collection_state (collection, operation) VALUES (?, ?)",

@@ -111,6 +111,10 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 # --- Opening a store -------------------------------------------------------------------------
 
@@ -510,6 +514,12 @@ class EmbeddedStore:
 
     def close(self) -> None:
         self._client.close()
+
+    def __enter__(self) -> EmbeddedStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _scan(self, collection: str) -> Iterator[Document]:
         documents: Iterator[Document] = iter(self._db[collection].find({}))

@@ -49,9 +49,11 @@ def test_precedence_is_flag_then_environment_then_local_then_shared(project):
 
 
 def test_local_collection_rules_override_shared_ones(project):
-    (project / "dbsync.local.toml").write_text('[collections.extra]\nkey = ["code"]\n')
+    # sessions is in the shared file too (excluded there): the local table replaces it
+    (project / "dbsync.local.toml").write_text('[collections.sessions]\nkey = ["code"]\n')
     config = load_config(cwd=project, environ={})
-    assert config.rules("extra").key == ("code",)
+    assert config.rules("sessions").key == ("code",)
+    assert not config.excluded("sessions")
     assert config.rules("pnl_data").timestamp == "timestamp"
 
 

@@ -186,10 +186,8 @@ def test_the_real_command_killed_at_any_moment_keeps_a_guarantee(crash_project, 
     before = crash_project.dump("items")
     merging = crash_project.popen("merge", "theirs")
     backups = crash_project.state / "backups"
-    deadline = time.monotonic() + 30
     while not list(backups.glob("*/backup.json")) and merging.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+        time.sleep(0.005)  # the merge's own end stops the wait: no deadline to miss when loaded
     merging.send_signal(signal.SIGKILL)
     merging.wait()
     state = crash_project.dump("items")

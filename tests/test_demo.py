@@ -1,8 +1,11 @@
 """The README's first command: the demo converges, and says each step."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+STEPS = 12  # setup, first sync (3), concurrent work (3), the exchange (5)
 
 
 def test_the_demo_converges_and_prints_each_step(tmp_path):
@@ -11,10 +14,11 @@ def test_the_demo_converges_and_prints_each_step(tmp_path):
         [dbsync, "demo", "--keep", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
-        timeout=300,
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    numbered = [int(n) for n in re.findall(r"^\s*(\d+)\. ", done.stdout, re.MULTILINE)]
+    assert numbered == list(range(1, STEPS + 1)), done.stdout  # every step, once, in order
     for expected in (
         "post-merge hook merged: 190 records",
         "the merge driver merged both snapshots",

@@ -3,13 +3,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from project import DBSYNC, clean_env
 
 from dbsync.errors import SafetyRefusal
-from dbsync.lock import TOKEN_VARIABLE, lock_path, read_holder, run_lock
+from dbsync.lock import POLL_SECONDS, TOKEN_VARIABLE, lock_path, read_holder, run_lock
 
 HOLDER = """
 import subprocess, sys, time
@@ -59,16 +58,41 @@ def test_the_lock_file_names_the_holder_and_is_cleared_on_release(tmp_path):
     assert read_holder(lock_path(tmp_path)) is None
 
 
+class FakeClock:
+    """Time that passes only when the lock sleeps between two attempts."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def test_a_second_holder_gives_up_after_the_timeout_naming_the_first(tmp_path):
+    clock = FakeClock()
     with run_lock(tmp_path, "merge x", environ={}) as first:
-        started = time.monotonic()
         with pytest.raises(SafetyRefusal) as refused:
-            with run_lock(tmp_path, "export", timeout=0.3, environ={}):
+            with run_lock(
+                tmp_path, "export", timeout=0.3, environ={}, clock=clock, sleep=clock.sleep
+            ):
                 pass
-        assert time.monotonic() - started >= 0.3
+    assert clock.sleeps == [POLL_SECONDS] * 6  # tried every poll until 0.3 s had passed
+    assert clock.now == pytest.approx(0.3)
     assert refused.value.exit_code == 5
     assert f"pid {first.pid}" in refused.value.message and "dbsync merge x" in refused.value.message
+    assert "waited 0.3 s" in refused.value.message
     assert f"kill {first.pid}" in refused.value.hint
+
+
+def test_a_free_lock_is_taken_at_the_first_attempt(tmp_path):
+    clock = FakeClock()
+    with run_lock(tmp_path, "export", timeout=0, environ={}, clock=clock, sleep=clock.sleep):
+        assert clock.sleeps == []
 
 
 def test_a_run_carrying_the_holders_token_goes_on_without_the_lock(tmp_path):
@@ -86,9 +110,8 @@ def test_a_run_carrying_the_holders_token_goes_on_without_the_lock(tmp_path):
 
 
 def test_a_second_dbsync_waits_then_exits_5_naming_the_holder(pnl_project, holder):
-    started = time.monotonic()
     result = pnl_project.run("export", expect=5, env=clean_env(DBSYNC_LOCK_TIMEOUT="1"))
-    assert time.monotonic() - started >= 1
+    assert "waited 1 s" in result.stderr
     assert f"pid {holder.pid}" in result.stderr
     assert "dbsync merge database_backup" in result.stderr
     assert "wait for it to finish" in result.stderr
@@ -98,9 +121,7 @@ def test_a_second_dbsync_waits_then_exits_5_naming_the_holder(pnl_project, holde
 def test_the_lock_is_free_as_soon_as_the_holder_is_killed(pnl_project, holder):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    started = time.monotonic()
-    pnl_project.run("export", env=clean_env(DBSYNC_LOCK_TIMEOUT="30"))
-    assert time.monotonic() - started < 10
+    pnl_project.run("export", env=clean_env(DBSYNC_LOCK_TIMEOUT="0"))  # free at the first try
 
 
 def test_a_dbsync_started_by_the_holder_does_not_deadlock(pnl_project):
@@ -113,9 +134,8 @@ def test_a_dbsync_started_by_the_holder_does_not_deadlock(pnl_project):
 def test_a_config_file_sets_the_lock_timeout(pnl_project, holder):
     with (pnl_project.root / "dbsync.toml").open("a") as config:
         config.write("lock_timeout = 0\n")
-    started = time.monotonic()
-    pnl_project.run("export", expect=5)
-    assert time.monotonic() - started < 5
+    result = pnl_project.run("export", expect=5)
+    assert "waited 0 s" in result.stderr  # not the default 10 s
 
 
 @pytest.mark.parametrize(

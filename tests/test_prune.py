@@ -114,7 +114,7 @@ def test_prune_trims_the_history(config, monkeypatch):
     monkeypatch.setattr(state, "HISTORY_KEPT", 2)
     db = state.open_state(config.state_dir)
     for _ in range(5):
-        db.finish_run(db.start_run("export", "a"), 1, [state.Outcome("pnl", "success", 1)])
+        db.finish_run(db.start_run("export", "a"), 1, [state.CollectionResult("pnl", "success", 1)])
     db.close()
     assert prune(config).history_rows == 3
 

@@ -6,7 +6,7 @@ import pytest
 
 from dbsync import state
 from dbsync.errors import InvalidInput
-from dbsync.state import Outcome
+from dbsync.state import CollectionResult
 
 
 @pytest.fixture
@@ -29,8 +29,14 @@ def test_a_new_state_is_wal_with_the_current_schema_version(tmp_path, db):
 
 
 def test_history_is_newest_first_with_one_row_per_collection(db):
-    finished(db, "export", Outcome("a", "success", 3), Outcome("b", "success", 4), duration=12)
-    finished(db, "merge", Outcome("a", "failed", error="boom"))
+    finished(
+        db,
+        "export",
+        CollectionResult("a", "success", 3),
+        CollectionResult("b", "success", 4),
+        duration=12,
+    )
+    finished(db, "merge", CollectionResult("a", "failed", error="boom"))
     rows = [entry.to_json() for entry in db.history()]
     assert [(r["operation"], r["collection"], r["status"]) for r in rows] == [
         ("merge", "a", "failed"),
@@ -53,13 +59,13 @@ def test_history_is_newest_first_with_one_row_per_collection(db):
 
 def test_consecutive_failures_count_up_and_a_success_resets_them(db):
     for _ in range(3):
-        finished(db, "merge", Outcome("pnl", "failed", error="down"))
-    finished(db, "export", Outcome("pnl", "success", 190, "d1"))
+        finished(db, "merge", CollectionResult("pnl", "failed", error="down"))
+    finished(db, "export", CollectionResult("pnl", "success", 190, "d1"))
     states = {s.operation: s for s in db.collection_states()}
     assert states["merge"].consecutive_failures == 3
     assert states["merge"].last_error == "down" and states["merge"].last_success is None
     assert states["export"].last_records == 190 and states["export"].last_digest == "d1"
-    finished(db, "merge", Outcome("pnl", "success", 190))
+    finished(db, "merge", CollectionResult("pnl", "success", 190))
     assert {s.operation: s.consecutive_failures for s in db.collection_states()} == {
         "export": 0,
         "merge": 0,
@@ -67,9 +73,9 @@ def test_consecutive_failures_count_up_and_a_success_resets_them(db):
 
 
 def test_a_refusal_counts_as_a_failure_and_a_dry_run_as_neither(db):
-    finished(db, "merge", Outcome("pnl", "success", 5))
-    finished(db, "merge", Outcome("pnl", "refused", error="guard"))
-    finished(db, "merge", Outcome("pnl", "dry-run", 5))
+    finished(db, "merge", CollectionResult("pnl", "success", 5))
+    finished(db, "merge", CollectionResult("pnl", "refused", error="guard"))
+    finished(db, "merge", CollectionResult("pnl", "dry-run", 5))
     (merge,) = db.collection_states()
     assert merge.consecutive_failures == 1
 
@@ -112,7 +118,7 @@ def test_pending_merges_queue(db):
 
 def test_trim_history_keeps_the_newest_rows(db):
     for number in range(5):
-        finished(db, "export", Outcome(f"c{number}", "success", number))
+        finished(db, "export", CollectionResult(f"c{number}", "success", number))
     assert db.trim_history(keep=2) == 3
     assert [entry.collection for entry in db.history()] == ["c4", "c3"]
 

@@ -9,7 +9,7 @@ from dbsync.commands import status
 from dbsync.commands.export import export
 from dbsync.commands.status import DEGRADED, WARNING, Reason, StatusContext
 from dbsync.config import load_config
-from dbsync.state import Outcome
+from dbsync.state import CollectionResult
 
 
 @pytest.fixture
@@ -39,14 +39,14 @@ def reasons(check, context):
 def test_three_consecutive_failures_of_a_collection_are_degraded(config, db):
     context = StatusContext(config, state=db)
     for _ in range(2):
-        record(db, "merge", Outcome("pnl", "failed", error="database down"))
+        record(db, "merge", CollectionResult("pnl", "failed", error="database down"))
     assert status.check_consecutive_failures(context) == []
-    record(db, "merge", Outcome("pnl", "failed", error="database down"))
+    record(db, "merge", CollectionResult("pnl", "failed", error="database down"))
     ((level, message, fix),) = reasons(status.check_consecutive_failures, context)
     assert level == DEGRADED
     assert message == "pnl: the last 3 merge attempts failed (last: database down)"
     assert "dbsync merge database_backup" in fix
-    record(db, "merge", Outcome("pnl", "success", 5))
+    record(db, "merge", CollectionResult("pnl", "success", 5))
     assert status.check_consecutive_failures(context) == []
 
 
@@ -78,7 +78,7 @@ def test_the_snapshot_check_tells_local_changes_from_unmerged_ones(config, db, m
     assert "differ (this asset has no record of exporting or merging this snapshot)" in message
     assert "dbsync diff database_backup db" in fix
     mongo_store.apply("pnl", [], [4])
-    record(db, "export", Outcome("pnl", "success", 3, exported.digest))
+    record(db, "export", CollectionResult("pnl", "success", 3, exported.digest))
     assert status.check_snapshot_matches_database(context) == []
     mongo_store.insert_many("pnl", [{"_id": 9}])
     ((_, message, fix),) = reasons(status.check_snapshot_matches_database, context)

@@ -95,11 +95,8 @@ def diff(
     with tempfile.TemporaryDirectory(prefix="dbsync-diff-") as scratch:
         exported = Path(scratch)
         if DATABASE in (first, second):
-            store = open_store()
-            try:
+            with open_store() as store:
                 export(config, store, target_dir=exported)
-            finally:
-                store.close()
         old, new = (exported if side == DATABASE else Path(side) for side in (first, second))
         yield from diff_paths(old, new)
 

@@ -19,14 +19,13 @@ import sys
 from dataclasses import dataclass, field
 
 from dbsync import git
-from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import ExportedCollection, export, exported_sections
-from dbsync.commands.merge import MergeOptions, merge_snapshot
-from dbsync.commands.pending import base_for, queue_pending, resolve_pending, retry_pending
+from dbsync.commands.merge import MergeOptions
+from dbsync.commands.pending import base_for, queue_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
+from dbsync.pipeline import changing_store_run
 from dbsync.report import MergeReport
-from dbsync.runs import record_report, tracked_run
 from dbsync.synced import save_synced
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
@@ -95,14 +94,8 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
 
 
 def _export(config: Config) -> list[ExportedCollection]:
-    """Retry what is pending first: exporting over an unmerged pull would erase it."""
-    with tracked_run(config, "export", warn=_warn) as run:
-        store = open_configured_store(config)
-        try:
-            retry_pending(config, store, _warn)
-            exported = export(config, store)
-        finally:
-            store.close()
+    with changing_store_run(config, "export", say=_warn, warn=_warn) as (run, store):
+        exported = export(config, store)
         for result in exported:
             run.done(result.collection, result.records, result.digest)
     return exported
@@ -141,17 +134,15 @@ def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
     """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
     options = MergeOptions(base=base_for(config, head, before), commit=head)
+    source = config.snapshot_dir
     try:
-        with tracked_run(config, "merge", warn=_warn) as run:
-            store = open_configured_store(config)
-            try:
-                report = merge_snapshot(config, store, config.snapshot_dir, options)
-            finally:
-                store.close()
-            record_report(run, report)
+        with changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source) as (
+            run,
+            store,
+        ):
+            report = run.merge(store, source, options)
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)
-    resolve_pending(config, config.snapshot_dir)
     return HookOutcome(0, [merge_summary(config, report)])
 
 

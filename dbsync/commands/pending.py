@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dbsync import git
+from dbsync.commands.common import open_configured_store
 from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import Config
 from dbsync.state import StateStore, open_state
@@ -67,7 +68,6 @@ def base_for(config: Config, commit: str | None, before: str | None = None) -> P
 
 def retry_pending(
     config: Config,
-    store: Store,
     say: Callable[[str], None],
     *,
     skip: Path | None = None,
@@ -75,17 +75,20 @@ def retry_pending(
 ) -> int:
     """Retry every queued merge (or the one numbered ``only``), oldest first; the first that
     fails again stops the command (its error propagates, with the queue updated). Returns how
-    many succeeded."""
+    many succeeded. The store is opened only when there is something to retry."""
     if not (config.state_dir / "state.sqlite").exists():
         return 0
     done = 0
-    with _state(config) as state:
+    with _state(config) as state, contextlib.ExitStack() as opened:
+        store: Store | None = None
         for waiting in state.list_pending():
             source = config.root / waiting.source
             if only is not None and waiting.id != only:
                 continue
             if skip is not None and source.resolve() == skip.resolve():
                 continue
+            if store is None:
+                store = opened.enter_context(open_configured_store(config))
             say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
             options = MergeOptions(base=base_for(config, waiting.commit), commit=waiting.commit)
             try:

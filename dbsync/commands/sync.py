@@ -18,13 +18,15 @@ from dbsync import git, hooks
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.export import export, exported_sections
 from dbsync.commands.hook import merge_into_database
-from dbsync.commands.pending import retry_pending
 from dbsync.config import Config
-from dbsync.errors import DbsyncError, UsageError
-from dbsync.runs import tracked_run
+from dbsync.errors import GitFailed, UsageError
+from dbsync.pipeline import changing_run
 from dbsync.synced import save_synced
 
 PUSH_ATTEMPTS = 3
+# Merge, whatever pull.rebase, pull.ff or merge.ff say: a merge runs the merge driver on the
+# snapshot files and the post-merge hook; a fast-forward when possible; never an editor.
+PULL_MODE = ("--no-rebase", "--ff", "--no-edit")
 
 
 @dataclass
@@ -50,12 +52,14 @@ def _upstream(root: Path) -> str:
 
 
 def pull(config: Config, result: SyncResult) -> None:
-    """``git pull``; merge the snapshot ourselves only when no post-merge hook of ours did."""
+    """``git pull`` (merging); merge the snapshot ourselves only when no post-merge hook of ours
+    did."""
     before = git.rev_parse(config.root, "HEAD")
-    pulled = git.run_git(["pull", "--no-edit"], config.root, check=False)
+    pulled = git.run_git(["pull", *PULL_MODE], config.root, check=False)
     if pulled.returncode != 0:
-        raise DbsyncError(
-            f"git pull failed: {pulled.stderr.strip() or pulled.stdout.strip()}",
+        raise git.failed(
+            "git pull",
+            pulled,
             hint="resolve it with git (dbsync's merge driver handles the snapshot files), "
             "then run dbsync sync again",
         )
@@ -77,11 +81,8 @@ def pull(config: Config, result: SyncResult) -> None:
 
 
 def export_and_commit(config: Config, result: SyncResult) -> None:
-    store = open_configured_store(config)
-    try:
+    with open_configured_store(config) as store:  # closed before git runs a hook that opens it
         exported = export(config, store)
-    finally:
-        store.close()
     records = sum(item.records for item in exported)
     if not git.has_changes(config.root, _snapshot_path(config)):
         result.steps.append(f"export: {records} records, snapshot unchanged")
@@ -95,22 +96,34 @@ def export_and_commit(config: Config, result: SyncResult) -> None:
 def push(config: Config, result: SyncResult) -> None:
     """Push; when another asset pushed meanwhile, pull (merging) and try again."""
     for _ in range(PUSH_ATTEMPTS):
-        pushed = git.run_git(["push"], config.root, check=False)
+        before = git.rev_parse(config.root, "HEAD")
+        pushed = git.run_git(["push", "--porcelain"], config.root, check=False)
         if pushed.returncode == 0:
             result.steps.append("push: done")
             result.pushed = True
             return
-        if "push again" in pushed.stderr:  # our pre-push committed something new: send it
-            continue
-        if "rejected" not in pushed.stderr and "fetch first" not in pushed.stderr:
-            raise DbsyncError(f"git push failed: {pushed.stderr.strip()}")
+        if git.rev_parse(config.root, "HEAD") != before:
+            continue  # our pre-push hook committed a newer snapshot and stopped the push: send it
+        if not rejected_as_behind(pushed.stdout):
+            raise git.failed("git push", pushed)
         result.steps.append("push: rejected, another asset pushed first; pulling again")
         pull(config, result)
         export_and_commit(config, result)
-    raise DbsyncError(
+    raise GitFailed(
         f"git push still fails after {PUSH_ATTEMPTS} attempts",
         hint="another asset keeps pushing; run dbsync sync again in a moment",
     )
+
+
+def rejected_as_behind(porcelain: str) -> bool:
+    """Whether ``git push --porcelain`` says a ref was refused for being behind the remote
+    (``!`` then ``[rejected]``: fetch first, non-fast-forward), not refused by the remote."""
+    for line in porcelain.splitlines():
+        flag, _, rest = line.partition("\t")
+        summary = rest.partition("\t")[2]
+        if flag == "!" and summary.startswith("[rejected]"):
+            return True
+    return False
 
 
 def sync(config: Config) -> SyncResult:
@@ -125,13 +138,8 @@ def sync(config: Config) -> SyncResult:
     return result
 
 
-def locked_sync(config: Config, warn: Callable[[str], None]) -> SyncResult:
-    """The whole cycle as a command runs it: under the asset's lock (the hooks it fires pass,
-    as children of the holder), recorded in the history, pending merges retried first."""
-    with tracked_run(config, "sync", warn=warn):
-        store = open_configured_store(config)
-        try:
-            retry_pending(config, store, warn)
-        finally:
-            store.close()
+def sync_run(config: Config, warn: Callable[[str], None]) -> SyncResult:
+    """The whole cycle as one changing run (``dbsync.pipeline``): under the asset's lock (the
+    hooks it fires pass, as children of the holder), recorded, pending merges retried first."""
+    with changing_run(config, "sync", say=warn, warn=warn):
         return sync(config)

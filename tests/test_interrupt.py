@@ -1,0 +1,36 @@
+"""Ctrl-C exits 130, says so without a traceback, and leaves nothing half-written."""
+
+import os
+import signal
+
+from project import clean_env
+
+
+def open_for_writing(fifo, process) -> int:
+    """Open the FIFO once dbsync has opened it for reading: dbsync is then inside the import,
+    lock taken and run recorded. Gives up if dbsync exits first."""
+    while process.poll() is None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            os.sched_yield()
+    raise AssertionError(f"dbsync exited {process.returncode}: {process.communicate()}")
+
+
+def test_ctrl_c_during_an_import_exits_130_and_writes_nothing(pnl_project):
+    fifo = pnl_project.root / "incoming.json"
+    os.mkfifo(fifo)
+    process = pnl_project.popen("import", str(fifo), "-c", "other", env=clean_env())
+    writer = open_for_writing(fifo, process)
+    try:
+        os.write(writer, b'{"_id": 1, "half": "of a document')
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert process.returncode == 130, stderr
+    assert "interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
+    assert "other" not in pnl_project.json("stats")["collections"]
+    last = pnl_project.history()[0]
+    assert (last["operation"], last["status"]) == ("import", "failed")
+    assert last["error"] == "interrupted (Ctrl-C)"

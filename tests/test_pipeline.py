@@ -1,0 +1,93 @@
+"""Every changing run, from each entry point, goes through the one pipeline (dbsync.pipeline):
+recorded in the history, pending merges retried first, pruned after a merge.
+
+Each test starts from the same asset ``b``: twelve old backups (more than prune keeps) and a
+pending merge of a folder another asset mailed, then runs one entry point through the real
+console script and real git.
+"""
+
+import json
+
+import pytest
+
+from dbsync import backups
+from dbsync.commands.pending import queue_pending
+from dbsync.commands.prune import DEFAULT_KEEP
+from dbsync.config import load_config
+from dbsync.state import reading_state
+from tests.git_helpers import Repo, real_records, write_snapshot
+from tests.test_agent import RunningAgent
+
+RECORDS = real_records()
+MAILED = RECORDS[150:155]  # records only the pending merge brings
+PUSHED = RECORDS[:20]  # records asset a pushes
+
+
+@pytest.fixture
+def assets(pair: tuple[Repo, Repo]) -> tuple[Repo, Repo]:
+    a, b = pair
+    config = load_config(cwd=b.root, environ={})
+    for number in range(DEFAULT_KEEP + 2):
+        stamp = f"20200101T0000{number:02d}000Z-old{number:02d}"
+        folder = backups.backup_folder(config.state_dir, stamp)
+        folder.mkdir(parents=True)
+        (folder / "pnls.jsonl").write_text("old\n")
+        info = backups.BackupInfo(stamp, "2020-01-01T00:00:00+00:00", ["pnls"], "test")
+        backups.write_meta(folder, info)
+    write_snapshot(b.root / "mailed" / "pnls.jsonl", MAILED)
+    queue_pending(config, b.root / "mailed", None, "the database was down")
+    a.import_records(PUSHED)
+    a.push_snapshot()
+    return a, b
+
+
+def history(repo: Repo) -> list[tuple[str, str]]:
+    entries = json.loads(repo.dbsync("history", "--json", "--limit", "50").out)
+    return [(entry["operation"], entry["status"]) for entry in entries]
+
+
+def assert_went_through_the_pipeline(repo: Repo, operation: str) -> None:
+    """Recorded, the pending merge retried (its records are in, nothing waits), pruned."""
+    config = load_config(cwd=repo.root, environ={})
+    with reading_state(config.state_dir) as state:
+        assert state is not None and state.list_pending() == []
+    ids = {json.loads(line)["_id"] for line in repo.dump()}
+    assert {record["_id"] for record in MAILED} <= ids
+    assert (operation, "success") in history(repo)
+    assert len(backups.list_backups(config.state_dir)) <= DEFAULT_KEEP
+
+
+def test_a_command(assets: tuple[Repo, Repo]) -> None:
+    _, b = assets
+    exported = b.dbsync("export")
+    assert exported.out.index("retrying the pending merge of mailed") < exported.out.index("pnls:")
+    assert_went_through_the_pipeline(b, "export")
+
+
+def test_the_post_merge_hook(assets: tuple[Repo, Repo]) -> None:
+    _, b = assets
+    pulled = b.git("pull")
+    retried = pulled.err.index("retrying the pending merge of mailed")
+    assert retried < pulled.err.index("dbsync: merged")
+    assert_went_through_the_pipeline(b, "merge")
+    assert len(b.dump()) == len(PUSHED) + len(MAILED)
+
+
+def test_sync(assets: tuple[Repo, Repo]) -> None:
+    _, b = assets
+    synced = b.dbsync("sync")
+    assert "retrying the pending merge of mailed" in synced.err  # before its steps print
+    assert_went_through_the_pipeline(b, "sync")
+    assert ("merge", "success") in history(b)  # the post-merge hook's, inside the sync's run
+    assert len(b.dump()) == len(PUSHED) + len(MAILED)
+
+
+def test_the_agent(assets: tuple[Repo, Repo]) -> None:
+    _, b = assets
+    agent = RunningAgent(b)
+    try:
+        agent.wait_for(r"cycle 1: success")
+    finally:
+        assert agent.stop() == 0
+    assert_went_through_the_pipeline(b, "sync")
+    assert len(b.dump()) == len(PUSHED) + len(MAILED)
