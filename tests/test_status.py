@@ -108,7 +108,7 @@ def test_status_tells_a_changed_database_by_its_fingerprint_without_reading_it(
 ):
     embedded_store.insert_many("pnl", [{"_id": i, "v": i} for i in range(5)])
     (exported,) = export(config, embedded_store)
-    record(db, "export", Outcome("pnl", "success", 5, exported.digest))
+    record(db, "export", CollectionResult("pnl", "success", 5, exported.digest))
     index = ChangeIndex.open_read_only(config.state_dir)
     cheap = StatusContext(config, state=db, _store=NoFullReads(embedded_store), index=index)
     deep = StatusContext(config, state=db, _store=embedded_store, deep=True)
@@ -132,9 +132,9 @@ def test_after_a_merge_the_plain_status_says_the_merge_moved_the_database(
 ):
     embedded_store.insert_many("pnl", [{"_id": i, "v": i} for i in range(5)])
     (exported,) = export(config, embedded_store)
-    record(db, "export", Outcome("pnl", "success", 5, exported.digest))
+    record(db, "export", CollectionResult("pnl", "success", 5, exported.digest))
     embedded_store.apply("pnl", [{"_id": 7, "v": 7}], [])  # as a merge writes
-    record(db, "merge", Outcome("pnl", "success", 6, exported.digest))
+    record(db, "merge", CollectionResult("pnl", "success", 6, exported.digest))
     index = ChangeIndex.open_read_only(config.state_dir)
     context = StatusContext(config, state=db, _store=NoFullReads(embedded_store), index=index)
     ((level, message, fix),) = reasons(status.check_snapshot_matches_database, context)
