@@ -19,6 +19,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +29,14 @@ from dbsync.commands import status as status_service
 from dbsync.commands import sync as sync_service
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, UsageError
+from dbsync.metrics import MetricsInput, render_metrics
 from dbsync.pipeline import changing_run
 from dbsync.state import FAILED, SUCCESS, reading_state
+from dbsync.status_page import PageInput, render_page
 
+PAGE_HISTORY = 200
+"""Runs the status page charts: the last few days of a 5-minute agent with a collection or two."""
+PAGE_CONFLICTS = 10
 MAX_BACKOFF_SECONDS = 3600.0
 ALERT_TIMEOUT_SECONDS = 30.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
@@ -188,6 +194,28 @@ class Agent:
         config = self.load_config()
         with self.busy:
             return retry_one_pending(config, pending_id)
+
+    def page(self) -> str:
+        config = self.load_config()
+        with reading_state(config.state_dir) as state:
+            history = state.history(PAGE_HISTORY) if state else []
+            conflicts = state.losing_versions(limit=PAGE_CONFLICTS) if state else []
+        now = datetime.datetime.now(datetime.timezone.utc)
+        document = status_service.health(config)
+        return render_page(PageInput(document, history, conflicts, now, self.health()))
+
+    def metrics(self) -> bytes:
+        with reading_state(self.load_config().state_dir) as state:
+            data = MetricsInput(
+                history=state.history() if state else [],
+                collections=state.collection_states() if state else [],
+                pending_merges=len(state.list_pending()) if state else 0,
+                conflicts_decided=Counter(v.collection for v in state.losing_versions())
+                if state
+                else {},
+                agent=self.health(),
+            )
+        return render_metrics(data)
 
 
 def _quiet(message: str) -> None:

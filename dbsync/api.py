@@ -1,8 +1,9 @@
 """The agent's HTTP API: JSON over the standard library's threaded HTTP server.
 
-Routes: ``GET /health``, ``GET /status``, ``GET /history?limit=N``, ``GET /pending``,
-``POST /sync`` and ``POST /pending/{id}/retry``. What they answer comes from an ``ApiBackend``
-(the agent's state store and sync loop), so the server knows nothing of MongoDB or git.
+Routes: ``GET /`` (the status page, HTML), ``GET /metrics`` (Prometheus), ``GET /health``,
+``GET /status``, ``GET /history?limit=N``, ``GET /pending``, ``POST /sync`` and
+``POST /pending/{id}/retry``. What they answer comes from an ``ApiBackend`` (the agent's state
+store and sync loop), so the server knows nothing of MongoDB or git.
 
 Bound to 127.0.0.1 by default. Binding anywhere else requires an API key (``Authorization:
 Bearer <key>``, compared in constant time); requests are bounded in size, and each client in
@@ -46,6 +47,26 @@ class ApiBackend(Protocol):
         """The retry's outcome, or None when there is no such pending merge."""
         ...
 
+    def page(self) -> str:
+        """The status page (``dbsync.status_page``)."""
+        ...
+
+    def metrics(self) -> bytes:
+        """The Prometheus exposition text (``dbsync.metrics``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Text:
+    """A response that is not JSON: the page, the metrics."""
+
+    body: bytes
+    content_type: str
+
+
+HTML = "text/html; charset=utf-8"
+METRICS = "text/plain; version=0.0.4; charset=utf-8"
+
 
 @dataclass
 class RateLimiter:
@@ -85,6 +106,8 @@ def require_key_for(bind: str, api_key: str | None) -> None:
 
 _RETRY = re.compile(r"/pending/(\d+)/retry")
 _ROUTES = {
+    "/": "GET",
+    "/metrics": "GET",
     "/health": "GET",
     "/status": "GET",
     "/history": "GET",
@@ -127,7 +150,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif method != expected:
             self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{path} takes {expected}"})
         else:
-            self._send(*self._answer(path))
+            self._send(*self._answer_or_error(path))
+
+    def _answer_or_error(self, path: str) -> tuple[HTTPStatus, Any]:
+        """A backend that fails (a damaged state store, say) gets a 500 that says why, not a
+        connection closed without an answer; the server itself goes on."""
+        try:
+            return self._answer(path)
+        except Exception as error:  # the server's rim: every request gets an answer
+            return HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(error).__name__}: {error}"}
 
     def _refusal(self) -> tuple[HTTPStatus, dict[str, Any]] | None:
         if not self.server.limiter.allow(self.client_address[0]):
@@ -152,6 +183,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, path: str) -> tuple[HTTPStatus, Any]:
         backend = self.server.backend
+        if path == "/":
+            return HTTPStatus.OK, Text(backend.page().encode(), HTML)
+        if path == "/metrics":
+            return HTTPStatus.OK, Text(backend.metrics(), METRICS)
         if path == "/health":
             return HTTPStatus.OK, backend.health()
         if path == "/status":
@@ -176,9 +211,16 @@ class _Handler(BaseHTTPRequestHandler):
         return HTTPStatus.OK, self.server.backend.history(int(values[0]))
 
     def _send(self, status: HTTPStatus, payload: Any) -> None:
-        body = json.dumps(payload).encode() + b"\n"
+        if isinstance(payload, Text):
+            body, content_type = payload.body, payload.content_type
+        else:
+            body, content_type = json.dumps(payload).encode() + b"\n", "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
+        if content_type == HTML:  # the page loads nothing from anywhere, and says so
+            self.send_header(
+                "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"
+            )
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -18,12 +18,20 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
 from rich.table import Table
+from typer.core import TyperArgument, TyperOption
 
-from dbsync import __version__, git
+from dbsync import __version__, git, render
 from dbsync import agent as agent_service
+from dbsync import completion as completion_service
 from dbsync import demo as demo_service
 from dbsync import hooks as hooks_service
 from dbsync import pipeline as pipeline_service
@@ -52,13 +60,44 @@ from dbsync.report import MergeReport
 from dbsync.state import HistoryEntry, reading_state
 from dbsync.store import Store
 
+# ---------------------------------------------------------------- help that reads like a man page
+
+
+def _usage_name(self: TyperArgument) -> str:
+    """``FILE`` when required, ``[FILE]`` when not: typer writes ``{FILE}`` for the first."""
+    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+def _no_type(self: TyperArgument, ctx: Any) -> str | None:
+    """The metavar already says what an argument is; typer would add ``<str>`` after it."""
+    return None
+
+
+def _option_placeholder(self: TyperOption, ctx: Any) -> str | None:
+    """An option without a metavar shows its name (``--limit LIMIT``), not ``<int>``."""
+    return self.metavar or (self.name or "value").upper()
+
+
+# typer >= 0.2x draws every parameter's Python type (``<bool>`` on flags, ``<list[str]>``);
+# the plain (click) formatter with these overrides prints what man pages print.
+if hasattr(TyperArgument, "_usage_display_name"):
+    TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
+TyperArgument.display_type_rich = _no_type  # type: ignore[method-assign, assignment]
+TyperOption.display_type_rich = _option_placeholder  # type: ignore[method-assign]
+
+HELP_SETTINGS: dict[str, Any] = {
+    "no_args_is_help": True,
+    "rich_markup_mode": None,
+    "pretty_exceptions_enable": False,
+    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": 100},
+}
+
 app = typer.Typer(
     name="dbsync",
     help="Keep the MongoDB databases of several machines identical through an ordinary git remote.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=True,
+    **HELP_SETTINGS,
 )
 
 out = Console(highlight=False, soft_wrap=True)
@@ -86,7 +125,8 @@ _GLOBAL_PARAMETERS = [
             str | None,
             typer.Option(
                 "--uri",
-                help="MongoDB URI (mongodb://, mongodb+srv://) or embedded://PATH. "
+                metavar="URI",
+                help="The database: mongodb://, mongodb+srv:// or embedded://PATH. "
                 "Overrides DBSYNC_URI and the config files.",
                 show_default=False,
             ),
@@ -98,7 +138,11 @@ _GLOBAL_PARAMETERS = [
         default=None,
         annotation=Annotated[
             str | None,
-            typer.Option("--database", help="Database name. Overrides DBSYNC_DATABASE."),
+            typer.Option(
+                "--database",
+                metavar="NAME",
+                help="The database name. Overrides DBSYNC_DATABASE and the config files.",
+            ),
         ],
     ),
     inspect.Parameter(
@@ -107,21 +151,28 @@ _GLOBAL_PARAMETERS = [
         default=None,
         annotation=Annotated[
             Path | None,
-            typer.Option("--config", help="Path to dbsync.toml (default: found upwards)."),
+            typer.Option(
+                "--config",
+                metavar="FILE",
+                help="The dbsync.toml to use (default: the nearest one upwards).",
+            ),
         ],
     ),
     inspect.Parameter(
         "quiet",
         inspect.Parameter.KEYWORD_ONLY,
         default=False,
-        annotation=Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")],
+        annotation=Annotated[
+            bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")
+        ],
     ),
     inspect.Parameter(
         "verbose",
         inspect.Parameter.KEYWORD_ONLY,
         default=False,
         annotation=Annotated[
-            bool, typer.Option("--verbose", "-v", help="Print more, tracebacks included.")
+            bool,
+            typer.Option("--verbose", "-v", help="Print more, with a traceback on a bug."),
         ],
     ),
 ]
@@ -240,17 +291,29 @@ def changing(
 def main_callback(
     context: typer.Context,
     uri: Annotated[
-        str | None, typer.Option("--uri", help="MongoDB URI or embedded://PATH.")
+        str | None,
+        typer.Option(
+            "--uri", metavar="URI", help="The database: mongodb://, mongodb+srv:// or embedded://."
+        ),
     ] = None,
-    database: Annotated[str | None, typer.Option("--database", help="Database name.")] = None,
+    database: Annotated[
+        str | None, typer.Option("--database", metavar="NAME", help="The database name.")
+    ] = None,
     config_file: Annotated[
-        Path | None, typer.Option("--config", help="Path to dbsync.toml.")
+        Path | None, typer.Option("--config", metavar="FILE", help="The dbsync.toml to use.")
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print more.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print more, with a traceback on a bug.")
+    ] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Keep the MongoDB databases of several machines identical through an ordinary git remote.
+
+    Global options are accepted before or after the command. Every command that reports takes
+    --json and then prints one JSON document on stdout.
 
     Exit codes: 0 success, 1 unexpected failure, 2 usage error, 3 database unreachable,
     4 invalid or corrupt input, 5 refused by a safety guard, 6 git failed, 130 interrupted.
@@ -289,6 +352,8 @@ class BarProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),  # a long import or export says when it will be done
             TimeRemainingColumn(),
             console=err,
             transient=True,
@@ -312,7 +377,39 @@ def progress() -> Progress:
     return BarProgress()
 
 
+# ---------------------------------------------------------------- shell completion
+
+
+def _completion_config() -> Config | None:
+    try:
+        return load_config(flags={})
+    except DbsyncError:
+        return None  # no project here, or a broken one: offer nothing rather than fail a Tab
+
+
+def complete_collections(incomplete: str) -> list[str]:
+    found = _completion_config()
+    return completion_service.collection_names(found, incomplete) if found else []
+
+
+def complete_backup_ids(incomplete: str) -> list[str]:
+    found = _completion_config()
+    return completion_service.backup_ids(found, incomplete) if found else []
+
+
 # ---------------------------------------------------------------- commands
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Collections = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--collection",
+        "-c",
+        metavar="COLLECTION",
+        help="Only this collection (repeatable).",
+        autocompletion=complete_collections,
+    ),
+]
 
 DedupeFlag = Annotated[
     bool,
@@ -341,14 +438,32 @@ def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | Non
 def init(
     *,
     asset: Annotated[
-        str | None, typer.Option("--asset", help="Name of this machine (default: hostname).")
+        str | None,
+        typer.Option(
+            "--asset",
+            metavar="NAME",
+            help="The name of this machine in commits and reports "
+            "(default: the hostname and the folder's name).",
+        ),
     ] = None,
+    json: JsonFlag = False,
 ) -> None:
-    """Write dbsync.toml and dbsync.local.toml, and ignore the local state in .gitignore."""
+    """Set up dbsync in this project: configuration, git drivers and hooks.
+
+    Writes dbsync.toml (shared: the database and the collections' rules) and dbsync.local.toml
+    (this machine: URI and asset name), and ignores database_sync/ and dbsync.local.toml in
+    .gitignore. In a git repository it also writes .gitattributes (the snapshot files' merge and
+    diff drivers), configures both drivers in .git/config and installs the pre-push,
+    post-merge and post-rewrite hooks. Never overwrites a file; running it again changes
+    nothing. Run it on every machine, after the clone.
+    """
     given = options()
     result = init_service.init_project(
         Path.cwd(), uri=given.uri, database=given.database, asset=asset
     )
+    if json:
+        print_json({"created": result.created, "kept": result.kept, "notes": result.notes})
+        return
     for name in result.created:
         say(f"created {name}")
     for name in result.kept:
@@ -360,24 +475,28 @@ def init(
 @command()
 def export(
     *,
-    collection: Annotated[
-        list[str] | None,
-        typer.Option("--collection", "-c", help="Export only this collection (repeatable)."),
-    ] = None,
+    collection: Collections = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write every collection into this one file."),
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write every collection into this one file."
+        ),
     ] = None,
     allow_deletes: Annotated[
         bool,
         typer.Option(
             "--allow-deletes",
-            help="Write a snapshot that drops more than 10 records and 20% of a collection.",
+            help="Write a snapshot even if it drops more than 10 records and 20% of a collection.",
         ),
     ] = False,
     dedupe: DedupeFlag = False,
+    json: JsonFlag = False,
 ) -> None:
-    """Write the database's collections to snapshot files (default: the snapshot directory)."""
+    """Write the database's collections to snapshot files.
+
+    One file per collection in the snapshot directory (database_backup/ by default), or every
+    collection in one --output file.
+    """
     configuration = config()
     with changing(configuration, "export", collection) as (run, store):
         if dedupe:
@@ -392,6 +511,11 @@ def export(
         )
         for result in results:
             run.done(result.collection, result.records, result.digest)
+    if json:
+        print_json([render.exported_json(result) for result in results])
+        return
+    if not results:
+        warn(render.nothing_exported(configuration.database))
     for result in results:
         for note in result.notes:
             warn(note)
@@ -403,28 +527,63 @@ def export(
 @command(name="import")
 def import_(
     file: Annotated[
-        Path, typer.Argument(help="Extended JSON: one document per line, or an array.")
+        Path,
+        typer.Argument(
+            metavar="FILE", help="Extended JSON: one document per line, or a JSON array."
+        ),
     ],
     *,
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Target collection.")],
+    collection: Annotated[
+        str,
+        typer.Option(
+            "--collection",
+            "-c",
+            metavar="COLLECTION",
+            help="The collection to load the documents into.",
+            autocompletion=complete_collections,
+        ),
+    ],
     mode: Annotated[
         import_service.ImportMode,
-        typer.Option("--mode", help="insert refuses existing _ids; upsert replaces them."),
+        typer.Option(
+            "--mode",
+            metavar="MODE",
+            help="What to do with a document whose _id exists: insert refuses the file, "
+            "upsert replaces the document.",
+        ),
     ] = import_service.ImportMode.insert,
+    json: JsonFlag = False,
 ) -> None:
-    """Load an Extended JSON file (mongoexport output, relaxed or canonical) into a collection."""
+    """Load an Extended JSON file into a collection.
+
+    Reads mongoexport output (relaxed or canonical) or a JSON array. The whole file is checked
+    before the first write.
+    """
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
         result = import_service.import_file(store, file, collection, mode, progress())
         run.done(result.collection, result.documents)
-    say(f"{result.collection}: {result.documents} documents imported ({result.mode.value})")
+    if json:
+        print_json(render.imported_json(result))
+    else:
+        say(render.imported_line(result))
 
 
 @command()
 def dump(
-    collection: Annotated[str, typer.Argument(help="The collection to print.")],
+    collection: Annotated[
+        str,
+        typer.Argument(
+            metavar="COLLECTION",
+            help="The collection to print.",
+            autocompletion=complete_collections,
+        ),
+    ],
 ) -> None:
-    """Print a collection as canonical Extended JSON, one document per line, sorted by key."""
+    """Print a collection as canonical Extended JSON, one document per line.
+
+    Documents are sorted by the collection's key, so two dumps compare with diff.
+    """
     configuration = config()
     with open_configured_store(configuration) as store:
         for line in dump_service.dump_lines(configuration, store, collection):
@@ -434,11 +593,14 @@ def dump(
 
 @command()
 def verify(
-    path: Annotated[Path, typer.Argument(help="A snapshot file or directory.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A snapshot file or directory.")],
     *,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json: JsonFlag = False,
 ) -> None:
-    """Check format, ordering and every record hash; name each bad line."""
+    """Check a snapshot's format, order, types and every hash.
+
+    Names the file and line of each problem; exits 4 when there is one.
+    """
     report = verify_service.verify_path(path)
     if json:
         print_json(
@@ -463,33 +625,38 @@ def verify(
 @command()
 def stats(
     *,
-    json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json: JsonFlag = False,
 ) -> None:
-    """Per collection: documents, size, snapshot state, last export and merge."""
+    """Show per collection the documents, size, snapshot state, last export and merge."""
     configuration = config()
     with open_configured_store(configuration) as store:
         document = stats_service.collection_stats(configuration, store)
     if json:
         print_json(document)
         return
-    table = Table(title=f"database {document['database']}")
     columns = ("collection", "documents", "size", "snapshot records", "snapshot", "last export")
-    for column in (*columns, "last merge"):
-        table.add_column(column)
+    rows = []
     for name, row in document["collections"].items():
         snapshot = "-" if row["snapshot_records"] is None else str(row["snapshot_records"])
         last = [(row[k] or {}).get("time", "-") for k in ("last_export", "last_merge")]
-        table.add_row(
-            name, str(row["count"]), str(row["size_bytes"]), snapshot, row["snapshot"], *last
+        rows.append(
+            [name, str(row["count"]), str(row["size_bytes"]), snapshot, row["snapshot"], *last]
         )
+    print_table(f"database {document['database']}", [*columns, "last merge"], rows)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A table on a terminal; tab-separated lines when piped, so no cell is ever cut."""
+    if not out.is_terminal:
+        sys.stdout.write(render.table_text(columns, rows) + "\n")
+        sys.stdout.flush()
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-Collections = Annotated[
-    list[str] | None,
-    typer.Option("--collection", "-c", help="Only this collection (repeatable)."),
-]
 
 
 def render_merge(report: MergeReport) -> None:
@@ -511,12 +678,19 @@ def render_merge(report: MergeReport) -> None:
 @command()
 def merge(
     path: Annotated[
-        Path, typer.Argument(help="A snapshot file, an --output bundle, or a directory.")
+        Path,
+        typer.Argument(
+            metavar="PATH", help="A snapshot file, an --output bundle, or a snapshot directory."
+        ),
     ],
     *,
     base: Annotated[
         Path | None,
-        typer.Option("--base", help="The common ancestor snapshot: makes the merge three-way."),
+        typer.Option(
+            "--base",
+            metavar="PATH",
+            help="The common ancestor snapshot, which makes the merge three-way.",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the report and change nothing.")
@@ -524,12 +698,19 @@ def merge(
     collection: Collections = None,
     allow_deletes: Annotated[
         bool,
-        typer.Option("--allow-deletes", help="Apply a merge that deletes many records at once."),
+        typer.Option(
+            "--allow-deletes",
+            help="Apply a merge even if it deletes more than 10 records and 20% of a collection.",
+        ),
     ] = False,
     dedupe: DedupeFlag = False,
     json: JsonFlag = False,
 ) -> None:
-    """Merge a snapshot into the database, with a backup first, a report, and rollback."""
+    """Merge a snapshot into the database.
+
+    Verifies the whole input first, backs up every collection it touches, writes a report, and
+    rolls back if anything fails part-way.
+    """
     configuration = config()
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
@@ -546,12 +727,19 @@ def merge(
 
 @command()
 def diff(
-    first: Annotated[str, typer.Argument(help="A snapshot file or directory, or 'db'.")],
-    second: Annotated[str, typer.Argument(help="A snapshot file or directory, or 'db'.")],
+    first: Annotated[
+        str, typer.Argument(metavar="A", help="A snapshot file or directory, or 'db'.")
+    ],
+    second: Annotated[
+        str, typer.Argument(metavar="B", help="A snapshot file or directory, or 'db'.")
+    ],
     *,
     json: JsonFlag = False,
 ) -> None:
-    """Show record-level differences between two snapshots ('db' is the live database)."""
+    """Show the records that differ between two snapshots.
+
+    Either side may be 'db', the live database.
+    """
     configuration = config()
     changes = diff_service.diff(
         configuration, lambda: open_configured_store(configuration), first, second
@@ -584,17 +772,29 @@ def backups(*, json: JsonFlag = False) -> None:
 @command()
 def restore(
     backup_id: Annotated[
-        str, typer.Argument(metavar="ID", help="A backup id (see dbsync backups).")
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="The backup to put back, as 'dbsync backups' lists it.",
+            autocompletion=complete_backup_ids,
+        ),
     ],
     *,
     collection: Collections = None,
+    json: JsonFlag = False,
 ) -> None:
-    """Put a backup back (the current state is backed up first, so this is reversible too)."""
+    """Put a backup back into the database.
+
+    The current state is backed up first, so a restore is reversible too.
+    """
     configuration = config()
     with changing(configuration, "restore", collection) as (run, store):
         result = restore_service.restore_backup(configuration, store, backup_id, collection)
         for name, records in result.records.items():
             run.done(name, records)
+    if json:
+        print_json(render.restored_json(result))
+        return
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
@@ -607,12 +807,19 @@ def prune(
     keep: Annotated[
         int,
         typer.Option(
-            "--keep", min=0, help="Backups and merge reports to keep (the newest backup always)."
+            "--keep",
+            min=0,
+            metavar="N",
+            help="How many backups and merge reports to keep (never fewer than one backup).",
         ),
     ] = prune_service.DEFAULT_KEEP,
     json: JsonFlag = False,
 ) -> None:
-    """Remove old backups and merge reports, unfinished backups and leftover temporary files."""
+    """Remove old backups and merge reports.
+
+    Also removes unfinished backups, temporary files left by a killed write, and history rows
+    past the newest 10,000.
+    """
     configuration = config()
     result = pipeline_service.prune_run(configuration, keep)
     if json:
@@ -639,7 +846,7 @@ def status(
         ),
     ] = False,
 ) -> None:
-    """Health of this asset: HEALTHY, WARNING or DEGRADED, with what to run about each reason.
+    """Say whether this asset is HEALTHY, WARNING or DEGRADED, and what to run about it.
 
     Read-only: takes no lock, retries nothing, gives the database about a second to answer,
     and reads no collection in full (unless --deep).
@@ -658,11 +865,12 @@ def status(
 def history(
     *,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, help="Show at most this many rows.")
+        int,
+        typer.Option("--limit", "-n", min=1, metavar="N", help="Show at most N runs."),
     ] = 20,
     json: JsonFlag = False,
 ) -> None:
-    """The audit trail: every export, merge, import and restore, failures included, newest first."""
+    """Show every export, merge, import and restore, failures included, newest first."""
     with reading_state(config().state_dir) as state:
         entries = state.history(limit) if state is not None else []
     if json:
@@ -687,31 +895,50 @@ def history_line(entry: HistoryEntry) -> str:
 # ---------------------------------------------------------------- git integration
 
 hooks_app = typer.Typer(
-    help="Install, remove or inspect the git hooks (pre-push, post-merge, post-rewrite).",
-    no_args_is_help=True,
+    help="Install, remove or inspect the git hooks and drivers.\n\n"
+    "The hooks are pre-push (export), post-merge and post-rewrite (merge what a pull "
+    "brought); the drivers merge and diff snapshot files record by record. "
+    "'dbsync hooks status --json' prints the same as one JSON document.",
+    **HELP_SETTINGS,
 )
 app.add_typer(hooks_app, name="hooks")
 
 
 @command(hooks_app, "install")
-def hooks_install() -> None:
-    """Install the hooks and configure the merge and diff drivers (a foreign hook still runs)."""
+def hooks_install(*, json: JsonFlag = False) -> None:
+    """Install the hooks and configure the merge and diff drivers.
+
+    A hook that was already there is kept as HOOK.legacy and still runs first.
+    """
     installed = hooks_service.install(git.require_toplevel(Path.cwd()))
+    if json:
+        print_json(render.hook_changes_json(installed.hooks))
+        return
     for line in hooks_service.describe(installed):
         say(line)
 
 
 @command(hooks_app, "uninstall")
-def hooks_uninstall() -> None:
-    """Remove dbsync's hooks and put back the ones they replaced; the drivers stay configured."""
-    for change in hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd())):
+def hooks_uninstall(*, json: JsonFlag = False) -> None:
+    """Remove dbsync's hooks and put back the ones they replaced.
+
+    The drivers stay configured: they run only when git merges or diffs a snapshot.
+    """
+    changes = hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd()))
+    if json:
+        print_json(render.hook_changes_json(changes))
+        return
+    for change in changes:
         restored = f" ({change.legacy.name} put back)" if change.legacy else ""
         say(f"{change.name}: {change.action}{restored}")
 
 
 @command(hooks_app, "status")
 def hooks_status(*, json: JsonFlag = False) -> None:
-    """Each hook (installed, foreign or missing, legacy kept) and whether the drivers are set."""
+    """Show whether the hooks, drivers and .gitattributes are in place.
+
+    A hook is installed, foreign or missing, and may have a legacy hook kept.
+    """
     setup = hooks_service.git_setup(git.require_toplevel(Path.cwd()), config().snapshot_dir)
     if json:
         print_json(hooks_service.setup_json(setup))
@@ -781,9 +1008,16 @@ def diff_driver(
 
 
 @command()
-def sync() -> None:
-    """Pull (the hooks merge), export, commit and push: the whole cycle in one command."""
+def sync(*, json: JsonFlag = False) -> None:
+    """Pull, export, commit and push: the whole cycle in one command.
+
+    The pull's hooks merge what it brought; the export is committed only when the snapshot
+    changed.
+    """
     result = sync_service.sync_run(config(), warn)
+    if json:
+        print_json({"steps": result.steps, "pushed": result.pushed})
+        return
     for step in result.steps:
         say(step)
 
@@ -792,19 +1026,28 @@ def sync() -> None:
 def agent(
     *,
     every: Annotated[
-        str, typer.Option("--every", help="Time between syncs: 30s, 5m, 1h...")
+        str,
+        typer.Option("--every", metavar="INTERVAL", help="The time between syncs: 30s, 5m, 1h..."),
     ] = "5m",
     port: Annotated[
-        int, typer.Option("--port", help="Port of the HTTP API (0: any free one).")
+        int,
+        typer.Option(
+            "--port", metavar="PORT", help="The port of the HTTP API and status page (0: any)."
+        ),
     ] = 8765,
     bind: Annotated[
         str,
         typer.Option(
-            "--bind", help="Address of the HTTP API; beyond 127.0.0.1 it needs DBSYNC_API_KEY."
+            "--bind",
+            metavar="ADDR",
+            help="The address to serve on; beyond 127.0.0.1 it needs DBSYNC_API_KEY.",
         ),
     ] = "127.0.0.1",
 ) -> None:
-    """Sync on a schedule, serve the HTTP status API, and alert when the status degrades."""
+    """Sync on a schedule, serve a status page and API, and alert when the status degrades.
+
+    GET / is the status page, GET /metrics the Prometheus metrics; the JSON API is in README.
+    """
     interval = agent_service.parse_interval(every)
     api_key = os.environ.get("DBSYNC_API_KEY") or None
     require_key_for(bind, api_key)
@@ -819,10 +1062,17 @@ def demo(
     *,
     keep: Annotated[
         Path | None,
-        typer.Option("--keep", help="Run in this folder and keep it (default: a temporary one)."),
+        typer.Option(
+            "--keep",
+            metavar="PATH",
+            help="Run in this folder and keep it (default: a temporary folder).",
+        ),
     ] = None,
 ) -> None:
-    """Two assets, a bare git remote and real hooks in a temporary folder: the whole cycle."""
+    """Show two assets converging through a bare git remote and the real hooks.
+
+    Runs in a temporary folder and exits 1 if the assets do not converge.
+    """
     converged = demo_service.run_demo(say, keep=keep)
     if not converged:
         err.print("the assets did not converge", markup=False)

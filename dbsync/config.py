@@ -91,6 +91,12 @@ class Config:
         return resolve_uri(self.uri or DEFAULT_EMBEDDED_URI, self.root), self.database
 
 
+def default_asset(root: Path) -> str:
+    """The hostname and the project folder's name: two clones on one machine (a bot and its
+    staging copy, say) must not sign their commits and reports with one name."""
+    return f"{socket.gethostname()}-{root.name}"
+
+
 def resolve_uri(uri: str, root: Path) -> str:
     """Make an ``embedded://`` path absolute, relative to the project root."""
     prefix = "embedded://"
@@ -210,7 +216,7 @@ def load_config(
         root=root,
         uri=merged.get("uri"),
         database=merged.get("database"),
-        asset=merged.get("asset") or socket.gethostname(),
+        asset=merged.get("asset") or default_asset(root),
         snapshot_dir=root / merged.get("snapshot_dir", DEFAULT_SNAPSHOT_DIR),
         retry_seconds=float(merged.get("retry_seconds", 30.0)),
         lock_timeout=_lock_timeout(merged, environ),

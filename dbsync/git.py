@@ -159,3 +159,30 @@ def require_toplevel(path: Path) -> Path:
             hint="run this in the repository that holds dbsync.toml (or 'git init' first)",
         )
     return root
+
+
+def recent_commits(worktree: Path, limit: int) -> list[tuple[str, int, str]]:
+    """The newest ``limit`` commits of HEAD as (sha, commit time in epoch seconds, subject)."""
+    result = run_git(["log", f"-n{limit}", "--format=%H%x1f%ct%x1f%s"], worktree, check=False)
+    return [_fields(line) for line in result.stdout.splitlines() if line.count("\x1f") == 2]
+
+
+def reflog(worktree: Path) -> list[tuple[str, int, str]]:
+    """HEAD's reflog in this clone, newest first: (sha, when in epoch seconds, what moved it,
+    e.g. ``commit: ...``, ``pull: Fast-forward``)."""
+    command = ["reflog", "--date=unix", "--format=%H%x1f%gd%x1f%gs"]
+    result = run_git(command, worktree, check=False)
+    entries = []
+    for line in result.stdout.splitlines():
+        if line.count("\x1f") != 2:
+            continue
+        sha, selector, action = line.split("\x1f", 2)
+        stamp = selector.rpartition("@{")[2].rstrip("}")
+        if stamp.isdigit():
+            entries.append((sha, int(stamp), action))
+    return entries
+
+
+def _fields(line: str) -> tuple[str, int, str]:
+    sha, stamp, subject = line.split("\x1f", 2)
+    return sha, int(stamp) if stamp.isdigit() else 0, subject

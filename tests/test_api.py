@@ -39,6 +39,12 @@ class FakeBackend:
         self.retried.append(pending_id)
         return {"id": 3, "status": "merged"}
 
+    def page(self):
+        return "<!DOCTYPE html><title>dbsync</title>"
+
+    def metrics(self):
+        return b"# HELP dbsync_pending_merges x\n# TYPE dbsync_pending_merges gauge\n"
+
 
 @pytest.fixture
 def serve():
@@ -140,3 +146,46 @@ def test_the_api_keeps_answering_while_a_slow_backend_call_runs(serve):
     release.set()
     slow.join()
     assert answers == [200] * 30
+
+
+def fetch_text(server, path, key=None):
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}")
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read().decode()
+
+
+def test_the_page_and_the_metrics_are_served_as_text(serve):
+    server, _ = serve()
+    status, headers, body = fetch_text(server, "/")
+    assert status == 200 and body.startswith("<!DOCTYPE html>")
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    status, headers, body = fetch_text(server, "/metrics")
+    assert status == 200 and "dbsync_pending_merges" in body
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert call(server, "POST", "/")[0] == 405
+    assert call(server, "POST", "/metrics")[0] == 405
+
+
+def test_the_page_and_the_metrics_need_the_key_when_one_is_set(serve):
+    server, _ = serve(api_key="s3cret")
+    assert fetch_text(server, "/")[0] == 401
+    assert fetch_text(server, "/metrics")[0] == 401
+    assert fetch_text(server, "/", key="s3cret")[0] == 200
+    assert fetch_text(server, "/metrics", key="s3cret")[0] == 200
+
+
+def test_a_failing_backend_answers_500_and_the_server_goes_on(serve):
+    class Broken(FakeBackend):
+        def page(self):
+            raise RuntimeError("state store gone")
+
+    server, _ = serve(backend=Broken())
+    status, _, body = fetch_text(server, "/")
+    assert status == 500 and "state store gone" in body
+    assert call(server, "GET", "/health")[0] == 200

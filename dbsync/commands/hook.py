@@ -135,11 +135,9 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
     options = MergeOptions(base=base_for(config, head, before), commit=head)
     source = config.snapshot_dir
+    merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
     try:
-        with changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source) as (
-            run,
-            store,
-        ):
+        with merging as (run, store):
             report = run.merge(store, source, options)
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)

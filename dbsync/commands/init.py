@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from dbsync.config import (
     LOCAL_CONFIG_FILE,
     STATE_DIR,
     Config,
+    default_asset,
     load_config,
 )
 from dbsync.files import write_bytes_atomically
@@ -106,7 +106,7 @@ def init_project(
     else:
         chosen = uri or DEFAULT_EMBEDDED_URI
         write_bytes_atomically(
-            local, local_config_text(chosen, asset or socket.gethostname()).encode()
+            local, local_config_text(chosen, asset or default_asset(root)).encode()
         )
         result.created.append(LOCAL_CONFIG_FILE)
         if uri is None:

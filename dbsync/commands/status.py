@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbsync import git, hooks
+from dbsync.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.backups import list_backups
 from dbsync.change_index import ChangeIndex, database_fingerprint
 from dbsync.commands.export import current_summary, snapshot_collections
@@ -390,6 +391,23 @@ def check_git_setup(context: StatusContext) -> list[Reason]:
     return reasons
 
 
+def check_asset_name(context: StatusContext) -> list[Reason]:
+    """WARNING when another clone signs its snapshot commits with this asset's name."""
+    root = git.toplevel(context.config.root)
+    if root is None:
+        return []
+    commits = [Commit(*fields) for fields in git.recent_commits(root, COMMITS_LOOKED_AT)]
+    found = namesakes(context.config.asset, commits, git.reflog(root))
+    if not found:
+        return []
+    message = (
+        f"another asset also calls itself {context.config.asset!r}: {len(found)} snapshot "
+        f"commit(s) not made in this clone (newest {found[0].sha[:10]})"
+    )
+    fix = 'give this asset its own name: asset = "..." in dbsync.local.toml (or DBSYNC_ASSET)'
+    return [Reason(WARNING, "asset", message, fix)]
+
+
 CHECKS: list[Check] = [
     check_database,
     check_state_store,
@@ -398,6 +416,7 @@ CHECKS: list[Check] = [
     check_pending_merges,
     check_snapshot_matches_database,
     check_git_setup,
+    check_asset_name,
 ]
 
 

@@ -1,0 +1,94 @@
+"""What the commands print: JSON documents and one-line summaries, as pure functions.
+
+The CLI chooses between them (``--json`` or not) and writes them; nothing here prints. The JSON
+shapes are documented in README.md ("JSON output").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dbsync.commands.export import ExportedCollection
+from dbsync.commands.import_file import ImportResult
+from dbsync.commands.restore import RestoreResult
+from dbsync.hooks import HookChange
+
+
+def exported_json(result: ExportedCollection) -> dict[str, Any]:
+    return {
+        "collection": result.collection,
+        "records": result.records,
+        "path": str(result.path),
+        "files": [str(path) for path in result.paths] or [str(result.path)],
+        "changed": result.changed,
+        "deleted": result.deleted,
+        "digest": result.digest,
+        "notes": list(result.notes),
+    }
+
+
+def nothing_exported(database: str | None) -> str:
+    """An empty export is almost always a wrong --database or URI: say so instead of nothing."""
+    return (
+        f"nothing exported: the database {database or '(none configured)'} has no collections "
+        "(check --database and --uri, or 'dbsync status')"
+    )
+
+
+def import_counts(result: ImportResult) -> tuple[int | None, int | None]:
+    """(inserted, replaced) when the import service counts them, else (None, None)."""
+    inserted = getattr(result, "inserted", None)
+    replaced = getattr(result, "replaced", None)
+    return inserted, replaced
+
+
+def imported_json(result: ImportResult) -> dict[str, Any]:
+    inserted, replaced = import_counts(result)
+    return {
+        "collection": result.collection,
+        "mode": result.mode.value,
+        "documents": result.documents,
+        "inserted": result.documents
+        if inserted is None and result.mode.value == "insert"
+        else inserted,
+        "replaced": 0 if replaced is None and result.mode.value == "insert" else replaced,
+    }
+
+
+def imported_line(result: ImportResult) -> str:
+    document = imported_json(result)
+    if document["inserted"] is None or document["replaced"] is None:
+        return f"{result.collection}: {result.documents} documents imported ({result.mode.value})"
+    return (
+        f"{result.collection}: {result.documents} documents imported ({result.mode.value}): "
+        f"{document['inserted']} inserted, {document['replaced']} replaced"
+    )
+
+
+def restored_json(result: RestoreResult) -> dict[str, Any]:
+    return {
+        "backup": result.backup,
+        "restored": list(result.restored),
+        "records": dict(result.records),
+        "safety_backup": result.safety_backup,
+    }
+
+
+def hook_changes_json(changes: Sequence[HookChange]) -> list[dict[str, Any]]:
+    return [
+        {
+            "hook": change.name,
+            "path": str(change.path),
+            "action": change.action,
+            "legacy": None if change.legacy is None else str(change.legacy),
+        }
+        for change in changes
+    ]
+
+
+def table_text(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Tab-separated lines, header first: what a table becomes when stdout is not a terminal,
+    so that ``cut``, ``awk`` and spreadsheets get every cell whole."""
+    lines = ["\t".join(columns), *("\t".join(row) for row in rows)]
+    return "\n".join(lines)
