@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import log as log_bench
+
 README_START = "<!-- bench:start (written by python -m bench --write-readme) -->"
 README_END = "<!-- bench:end -->"
 MILLION = 1_000_000
@@ -28,6 +30,8 @@ class Run:
     clock: str
     results: dict[tuple[int, str], dict[str, Figures]] = field(default_factory=dict)
     seconds: float = 0.0
+    log: Figures | None = None
+    """``dbsync log`` on a long history (``bench.log``)."""
 
     @classmethod
     def start(
@@ -43,7 +47,7 @@ class Run:
             for phase, figures in phases.items()
             for name, ok in figures.get("checks", {}).items()
             if not ok
-        ]
+        ] + [f"log: {name}" for name, ok in (self.log or {}).get("checks", {}).items() if not ok]
 
     def all_checks_pass(self) -> bool:
         return not self.failed_checks()
@@ -55,6 +59,7 @@ class Run:
             "command": self.command,
             "seconds": self.seconds,
             "results": {f"{kind}-{size}": r for (size, kind), r in self.results.items()},
+            "log": self.log,
         }
 
 
@@ -172,7 +177,7 @@ def rows(run: Run) -> list[list[str]]:
             ],
         ]
         table += cli_rows(docs, kind, r.get("cli", {}))
-    return table
+    return table + log_bench.rows(run.log)
 
 
 CLI_BASELINES = {"merge-0%": "verify", "merge-1%": "verify-1%"}
@@ -270,6 +275,7 @@ def targets(run: Run) -> list[Target]:
             writes_ok,
         )
     )
+    found.append(Target(*log_bench.target(run.log)))
     return found
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import log as log_bench
 from bench.data import KINDS
 from bench.report import Run, render, write_readme
 
@@ -163,6 +164,7 @@ def measure(
                 )
                 if not keep:
                     shutil.rmtree(folder, ignore_errors=True)
+        run.log = log_bench.measure_for(root / "log", sizes, say)
     finally:
         if not keep and workdir is None:
             shutil.rmtree(root, ignore_errors=True)

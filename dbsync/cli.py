@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -37,6 +38,8 @@ from dbsync import hooks as hooks_service
 from dbsync import pipeline as pipeline_service
 from dbsync.api import require_key_for
 from dbsync.backups import list_backups
+from dbsync.commands import bring_back as bring_back_service
+from dbsync.commands import conflicts as conflicts_service
 from dbsync.commands import diff as diff_service
 from dbsync.commands import diff_driver as diff_driver_service
 from dbsync.commands import dump as dump_service
@@ -44,8 +47,10 @@ from dbsync.commands import export as export_service
 from dbsync.commands import hook as hook_service
 from dbsync.commands import import_file as import_service
 from dbsync.commands import init as init_service
+from dbsync.commands import log as log_service
 from dbsync.commands import merge as merge_service
 from dbsync.commands import merge_driver as merge_driver_service
+from dbsync.commands import pending as pending_service
 from dbsync.commands import prune as prune_service
 from dbsync.commands import restore as restore_service
 from dbsync.commands import stats as stats_service
@@ -54,7 +59,7 @@ from dbsync.commands import sync as sync_service
 from dbsync.commands import verify as verify_service
 from dbsync.commands.common import open_configured_store
 from dbsync.config import Config, load_config
-from dbsync.errors import DbsyncError, InvalidInput
+from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
 from dbsync.report import MergeReport
 from dbsync.state import HistoryEntry, reading_state
@@ -426,6 +431,8 @@ def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | Non
     if report is None:
         say("--dedupe: no records share a key")
         return
+    for note in report.notes:
+        warn(note)
     for name, counts in report.collections.items():
         say(
             f"--dedupe {name}: folded {counts.conflicts_resolved} duplicate(s), deleted "
@@ -715,6 +722,8 @@ def merge(
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
+    if base is None:  # a pull's merge that was pending stays three-way
+        merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
@@ -813,6 +822,16 @@ def prune(
             help="How many backups and merge reports to keep (never fewer than one backup).",
         ),
     ] = prune_service.DEFAULT_KEEP,
+    conflicts_older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--conflicts-older-than",
+            min=0,
+            metavar="DAYS",
+            help="Also remove the losing versions of conflicts recorded more than DAYS days ago "
+            "(kept forever by default; pruning reports never removes them).",
+        ),
+    ] = None,
     json: JsonFlag = False,
 ) -> None:
     """Remove old backups and merge reports.
@@ -821,14 +840,15 @@ def prune(
     past the newest 10,000.
     """
     configuration = config()
-    result = pipeline_service.prune_run(configuration, keep)
+    result = pipeline_service.prune_run(configuration, keep, conflicts_older_than)
     if json:
         print_json(result.to_json())
         return
     removed = len(result.backups) + len(result.unfinished_backups)
     say(
         f"removed {removed} backup(s), {len(result.reports)} report file(s), "
-        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s); "
+        f"{len(result.temporary_files)} temporary file(s), {result.history_rows} history row(s), "
+        f"{result.losing_versions} losing version(s); "
         f"kept {result.kept_backups} backup(s) and {result.kept_reports} report(s)"
     )
 
@@ -892,12 +912,144 @@ def history_line(entry: HistoryEntry) -> str:
     return f"{entry.time}  {entry.operation} {where} {entry.status}{records}{duration}{error}"
 
 
+# ---------------------------------------------------------------- record history and conflicts
+
+
+@command()
+def log(
+    key: Annotated[
+        str | None,
+        typer.Argument(
+            help="The record's key: an _id as plain text, a number, ObjectId(...), or JSON."
+        ),
+    ] = None,
+    *,
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="The collection (default: the only one)."),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="NAME=VALUE for each field of a natural key (repeatable)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Show at most this many versions.")
+    ] = None,
+    restore: Annotated[
+        str | None,
+        typer.Option(
+            "--restore",
+            metavar="COMMIT",
+            help="Bring back the version this commit holds (or the one it deleted).",
+        ),
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Every version of one record through the snapshot's git history, newest first."""
+    configuration = config()
+    request = log_service.LogRequest(collection, key, tuple(field or ()), limit)
+    if restore is not None:
+        name, source, document = log_service.version_to_restore(configuration, request, restore)
+        with changing(configuration, "restore", [name]) as (run, store):
+            result = bring_back_service.bring_back(
+                configuration, store, name, document, f"commit {source[:12]}"
+            )
+            run_done(run, result)
+        render_brought_back(result, f"the version of commit {source[:12]}", json)
+        return
+    found = log_service.record_log(configuration, request)
+    for note in found.notes:
+        warn(note)
+    if json:
+        print_json(found.to_json())
+        return
+    for line in log_service.log_text(found):
+        out.print(line, markup=False)
+
+
+def run_done(run: pipeline_service.ChangingRun, result: bring_back_service.BroughtBack) -> None:
+    for name, counts in result.report.collections.items():
+        run.done(name, counts.total)
+
+
+def render_brought_back(result: bring_back_service.BroughtBack, what: str, json: bool) -> None:
+    if json:
+        print_json({**result.report.to_json(), "restored": result.document})
+        return
+    report = result.report
+    say(f"{result.collection} {result.key}: {what} is the current version again")
+    say(f"backed up first: 'dbsync restore {report.backup}' undoes it; merge report written")
+    note = bring_back_service.spreading_note(result)
+    if result.timestamp_field is None:
+        warn(note)
+    else:
+        say(note)
+
+
+class ConflictAction(str, Enum):
+    show = "show"
+    restore = "restore"
+
+
+@command()
+def conflicts(
+    action: Annotated[
+        ConflictAction | None,
+        typer.Argument(
+            help="What to do with losing version ID: show it against its winner, or restore it."
+        ),
+    ] = None,
+    conflict_id: Annotated[
+        int | None, typer.Argument(metavar="ID", help="A losing version's id.")
+    ] = None,
+    *,
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Only this collection.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only those decided since: 2026-11-30, 2026-11-30T12:00, 7d."),
+    ] = None,
+    json: JsonFlag = False,
+) -> None:
+    """The losing versions of every conflict decided on this asset, newest first."""
+    configuration = config()
+    if action is None:
+        found = conflicts_service.list_conflicts(configuration, collection, since)
+        if json:
+            print_json([conflicts_service.conflict_json(version) for version in found])
+        elif not found:
+            say("no losing versions recorded")
+        for version in [] if json else found:
+            out.print(conflicts_service.conflict_line(version), markup=False)
+        return
+    if conflict_id is None:
+        raise UsageError(f"'dbsync conflicts {action.value}' needs the ID of a losing version")
+    if action is ConflictAction.show:
+        comparison = conflicts_service.compare(
+            conflicts_service.find_conflict(configuration, conflict_id)
+        )
+        if json:
+            changes = [change.to_json() for change in comparison.changes]
+            print_json({**conflicts_service.conflict_json(comparison.version), "changes": changes})
+            return
+        for line in conflicts_service.comparison_text(comparison):
+            out.print(line, markup=False)
+        return
+    name = conflicts_service.find_conflict(configuration, conflict_id).collection
+    with changing(configuration, "restore", [name]) as (run, store):
+        result = conflicts_service.restore_conflict(configuration, store, conflict_id)
+        run_done(run, result)
+    render_brought_back(result, f"losing version {conflict_id}", json)
+
+
 # ---------------------------------------------------------------- git integration
 
 hooks_app = typer.Typer(
     help="Install, remove or inspect the git hooks and drivers.\n\n"
     "The hooks are pre-push (export), post-merge and post-rewrite (merge what a pull "
-    "brought); the drivers merge and diff snapshot files record by record. "
+    "brought) and post-commit (merge what a cherry-pick brought); the drivers merge and "
+    "diff snapshot files record by record. "
     "'dbsync hooks status --json' prints the same as one JSON document.",
     **HELP_SETTINGS,
 )
@@ -959,7 +1111,7 @@ def hooks_status(*, json: JsonFlag = False) -> None:
 
 @command(hidden=True)
 def hook(
-    name: Annotated[str, typer.Argument(help="pre-push, post-merge or post-rewrite.")],
+    name: Annotated[str, typer.Argument(help="pre-push, post-merge, post-rewrite or post-commit.")],
     args: Annotated[
         list[str] | None, typer.Argument(help="The arguments git gave the hook.")
     ] = None,
@@ -983,8 +1135,11 @@ def merge_driver(
 ) -> None:
     """Git's merge driver for snapshot files: exit 0 merged, 1 conflict left for the user."""
     result = merge_driver_service.merge_files(base, ours, theirs, path or str(ours))
+    merge_driver_service.record_driver_merge(result, path or str(ours), Path.cwd())
     if not options().quiet or not result.merged:
         err.print(result.message, markup=False)
+    for note in result.notes:
+        warn(note)
     raise typer.Exit(0 if result.merged else 1)
 
 

@@ -134,3 +134,25 @@ def resolve(first: bytes, second: bytes, rules: Rules) -> Resolution:
     taken = fill_preserved(kept, docs[1 - won], rules.preserve)
     line = record_line(extjson.dumps_json(kept)) if taken else winner
     return Resolution(line, winner, loser, rule, taken)
+
+
+TIMESTAMP_NAMES = ("updated_at", "updatedAt", "modified", "timestamp")
+"""Field names that say when a version was written, in the order ``obvious_timestamp`` tries."""
+
+
+def _is_date(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "$date" in value
+
+
+def obvious_timestamp(documents: Sequence[JsonDoc]) -> str | None:
+    """The field that obviously says which version is newer, if one does: a usual name
+    (``TIMESTAMP_NAMES``) readable as a time in every document, else the one date field
+    present in every document. None when there is none, or more than one date field."""
+    if not documents:
+        return None
+    for name in TIMESTAMP_NAMES:
+        if all(timestamp_millis(document.get(name)) is not None for document in documents):
+            return name
+    dates = [name for name, value in documents[0].items() if _is_date(value)]
+    common = [name for name in dates if all(_is_date(doc.get(name)) for doc in documents)]
+    return common[0] if len(common) == 1 else None

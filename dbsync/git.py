@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbsync.errors import GitFailed, UsageError
@@ -186,3 +188,137 @@ def reflog(worktree: Path) -> list[tuple[str, int, str]]:
 def _fields(line: str) -> tuple[str, int, str]:
     sha, stamp, subject = line.split("\x1f", 2)
     return sha, int(stamp) if stamp.isdigit() else 0, subject
+
+
+# ---------------------------------------------------------------- reading history
+
+
+@dataclass(frozen=True)
+class LoggedCommit:
+    """One commit of ``git log``: its id, its parents within the logged history, and who."""
+
+    sha: str
+    parents: tuple[str, ...]
+    date: str
+    author: str
+    subject: str
+
+
+_FIELD = "\x1f"
+
+
+def parse_log_record(text: str) -> LoggedCommit:
+    """One ``%H %P<US>%aI<US>%an<US>%s`` record of ``log_commits``."""
+    ids, date, author, subject = text.rstrip("\n").split(_FIELD, 3)
+    sha, *parents = ids.split()
+    return LoggedCommit(sha, tuple(parents), date, author, subject)
+
+
+def log_commits(
+    worktree: Path, paths: Sequence[str], start: str = "HEAD"
+) -> Generator[LoggedCommit, None, None]:
+    """The commits reachable from ``start`` that changed ``paths`` (pathspecs), newest first,
+    streamed: stopping early stops git. Parents are rewritten to the logged commits (git's
+    history simplification), so a commit's parents are the versions it changed."""
+    args = [
+        "log",
+        "--parents",
+        f"--format=%H %P{_FIELD}%aI{_FIELD}%an{_FIELD}%s",
+        start,
+        "--",
+        *paths,
+    ]
+    with _popen(args, worktree, stdin=False) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # one line per commit: %s is a single line
+            yield parse_log_record(line.decode(errors="replace"))
+        _check_exit(process, args)
+
+
+@contextmanager
+def _popen(args: Sequence[str], cwd: Path, *, stdin: bool) -> Iterator[subprocess.Popen[bytes]]:
+    try:
+        process = subprocess.Popen(
+            ["git", *args],
+            cwd=cwd,
+            env=no_git_env(),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise UsageError(
+            "git is not installed or not on PATH", hint="install git, or run dbsync outside git"
+        ) from None
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _check_exit(process: subprocess.Popen[bytes], args: Sequence[str]) -> None:
+    assert process.stderr is not None
+    if process.wait() != 0:
+        problem = process.stderr.read().decode(errors="replace").strip()
+        raise GitFailed(scrub_secrets(f"git {' '.join(args[:1])} failed: {problem}"))
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    name: str
+    sha: str
+
+
+def parse_tree(data: bytes) -> list[TreeEntry]:
+    """The entries of a raw tree object (``<mode> <name>\\0<20-byte id>`` one after another)."""
+    entries, position = [], 0
+    while position < len(data):
+        space = data.index(b" ", position)
+        nul = data.index(b"\0", space)
+        sha = data[nul + 1 : nul + 21].hex()
+        entries.append(
+            TreeEntry(data[position:space].decode(), data[space + 1 : nul].decode(), sha)
+        )
+        position = nul + 21
+    return entries
+
+
+class ObjectReader:
+    """One ``git cat-file --batch`` process answering many object requests: a history of
+    thousands of commits costs one process, not thousands."""
+
+    def __init__(self, worktree: Path) -> None:
+        self._context = _popen(["cat-file", "--batch"], worktree, stdin=True)
+        self._process = self._context.__enter__()
+
+    def read(self, name: str) -> tuple[str, bytes] | None:
+        """The id and content of the object ``name`` names (``COMMIT:path``, an id), or None."""
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(name.encode() + b"\n")
+        process.stdin.flush()
+        answer = process.stdout.readline()
+        if not answer:
+            raise GitFailed("git cat-file stopped unexpectedly")
+        fields = answer.split()
+        if len(fields) != 3:  # "<name> missing" or "ambiguous"
+            return None
+        size = int(fields[2])
+        data = process.stdout.read(size)
+        process.stdout.read(1)  # the newline after the content
+        return fields[0].decode(), data
+
+    def close(self) -> None:
+        self._context.__exit__(None, None, None)
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -22,7 +22,7 @@ from dbsync import git
 from dbsync.errors import DbsyncError, SafetyRefusal
 from dbsync.files import write_bytes_atomically
 
-HOOK_NAMES = ("pre-push", "post-merge", "post-rewrite")
+HOOK_NAMES = ("pre-push", "post-merge", "post-rewrite", "post-commit")
 MARKER = "dbsync-hook-id: 5d1c7e0a93b4"
 TEMPLATE_START = "# start templated\n"
 TEMPLATE_END = "# end templated\n"

@@ -126,11 +126,15 @@ def changing_store_run(
         yield run, store
 
 
-def prune_run(config: Config, keep: int) -> prune_service.PruneResult:
+def prune_run(
+    config: Config, keep: int, conflicts_older_than: float | None = None
+) -> prune_service.PruneResult:
     """``dbsync prune``: under the lock, not recorded; leftovers only when the lock is its own
-    (a parent dbsync run may be writing them)."""
+    (a parent dbsync run may be writing them); losing versions only when asked (``DAYS``)."""
     with run_lock(config.state_dir, "prune", timeout=config.lock_timeout) as holder:
-        return prune_service.prune(config, keep, leftovers=holder is not None)
+        return prune_service.prune(
+            config, keep, leftovers=holder is not None, conflicts_older_than=conflicts_older_than
+        )
 
 
 def fold_duplicates(

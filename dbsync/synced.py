@@ -7,7 +7,7 @@ the three-way base for the next merge of a snapshot that descends from that comm
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,9 +66,41 @@ def save_synced(
                 staged.remove(stale)
     digests.update({name: combined_digest(found) for name, found in parts.items()})
     synced = Synced(commit, digests)
-    meta = {"commit": commit, "digests": digests}
-    write_bytes_atomically(folder / META, json.dumps(meta, indent=2, sort_keys=True).encode())
+    _write_meta(state_dir, synced)
     return synced
+
+
+def _write_meta(state_dir: Path, synced: Synced) -> None:
+    meta = {"commit": synced.commit, "digests": synced.digests}
+    text = json.dumps(meta, indent=2, sort_keys=True).encode()
+    write_bytes_atomically(synced_dir(state_dir) / META, text)
+
+
+def follow_rewrite(
+    state_dir: Path, root: Path, folder: str, rewritten: Mapping[str, str], before: str | None
+) -> str | None:
+    """After a rebase or an amend: the commit this asset synced at, if it was rewritten, is
+    replaced by its new version; returns that new commit (None: nothing to follow).
+
+    Sound because the new commit's snapshot is the old one with the other side's changes
+    merged in (git's merge driver did it three-way): the synced snapshot is still a true
+    ancestor of it and of everything that descends from it. Without this, the merge after
+    ``git pull --rebase`` over a local snapshot commit would be two-way and bring back every
+    record another asset deleted. A synced snapshot not yet committed when it was synced (an
+    export committed by hand) is followed through ``before``, the tip before the rewrite, when
+    that tip holds exactly the synced snapshot.
+    """
+    synced = load_synced(state_dir)
+    if synced is None or not synced.digests:
+        return None
+    commit = synced.commit
+    if commit is None and before is not None:
+        if committed_digests(root, before, folder) == synced.digests:
+            commit = before
+    if commit is None or commit not in rewritten:
+        return None
+    _write_meta(state_dir, Synced(rewritten[commit], synced.digests))
+    return rewritten[commit]
 
 
 def is_tracked_snapshot(config_snapshot_dir: Path, source: Path) -> bool:

@@ -33,3 +33,4 @@ def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
     assert "encode (per document, first 300)" in text
     assert "CLI `dbsync export` (export-same)" in text
     assert "re-export with nothing changed" in text
+    assert "dbsync log KEY: 100 commits" in text and run.log is not None

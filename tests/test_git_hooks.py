@@ -14,7 +14,7 @@ from dbsync import hooks
 from tests.git_helpers import DBSYNC, Repo, Run, real_records, write_snapshot
 
 RECORDS = real_records()
-HOOKS = ("pre-push", "post-merge", "post-rewrite")
+HOOKS = ("pre-push", "post-merge", "post-rewrite", "post-commit")
 INSTALLING_PYTHON = Path(DBSYNC).read_text().splitlines()[0].removeprefix("#!")  # its shebang
 
 # A foreign hook that logs its name, its arguments and its input; REFUSE=1 makes it fail.
@@ -160,6 +160,7 @@ def test_a_foreign_hook_is_kept_still_run_with_its_input_and_restored(
         "pre-push": ("foreign", False),
         "post-merge": ("foreign", False),
         "post-rewrite": ("missing", False),
+        "post-commit": ("missing", False),
     }
 
 

@@ -87,7 +87,8 @@ def test_pull_rebase_merges_the_rebased_snapshot(pair: tuple[Repo, Repo]) -> Non
     assert b.git("push", ok=False).code == 1
     pulled = b.git("pull", "--rebase")
     assert "CONFLICT" not in pulled.out + pulled.err
-    assert "merged database_backup into the database (two-way)" in pulled.err
+    # three-way: the synced commit was rebased, and its rewrite descends from it
+    assert "merged database_backup into the database (three-way)" in pulled.err
     assert b.git("rev-list", "--merges", "HEAD").out == ""  # rebased, not merged
     b.push_snapshot()
     a.git("pull")

@@ -84,6 +84,7 @@ def test_hooks_install_and_uninstall_json(empty_project: Project) -> None:
         ("pre-push", "installed"),
         ("post-merge", "installed"),
         ("post-rewrite", "installed"),
+        ("post-commit", "installed"),
     }
     removed = empty_project.json("hooks", "uninstall")
     assert {h["action"] for h in removed} == {"removed"}

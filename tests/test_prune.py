@@ -85,6 +85,7 @@ def test_prune_keeps_the_newest_n_and_clears_leftovers(cluttered):
         "reports": [],
         "temporary_files": [],
         "history_rows": 0,
+        "losing_versions": 0,
     }
 
 

@@ -20,9 +20,10 @@ from dbsync.commands.merge import write_report_files
 from dbsync.commands.restore import take_backup
 from dbsync.config import Config
 from dbsync.conflict import resolve
+from dbsync.losing import DEDUPE
 from dbsync.merge import MergeCounts
 from dbsync.progress import NoProgress
-from dbsync.report import SUCCESS, MergeReport
+from dbsync.report import SUCCESS, MergeReport, tie_break_notes
 from dbsync.snapshot import (
     Discard,
     Header,
@@ -115,5 +116,6 @@ def dedupe(config: Config, store: Store, names: Sequence[str]) -> MergeReport | 
                 )
         counts.total = store.count(name)
         report.collections[name] = counts
-    write_report_files(config, report, now)
+        report.notes += tie_break_notes(name, rules, counts)
+    write_report_files(config, report, now, DEDUPE)
     return report

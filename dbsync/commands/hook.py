@@ -2,10 +2,11 @@
 
 * ``pre-push``: export; a changed snapshot is committed and the push stopped with one line asking
   to push again (git cannot add a commit to a push that has started).
-* ``post-merge`` and ``post-rewrite`` (rebase): when the snapshot folder changed, merge it into
-  the database, three-way only against a true common ancestor (PRODUCT.md §4). A merge that
-  fails never fails the git command: git has already moved on, so the hook says the merge is
-  pending and how to retry it, and exits 0.
+* ``post-merge``, ``post-rewrite`` (rebase) and ``post-commit`` (a cherry-pick only): when the
+  snapshot folder changed, merge it into the database, three-way only against a true common
+  ancestor (PRODUCT.md §4); a rebase or an amend first moves the synced commit to its rewrite.
+  A merge that fails never fails the git command: git has already moved on, so the hook says
+  the merge is pending and how to retry it, and exits 0.
 
 Git runs hooks at the root of the work tree, so the configuration is found from there. A
 repository without ``dbsync.toml`` (hooks installed through a global ``core.hooksPath``, say) is
@@ -21,16 +22,19 @@ from dataclasses import dataclass, field
 from dbsync import git
 from dbsync.commands.export import ExportedCollection, export, exported_sections
 from dbsync.commands.merge import MergeOptions
+from dbsync.commands.merge_driver import queued_driver_decisions
 from dbsync.commands.pending import base_for, queue_pending
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, UsageError
+from dbsync.losing import HOOK
 from dbsync.pipeline import changing_store_run
 from dbsync.report import MergeReport
-from dbsync.synced import save_synced
+from dbsync.synced import follow_rewrite, save_synced
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
-NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE)
+POST_COMMIT = "post-commit"
+NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE, POST_COMMIT)
 NO_COMMIT = "0" * 40
 
 
@@ -53,9 +57,9 @@ def run_hook(name: str, args: list[str], stdin: str, config: Config) -> HookOutc
         return pre_push(config, stdin.splitlines())
     if name == POST_MERGE:
         return post_merge(config, squash=args[:1] == ["1"])
-    if args[:1] != ["rebase"]:
-        return HookOutcome()  # an amended commit brings nothing from another asset
-    return post_rewrite(config, stdin.splitlines())
+    if name == POST_COMMIT:
+        return post_commit(config)
+    return post_rewrite(config, stdin.splitlines(), rebase=args[:1] == ["rebase"])
 
 
 # ---------------------------------------------------------------- pre-push
@@ -114,12 +118,41 @@ def post_merge(config: Config, *, squash: bool) -> HookOutcome:
     return _merge_if_changed(config, git.rev_parse(config.root, "ORIG_HEAD"))
 
 
-def post_rewrite(config: Config, pairs: list[str]) -> HookOutcome:
-    """After a rebase: ORIG_HEAD is the tip before it; failing that, the last rewritten commit."""
-    before = git.rev_parse(config.root, "ORIG_HEAD")
-    if before is None and pairs and pairs[-1].split():
-        before = pairs[-1].split()[0]
+def rewritten_commits(pairs: list[str]) -> dict[str, str]:
+    """post-rewrite's input, ``<old> <new> [extra]`` per line, as old -> new."""
+    return {fields[0]: fields[1] for fields in map(str.split, pairs) if len(fields) >= 2}
+
+
+def post_rewrite(config: Config, pairs: list[str], *, rebase: bool = True) -> HookOutcome:
+    """After a rebase: ORIG_HEAD is the tip before it; failing that, the last rewritten commit.
+
+    The synced commit follows its rewrite first (``synced.follow_rewrite``), so the merge that
+    follows is three-way against it. An amend (``rebase`` False) brings nothing from another
+    asset: only the synced commit is followed.
+    """
+    rewritten = rewritten_commits(pairs)
+    last = pairs[-1].split()[0] if pairs and pairs[-1].split() else None
+    before = git.rev_parse(config.root, "ORIG_HEAD") if rebase else last
+    before = before or last
+    follow_rewrite(config.state_dir, config.root, _snapshot_path(config), rewritten, before)
+    if not rebase:
+        return HookOutcome()
     return _merge_if_changed(config, before)
+
+
+def is_cherry_pick(reflog_subject: str) -> bool:
+    """``cherry-pick: ...``, or ``commit (cherry-pick): ...`` after a conflict was resolved."""
+    return reflog_subject.startswith(("cherry-pick", "commit (cherry-pick)"))
+
+
+def post_commit(config: Config) -> HookOutcome:
+    """After a commit: only a cherry-pick brings another asset's snapshot (git runs no other
+    hook for it). HEAD descends from the commit this asset synced at, so the merge of the
+    picked snapshot is three-way, deletions included; other commits are left alone."""
+    subject = git.run_git(["reflog", "-1", "--format=%gs", "HEAD"], config.root, check=False)
+    if not is_cherry_pick(subject.stdout.strip()):
+        return HookOutcome()
+    return _merge_if_changed(config, git.rev_parse(config.root, "HEAD^"))
 
 
 def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
@@ -133,7 +166,9 @@ def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
     """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
-    options = MergeOptions(base=base_for(config, head, before), commit=head)
+    driven = queued_driver_decisions(config)
+    base = base_for(config, head, before)
+    options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
     source = config.snapshot_dir
     merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
     try:
@@ -141,7 +176,9 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
             report = run.merge(store, source, options)
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
         return merge_pending(config, head, error)
-    return HookOutcome(0, [merge_summary(config, report)])
+    summary = merge_summary(config, report, driven.total if driven else 0)
+    lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
+    return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
 
 
 def _warn(message: str) -> None:
@@ -166,13 +203,14 @@ def merge_pending(config: Config, head: str | None, error: Exception) -> HookOut
     return HookOutcome(0, lines)
 
 
-def merge_summary(config: Config, report: MergeReport) -> str:
+def merge_summary(config: Config, report: MergeReport, by_driver: int = 0) -> str:
     counts = report.collections.values()
     changed = sum(c.remote_only + c.updated + c.deleted for c in counts)
     conflicts = sum(c.conflicts_resolved for c in counts)
     total = sum(c.total for c in counts)
+    driver = f" (and {by_driver} by the git merge driver, see below)" if by_driver else ""
     return (
         f"dbsync: merged {_snapshot_path(config)} into the database ({report.mode}): "
-        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules, "
-        f"{total} records now; 'dbsync restore {report.backup}' undoes it"
+        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules"
+        f"{driver}, {total} records now; 'dbsync restore {report.backup}' undoes it"
     )

@@ -1,13 +1,21 @@
-"""``dbsync init``: the configuration files of a project, shared and local."""
+"""``dbsync init``: the configuration files of a project, shared and local.
+
+When the database already holds data, ``init`` looks at it: a collection whose documents all
+carry an obvious timestamp field (``conflict.obvious_timestamp``) gets ``timestamp = "..."``
+in the new ``dbsync.toml``, and ``init`` says so; without it, "newest wins" could not apply to
+that collection's conflicts.
+"""
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbsync import hooks
+from dbsync import extjson, hooks
 from dbsync.config import (
     CONFIG_FILE,
     DEFAULT_EMBEDDED_URI,
@@ -17,11 +25,19 @@ from dbsync.config import (
     Config,
     default_asset,
     load_config,
+    resolve_uri,
 )
+from dbsync.conflict import obvious_timestamp
+from dbsync.errors import DbsyncError
 from dbsync.files import write_bytes_atomically
 from dbsync.git import toplevel
 from dbsync.snapshot import SUFFIX
+from dbsync.store import EMBEDDED_SCHEME, RetryPolicy, embedded_path, open_store
 from dbsync.synced import load_synced
+
+SAMPLED = 1000
+"""Documents read per collection when looking for a timestamp field."""
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 IGNORED = (f"{STATE_DIR}/", LOCAL_CONFIG_FILE)
 
@@ -42,7 +58,16 @@ def _default_database(root: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", root.name)[:63] or "dbsync"
 
 
-def shared_config_text(database: str) -> str:
+def _toml_key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else _toml_string(name)
+
+
+def shared_config_text(database: str, timestamps: Mapping[str, str] | None = None) -> str:
+    proposed = "".join(
+        f"\n[collections.{_toml_key(name)}]\n"
+        f"timestamp = {_toml_string(field)}  # proposed by dbsync init: in every document\n"
+        for name, field in sorted((timestamps or {}).items())
+    )
     return (
         "# dbsync: shared by every asset (tracked in git). See README.md for every key.\n"
         f"database = {_toml_string(database)}\n"
@@ -53,7 +78,41 @@ def shared_config_text(database: str) -> str:
         '# timestamp = "updated_at" # the field that says which version is newer\n'
         "# preserve = []            # fields a newer version must not lose\n"
         "# exclude = false          # true: never exported nor merged\n"
+        f"{proposed}"
     )
+
+
+def propose_timestamps(uri: str, database: str) -> dict[str, str]:
+    """Per collection of the database, the obvious timestamp field of its documents (the first
+    ``SAMPLED``), if any. Looking is a courtesy: a database that is not there (an embedded
+    store not created yet, a server that does not answer) gives no proposal, not an error."""
+    if uri.startswith(EMBEDDED_SCHEME) and not embedded_path(uri).is_dir():
+        return {}
+    try:
+        store = open_store(uri, database, retry=RetryPolicy(budget_seconds=0))
+    except DbsyncError:
+        return {}
+    try:
+        found = {}
+        for name in store.collection_names():
+            sample = itertools.islice(store.iter_documents(name), SAMPLED)
+            field = obvious_timestamp([extjson.to_json_value(doc) for doc in sample])
+            if field is not None:
+                found[name] = field
+        return found
+    except DbsyncError:
+        return {}
+    finally:
+        store.close()
+
+
+def _proposal_notes(timestamps: Mapping[str, str]) -> list[str]:
+    return [
+        f"collection {name}: every document read has {field!r}, so dbsync.toml says "
+        f'timestamp = "{field}" under [collections.{name}]: in a conflict the newer version '
+        "wins (edit or remove the line if that is not what it means)"
+        for name, field in sorted(timestamps.items())
+    ]
 
 
 def local_config_text(uri: str, asset: str) -> str:
@@ -94,17 +153,19 @@ def init_project(
     root = git_root or cwd
     result = InitResult(root)
     shared = root / CONFIG_FILE
+    chosen = uri or DEFAULT_EMBEDDED_URI
     if shared.exists():
         result.kept.append(CONFIG_FILE)
     else:
         database = database or _default_database(root)
-        write_bytes_atomically(shared, shared_config_text(database).encode())
+        timestamps = propose_timestamps(resolve_uri(chosen, root), database)
+        result.notes += _proposal_notes(timestamps)
+        write_bytes_atomically(shared, shared_config_text(database, timestamps).encode())
         result.created.append(CONFIG_FILE)
     local = root / LOCAL_CONFIG_FILE
     if local.exists():
         result.kept.append(LOCAL_CONFIG_FILE)
     else:
-        chosen = uri or DEFAULT_EMBEDDED_URI
         write_bytes_atomically(
             local, local_config_text(chosen, asset or default_asset(root)).encode()
         )

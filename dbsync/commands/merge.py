@@ -23,11 +23,19 @@ from dbsync.commands.export import KeyClashes, collection_lines, unique_lines
 from dbsync.config import Config
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
+from dbsync.losing import MERGE, record_losing_versions
 from dbsync.merge import Decision, MergeCounts, decide
 from dbsync.notes import RecordNotes
 from dbsync.parts import CollectionFiles, collection_files
 from dbsync.progress import NoProgress, Progress
-from dbsync.report import DRY_RUN, FAILED, SUCCESS, MergeReport
+from dbsync.report import (
+    DRY_RUN,
+    FAILED,
+    SUCCESS,
+    DriverDecisions,
+    MergeReport,
+    tie_break_notes,
+)
 from dbsync.snapshot import (
     Header,
     Rules,
@@ -53,6 +61,10 @@ class MergeOptions:
     collections: Sequence[str] | None = None
     allow_deletes: bool = False
     commit: str | None = None
+    place: str = MERGE
+    """Where the conflicts are decided, as the losing versions record it (``dbsync.losing``)."""
+    merge_driver: DriverDecisions | None = None
+    """What the git merge driver decided before this merge (the report says where it is)."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +362,7 @@ def merge_snapshot(
         config.asset,
         str(source),
         str(options.base) if options.base else None,
+        merge_driver=options.merge_driver,
     )
     rules = {name: _rules_for(config, theirs[name]) for name in names}
     with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
@@ -364,6 +377,7 @@ def merge_snapshot(
         for name, plan in plans.items():
             report.collections[name] = plan.counts
             report.notes += plan.notes.messages() if plan.notes else []
+            report.notes += tie_break_notes(name, plan.rules, plan.counts)
         if options.dry_run:
             report.status = DRY_RUN
             return report
@@ -373,7 +387,7 @@ def merge_snapshot(
         _apply_all(store, plans, folder, report, config)
     if is_tracked_snapshot(config.snapshot_dir, source):
         _save_synced(config, plans, options.commit)
-    write_report_files(config, report, started)
+    write_report_files(config, report, started, options.place)
     return report
 
 
@@ -451,11 +465,20 @@ def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str |
     save_synced(config.state_dir, sections, commit)
 
 
-def write_report_files(config: Config, report: MergeReport, when: datetime.datetime) -> Path:
-    """``merge_report_<time>.txt`` and its ``.json`` twin under ``database_sync/reports/``."""
+def write_report_files(
+    config: Config, report: MergeReport, when: datetime.datetime, place: str = MERGE
+) -> Path:
+    """``merge_report_<time>.txt`` and its ``.json`` twin under ``database_sync/reports/``.
+
+    The losing versions of a merge that succeeded are recorded durably first (reports are
+    pruned, they are not), so that a failure to record them can still be said in the report.
+    """
     folder = config.state_dir / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"merge_report_{when.strftime('%Y%m%dT%H%M%S%f')}"
+    if report.status == SUCCESS:
+        named = stem.with_suffix(".json").relative_to(config.root)  # the project may move
+        record_losing_versions(config.state_dir, report, place, named)
     stem.with_suffix(".txt").write_text(report.to_text())
     stem.with_suffix(".json").write_bytes(report.to_json_bytes())
     return stem

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from dbsync import git
 from dbsync.commands.common import open_configured_store
 from dbsync.commands.merge import MergeOptions, merge_snapshot
+from dbsync.commands.merge_driver import clear_driver_decisions, queued_driver_decisions
 from dbsync.config import Config
+from dbsync.losing import HOOK
 from dbsync.state import StateStore, open_state
 from dbsync.store import Store
 from dbsync.synced import three_way_base
@@ -48,10 +51,12 @@ def queue_pending(config: Config, source: Path, commit: str | None, error: str) 
 
 
 def resolve_pending(config: Config, source: Path) -> None:
-    """A merge of ``source`` succeeded: nothing about it is pending any more."""
+    """A merge of ``source`` succeeded: nothing about it is pending any more, nor are the
+    merge driver's decisions that this merge reported."""
     relative = _relative(config, source)
     if not config.state_dir.is_dir():
         return
+    clear_driver_decisions(config)
     with _state(config) as state:
         for waiting in state.list_pending():
             if waiting.source == relative:
@@ -64,6 +69,23 @@ def base_for(config: Config, commit: str | None, before: str | None = None) -> P
         return None
     folder = os.path.relpath(config.snapshot_dir, config.root)
     return three_way_base(config.state_dir, config.root, folder, commit, before)
+
+
+def as_pending_pull(config: Config, source: Path, options: MergeOptions) -> MergeOptions:
+    """``options`` for the queued merge of ``source``, if one waits (``dbsync merge
+    database_backup`` run by hand after a pull whose merge failed): three-way, as the hook's
+    merge would have been, when the synced commit is an ancestor of the pulled one, and naming
+    what the merge driver decided in that pull."""
+    if not (config.state_dir / "state.sqlite").exists():
+        return options
+    relative = _relative(config, source)
+    with _state(config) as state:
+        waiting = [entry for entry in state.list_pending() if entry.source == relative]
+    if not waiting:
+        return options
+    commit = waiting[-1].commit
+    base = base_for(config, commit)
+    return replace(options, base=base, commit=commit, merge_driver=queued_driver_decisions(config))
 
 
 def retry_pending(
@@ -90,12 +112,18 @@ def retry_pending(
             if store is None:
                 store = opened.enter_context(open_configured_store(config))
             say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
-            options = MergeOptions(base=base_for(config, waiting.commit), commit=waiting.commit)
+            options = MergeOptions(
+                base=base_for(config, waiting.commit),
+                commit=waiting.commit,
+                place=HOOK,
+                merge_driver=queued_driver_decisions(config),
+            )
             try:
                 merge_snapshot(config, store, source, options)
             except Exception as error:
                 state.mark_pending_attempt(waiting.id, str(error).splitlines()[0], None)
                 raise
             state.remove_pending(waiting.id)
+            clear_driver_decisions(config)
             done += 1
     return done

@@ -8,11 +8,15 @@ atomic write that was killed — only when this run holds the lock itself, since
 dbsync run (a git hook's caller) may be writing them right now.
 
 Runs quietly after every successful merge.
+
+Losing versions (``dbsync conflicts``) are never removed with the reports that listed them:
+they have their own retention, off by default (``--conflicts-older-than DAYS``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import re
 import shutil
 from collections.abc import Iterator
@@ -36,6 +40,7 @@ class PruneResult:
     reports: list[str] = field(default_factory=list)
     temporary_files: list[str] = field(default_factory=list)
     history_rows: int = 0
+    losing_versions: int = 0
     kept_backups: int = 0
     kept_reports: int = 0
 
@@ -47,6 +52,7 @@ class PruneResult:
                 "reports": self.reports,
                 "temporary_files": self.temporary_files,
                 "history_rows": self.history_rows,
+                "losing_versions": self.losing_versions,
             },
             "kept": {"backups": self.kept_backups, "reports": self.kept_reports},
         }
@@ -122,9 +128,26 @@ def _prune_temporary(config: Config, protected: set[Path], result: PruneResult) 
             result.temporary_files.append(str(path.relative_to(config.root)))
 
 
-def prune(config: Config, keep: int = DEFAULT_KEEP, *, leftovers: bool = True) -> PruneResult:
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def conflicts_cutoff(days: float, now: datetime.datetime) -> str:
+    """The time before which losing versions go, as the state store writes times."""
+    return (now - datetime.timedelta(days=days)).isoformat(timespec="milliseconds")
+
+
+def prune(
+    config: Config,
+    keep: int = DEFAULT_KEEP,
+    *,
+    leftovers: bool = True,
+    conflicts_older_than: float | None = None,
+    now: datetime.datetime | None = None,
+) -> PruneResult:
     """Remove what is beyond the newest ``keep``; ``leftovers`` also removes unfinished backups
-    and temporary files (only safe when no parent dbsync run is writing them)."""
+    and temporary files (only safe when no parent dbsync run is writing them);
+    ``conflicts_older_than`` (days) removes the losing versions recorded before then."""
     result = PruneResult()
     protected = _protected_paths(config)
     _prune_backups(config, keep, protected, result)
@@ -135,6 +158,9 @@ def prune(config: Config, keep: int = DEFAULT_KEEP, *, leftovers: bool = True) -
     state = open_state(config.state_dir)
     try:
         result.history_rows = state.trim_history()
+        if conflicts_older_than is not None:
+            cutoff = conflicts_cutoff(conflicts_older_than, now or _now())
+            result.losing_versions = state.prune_losing_versions(cutoff)
     finally:
         state.close()
     return result
