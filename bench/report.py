@@ -176,7 +176,41 @@ def rows(run: Run) -> list[list[str]]:
                 _checks(app),
             ],
         ]
+        table += cli_rows(docs, kind, r.get("cli", {}))
     return table + log_bench.rows(run.log)
+
+
+CLI_BASELINES = {"merge-0%": "verify", "merge-1%": "verify-1%"}
+"""The end-to-end steps measured against a baseline: a merge against verifying its input."""
+
+
+def _cli_outcome(step: Figures) -> str:
+    if step.get("timed_out"):
+        return f"KILLED after {duration(step['seconds'])}"
+    return "ok" if step["code"] == 0 else f"FAILED: exit {step['code']}"
+
+
+def cli_rows(docs: str, kind: str, cli: dict[str, Figures]) -> list[list[str]]:
+    """One row per ``dbsync`` command of the end-to-end run (``bench.cli``)."""
+    table = []
+    for name, step in cli.items():
+        baseline = cli.get(CLI_BASELINES.get(name, ""))
+        table.append(
+            [
+                docs,
+                kind,
+                f"CLI `{step['command'].split(' /')[0]}` ({name})",
+                f"{duration(step['seconds'])} wall, {step['cpu_seconds']:.2f} s CPU",
+                f"{baseline['command'].split(' /')[0]} {baseline['cpu_seconds']:.2f} s CPU"
+                if baseline
+                else "",
+                f"{step['cpu_seconds'] / baseline['cpu_seconds']:.2f}x" if baseline else "",
+                memory(step["peak_rss_mb"]),
+                memory(baseline["peak_rss_mb"]) if baseline else "",
+                _cli_outcome(step),
+            ]
+        )
+    return table
 
 
 def _files(export: Figures) -> str:
@@ -220,6 +254,8 @@ def targets(run: Run) -> list[Target]:
             )
         )
     for kind in run.kinds:
+        found += cli_targets(run, kind)
+    for kind in run.kinds:
         found += _million_targets(run, kind)
     largest = max(r["export"].get("largest_file_bytes", 0) for r in run.results.values())
     found.append(
@@ -240,6 +276,52 @@ def targets(run: Run) -> list[Target]:
         )
     )
     found.append(Target(*log_bench.target(run.log)))
+    return found
+
+
+CLI_RATIOS = (
+    ("re-export with nothing changed ≤ 0.4x the first export", "export-same", "export", 0.4),
+    ("re-export with 1 % changed ≤ 0.5x the first export", "export-1%", "export", 0.5),
+    ("`dbsync status` ≤ 0.2x an export", "status", "export", 0.2),
+    ("merge of 1 % changed ≤ 3x `dbsync verify` of that snapshot", "merge-1%", "verify-1%", 3.0),
+    ("merge with nothing to apply ≤ 1.5x `dbsync verify`", "merge-0%", "verify", 1.5),
+)
+CLI_GROWTH = ("import", "export", "merge-1%", "restore")
+"""Commands whose per-record CPU cost and peak RSS may grow ≤ 1.5x from 10k to 100k."""
+
+
+def _cpu(cli: dict[str, Figures], step: str) -> float | None:
+    found = cli.get(step)
+    if found is None or found["code"] != 0:
+        return None
+    return float(found["cpu_seconds"])
+
+
+def cli_targets(run: Run, kind: str) -> list[Target]:
+    """The targets of the end-to-end rows, as CPU-time ratios in one run (steadier than wall
+    time on a shared machine): at the largest size run end to end, and 10k → 100k."""
+    sized = sorted(size for (size, k), r in run.results.items() if k == kind and r.get("cli"))
+    if not sized:
+        return []
+    largest = sized[-1]
+    cli = run.results[(largest, kind)]["cli"]
+    found = []
+    for name, step, baseline, limit in CLI_RATIOS:
+        mine, theirs = _cpu(cli, step), _cpu(cli, baseline)
+        label = f"{kind} {largest:,}: {name}"
+        if mine is None or theirs is None:
+            found.append(Target(label, "not measured (a step failed)", None))
+            continue
+        found.append(Target(label, f"{mine / theirs:.2f}x", mine / theirs <= limit))
+    small, big = (run.results.get((size, kind), {}).get("cli") for size in (10_000, 100_000))
+    for step in CLI_GROWTH:
+        label = f"{kind}: `{step}` per-record CPU and peak RSS 10k → 100k grow ≤ 1.5x"
+        if not small or not big or _cpu(small, step) is None or _cpu(big, step) is None:
+            found.append(Target(label, "not measured (no 10k and 100k end-to-end run)", None))
+            continue
+        cost = (_cpu(big, step) or 0) / 10 / (_cpu(small, step) or 1)
+        rss = big[step]["peak_rss_mb"] / small[step]["peak_rss_mb"]
+        found.append(Target(label, f"cost {cost:.2f}x, RSS {rss:.2f}x", cost <= 1.5 and rss <= 1.5))
     return found
 
 

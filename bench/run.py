@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 100_000)
 EMBEDDED_STORE_MAX = 10_000
+CLI_MAX = 100_000
 MEASURED = ("encode", "export", "verify", "merge", "plain", "compare")
 
 
@@ -54,6 +55,7 @@ def run_size(
     store_max: int,
     clock: str,
     say: Callable[[str], None],
+    cli_max: int = CLI_MAX,
 ) -> dict[str, dict[str, Any]]:
     """Every phase for one kind of document at one size."""
     results = {"prepare": run_phase("prepare", folder, kind, str(size), str(seed))}
@@ -61,10 +63,29 @@ def run_size(
     for phase in MEASURED:
         results[phase] = run_phase(phase, folder, clock=clock)
         say(f"  {kind} {size:,}: {phase} {results[phase]['seconds']:.2f} s")
+    timing = run_phase("interleaved", folder, clock=clock)
+    for phase in ("merge", "plain"):  # the times of one process; the memory of each alone
+        results[phase]["alone_seconds"] = results[phase]["seconds"]
+        results[phase]["seconds"] = timing[f"{phase}_seconds"]
+    say(f"  {kind} {size:,}: merge and plain interleaved {timing['seconds']:.2f} s")
     store = "embedded" if size <= store_max else "none"
     results["apply"] = run_phase("apply", folder, store, clock=clock)
     say(f"  {kind} {size:,}: apply ({store}) {results['apply']['seconds']:.2f} s")
+    if size <= cli_max:
+        results["cli"] = run_cli(folder)
+        total = sum(step["seconds"] for step in results["cli"].values())
+        say(f"  {kind} {size:,}: the CLI end to end {total:.1f} s")
     return results
+
+
+def run_cli(folder: Path) -> dict[str, Any]:
+    """The end-to-end rows (``bench.cli``): a driver process starting one dbsync per step."""
+    command = [sys.executable, "-m", "bench.cli", str(folder)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise PhaseFailed(f"{' '.join(command)} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,6 +115,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="time phases by the wall clock (default) or by the CPU time of their process, "
         "steadier on a machine busy with other work",
     )
+    parser.add_argument(
+        "--cli-max",
+        type=int,
+        default=CLI_MAX,
+        help="run the real CLI end to end (import, export, status, merge, restore) up to this "
+        "size (default 100000; 1000000 adds the 1M rows)",
+    )
     parser.add_argument("--workdir", type=Path, help="where to put the data (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the data to profile phases")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
@@ -109,6 +137,7 @@ def measure(
     *,
     seed: int = 1,
     store_max: int = EMBEDDED_STORE_MAX,
+    cli_max: int = CLI_MAX,
     workdir: Path | None = None,
     keep: bool = False,
     clock: str = "wall",
@@ -124,7 +153,14 @@ def measure(
             for kind in kinds:
                 folder = root / f"{kind}-{size}"
                 run.results[(size, kind)] = run_size(
-                    folder, kind, size, seed=seed, store_max=store_max, clock=clock, say=say
+                    folder,
+                    kind,
+                    size,
+                    seed=seed,
+                    store_max=store_max,
+                    clock=clock,
+                    say=say,
+                    cli_max=cli_max,
                 )
                 if not keep:
                     shutil.rmtree(folder, ignore_errors=True)
@@ -149,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             tuple(args.kinds.split(",")),
             seed=args.seed,
             store_max=args.store_max,
+            cli_max=args.cli_max,
             workdir=args.workdir,
             keep=args.keep,
             clock=args.clock,

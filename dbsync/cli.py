@@ -865,12 +865,24 @@ def prune(
 
 
 @command()
-def status(*, json: JsonFlag = False) -> None:
+def status(
+    *,
+    json: JsonFlag = False,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Compare every record of the database with the snapshot, as an export would "
+            "(slow on large collections); without it, status uses what the last export recorded.",
+        ),
+    ] = False,
+) -> None:
     """Say whether this asset is HEALTHY, WARNING or DEGRADED, and what to run about it.
 
-    Read-only: takes no lock, retries nothing, gives the database about a second to answer.
+    Read-only: takes no lock, retries nothing, gives the database about a second to answer,
+    and reads no collection in full (unless --deep).
     """
-    document = status_service.health(config())
+    document = status_service.health(config(), deep=deep)
     if json:
         print_json(document)
         return

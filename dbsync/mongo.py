@@ -450,6 +450,22 @@ class MongoStore:
         self._call(f"empty {collection!r}", partial(target.delete_many, {}))
         return self.insert_many(collection, documents)
 
+    def fingerprint(self, collection: str) -> str | None:
+        """The server's hash of the collection (``dbHash``) and its count, or None where the
+        server has no ``dbHash`` (mongomock, some hosted tiers): a cheap "did it change"."""
+        return self._call(f"hash {collection!r}", partial(self._server_hash, collection))
+
+    def _server_hash(self, collection: str) -> str | None:
+        try:
+            found = self._db.command("dbHash", collections=[collection])
+        except (OperationFailure, NotImplementedError) as error:
+            if isinstance(error, PyMongoError) and is_transient(error):
+                raise
+            return None
+        md5 = found.get("collections", {}).get(collection)
+        count = self._db[collection].count_documents({})
+        return None if md5 is None else f"count={count} dbHash={md5}"
+
     def ping(self) -> None:
         self._call("ping", partial(self._client.admin.command, "ping"))
 

@@ -13,6 +13,7 @@ password is ever printed.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import re
 import sqlite3
@@ -544,6 +545,16 @@ class EmbeddedStore:
         finally:
             connection.close()
 
+    def fingerprint(self, collection: str) -> str:
+        """Figures of the collection's SQLite file that any write changes (through montydb's
+        own client too), read without reading a document (montydb's count decodes them all):
+        the file's size, modification time and change counter, and its WAL's size and header
+        (a reader leaves an empty WAL behind: that counts as none)."""
+        path = self._file(collection)
+        return (
+            f"{_file_mark(path, 24, 28, with_time=True)},{_file_mark(Path(f'{path}-wal'), 0, 32)}"
+        )
+
     def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
         connection = self._reader(collection)
         if connection is None:
@@ -774,6 +785,20 @@ def _write_change(
         return
     _put_row(connection, old_key, change.document)
     counts.written += 1
+
+
+def _file_mark(path: Path, start: int, end: int, *, with_time: bool = False) -> str:
+    """A file's size and the bytes ``start:end`` of its header ("-": no file, or empty)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(end)[start:end].hex()
+            info = os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return "-"
+    if not info.st_size:
+        return "-"
+    time = f":{info.st_mtime_ns}" if with_time else ""
+    return f"{info.st_size}{time}:{header}"
 
 
 def _open_montydb(path: Path) -> Any:

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from dbsync import state
+from dbsync.change_index import ChangeIndex
 from dbsync.commands import status
 from dbsync.commands.export import export
 from dbsync.commands.status import DEGRADED, WARNING, Reason, StatusContext
@@ -90,13 +91,73 @@ def test_the_snapshot_check_tells_local_changes_from_unmerged_ones(config, db, m
     assert fix == "run 'dbsync merge database_backup'"
 
 
+class NoFullReads:
+    """A store that fails the test when a collection is read in full."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        if name in ("iter_documents", "iter_raw_documents", "size_bytes", "find_by_ids"):
+            raise AssertionError(f"status read a whole collection ({name})")
+        return getattr(self.inner, name)
+
+
+def test_status_tells_a_changed_database_by_its_fingerprint_without_reading_it(
+    config, db, embedded_store
+):
+    embedded_store.insert_many("pnl", [{"_id": i, "v": i} for i in range(5)])
+    (exported,) = export(config, embedded_store)
+    record(db, "export", CollectionResult("pnl", "success", 5, exported.digest))
+    index = ChangeIndex.open_read_only(config.state_dir)
+    cheap = StatusContext(config, state=db, _store=NoFullReads(embedded_store), index=index)
+    deep = StatusContext(config, state=db, _store=embedded_store, deep=True)
+    assert status.check_snapshot_matches_database(cheap) == []
+    assert status.check_snapshot_matches_database(deep) == []
+    embedded_store.apply("pnl", [{"_id": 2, "v": -2}], [])  # same count, another record
+    expected = [
+        (
+            WARNING,
+            "pnl: the database has changes that are not in the snapshot (not exported)",
+            "run 'dbsync export'",
+        )
+    ]
+    assert reasons(status.check_snapshot_matches_database, cheap) == expected
+    assert reasons(status.check_snapshot_matches_database, deep) == expected
+    index.close()
+
+
+def test_after_a_merge_the_plain_status_says_the_merge_moved_the_database(
+    config, db, embedded_store
+):
+    embedded_store.insert_many("pnl", [{"_id": i, "v": i} for i in range(5)])
+    (exported,) = export(config, embedded_store)
+    record(db, "export", CollectionResult("pnl", "success", 5, exported.digest))
+    embedded_store.apply("pnl", [{"_id": 7, "v": 7}], [])  # as a merge writes
+    record(db, "merge", CollectionResult("pnl", "success", 6, exported.digest))
+    index = ChangeIndex.open_read_only(config.state_dir)
+    context = StatusContext(config, state=db, _store=NoFullReads(embedded_store), index=index)
+    ((level, message, fix),) = reasons(status.check_snapshot_matches_database, context)
+    assert level == WARNING and fix == "run 'dbsync export'"
+    assert message.startswith("pnl: the database changed since its last export (a merge")
+    assert "--deep" in message
+    index.close()
+
+
 def test_duplicate_keys_in_the_database_are_a_warning(tmp_path, mongo_store):
     (tmp_path / "dbsync.toml").write_text('database = "shop"\n[collections.pnl]\nkey = ["user"]\n')
     config = load_config(cwd=tmp_path, environ={})
     mongo_store.insert_many("pnl", [{"_id": 1, "user": "a"}, {"_id": 2, "user": "a"}])
-    context = StatusContext(config, _store=mongo_store)
+    context = StatusContext(config, _store=mongo_store, deep=True)  # only reading tells
     ((level, message, _),) = reasons(status.check_snapshot_matches_database, context)
     assert (level, message) == (WARNING, "pnl: the key ['user'] is not unique in the database")
+    cheap = StatusContext(config, _store=mongo_store)
+    ((level, message, fix),) = reasons(status.check_snapshot_matches_database, cheap)
+    assert (level, message, fix) == (
+        WARNING,
+        "pnl: 2 records were never exported",
+        "run 'dbsync export'",  # which names the clash
+    )
 
 
 def test_the_status_is_the_worst_level_of_all_reasons(config):
@@ -146,6 +207,7 @@ def test_a_fresh_export_is_healthy_and_a_local_change_is_a_warning(pnl_project):
     assert document["database"] == "shop"
     text = pnl_project.run("status").stdout
     assert "status: WARNING" in text and "→ run 'dbsync export'" in text
+    assert pnl_project.json("status", "--deep")["reasons"] == document["reasons"]
 
 
 def test_a_missing_database_is_degraded_and_status_creates_nothing(pnl_project):

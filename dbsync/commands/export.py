@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from dbsync import git
+from dbsync.change_index import ChangeIndex, Row, database_fingerprint, raw_hash
 from dbsync.config import Config
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.files import StagedFiles
@@ -44,8 +45,8 @@ from dbsync.snapshot import (
     read_sections,
     sorted_lines,
 )
-from dbsync.store import Store, decode_raw
-from dbsync.synced import Synced, load_synced, save_synced
+from dbsync.store import Store, chunks, decode_raw
+from dbsync.synced import Synced, load_synced, save_synced, synced_dir
 
 CLASHES_SHOWN = 20
 
@@ -202,25 +203,57 @@ def export(
         rules = config.rules(name)
         return replace(rules, key=("_id",)) if key_by_id else rules
 
-    with StagedFiles() as staged:
-        if output is not None:
+    if output is not None:
+        with StagedFiles() as staged:
             return _export_bundle(staged, store, names, rules_of, output, progress)
-        folder = target_dir or config.snapshot_dir
-        results = []
-        synced = load_synced(config.state_dir)
-        on_disk = collection_files(folder)
-        for name in names:
-            existing = on_disk.get(name)
-            result = _export_collection(
-                staged, store, name, rules_of(name), folder, existing, progress
+    if not guarded:
+        with StagedFiles() as staged:
+            return _export_folder(staged, config, store, names, rules_of, target_dir, progress)
+    index = ChangeIndex.open(config.state_dir)
+    try:
+        # taken before reading: a write during the export leaves them stale, as it should
+        figures = {name: database_fingerprint(store, name) for name in names}
+        with StagedFiles() as staged:
+            results = _export_folder(
+                staged, config, store, names, rules_of, None, progress, index, allow_deletes
             )
-            if guarded:
-                check_not_unmerged(config, result, synced)
-            if guarded and not allow_deletes:
-                check_export_deletes(config, result)
-            results.append(result)
-    if guarded:
         record_synced(config, results)
+        for result in results:
+            index.record(result.collection, figures[result.collection], result.digest)
+    finally:
+        index.close()
+    return results
+
+
+def _export_folder(
+    staged: StagedFiles,
+    config: Config,
+    store: Store,
+    names: list[str],
+    rules_of: Callable[[str], Rules],
+    target_dir: Path | None,
+    progress: Progress,
+    index: ChangeIndex | None = None,
+    allow_deletes: bool = False,
+) -> list[ExportedCollection]:
+    """Each collection staged into ``target_dir`` or, guarded, the snapshot folder (with the
+    change index: only changed documents are encoded)."""
+    folder = target_dir or config.snapshot_dir
+    results = []
+    synced = load_synced(config.state_dir) if index is not None else None
+    on_disk = collection_files(folder)
+    for name in names:
+        existing, rules = on_disk.get(name), rules_of(name)
+        changes = None
+        if index is not None:
+            known = existing if _synced_here(existing, synced, name) else None
+            changes = _IndexedExport(index, name, rules, store, known)
+        result = _export_collection(staged, store, name, rules, folder, existing, progress, changes)
+        if index is not None:
+            check_not_unmerged(config, result, synced)
+            if not allow_deletes:
+                check_export_deletes(config, result)
+        results.append(result)
     return results
 
 
@@ -251,7 +284,13 @@ def record_synced(config: Config, results: Sequence[ExportedCollection]) -> None
     commit = None
     if git.toplevel(config.root) is not None and not git.has_changes(config.root, folder):
         commit = git.rev_parse(config.root, "HEAD")
-    save_synced(config.state_dir, exported_sections(results), commit)
+    kept = collection_files(synced_dir(config.state_dir))
+    fresh = [  # a collection whose synced copy already holds these records is not copied again
+        result
+        for result in results
+        if result.collection not in kept or kept[result.collection].digest() != result.digest
+    ]
+    save_synced(config.state_dir, exported_sections(fresh), commit)
 
 
 def _export_bundle(
@@ -288,8 +327,19 @@ def _export_collection(
     folder: Path,
     existing: CollectionFiles | None,
     progress: Progress,
+    changes: _IndexedExport | None = None,
 ) -> ExportedCollection:
-    """One collection's snapshot, staged (in parts past 50 MB); counts what the disk loses."""
+    """One collection's snapshot, staged (in parts past 50 MB); counts what the disk loses.
+
+    With ``changes``, the documents the change index knows take their lines from the snapshot
+    on disk; when that cannot give the same bytes as a full export (another layout, a part
+    passing the limit, a key clash, lines the snapshot lost), the full export runs instead.
+    """
+    if changes is not None:
+        result = changes.export(staged, folder, progress)
+        if result is not None:
+            return result
+    rows = changes.rows() if changes is not None else None
     count = existing.count if existing else 1
     while True:
         old_keys = _OldKeys(existing, rules)
@@ -297,32 +347,49 @@ def _export_collection(
         notes = RecordNotes(name, rules)
         layout = _StagedLayout(staged, folder, name, rules)
         try:
-            summaries = _write_parts(layout, count, store, progress, removed.see, notes, limit=True)
+            summaries = _write_parts(
+                layout, count, store, progress, removed.see, notes, limit=True, rows=rows
+            )
             break
         except _PartTooLarge as overflow:
             layout.discard()
             count = max(part_count(overflow.total_bytes, count), count * 2)
         finally:
             layout.close()
+    if rows is not None:
+        rows.flush()
     for path in obsolete_files(existing, layout.paths):
         staged.remove(path)
     removed.finish()
+    new_count = sum(summary.count for summary in summaries)
+    old_count = (existing.records() if existing else 0) or 0
+    deleted = removed.removed if old_keys.exact else max(0, old_count - new_count)
+    return _exported(name, existing, summaries, deleted, notes, layout.paths)
+
+
+def _exported(
+    name: str,
+    existing: CollectionFiles | None,
+    summaries: list[SectionSummary],
+    deleted: int,
+    notes: RecordNotes,
+    paths: list[Path],
+) -> ExportedCollection:
     old_digest = existing.digest() if existing else None
     old_count = (existing.records() if existing else 0) or 0
     new_count = sum(summary.count for summary in summaries)
     digest = combined_digest([summary.digest for summary in summaries])
-    deleted = removed.removed if old_keys.exact else max(0, old_count - new_count)
     return ExportedCollection(
         name,
         new_count,
-        layout.paths[0],
+        paths[0],
         digest != old_digest,
         digest,
         deleted,
         old_count,
         notes.messages(),
         old_digest,
-        list(layout.paths),
+        list(paths),
     )
 
 
@@ -335,13 +402,13 @@ class _Parts:
 
     def add(self, key: SortKey, line: bytes) -> int:
         """Write a record where its key belongs; returns the size of that file so far."""
-        return self._add_to(part_of(key, self.count) if self.count > 1 else 0, line)
+        return self.add_to(part_of(key, self.count) if self.count > 1 else 0, line)
 
     def add_hashed(self, hashed: int, line: bytes) -> int:
         """``add`` for a record whose ``key_hash`` is known."""
-        return self._add_to(hashed % self.count, line)
+        return self.add_to(hashed % self.count, line)
 
-    def _add_to(self, index: int, line: bytes) -> int:
+    def add_to(self, index: int, line: bytes) -> int:
         writer = self.writers[index]
         writer.add(line)
         return writer.bytes
@@ -451,6 +518,7 @@ def _write_parts(
     notes: RecordNotes | None = None,
     *,
     limit: bool = False,
+    rows: _IndexRows | None = None,
 ) -> list[SectionSummary]:
     """Stream the collection into ``layout(count)``: each record to the part of its key.
 
@@ -463,14 +531,14 @@ def _write_parts(
     parts = layout(count)
     name, rules = parts.writers[0].header.collection, parts.writers[0].header.rules
     clashes = KeyClashes(rules.key)
-    pairs = collection_lines(store, name, rules, progress, notes)
+    total = store.count(name)  # once: montydb counts by decoding every document
+    pairs = _exported_lines(store, name, rules, progress, notes, rows, total)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
     # While in one file, its records are kept (lines and key hashes, not keys: a few bytes
     # more than the lines), to be spread over parts without reading the collection again.
     kept: list[bytes] | None = [] if limit and count == 1 else None
     kept_hashes = array("Q")
-    total = store.count(name) if kept is not None else 0
     overflow = seen = 0
     for key, line in unique_pairs(pairs, clashes):
         if overflow:  # past the limit: only measure the rest, to choose the number of parts
@@ -519,3 +587,280 @@ def exported_sections(
             for section in read_sections(path):
                 if section.header.collection == result.collection:
                     yield section.header, section.records
+
+
+def _synced_here(existing: CollectionFiles | None, synced: Synced | None, name: str) -> bool:
+    """Whether the snapshot on disk is what this asset last exported or merged: then its lines
+    are sorted under its header's key, and can be taken as they are."""
+    if existing is None or synced is None or name not in synced.digests:
+        return False
+    return synced.digests[name] == existing.digest()
+
+
+def _exported_lines(
+    store: Store,
+    name: str,
+    rules: Rules,
+    progress: Progress,
+    notes: RecordNotes | None,
+    rows: _IndexRows | None,
+    total: int,
+) -> Iterator[tuple[SortKey, bytes]]:
+    """``collection_lines`` read as raw BSON, each document's line told to ``rows``."""
+    progress.start(f"export {name}", total)
+
+    def encoded() -> Iterator[tuple[SortKey, bytes]]:
+        for raw in store.iter_raw_documents(name):
+            key, line, flagged = _encoded(raw, rules, notes)
+            if rows is not None:
+                rows.add((raw_hash(raw), line[6:22], flagged))
+            yield key, line
+            progress.advance()
+
+    yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
+    progress.finish()
+
+
+def _encoded(raw: bytes, rules: Rules, notes: RecordNotes | None) -> tuple[SortKey, bytes, int]:
+    """A raw document's key and line, and 1 if ``notes`` noted it (0 otherwise)."""
+    document = decode_raw(raw)
+    key, line = encode_record(document, rules.key, raw)
+    if notes is None:
+        return key, line, 0
+    before = _noted(notes)
+    if notes.wanted:
+        notes.see_bson(document, key)
+    notes.see_raw(raw, document)
+    return key, line, int(_noted(notes) > before)
+
+
+def _noted(notes: RecordNotes) -> int:
+    return notes.null_key.count + notes.no_timestamp.count + notes.converted.count
+
+
+class _IndexRows:
+    """Rows for the change index, written in batches as an export goes."""
+
+    def __init__(self, index: ChangeIndex, collection: str) -> None:
+        self.index, self.collection = index, collection
+        self.batch: list[Row] = []
+
+    def add(self, row: Row) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= 1000:
+            self.flush()
+
+    def flush(self) -> None:
+        self.index.add(self.collection, self.batch)
+        self.batch = []
+
+
+MISSES_HELD = 100_000
+"""Changed documents an export holds in memory before it writes the collection in full."""
+
+
+@dataclass
+class _Changes:
+    """What the database holds beside the snapshot on disk, read once."""
+
+    unchanged: set[bytes]  # line hashes of documents the index knows: taken from the snapshot
+    encoded: list[list[tuple[SortKey, bytes]]]  # the others, encoded, by part
+    rows: list[Row]  # what the index learns
+
+
+class _IndexedExport:
+    """A collection exported through the change index (``export`` gives None: do it in full)."""
+
+    def __init__(
+        self,
+        index: ChangeIndex,
+        name: str,
+        rules: Rules,
+        store: Store,
+        existing: CollectionFiles | None,
+    ) -> None:
+        self.index, self.name, self.rules, self.store = index, name, rules, store
+        self.existing = existing
+        self.notes = RecordNotes(name, rules)
+
+    def rows(self) -> _IndexRows:
+        """The rows of a full export: the collection's index starts afresh."""
+        self.index.reset_rows(self.name, self.rules)
+        return _IndexRows(self.index, self.name)
+
+    def usable(self) -> bool:
+        existing = self.existing
+        if existing is None or existing.complete() or existing.rules.key != self.rules.key:
+            return False
+        # rows of documents long gone pile up: a full export now and then clears them
+        return self.index.prepare(self.name, self.rules) and (
+            self.index.rows(self.name) <= 2 * (existing.records() or 0) + 1000
+        )
+
+    def export(
+        self, staged: StagedFiles, folder: Path, progress: Progress
+    ) -> ExportedCollection | None:
+        if not self.usable() or self.existing is None:
+            return None
+        # the snapshot's count, not the store's: montydb counts by decoding every document
+        progress.start(f"export {self.name}", self.existing.records())
+        changes = self._read(self.existing.count, progress)
+        progress.finish()
+        if changes is None:
+            return None
+        written = self._staged(staged, folder, changes)
+        if written is _LOST:  # rare: the snapshot lost lines of known documents
+            written = self._staged(staged, folder, changes) if self._encode_lost(changes) else None
+        if not isinstance(written, tuple):
+            return None
+        summaries, dropped, replaced, layout = written
+        self.index.forget(self.name, dropped)
+        self.index.add(self.name, changes.rows)
+        deleted = len(dropped) - replaced
+        return _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
+
+    def _read(self, count: int, progress: Progress) -> _Changes | None:
+        """Every document: known ones by their line hash, the others encoded (None: too many
+        changed to hold, the full export is as cheap)."""
+        changes = _Changes(set(), [[] for _ in range(count)], [])
+        held = 0
+        for batch in chunks(self.store.iter_raw_documents(self.name)):
+            hashes = [raw_hash(raw) for raw in batch]
+            known = self.index.lookup(self.name, hashes)
+            for raw, hashed in zip(batch, hashes, strict=True):
+                hit = known.get(hashed)
+                # a noted record is encoded, so that the notes say what a full export says
+                if hit is not None and not hit[1] and hit[0] not in changes.unchanged:
+                    changes.unchanged.add(hit[0])
+                    continue
+                key, line, flagged = _encoded(raw, self.rules, self.notes)
+                if hit is None:
+                    changes.rows.append((hashed, line[6:22], flagged))
+                changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+                held += 1
+                if held > MISSES_HELD:
+                    return None
+            progress.advance(len(batch))
+        return changes
+
+    def _staged(self, staged: StagedFiles, folder: Path, changes: _Changes) -> _Written:
+        """The collection staged in its layout on disk; discarded if it cannot be kept."""
+        assert self.existing is not None
+        layout = _StagedLayout(staged, folder, self.name, self.rules)
+        try:
+            written = self._write(layout(self.existing.count), changes)
+        except InvalidInput:  # the snapshot on disk is damaged: the full export rewrites it
+            written = None
+        finally:
+            layout.close()
+        if not isinstance(written, tuple):
+            layout.discard()
+            return written
+        return (*written, layout)
+
+    def _encode_lost(self, changes: _Changes) -> bool:
+        """Encode the known documents whose lines the snapshot no longer has (git changed it,
+        or a merge kept this asset's version): one more read, of those only. False: the
+        snapshot cannot be read, the full export rewrites it."""
+        assert self.existing is not None
+        count, lost = self.existing.count, set(changes.unchanged)
+        try:
+            for path, _ in self.existing.files:
+                lost.difference_update(line[6:22] for line in _section_lines(path, self.name))
+        except InvalidInput:
+            return False
+        if not lost:
+            return True
+        changes.unchanged -= lost
+        for batch in chunks(self.store.iter_raw_documents(self.name)):
+            known = self.index.lookup(self.name, [raw_hash(raw) for raw in batch])
+            for raw in batch:
+                hit = known.get(raw_hash(raw))
+                if hit is not None and hit[0] in lost:
+                    key, line, _ = _encoded(raw, self.rules, None)
+                    changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+        return True
+
+    def _write(
+        self, parts: _Parts, changes: _Changes
+    ) -> tuple[list[SectionSummary], list[bytes], int] | _Lost | None:
+        """Each part: its unchanged lines, in their order, with the encoded records merged in
+        (``_LOST``: some unchanged documents' lines were not found)."""
+        assert self.existing is not None
+        dropped: list[bytes] = []
+        replaced = kept = 0
+        for index, (path, _) in enumerate(self.existing.files):
+            merged = _merge_part(
+                partial(parts.add_to, index),
+                _section_lines(path, self.name),
+                changes.encoded[index],
+                changes.unchanged,
+                self.rules.key,
+                dropped,
+            )
+            if merged is None or parts.writers[index].bytes > MAX_FILE_BYTES:
+                return None
+            replaced += merged[0]
+            kept += merged[1]
+        if kept != len(changes.unchanged):  # known documents whose lines the snapshot lost
+            return _LOST
+        return parts.finish(), dropped, replaced
+
+
+class _Lost:
+    """The snapshot lacks lines of documents the index knows: encode them, then write again."""
+
+
+_LOST = _Lost()
+_Written = tuple[list[SectionSummary], list[bytes], int, "_StagedLayout"] | _Lost | None
+
+
+def _section_lines(path: Path, collection: str) -> Iterator[bytes]:
+    for section in read_sections(path):
+        if section.header.collection == collection:
+            yield from section.records
+
+
+def _merge_part(
+    add: Callable[[bytes], int],
+    old_lines: Iterable[bytes],
+    encoded: list[tuple[SortKey, bytes]],
+    unchanged: set[bytes],
+    fields: Sequence[str],
+    dropped: list[bytes],
+) -> tuple[int, int] | None:
+    """Write the old lines still in the database and the encoded records, in key order;
+    returns how many old records an encoded one replaced and how many old lines were kept
+    (None: two records share a key, for the full export to report)."""
+    encoded.sort(key=_first_of)
+    if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
+        return None
+    position, end, replaced, kept_lines = 0, len(encoded), 0, 0
+    for line in old_lines:
+        hashed = line[6:22]
+        kept = hashed in unchanged
+        if position < end:  # keys only while encoded records are left to place
+            key = line_sort_key(line, fields)
+            while position < end and encoded[position][0] < key:
+                add(encoded[position][1])
+                position += 1
+            if position < end and encoded[position][0] == key:
+                if kept:
+                    return None
+                add(encoded[position][1])
+                position += 1
+                replaced += 1
+                dropped.append(hashed)
+                continue
+        if kept:
+            kept_lines += 1
+            add(line)
+        else:
+            dropped.append(hashed)
+    for _, line in encoded[position:]:
+        add(line)
+    return replaced, kept_lines
+
+
+def _first_of(pair: tuple[SortKey, bytes]) -> SortKey:
+    return pair[0]

@@ -4,6 +4,12 @@ The status is built from independent checks (``CHECKS``): each looks at one thin
 its reasons; the status is the worst level among them. A new check (say, hooks not installed)
 is one function appended to ``CHECKS``. ``status`` only reads: it takes no lock, creates no
 file, retries no pending merge, and gives the database a short budget to answer.
+
+It never reads the whole database either (the agent's ``/status`` polls it): whether the
+database moved since its last export is told by the store's cheap fingerprint (counts, file
+figures, the server's ``dbHash``) recorded by that export in the change index. Reading and
+encoding every document, as an export would, is ``status --deep``, and what a plain status
+falls back to when nothing was recorded (no export yet, or a store without fingerprints).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from dbsync import git, hooks, journal
 from dbsync.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.backups import list_backups
+from dbsync.change_index import ChangeIndex, database_fingerprint
 from dbsync.commands.export import current_summary, snapshot_collections
 from dbsync.config import Config
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput
@@ -60,6 +67,9 @@ class StatusContext:
     state_error: DbsyncError | None = None
     database_error: DbsyncError | None = None
     _store: Store | None = field(default=None, repr=False)
+    deep: bool = False
+    """Compare every record, as an export would (``status --deep``)."""
+    index: ChangeIndex | None = None
 
     @property
     def store(self) -> Store | None:
@@ -88,8 +98,9 @@ def _open_store_read_only(config: Config) -> Store:
 
 
 @contextmanager
-def status_context(config: Config) -> Iterator[StatusContext]:
-    context = StatusContext(config)
+def status_context(config: Config, *, deep: bool = False) -> Iterator[StatusContext]:
+    context = StatusContext(config, deep=deep)
+    context.index = ChangeIndex.open_read_only(config.state_dir)
     try:
         context.state = open_state_read_only(config.state_dir)
     except DbsyncError as error:
@@ -105,6 +116,8 @@ def status_context(config: Config) -> Iterator[StatusContext]:
             context.state.close()
         if context._store is not None:
             context._store.close()
+        if context.index is not None:
+            context.index.close()
 
 
 # ---------------------------------------------------------------- checks
@@ -261,12 +274,69 @@ def _known_digests(context: StatusContext, name: str) -> set[str]:
     return digests
 
 
+_MOVED = "moved"
+
+
+def _recorded_digest(context: StatusContext, store: Store, name: str) -> str | None:
+    """The digest the database would export now, from the last export's record: that digest
+    if the database's fingerprint has not moved since, ``_MOVED`` if it has; None when this
+    cannot be told cheaply (then every record is compared)."""
+    if context.deep or context.index is None:
+        return None
+    recorded = context.index.recorded(name)
+    if recorded is None or recorded.fingerprint is None or recorded.digest is None:
+        return None
+    now = database_fingerprint(store, name)
+    if now is None:
+        return None
+    return recorded.digest if now == recorded.fingerprint else _MOVED
+
+
+def _merged_since_export(context: StatusContext, name: str) -> bool:
+    times: dict[str, str] = {
+        row.operation: row.last_success
+        for row in (context.state.collection_states() if context.state else [])
+        if row.collection == name and row.last_success
+    }
+    merged, exported = times.get("merge"), times.get("export")
+    return merged is not None and (exported is None or merged >= exported)
+
+
+def _moved(context: StatusContext, name: str, on_disk: str | None) -> Reason:
+    """The database changed since its last export, as its fingerprint says."""
+    known = _known_digests(context, name)
+    if on_disk is not None and known and on_disk not in known:
+        message = f"{name}: the snapshot holds changes that are not merged into the database"
+        return Reason(
+            WARNING, "snapshot", message, f"run 'dbsync merge {context.config.snapshot_dir.name}'"
+        )
+    if _merged_since_export(context, name):
+        message = (
+            f"{name}: the database changed since its last export (a merge, maybe local "
+            "writes); 'dbsync status --deep' compares every record"
+        )
+        return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
+    message = f"{name}: the database has changes that are not in the snapshot (not exported)"
+    return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
+
+
 def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
     config = context.config
     if config.excluded(name):
         return None
     files = collection_files(config.snapshot_dir).get(name)
     on_disk = files.digest() if files is not None else None
+    if on_disk is None and not context.deep:
+        count = store.count(name)
+        if count == 0:
+            return None
+        message = f"{name}: {count} records were never exported"
+        return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
+    recorded = _recorded_digest(context, store, name) if on_disk is not None else None
+    if recorded == _MOVED:
+        return _moved(context, name, on_disk)
+    if recorded is not None:
+        return None if recorded == on_disk else _differs(context, name, on_disk)
     try:
         current = current_summary(store, name, config.rules(name), files.count if files else 1)
     except DamagedStore as error:
@@ -281,6 +351,12 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
     if on_disk is None:
         message = f"{name}: {current.count} records were never exported"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
+    return _differs(context, name, on_disk)
+
+
+def _differs(context: StatusContext, name: str, on_disk: str | None) -> Reason:
+    """The database holds other records than the snapshot: which side moved."""
+    config = context.config
     known = _known_digests(context, name)
     folder = config.snapshot_dir.name
     if on_disk in known:
@@ -391,9 +467,12 @@ def _collections(context: StatusContext) -> dict[str, Any]:
     }
 
 
-def health(config: Config, checks: list[Check] | None = None) -> dict[str, Any]:
-    """The ``status --json`` document: status, reasons, and what the state knows."""
-    with status_context(config) as context:
+def health(
+    config: Config, checks: list[Check] | None = None, *, deep: bool = False
+) -> dict[str, Any]:
+    """The ``status --json`` document: status, reasons, and what the state knows; ``deep``
+    compares every record of the database with the snapshot (as an export would)."""
+    with status_context(config, deep=deep) as context:
         reasons = [reason for check in checks or CHECKS for reason in check(context)]
         pending = context.state.list_pending() if context.state else []
         document = {
