@@ -19,7 +19,7 @@ import orjson
 
 from dbsync import extjson
 from dbsync.errors import InvalidInput
-from dbsync.merge import decide_two_way
+from dbsync.merge import MergeCounts, Outcome, conflict_entry, decide_two_way
 from dbsync.snapshot import (
     Header,
     Rules,
@@ -115,10 +115,11 @@ def spooled_changes(spool: Path) -> Iterator[Change]:
         yield Change(record_id(written), expected, written, result)
 
 
-def redecider(rules: Rules) -> Redecide:
+def redecider(rules: Rules, counts: MergeCounts | None = None) -> Redecide:
     """How a record the application changed after the merge read it is decided again: by the
     conflict rules, two-way, against its new version (a newer edit wins; changed beats
-    deleted), so the application's write is never overwritten blindly."""
+    deleted), so the application's write is never overwritten blindly. A conflict decided
+    here goes into ``counts`` like any other, so its losing version is reported and kept."""
 
     def redecide(change: Change, current: Document | None) -> Change | None:
         if change.document is None:
@@ -128,6 +129,9 @@ def redecider(rules: Rules) -> Redecide:
         assert change.line is not None
         current_line = encode_record(current, rules.key)[1]
         decision = decide_two_way(current_line, change.line, rules)
+        if counts is not None and decision.outcome is Outcome.CONFLICT:
+            counts.conflicts_resolved += 1
+            counts.conflicts.append(conflict_entry(decision, rules.key))
         if decision.result is None or line_body(decision.result) == line_body(current_line):
             return None
         return Change(change.id, bson.encode(current), line_value(decision.result), decision.result)

@@ -12,6 +12,7 @@ import pytest
 
 from dbsync.changes import redecider
 from dbsync.commands.import_file import ImportCounts, ImportMode, import_file
+from dbsync.merge import MergeCounts
 from dbsync.mongo import CAS_ROUNDS, cas_operation
 from dbsync.snapshot import Rules, encode_record
 from dbsync.store import Change, Document
@@ -146,3 +147,23 @@ def test_import_counts_inserted_and_replaced_documents(store: Any, tmp_path: Pat
     path.write_text(json.dumps({"_id": 9}) + "\n")
     inserted = import_file(store, path, "items", ImportMode.insert)
     assert inserted.counts == ImportCounts(inserted=1, replaced=0)
+
+
+def test_every_version_decided_against_again_is_counted_as_a_conflict_with_its_loser(
+    store: Any,
+) -> None:
+    store.insert_many("items", [record(1, "2024-03-01", "app newer"), record(2, "2023-01-01")])
+    counts = MergeCounts()
+    read = [record(1, "2024-01-01"), record(2, "2024-01-01")]
+    store.apply_changes(
+        "items",
+        [
+            change(read[0], record(1, "2024-02-01", "merge older")),
+            change(read[1], record(2, "2024-02-01", "merge newer")),
+        ],
+        redecider(RULES, counts),
+    )
+    losers = {entry["key"]["_id"]: entry["loser"]["name"] for entry in counts.conflicts}
+    assert losers == {1: "merge older", 2: "user2"}
+    assert counts.conflicts_resolved == 2
+    assert {entry["rule"] for entry in counts.conflicts} == {"newer timestamp"}

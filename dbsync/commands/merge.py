@@ -302,7 +302,7 @@ def apply_plan(store: Store, plan: CollectionPlan) -> None:
     application changed since it was read is decided again against its new version."""
     plan.touched = not store.atomic_changes  # a failure part-way leaves writes to undo
     plan.applied = store.apply_changes(
-        plan.name, spooled_changes(plan.spool), redecider(plan.rules)
+        plan.name, spooled_changes(plan.spool), redecider(plan.rules, plan.counts)
     )
     plan.touched = True
 
