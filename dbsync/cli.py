@@ -725,8 +725,9 @@ def merge(
 ) -> None:
     """Merge a snapshot into the database.
 
-    Verifies the whole input first, backs up every collection it touches, writes a report, and
-    rolls back if anything fails part-way.
+    Verifies the whole input first, backs up what it will change (the records' previous
+    versions and the ids it inserts), writes each record only if the application has not changed
+    it meanwhile (compare-and-set), writes a report, and rolls back if anything fails part-way.
     """
     configuration = config()
     merge_options = merge_service.MergeOptions(
