@@ -36,33 +36,20 @@ def nothing_exported(database: str | None) -> str:
     )
 
 
-def import_counts(result: ImportResult) -> tuple[int | None, int | None]:
-    """(inserted, replaced) when the import service counts them, else (None, None)."""
-    inserted = getattr(result, "inserted", None)
-    replaced = getattr(result, "replaced", None)
-    return inserted, replaced
-
-
 def imported_json(result: ImportResult) -> dict[str, Any]:
-    inserted, replaced = import_counts(result)
     return {
         "collection": result.collection,
         "mode": result.mode.value,
         "documents": result.documents,
-        "inserted": result.documents
-        if inserted is None and result.mode.value == "insert"
-        else inserted,
-        "replaced": 0 if replaced is None and result.mode.value == "insert" else replaced,
+        "inserted": result.inserted,
+        "replaced": result.replaced,
     }
 
 
 def imported_line(result: ImportResult) -> str:
-    document = imported_json(result)
-    if document["inserted"] is None or document["replaced"] is None:
-        return f"{result.collection}: {result.documents} documents imported ({result.mode.value})"
     return (
         f"{result.collection}: {result.documents} documents imported ({result.mode.value}): "
-        f"{document['inserted']} inserted, {document['replaced']} replaced"
+        f"{result.inserted} inserted, {result.replaced} replaced"
     )
 
 
