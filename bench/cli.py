@@ -41,11 +41,11 @@ from bench.data import Params
 from bench.peak import PEAK_FILE
 from dbsync import extjson
 from dbsync.config import load_config
+from dbsync.parts import collection_files
 from dbsync.snapshot import (
     Header,
     encode_record,
     line_body,
-    read_sections,
     write_section,
 )
 from dbsync.store import open_store
@@ -132,13 +132,13 @@ def _changed(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "bench_note": "changed"}
 
 
-def _all_changed(folder: Path, source: Path, target: Path, params: Params) -> Path:
-    """A snapshot of ``source``'s records, every one changed (same keys)."""
+def _all_changed(folder: Path, snapshots: Path, target: Path, params: Params) -> Path:
+    """A snapshot of the collection's records in ``snapshots`` (one file or its parts), every
+    one changed (same keys)."""
     pairs = []
-    for section in read_sections(source):
-        for line in section.records:
-            document = extjson.decode_document(line_body(line))
-            pairs.append(encode_record(_changed(document), params.rules.key))
+    for line in collection_files(snapshots)[params.collection].lines():
+        document = extjson.decode_document(line_body(line))
+        pairs.append(encode_record(_changed(document), params.rules.key))
     pairs.sort(key=lambda pair: pair[0])
     target.mkdir(parents=True, exist_ok=True)
     path = target / "all-changed.jsonl"
@@ -197,7 +197,7 @@ def run_cli(folder: Path, timeout: float = TIMEOUT) -> dict[str, Figures]:
     theirs = folder / "theirs.jsonl"
     step("verify-1%", "verify", str(theirs))
     step("merge-1%", "merge", str(theirs), "--allow-deletes")
-    changed = _all_changed(folder, root / "database_backup" / f"{collection}.jsonl", folder, params)
+    changed = _all_changed(folder, root / "database_backup", folder, params)
     if step("merge-100%", "merge", str(changed), "--allow-deletes"):
         backup = _last_backup(root)
         if backup is not None:
