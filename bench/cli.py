@@ -39,16 +39,16 @@ import bson
 
 from bench.data import Params
 from bench.peak import PEAK_FILE
-from dbsync import extjson
 from dbsync.config import load_config
-from dbsync.parts import collection_files
-from dbsync.snapshot import (
+from dbsync.core import extjson
+from dbsync.core.snapshot import (
     Header,
     encode_record,
     line_body,
     write_section,
 )
-from dbsync.store import open_store
+from dbsync.edges.parts import collection_files
+from dbsync.edges.store import open_store
 
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))
 REPO = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ from typing import Any
 import bson
 from bson import Binary, Decimal128, Int64, ObjectId
 
-from dbsync.snapshot import Header, Rules, SortKey, encode_record, write_section
+from dbsync.core.snapshot import Header, Rules, SortKey, encode_record, write_section
 
 KINDS = ("pnl", "mixed")
 RULES = {

@@ -1,7 +1,7 @@
 """Why the embedded store is montydb: BSON fidelity, accepted ``_id`` types, and speed.
 
 Compares montydb (SQLite storage, ``use_bson=True``) with mongita (``MongitaClientDisk``) on
-what ``dbsync.store.EmbeddedStore`` needs, and times the montydb operations ``apply`` could be
+what ``dbsync.edges.store.EmbeddedStore`` needs, and times the montydb operations ``apply`` could be
 built from, so that the choice in ``EmbeddedStore.apply`` can be checked on any machine.
 
 mongita is not a dependency of dbsync: install it only to run this comparison
@@ -29,7 +29,7 @@ from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Rege
 from bson.dbref import DBRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dbsync.store import EmbeddedStore, id_key  # noqa: E402
+from dbsync.edges.store import EmbeddedStore, id_key  # noqa: E402
 
 Document = dict[str, Any]
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import documents
-from dbsync import extjson
-from dbsync.snapshot import (
+from dbsync.core import extjson
+from dbsync.core.snapshot import (
     Digest,
     Header,
     Rules,

@@ -34,14 +34,10 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from bench.baselines import json_util_canonical, plain_merge
 from bench.data import Params, prepare
-from dbsync import extjson
-from dbsync.commands.export import current_summary
-from dbsync.commands.export import export as export_service
-from dbsync.commands.merge import SourceSection, apply_plan, plan_collection
 from dbsync.config import CollectionConfig, Config
-from dbsync.merge import decide
-from dbsync.parts import MAX_FILE_BYTES, collection_files
-from dbsync.snapshot import (
+from dbsync.core import extjson
+from dbsync.core.merge import decide
+from dbsync.core.snapshot import (
     Header,
     encode_record,
     line_body,
@@ -50,10 +46,14 @@ from dbsync.snapshot import (
     verify_file,
     write_section,
 )
-from dbsync.store import Change, ChangeCounts, EmbeddedStore, Redecide, decode_raw
+from dbsync.edges.parts import MAX_FILE_BYTES, collection_files
+from dbsync.edges.store import Change, ChangeCounts, EmbeddedStore, Redecide, decode_raw
+from dbsync.runs.export import current_summary
+from dbsync.runs.export import export as export_service
+from dbsync.runs.merge import SourceSection, apply_plan, plan_collection
 
 BATCH = 1000
-WRITE_BUFFER = 1 << 20  # as dbsync.files writes snapshots
+WRITE_BUFFER = 1 << 20  # as dbsync.edges.files writes snapshots
 CHECK_EVERY = 25  # encode: compare both encoders' output on every 25th batch of documents
 ENCODE_SAMPLE = 100_000  # encode: per-document figures, on the first 100,000 at most
 # wall-clock time by default; CPU time (``--clock cpu``) on a machine shared with other work

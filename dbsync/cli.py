@@ -1,6 +1,6 @@
 """The ``dbsync`` command line: options, help, output and exit codes — nothing else.
 
-Each command reads its options, calls one service in ``dbsync.commands``, and renders the
+Each command reads its options, calls one service in ``dbsync.runs``, and renders the
 result. Errors are ``DbsyncError`` subclasses, turned into exit codes in ``main`` only.
 """
 
@@ -30,40 +30,41 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 from typer.core import TyperArgument, TyperOption
 
-from dbsync import __version__, git, render
-from dbsync import agent as agent_service
+from dbsync import __version__, render
 from dbsync import completion as completion_service
-from dbsync import demo as demo_service
-from dbsync import hooks as hooks_service
-from dbsync import pipeline as pipeline_service
-from dbsync.api import require_key_for
-from dbsync.backups import list_backups
-from dbsync.commands import bring_back as bring_back_service
-from dbsync.commands import conflicts as conflicts_service
-from dbsync.commands import diff as diff_service
-from dbsync.commands import diff_driver as diff_driver_service
-from dbsync.commands import dump as dump_service
-from dbsync.commands import export as export_service
-from dbsync.commands import hook as hook_service
-from dbsync.commands import import_file as import_service
-from dbsync.commands import init as init_service
-from dbsync.commands import log as log_service
-from dbsync.commands import merge as merge_service
-from dbsync.commands import merge_driver as merge_driver_service
-from dbsync.commands import pending as pending_service
-from dbsync.commands import prune as prune_service
-from dbsync.commands import restore as restore_service
-from dbsync.commands import stats as stats_service
-from dbsync.commands import status as status_service
-from dbsync.commands import sync as sync_service
-from dbsync.commands import verify as verify_service
-from dbsync.commands.common import open_configured_store
+from dbsync.agent import schedule as agent_service
+from dbsync.agent.api import require_key_for
 from dbsync.config import Config, load_config
+from dbsync.core.report import MergeReport
+from dbsync.edges import git
+from dbsync.edges.backups import list_backups
+from dbsync.edges.state import HistoryEntry, reading_state
+from dbsync.edges.store import Store
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
+from dbsync.integration import diff_driver as diff_driver_service
+from dbsync.integration import hook_runs as hook_service
+from dbsync.integration import installer as hooks_service
+from dbsync.integration import merge_driver as merge_driver_service
 from dbsync.progress import NoProgress, Progress
-from dbsync.report import MergeReport
-from dbsync.state import HistoryEntry, reading_state
-from dbsync.store import Store
+from dbsync.runs import bring_back as bring_back_service
+from dbsync.runs import conflicts as conflicts_service
+from dbsync.runs import demo as demo_service
+from dbsync.runs import diff as diff_service
+from dbsync.runs import dump as dump_service
+from dbsync.runs import export as export_service
+from dbsync.runs import import_file as import_service
+from dbsync.runs import init as init_service
+from dbsync.runs import log as log_service
+from dbsync.runs import merge as merge_service
+from dbsync.runs import pending as pending_service
+from dbsync.runs import pipeline as pipeline_service
+from dbsync.runs import prune as prune_service
+from dbsync.runs import restore as restore_service
+from dbsync.runs import stats as stats_service
+from dbsync.runs import status as status_service
+from dbsync.runs import sync as sync_service
+from dbsync.runs import verify as verify_service
+from dbsync.runs.common import open_configured_store
 
 # ---------------------------------------------------------------- help that reads like a man page
 
@@ -281,7 +282,7 @@ def changing(
     *,
     merging: Path | None = None,
 ) -> AbstractContextManager[tuple[pipeline_service.ChangingRun, Store]]:
-    """A command's changing run (``dbsync.pipeline``), saying and warning on the terminal."""
+    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal."""
     return pipeline_service.changing_store_run(
         configuration,
         operation,

@@ -6,9 +6,9 @@ completion runs on every Tab, so it must never wait for a database.
 
 from __future__ import annotations
 
-from dbsync.backups import list_backups
 from dbsync.config import Config
-from dbsync.parts import collection_files
+from dbsync.edges.backups import list_backups
+from dbsync.edges.parts import collection_files
 
 
 def collection_names(config: Config, incomplete: str = "") -> list[str]:

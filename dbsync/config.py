@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbsync.core.snapshot import Rules
+from dbsync.edges.lock import DEFAULT_TIMEOUT_SECONDS
 from dbsync.errors import InvalidInput, UsageError
-from dbsync.lock import DEFAULT_TIMEOUT_SECONDS
-from dbsync.snapshot import Rules
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dbsync.commands.export import ExportedCollection
-from dbsync.commands.import_file import ImportResult
-from dbsync.commands.restore import RestoreResult
-from dbsync.hooks import HookChange
+from dbsync.integration.installer import HookChange
+from dbsync.runs.export import ExportedCollection
+from dbsync.runs.import_file import ImportResult
+from dbsync.runs.restore import RestoreResult
 
 
 def exported_json(result: ExportedCollection) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import mongomock
 import pytest
 from mongomock.collection import BulkOperationBuilder
 
-from dbsync.mongo import MongoStore
-from dbsync.store import EmbeddedStore, RetryPolicy
+from dbsync.edges.mongo import MongoStore
+from dbsync.edges.store import EmbeddedStore, RetryPolicy
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from dbsync.config import resolve_uri
-from dbsync.snapshot import Header, Rules, encode_record
-from dbsync.snapshot import write_snapshot as write_snapshot_file
-from dbsync.store import open_store
+from dbsync.core.snapshot import Header, Rules, encode_record
+from dbsync.core.snapshot import write_snapshot as write_snapshot_file
+from dbsync.edges.store import open_store
 from tests.cli_helpers import DATA
 from tests.cli_helpers import Result as Run
 

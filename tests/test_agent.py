@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dbsync.agent import Alerter, backoff, parse_interval
+from dbsync.agent.schedule import Alerter, backoff, parse_interval
 from dbsync.errors import UsageError
 from tests.git_helpers import DBSYNC, real_records
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from dbsync.api import ApiServer, RateLimiter, require_key_for
+from dbsync.agent.api import ApiServer, RateLimiter, require_key_for
 from dbsync.errors import UsageError
 
 

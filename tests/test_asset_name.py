@@ -6,8 +6,8 @@ import json
 import socket
 from pathlib import Path
 
-from dbsync.asset_names import Commit, namesakes
 from dbsync.config import load_config
+from dbsync.core.asset_names import Commit, namesakes
 from tests.git_helpers import Repo, real_records
 
 SUBJECT = "dbsync: laptop snapshot (190 records)"

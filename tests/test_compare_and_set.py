@@ -10,12 +10,12 @@ from typing import Any
 import bson
 import pytest
 
-from dbsync.changes import redecider
-from dbsync.commands.import_file import ImportCounts, ImportMode, import_file
-from dbsync.merge import MergeCounts
-from dbsync.mongo import CAS_ROUNDS, cas_operation
-from dbsync.snapshot import Rules, encode_record
-from dbsync.store import Change, Document
+from dbsync.core.merge import MergeCounts
+from dbsync.core.snapshot import Rules, encode_record
+from dbsync.edges.changes import redecider
+from dbsync.edges.mongo import CAS_ROUNDS, cas_operation
+from dbsync.edges.store import Change, Document
+from dbsync.runs.import_file import ImportCounts, ImportMode, import_file
 
 RULES = Rules(key=("_id",), timestamp="ts")
 

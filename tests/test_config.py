@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from dbsync.config import load_config
+from dbsync.core.snapshot import Rules
 from dbsync.errors import InvalidInput, UsageError
-from dbsync.snapshot import Rules
 
 SHARED = """
 database = "telegram"

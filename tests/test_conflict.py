@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from dbsync import conflict
-from dbsync.snapshot import Rules, line_document, record_line
+from dbsync.core import conflict
+from dbsync.core.snapshot import Rules, line_document, record_line
 
 RULES = Rules(key=("_id",), timestamp="ts", preserve=("profit",))
 

@@ -10,11 +10,11 @@ import orjson
 import pytest
 from bson import json_util
 
-from dbsync.commands.bring_back import unstamped_reason, with_timestamp
-from dbsync.commands.conflicts import since_text
+from dbsync.core.snapshot import Rules, line_body, read_sections
+from dbsync.edges.state import NewLosingVersion, open_state
 from dbsync.errors import UsageError
-from dbsync.snapshot import Rules, line_body, read_sections
-from dbsync.state import NewLosingVersion, open_state
+from dbsync.runs.bring_back import unstamped_reason, with_timestamp
+from dbsync.runs.conflicts import since_text
 from tests.git_helpers import Repo, real_records
 from tests.project import Project
 

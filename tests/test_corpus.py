@@ -20,11 +20,11 @@ import pytest
 from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
 
-from dbsync import extjson, snapshot
-from dbsync.commands.import_file import ImportMode, import_file
 from dbsync.config import load_config
+from dbsync.core import extjson, snapshot
+from dbsync.edges.store import EmbeddedStore, decode_raw
 from dbsync.errors import InvalidInput
-from dbsync.store import EmbeddedStore, decode_raw
+from dbsync.runs.import_file import ImportMode, import_file
 from tests.cli_helpers import Project, new_project
 from tests.corpus import ParseError, Valid, parse_error_cases, valid_cases
 

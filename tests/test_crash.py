@@ -30,11 +30,11 @@ import pytest
 from conftest import no_sleep_policy
 from project import Project, clean_env
 
-from dbsync.commands.export import export
 from dbsync.config import load_config
-from dbsync.mongo import MongoStore
-from dbsync.snapshot import verify_file
-from dbsync.store import EmbeddedStore, decode_raw
+from dbsync.core.snapshot import verify_file
+from dbsync.edges.mongo import MongoStore
+from dbsync.edges.store import EmbeddedStore, decode_raw
+from dbsync.runs.export import export
 
 RECORDS = 300
 LOCAL_NEW = range(5000, 5005)  # records this asset added and never exported
@@ -43,8 +43,9 @@ THEIRS_NEW = range(300, 310)  # records only the other asset has: the merge inse
 
 KILLER = """
 import importlib, os, signal, sys
-from dbsync import files, snapshot, store
-from dbsync.commands import merge
+from dbsync.edges import files, store
+from dbsync.core import snapshot
+from dbsync.runs import merge
 
 point = sys.argv[1]
 
@@ -216,7 +217,7 @@ def keeps_the_asset_s_own_records(state):
 
 def test_a_merge_killed_mid_apply_leaves_the_old_state_and_is_resumed(crash_project, after):
     before = crash_project.dump("items")
-    killed(crash_project, "dbsync.store:_put_row:150", "merge", "theirs")
+    killed(crash_project, "dbsync.edges.store:_put_row:150", "merge", "theirs")
     assert crash_project.dump("items") == before
     status = crash_project.json("status")
     assert status["status"] == "DEGRADED"
@@ -233,16 +234,16 @@ def test_a_merge_killed_mid_apply_leaves_the_old_state_and_is_resumed(crash_proj
 
 
 MERGE_POINTS = [
-    "dbsync.store:_put_row:0",
-    "dbsync.store:_put_row:1",
-    *(f"dbsync.store:_put_row:{n}" for n in random.Random(10).sample(range(2, 304), 9)),
-    "dbsync.store:_put_row:304",  # the last record, before the commit
-    "dbsync.changes:ChangeWriter.add:100",  # planning: the backup half written
-    "dbsync.backups:write_meta:0",
-    "dbsync.journal:begin:0",
-    "dbsync.store:EmbeddedStore.close:0",  # after the commit
-    "dbsync.journal:finish:0",
-    "dbsync.commands.merge:write_report_files:0",
+    "dbsync.edges.store:_put_row:0",
+    "dbsync.edges.store:_put_row:1",
+    *(f"dbsync.edges.store:_put_row:{n}" for n in random.Random(10).sample(range(2, 304), 9)),
+    "dbsync.edges.store:_put_row:304",  # the last record, before the commit
+    "dbsync.edges.changes:ChangeWriter.add:100",  # planning: the backup half written
+    "dbsync.edges.backups:write_meta:0",
+    "dbsync.edges.journal:begin:0",
+    "dbsync.edges.store:EmbeddedStore.close:0",  # after the commit
+    "dbsync.edges.journal:finish:0",
+    "dbsync.runs.merge:write_report_files:0",
 ]
 
 
@@ -266,13 +267,13 @@ def test_a_merge_killed_anywhere_leaves_old_or_new_and_its_recovery_keeps_every_
 
 
 RESTORE_POINTS = [
-    "dbsync.store:_delete_row:0",  # undoing the merge's inserts comes first
-    "dbsync.store:_delete_row:5",
-    "dbsync.store:_delete_row:9",
-    "dbsync.store:_put_row:0",
-    *(f"dbsync.store:_put_row:{n}" for n in random.Random(11).sample(range(1, 294), 6)),
-    "dbsync.journal:begin:0",  # the safety backup is taken, nothing written yet
-    "dbsync.journal:finish:0",
+    "dbsync.edges.store:_delete_row:0",  # undoing the merge's inserts comes first
+    "dbsync.edges.store:_delete_row:5",
+    "dbsync.edges.store:_delete_row:9",
+    "dbsync.edges.store:_put_row:0",
+    *(f"dbsync.edges.store:_put_row:{n}" for n in random.Random(11).sample(range(1, 294), 6)),
+    "dbsync.edges.journal:begin:0",  # the safety backup is taken, nothing written yet
+    "dbsync.edges.journal:finish:0",
 ]
 
 

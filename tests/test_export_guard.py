@@ -1,11 +1,11 @@
 import pytest
 
-from dbsync.commands.export import export
-from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import load_config
+from dbsync.core.guards import RemovedKeys, deletes_too_many
+from dbsync.core.snapshot import verify_file
 from dbsync.errors import SafetyRefusal
-from dbsync.guards import RemovedKeys, deletes_too_many
-from dbsync.snapshot import verify_file
+from dbsync.runs.export import export
+from dbsync.runs.merge import MergeOptions, merge_snapshot
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import subprocess
 import montydb
 import pytest
 
-from dbsync import change_index, parts
-from dbsync.commands import export as export_module
-from dbsync.commands.export import export
-from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import load_config
+from dbsync.core.snapshot import encode_record
+from dbsync.edges import change_index, parts
 from dbsync.errors import SafetyRefusal
-from dbsync.snapshot import encode_record
+from dbsync.runs import export as export_module
+from dbsync.runs.export import export
+from dbsync.runs.merge import MergeOptions, merge_snapshot
 
 TOML = 'database = "dbsync_test"\n[collections.pnl]\nkey = ["user", "ticker"]\ntimestamp = "at"\n'
 

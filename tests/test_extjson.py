@@ -23,7 +23,7 @@ from bson.timestamp import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbsync import extjson
+from dbsync.core import extjson
 from dbsync.errors import InvalidInput
 from tests.strategies import documents
 

@@ -1,9 +1,9 @@
-"""``dbsync.git``: what a git command keeps of the environment, and how its failure reads."""
+"""``dbsync.edges.git``: what a git command keeps of the environment, and how its failure reads."""
 
 import subprocess
 
+from dbsync.edges.git import failed, no_git_env
 from dbsync.errors import GitFailed
-from dbsync.git import failed, no_git_env
 
 CREDENTIALS = {
     "GIT_ASKPASS": "/usr/bin/askpass",

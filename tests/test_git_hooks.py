@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dbsync import hooks
+from dbsync.integration import installer as hooks
 from tests.git_helpers import DBSYNC, Repo, Run, real_records, write_snapshot
 
 RECORDS = real_records()
@@ -26,7 +26,7 @@ FOREIGN = """#!/bin/sh
 
 @pytest.fixture
 def isolated(monkeypatch: pytest.MonkeyPatch, git_env: dict[str, str]) -> None:
-    """The same isolation for git run inside this process (``dbsync.hooks`` called directly)."""
+    """The same isolation for git run inside this process (the installer called directly)."""
     for name in ("HOME", "GIT_CONFIG_NOSYSTEM"):
         monkeypatch.setenv(name, git_env[name])
 

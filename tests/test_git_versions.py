@@ -14,7 +14,7 @@ from typing import Any
 import montydb
 import pytest
 
-from dbsync.state import open_state_read_only
+from dbsync.edges.state import open_state_read_only
 from tests.git_helpers import Repo, real_records
 
 RECORDS = real_records()

@@ -9,13 +9,13 @@ import pytest
 from conftest import no_sleep_policy
 from project import Project
 
-from dbsync import snapshot
-from dbsync.commands.export import export
-from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import load_config
+from dbsync.core import snapshot
+from dbsync.core.snapshot import Header, Rules, SnapshotError, record_line, write_section
+from dbsync.edges.mongo import MongoStore
 from dbsync.errors import InvalidInput
-from dbsync.mongo import MongoStore
-from dbsync.snapshot import Header, Rules, SnapshotError, record_line, write_section
+from dbsync.runs.export import export
+from dbsync.runs.merge import MergeOptions, merge_snapshot
 
 
 def section_bytes(collection, bodies, header=None):

@@ -19,10 +19,10 @@ import pytest
 from conftest import no_sleep_policy
 from project import Project, clean_env
 
-from dbsync.commands.export import export
 from dbsync.config import load_config
-from dbsync.mongo import MongoStore
-from dbsync.store import EmbeddedStore
+from dbsync.edges.mongo import MongoStore
+from dbsync.edges.store import EmbeddedStore
+from dbsync.runs.export import export
 
 RECORDS = 200
 
@@ -71,7 +71,7 @@ Path(plan["log"]).write_text(json.dumps(done))
 
 WRAPPER = """
 import subprocess, sys
-from dbsync.commands import merge
+from dbsync.runs import merge
 
 writer = sys.argv[1:4]
 apply_all = merge._apply_all

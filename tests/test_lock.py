@@ -7,13 +7,13 @@ import sys
 import pytest
 from project import DBSYNC, clean_env
 
+from dbsync.edges.lock import POLL_SECONDS, TOKEN_VARIABLE, lock_path, read_holder, run_lock
 from dbsync.errors import SafetyRefusal
-from dbsync.lock import POLL_SECONDS, TOKEN_VARIABLE, lock_path, read_holder, run_lock
 
 HOLDER = """
 import subprocess, sys, time
 from pathlib import Path
-from dbsync.lock import run_lock
+from dbsync.edges.lock import run_lock
 with run_lock(Path(sys.argv[1]), "merge database_backup"):
     print("ready", flush=True)
     if len(sys.argv) > 2:

@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from dbsync.commands.bring_back import stamped_now
-from dbsync.commands.log import (
+from dbsync.core.snapshot import Header, Rules, encode_record, part_of, snapshot_filename, sort_key
+from dbsync.core.snapshot import write_snapshot as write_snapshot_file
+from dbsync.errors import UsageError
+from dbsync.runs.bring_back import stamped_now
+from dbsync.runs.log import (
     RecordKey,
     Version,
     field_diffs,
@@ -20,9 +23,6 @@ from dbsync.commands.log import (
     mark_recreations,
     value_candidates,
 )
-from dbsync.errors import UsageError
-from dbsync.snapshot import Header, Rules, encode_record, part_of, snapshot_filename, sort_key
-from dbsync.snapshot import write_snapshot as write_snapshot_file
 from tests.git_helpers import Repo, real_records
 
 RECORDS = real_records()[:12]

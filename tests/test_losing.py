@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from dbsync.commands.merge_driver import merge_files
-from dbsync.commands.prune import prune
 from dbsync.config import load_config
-from dbsync.conflict import LARGER_HASH, MORE_COMPLETE, NEWER, obvious_timestamp
-from dbsync.losing import MERGE, key_text, losing_versions
-from dbsync.merge import MergeCounts
-from dbsync.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
-from dbsync.snapshot import Rules, content_hash
-from dbsync.state import NewLosingVersion, open_state, open_state_read_only
-from dbsync.store import EmbeddedStore
+from dbsync.core.conflict import LARGER_HASH, MORE_COMPLETE, NEWER, obvious_timestamp
+from dbsync.core.merge import MergeCounts
+from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
+from dbsync.core.snapshot import Rules, content_hash
+from dbsync.edges.state import NewLosingVersion, open_state, open_state_read_only
+from dbsync.edges.store import EmbeddedStore
+from dbsync.integration.merge_driver import merge_files
+from dbsync.runs.losing import MERGE, key_text, losing_versions
+from dbsync.runs.prune import prune
 from tests.cli_helpers import Project, new_project, write_lines
 from tests.git_helpers import write_snapshot
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from dbsync.commands.merge import MergeOptions, merge_snapshot
 from dbsync.config import load_config
+from dbsync.edges.store import EmbeddedStore
 from dbsync.errors import DbsyncError
-from dbsync.store import EmbeddedStore
+from dbsync.runs.merge import MergeOptions, merge_snapshot
 from tests.cli_helpers import Project, new_project, write_lines
 
 PNL_KEY = """
@@ -146,7 +146,7 @@ def test_a_deletion_propagates_three_way_and_never_two_way(assets, tmp_path):
 
 def _write_without(target: Path, snapshot: bytes, victim) -> None:
     """A valid snapshot file equal to ``snapshot`` minus one record (header, hashes, trailer)."""
-    from dbsync.snapshot import Header, parse_header, write_snapshot
+    from dbsync.core.snapshot import Header, parse_header, write_snapshot
 
     lines = snapshot.splitlines(keepends=True)
     header = parse_header(lines[0])

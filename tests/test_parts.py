@@ -4,23 +4,24 @@ import shutil
 
 import pytest
 
-from dbsync import parts, snapshot
-from dbsync.commands import export as export_module
-from dbsync.commands.diff import diff_paths
-from dbsync.commands.export import export
-from dbsync.commands.merge import MergeOptions, merge_snapshot
-from dbsync.commands.merge_driver import merge_files
-from dbsync.commands.stats import collection_stats
-from dbsync.commands.verify import verify_path
 from dbsync.config import load_config
+from dbsync.core import snapshot
+from dbsync.edges import parts
 from dbsync.errors import InvalidInput
+from dbsync.integration.merge_driver import merge_files
+from dbsync.runs import export as export_module
+from dbsync.runs.diff import diff_paths
+from dbsync.runs.export import export
+from dbsync.runs.merge import MergeOptions, merge_snapshot
+from dbsync.runs.stats import collection_stats
+from dbsync.runs.verify import verify_path
 
 
 @pytest.fixture(autouse=True)
 def small_parts(monkeypatch):
     monkeypatch.setattr(parts, "MAX_FILE_BYTES", 12_000)
     monkeypatch.setattr(parts, "TARGET_PART_BYTES", 4_000)
-    monkeypatch.setattr("dbsync.commands.export.MAX_FILE_BYTES", 12_000)
+    monkeypatch.setattr("dbsync.runs.export.MAX_FILE_BYTES", 12_000)
 
 
 def docs(n, start=0, note="x"):

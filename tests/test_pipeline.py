@@ -1,4 +1,4 @@
-"""Every changing run, from each entry point, goes through the one pipeline (dbsync.pipeline):
+"""Every changing run, from each entry point, goes through the one pipeline (dbsync.runs.pipeline):
 recorded in the history, pending merges retried first, pruned after a merge.
 
 Each test starts from the same asset ``b``: twelve old backups (more than prune keeps) and a
@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from dbsync import backups
-from dbsync.commands.pending import queue_pending
-from dbsync.commands.prune import DEFAULT_KEEP
 from dbsync.config import load_config
-from dbsync.state import reading_state
+from dbsync.edges import backups
+from dbsync.edges.state import reading_state
+from dbsync.runs.pending import queue_pending
+from dbsync.runs.prune import DEFAULT_KEEP
 from tests.git_helpers import Repo, real_records, write_snapshot
 from tests.test_agent import RunningAgent
 

@@ -4,12 +4,12 @@ from collections import namedtuple
 
 import pytest
 
-from dbsync import backups, state
-from dbsync.commands.export import export
-from dbsync.commands.merge import merge_snapshot
-from dbsync.commands.prune import prune
 from dbsync.config import load_config
+from dbsync.edges import backups, state
 from dbsync.errors import SafetyRefusal
+from dbsync.runs.export import export
+from dbsync.runs.merge import merge_snapshot
+from dbsync.runs.prune import prune
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 from bson import json_util
 
 from dbsync.config import resolve_uri
-from dbsync.store import open_store
+from dbsync.edges.store import open_store
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, environment, make_home
 

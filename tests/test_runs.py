@@ -1,9 +1,9 @@
 import pytest
 
-from dbsync import state
 from dbsync.config import load_config
+from dbsync.edges import state
 from dbsync.errors import DatabaseUnreachable, SafetyRefusal
-from dbsync.runs import recorded_run
+from dbsync.runs.recording import recorded_run
 
 
 @pytest.fixture

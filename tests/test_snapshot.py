@@ -13,9 +13,9 @@ from bson.timestamp import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbsync import extjson, snapshot
-from dbsync.snapshot import Header, Rules
-from dbsync.store import decode_raw
+from dbsync.core import extjson, snapshot
+from dbsync.core.snapshot import Header, Rules
+from dbsync.edges.store import decode_raw
 from tests.strategies import documents, dollar_documents
 
 RULES = Rules(key=("_id",))

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from dbsync import state
+from dbsync.edges import state
+from dbsync.edges.state import CollectionResult
 from dbsync.errors import InvalidInput
-from dbsync.state import CollectionResult
 
 
 @pytest.fixture

@@ -3,13 +3,13 @@ import shutil
 
 import pytest
 
-from dbsync import state
-from dbsync.change_index import ChangeIndex
-from dbsync.commands import status
-from dbsync.commands.export import export
-from dbsync.commands.status import DEGRADED, WARNING, Reason, StatusContext
 from dbsync.config import load_config
-from dbsync.state import CollectionResult
+from dbsync.edges import state
+from dbsync.edges.change_index import ChangeIndex
+from dbsync.edges.state import CollectionResult
+from dbsync.runs import status
+from dbsync.runs.export import export
+from dbsync.runs.status import DEGRADED, WARNING, Reason, StatusContext
 
 
 @pytest.fixture

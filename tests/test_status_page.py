@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from dbsync.metrics import MetricsInput, render_metrics
-from dbsync.state import CollectionState, HistoryEntry, LosingVersion
-from dbsync.status_page import PageInput, render_page
+from dbsync.agent.metrics import MetricsInput, render_metrics
+from dbsync.agent.status_page import PageInput, render_page
+from dbsync.edges.state import CollectionState, HistoryEntry, LosingVersion
 from tests.git_helpers import real_records
 from tests.test_agent import RunningAgent
 

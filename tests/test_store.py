@@ -42,9 +42,9 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
-from dbsync.extjson import to_json_value
-from dbsync.mongo import (
+from dbsync.core.extjson import to_json_value
+from dbsync.core.snapshot import sort_key
+from dbsync.edges.mongo import (
     MongoStore,
     call_with_retries,
     is_replicated,
@@ -52,8 +52,7 @@ from dbsync.mongo import (
     translate_pymongo_error,
     write_operations,
 )
-from dbsync.snapshot import sort_key
-from dbsync.store import (
+from dbsync.edges.store import (
     Change,
     DamagedStore,
     EmbeddedStore,
@@ -71,6 +70,7 @@ from dbsync.store import (
     uri_secrets,
     validate_database_name,
 )
+from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from dbsync.commands.sync import rejected_as_behind
+from dbsync.runs.sync import rejected_as_behind
 from tests.git_helpers import Repo, environment, real_records
 
 

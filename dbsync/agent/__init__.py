@@ -1,0 +1,1 @@
+"""The agent: the scheduled sync, its HTTP API, the status page and the Prometheus metrics."""

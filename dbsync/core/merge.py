@@ -1,0 +1,225 @@
+"""The merge engine: decide what each record becomes, one key at a time. Pure.
+
+Two phases, as in nbdime: ``decide`` walks key-sorted record streams (base, ours, theirs) in one
+streaming merge-join and yields one ``Decision`` per key; applying decisions is someone else's
+job (``commands.merge`` for a database, ``write_section`` for a file).
+
+* Three-way (a base is given, and it is a true common ancestor): a record changed on one side
+  only takes that change, deletions included; changed on both sides differently, the conflict
+  rule decides (``conflict.resolve``); deleted on one side and changed on the other, the change
+  is kept (deleting it would lose a version).
+* Two-way (no base): the union under the conflict rule; nothing is deleted, because without an
+  ancestor a missing record cannot be told from a deleted one.
+
+Lines that are byte-identical on every side are passed through without being parsed: the common
+case of a sync costs a comparison per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from dbsync.core.conflict import resolve
+from dbsync.core.snapshot import Rules, SortKey, key_values, line_document, line_sort_key
+from dbsync.errors import InvalidInput
+
+
+class Outcome(str, Enum):
+    COMMON = "common"  # the same on both sides
+    LOCAL_ONLY = "local_only"  # only ours has it (added here, or two-way)
+    REMOTE_ONLY = "remote_only"  # only theirs has it: added
+    UPDATED = "updated"  # three-way: only theirs changed it
+    KEPT_LOCAL = "kept_local"  # three-way: only ours changed it
+    DELETED = "deleted"  # three-way: theirs deleted it, ours had not changed it
+    DELETED_LOCALLY = "deleted_locally"  # three-way: ours deleted it, theirs had not changed it
+    CONFLICT = "conflict"  # both changed it differently; the rule decided
+
+
+MODIFIED_BEATS_DELETED = "changed beats deleted"
+
+
+@dataclass(slots=True)
+class Decision:
+    """What one key becomes. ``result`` is the record line to keep, or None for no record."""
+
+    outcome: Outcome
+    ours: bytes | None
+    theirs: bytes | None
+    result: bytes | None
+    rule: str | None = None
+    loser: bytes | None = None
+
+    @property
+    def changes_ours(self) -> bool:
+        return self.result != self.ours
+
+
+class _Head:
+    """The current line of one sorted stream, with its key computed only when needed."""
+
+    __slots__ = ("_lines", "line", "_key", "_fields", "_previous")
+
+    def __init__(self, lines: Iterable[bytes], fields: Sequence[str]) -> None:
+        self._lines = iter(lines)
+        self._fields = fields
+        self._previous: SortKey | None = None
+        self.line: bytes | None = None
+        self._key: SortKey | None = None
+        self.advance()
+
+    def advance(self) -> None:
+        if self._key is not None:
+            self._previous = self._key
+        self.line = next(self._lines, None)
+        self._key = None
+
+    def key(self) -> SortKey:
+        if self._key is None:
+            assert self.line is not None
+            self._key = line_sort_key(self.line, self._fields)
+            if self._previous is not None and not self._previous < self._key:
+                raise InvalidInput("records are not sorted by key (or a key appears twice)")
+        return self._key
+
+
+def align(
+    streams: Sequence[Iterable[bytes]], fields: Sequence[str]
+) -> Iterator[tuple[bytes | None, ...]]:
+    """Walk key-sorted streams together, yielding one tuple of lines (None = absent) per key.
+
+    The common case — the same line at the head of every stream — is passed through without
+    computing a key: that is what makes syncing a mostly unchanged collection cheap.
+    """
+    heads = [_Head(stream, fields) for stream in streams]
+    width = len(heads)
+    while True:
+        lines = tuple([head.line for head in heads])
+        first = lines[0]
+        if first is not None and lines.count(first) == width:
+            yield lines
+            for head in heads:
+                head.advance()
+        elif lines.count(None) == width:
+            return
+        else:
+            yield _smallest_row(heads)
+
+
+def _smallest_row(heads: list[_Head]) -> tuple[bytes | None, ...]:
+    """The lines holding the smallest key, each stream advanced past it."""
+    smallest = min(head.key() for head in heads if head.line is not None)
+    row: list[bytes | None] = []
+    for head in heads:
+        if head.line is not None and head.key() == smallest:
+            row.append(head.line)
+            head.advance()
+        else:
+            row.append(None)
+    return tuple(row)
+
+
+def _both_changed(ours: bytes | None, theirs: bytes | None, rules: Rules) -> Decision:
+    if ours is None or theirs is None:
+        kept = ours if ours is not None else theirs
+        return Decision(Outcome.CONFLICT, ours, theirs, kept, MODIFIED_BEATS_DELETED, None)
+    resolution = resolve(ours, theirs, rules)
+    return Decision(
+        Outcome.CONFLICT, ours, theirs, resolution.line, resolution.rule, resolution.loser
+    )
+
+
+def decide_three_way(
+    base: bytes | None, ours: bytes | None, theirs: bytes | None, rules: Rules
+) -> Decision | None:
+    """The decision for one key given its common ancestor; None when no side has the record."""
+    if ours == theirs:
+        return None if ours is None else Decision(Outcome.COMMON, ours, theirs, ours)
+    if base == ours:  # only theirs changed
+        if theirs is None:
+            return Decision(Outcome.DELETED, ours, theirs, None)
+        outcome = Outcome.REMOTE_ONLY if ours is None else Outcome.UPDATED
+        return Decision(outcome, ours, theirs, theirs)
+    if base == theirs:  # only ours changed
+        if ours is None:
+            return Decision(Outcome.DELETED_LOCALLY, ours, theirs, None)
+        outcome = Outcome.LOCAL_ONLY if theirs is None else Outcome.KEPT_LOCAL
+        return Decision(outcome, ours, theirs, ours)
+    return _both_changed(ours, theirs, rules)
+
+
+def decide_two_way(ours: bytes | None, theirs: bytes | None, rules: Rules) -> Decision:
+    """The decision for one key without an ancestor: a union, nothing deleted."""
+    if ours == theirs:
+        return Decision(Outcome.COMMON, ours, theirs, ours)
+    if theirs is None:
+        return Decision(Outcome.LOCAL_ONLY, ours, theirs, ours)
+    if ours is None:
+        return Decision(Outcome.REMOTE_ONLY, ours, theirs, theirs)
+    return _both_changed(ours, theirs, rules)
+
+
+def decide(
+    base: Iterable[bytes] | None,
+    ours: Iterable[bytes],
+    theirs: Iterable[bytes],
+    rules: Rules,
+) -> Iterator[Decision]:
+    """One decision per key, in key order. Memory does not grow with the collection."""
+    if base is None:
+        for ours_line, theirs_line in align([ours, theirs], rules.key):
+            yield decide_two_way(ours_line, theirs_line, rules)
+        return
+    for base_line, ours_line, theirs_line in align([base, ours, theirs], rules.key):
+        decision = decide_three_way(base_line, ours_line, theirs_line, rules)
+        if decision is not None:
+            yield decision
+
+
+@dataclass
+class MergeCounts:
+    """The figures of a merge report for one collection, and its conflicts."""
+
+    local_only: int = 0
+    remote_only: int = 0
+    common: int = 0
+    updated: int = 0
+    kept_local: int = 0
+    conflicts_resolved: int = 0
+    deleted: int = 0
+    deleted_locally: int = 0
+    total: int = 0
+    writes: int = 0
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, decision: Decision, fields: Sequence[str]) -> None:
+        outcome = decision.outcome
+        if outcome is Outcome.COMMON:  # by far the most frequent: no attribute lookup by name
+            self.common += 1
+        elif outcome is Outcome.CONFLICT:
+            self.conflicts_resolved += 1
+            self.conflicts.append(conflict_entry(decision, fields))
+        else:
+            name = outcome.value
+            setattr(self, name, getattr(self, name) + 1)
+        self.total += decision.result is not None
+        self.writes += decision.changes_ours
+
+
+def conflict_entry(decision: Decision, fields: Sequence[str]) -> dict[str, Any]:
+    """A conflict as the report shows it: the key, the kept version, the losing one whole."""
+    sample = decision.result or decision.ours or decision.theirs
+    assert sample is not None
+    key = dict(zip(fields, key_values(line_document(sample), fields), strict=True))
+    return {
+        "key": key,
+        "winner": _document(decision.result),
+        "loser": _document(decision.loser),
+        "rule": decision.rule,
+    }
+
+
+def _document(line: bytes | None) -> dict[str, Any] | None:
+    return None if line is None else line_document(line)

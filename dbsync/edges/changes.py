@@ -1,0 +1,154 @@
+"""The writes of a merge, as compare-and-set changes, and the backup that undoes them.
+
+A merge decides every record from what it read; the records it changes are spooled here, two
+lines each (what it read, what it writes), and become ``Change``s only when applied, so memory
+does not grow with the change. The same walk writes the merge's backup: the pre-images of the
+records it changes or deletes (a snapshot section, verified like any other) and the ``_id`` of
+each record it inserts, which is all an undo needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import bson
+import orjson
+
+from dbsync.core import extjson
+from dbsync.core.merge import MergeCounts, Outcome, conflict_entry, decide_two_way
+from dbsync.core.snapshot import (
+    Header,
+    Rules,
+    SectionWriter,
+    encode_record,
+    line_body,
+    line_document,
+)
+from dbsync.edges.store import Change, Document, Redecide, encode_document, same_id
+from dbsync.errors import InvalidInput
+
+NO_LINE = b"-\n"
+"""Stands for "no record" in a spool (a record line always starts with ``{``)."""
+
+INSERTED_SUFFIX = ".inserted"
+"""Next to a backup's pre-images (``<collection>.jsonl``): the ``_id`` of every record the merge
+inserted, one Extended JSON value a line (not ``.jsonl``, so no snapshot reader takes it)."""
+
+
+def line_value(line: bytes) -> Document:
+    """A record line as the document it stores."""
+    document = extjson.from_json_value(line_document(line))
+    assert isinstance(document, dict)
+    return document
+
+
+def record_id(document: Document) -> Any:
+    if "_id" not in document:
+        shown = orjson.dumps(extjson.to_json_value(document))[:200].decode(errors="replace")
+        raise InvalidInput(f"a record has no _id: {shown}")
+    return document["_id"]
+
+
+def inserted_file(preimages: Path) -> Path:
+    return preimages.with_name(preimages.name + INSERTED_SUFFIX)
+
+
+class ChangeWriter:
+    """Spools one collection's changes and writes its backup (pre-images and inserted ids)."""
+
+    def __init__(self, spool: Path, preimages: Path, header: Header) -> None:
+        self._spool: BinaryIO = spool.open("wb")
+        self._preimage_file: BinaryIO = preimages.open("wb")
+        self._inserted: BinaryIO = inserted_file(preimages).open("wb")
+        self._preimages = SectionWriter(self._preimage_file, header)
+        self.paths = (spool, preimages, inserted_file(preimages))
+
+    def add(self, ours: bytes | None, result: bytes | None) -> None:
+        """One record the merge changes: ``ours`` as read (None: absent), ``result`` written."""
+        self._spool.write(ours or NO_LINE)
+        self._spool.write(result or NO_LINE)
+        if ours is not None:
+            self._preimages.add(ours)
+        if result is not None:
+            result_id = record_id(line_value(result))
+            if ours is None or not same_id(record_id(line_value(ours)), result_id):
+                self._inserted.write(orjson.dumps(extjson.value_to_json(result_id)) + b"\n")
+
+    def close(self) -> None:
+        self._preimages.finish()
+        for handle in (self._spool, self._preimage_file, self._inserted):
+            handle.close()
+
+    def backup_bytes(self) -> int:
+        """What the backup takes on disk: the pre-images and the inserted ids."""
+        return self.paths[1].stat().st_size + self.paths[2].stat().st_size
+
+
+def _spooled(spool: Path) -> Iterator[tuple[bytes | None, bytes | None]]:
+    with spool.open("rb") as handle:
+        while ours := handle.readline():
+            result = handle.readline()
+            yield (None if ours == NO_LINE else ours), (None if result == NO_LINE else result)
+
+
+def spooled_changes(spool: Path) -> Iterator[Change]:
+    """The spooled records as changes: first every record that goes (deleted, or moved to a
+    new ``_id`` by a natural key), then every record written, so that a record arriving under
+    an ``_id`` another one leaves finds it free."""
+    for ours, result in _spooled(spool):
+        if ours is None:
+            continue
+        read = line_value(ours)
+        if result is None or not same_id(record_id(read), record_id(line_value(result))):
+            yield Change(record_id(read), encode_document(read), None)
+    for ours, result in _spooled(spool):
+        if result is None:
+            continue
+        written = line_value(result)
+        before = line_value(ours) if ours is not None else None
+        expected = None
+        if before is not None and same_id(record_id(before), record_id(written)):
+            expected = encode_document(before)
+        yield Change(record_id(written), expected, written, result)
+
+
+def redecider(rules: Rules, counts: MergeCounts | None = None) -> Redecide:
+    """How a record the application changed after the merge read it is decided again: by the
+    conflict rules, two-way, against its new version (a newer edit wins; changed beats
+    deleted), so the application's write is never overwritten blindly. A conflict decided
+    here goes into ``counts`` like any other, so its losing version is reported and kept."""
+
+    def redecide(change: Change, current: Document | None) -> Change | None:
+        if change.document is None:
+            return None  # the merge deleted (or moved) it; the application changed it: kept
+        if current is None:
+            return dataclasses.replace(change, expected=None)  # deleted meanwhile: changed wins
+        assert change.line is not None
+        current_line = encode_record(current, rules.key)[1]
+        decision = decide_two_way(current_line, change.line, rules)
+        if counts is not None and decision.outcome is Outcome.CONFLICT:
+            counts.conflicts_resolved += 1
+            counts.conflicts.append(conflict_entry(decision, rules.key))
+        if decision.result is None or line_body(decision.result) == line_body(current_line):
+            return None
+        return Change(change.id, bson.encode(current), line_value(decision.result), decision.result)
+
+    return redecide
+
+
+def overwrite(change: Change, current: Document | None) -> Change:
+    """For a restore: the change is made whatever the record holds now."""
+    return dataclasses.replace(change, expected=None if current is None else bson.encode(current))
+
+
+def undo_changes(preimages: Iterator[Document], inserted: Path) -> Iterator[Change]:
+    """The changes that undo a merge: its inserted records deleted, its pre-images put back."""
+    with inserted.open("rb") as handle:
+        for line in handle:
+            value = extjson.from_json_value(orjson.loads(line))
+            yield Change(value, None, None)
+    for document in preimages:
+        yield Change(record_id(document), None, document)

@@ -1,0 +1,184 @@
+"""Collections as files: one file, or — past 50 MB — parts split by key, so git stays happy.
+
+A collection whose snapshot would pass ``MAX_FILE_BYTES`` is written as ``count`` part files
+(``pnl.part-03-of-16.jsonl``), ``count`` a power of two chosen so that a part holds about
+``TARGET_PART_BYTES``. A record goes to part ``part_of(key) % count`` — a hash of its key, so
+a one-record change touches exactly one part, and every asset splits the same records the same
+way. Each part is a complete section (header naming its part, records sorted by key,
+trailer), so git's merge driver, diff driver and ``verify`` work on each file alone.
+
+The number of parts is taken from the files on disk and only ever grows (when a part would
+pass the limit, it doubles): the layout, shared through git, does not flip back and forth
+around a threshold. Reading a collection joins its parts back into one key-sorted stream; if
+two layouts meet (a pull brought the other one), the same record can appear twice, and the
+conflict rule picks one, as it would between two assets.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from dbsync.core.conflict import resolve
+from dbsync.core.snapshot import (
+    SUFFIX,
+    Header,
+    Rules,
+    SortKey,
+    header_filename,
+    line_sort_key,
+    read_header,
+    read_sections,
+    read_trailer_count,
+    read_trailer_digest,
+)
+
+MAX_FILE_BYTES = 50 * 1000 * 1000
+"""No snapshot file passes this (PRODUCT.md §3): large files make git slow and hosts refuse."""
+TARGET_PART_BYTES = 16 * 1000 * 1000
+"""What a part aims at: parts vary around it, far enough below the limit."""
+
+
+def combined_digest(digests: list[str]) -> str:
+    """A collection's digest: its file's, or one over its parts' digests in part order."""
+    if len(digests) == 1:
+        return digests[0]
+    return xxhash.xxh3_128_hexdigest("".join(digests).encode())
+
+
+def part_count(estimated_bytes: int, current: int) -> int:
+    """Parts needed for a collection of about ``estimated_bytes``, never fewer than now."""
+    count = max(current, 1)
+    while estimated_bytes / count > TARGET_PART_BYTES and count < 1 << 20:
+        count *= 2
+    if count == 1 and estimated_bytes > MAX_FILE_BYTES:
+        count = 2
+    return count
+
+
+@dataclass
+class CollectionFiles:
+    """The files one collection's records are in, with their headers, in part order."""
+
+    collection: str
+    files: list[tuple[Path, Header]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """The number of parts of the current layout (1: one file)."""
+        return max((header.part[1] for _, header in self.files if header.part), default=1)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for path, _ in self.files]
+
+    @property
+    def rules(self) -> Rules:
+        return self.files[0][1].rules
+
+    def digest(self) -> str | None:
+        """The collection's digest as its trailers state it (None: a file has no trailer)."""
+        digests = []
+        for path in self.paths:
+            digest = read_trailer_digest(path)
+            if digest is None:
+                return None
+            digests.append(digest)
+        return combined_digest(digests)
+
+    def records(self) -> int | None:
+        counts = [read_trailer_count(path) for path in self.paths]
+        return None if any(c is None for c in counts) else sum(c for c in counts if c)
+
+    def size(self) -> int:
+        return sum(path.stat().st_size for path in self.paths)
+
+    def complete(self) -> list[str]:
+        """What is missing or mixed in the layout (empty: every part is there, once)."""
+        problems = []
+        parts = [header.part for _, header in self.files]
+        if len(self.files) > 1 and None in parts:
+            problems.append(f"{self.collection} is both one file and parts: merge, then export")
+        counts = {part[1] for part in parts if part}
+        if len(counts) > 1:
+            problems.append(
+                f"{self.collection} has parts of {len(counts)} layouts "
+                f"({', '.join(f'of {c}' for c in sorted(counts))}): merge, then export"
+            )
+        elif counts:
+            (count,) = counts
+            missing = sorted(set(range(count)) - {part[0] for part in parts if part})
+            if missing:
+                shown = ", ".join(str(i) for i in missing)
+                problems.append(f"{self.collection}: part(s) {shown} of {count} are missing")
+        return problems
+
+    def lines(self, rules: Rules | None = None, *, deep: bool = False) -> Iterator[bytes]:
+        """Every record line of the collection in key order, each key once."""
+        if len(self.files) == 1:
+            yield from _file_lines(self.files[0][0], self.collection, deep)
+            return
+        rules = rules or self.rules
+        streams = [
+            (
+                (line_sort_key(line, rules.key), line)
+                for line in _file_lines(p, self.collection, deep)
+            )
+            for p in self.paths
+        ]
+        yield from _fold_equal_keys(heapq.merge(*streams, key=_first), rules)
+
+
+def _first(pair: tuple[SortKey, bytes]) -> SortKey:
+    return pair[0]
+
+
+def _file_lines(path: Path, collection: str, deep: bool) -> Iterator[bytes]:
+    for section in read_sections(path, deep=deep):
+        if section.header.collection == collection:
+            yield from section.records
+
+
+def _fold_equal_keys(pairs: Iterator[tuple[SortKey, bytes]], rules: Rules) -> Iterator[bytes]:
+    """The same key in two files (two layouts met) is one record: the conflict rule decides."""
+    current: tuple[SortKey, bytes] | None = None
+    for key, line in pairs:
+        if current is not None and key == current[0]:
+            if line != current[1]:
+                current = (key, resolve(current[1], line, rules).line)
+            continue
+        if current is not None:
+            yield current[1]
+        current = (key, line)
+    if current is not None:
+        yield current[1]
+
+
+def collection_files(folder: Path) -> dict[str, CollectionFiles]:
+    """The collections of a snapshot folder, by the collection their headers name; files that
+    are not snapshots, or named otherwise than their header says, are left to ``verify``."""
+    found: dict[str, CollectionFiles] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("*" + SUFFIX)):
+        header = read_header(path)
+        if header is None or path.name != header_filename(header):
+            continue
+        found.setdefault(header.collection, CollectionFiles(header.collection)).files.append(
+            (path, header)
+        )
+    for files in found.values():
+        files.files.sort(key=lambda item: item[1].part or (0, 1))
+    return found
+
+
+def obsolete_files(existing: CollectionFiles | None, written: list[Path]) -> list[Path]:
+    """Files of a collection that a new export does not rewrite (another layout): removed."""
+    if existing is None:
+        return []
+    keep = {path.resolve() for path in written}
+    return [path for path in existing.paths if path.resolve() not in keep]

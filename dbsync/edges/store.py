@@ -1,0 +1,823 @@
+"""The only database access in dbsync: MongoDB through pymongo, and the embedded store.
+
+Everything else talks to a ``Store``. Documents cross this boundary as pymongo decodes them
+(``dict`` in field order; Int32 as ``int``, Int64 as ``bson.Int64``, binary subtype 0 as
+``bytes``...), never as Extended JSON.
+
+``open_store`` picks the implementation from the URI. Every MongoDB call goes through
+``call_with_retries`` so that a stepping-down primary or a restarting ``mongod`` costs a pause, not
+a failed merge; every message that can reach a user passes through ``scrub_secrets`` so that no
+password is ever printed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote_plus
+
+import bson
+import montydb
+from bson import json_util
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.errors import InvalidDocument
+
+from dbsync.errors import DatabaseUnreachable, InvalidInput, UsageError
+
+Document = dict[str, Any]
+T = TypeVar("T")
+
+STORE_CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(
+    document_class=dict, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
+"""How raw BSON read from either store becomes a ``Document`` (``decode_raw``), and the options
+both clients are opened with. ``DATETIME_AUTO``: a date past year 9999 (or before year 1), which
+BSON holds and ``datetime`` cannot, comes back as a ``DatetimeMS`` instead of failing the read."""
+
+BATCH_SIZE = 1000
+"""Documents or operations per round trip: well under MongoDB's 100,000-op and 48 MB limits."""
+
+
+MONGODB_SCHEMES = ("mongodb://", "mongodb+srv://")
+EMBEDDED_SCHEME = "embedded://"
+ACCEPTED_URIS = (
+    "use mongodb://HOST[:PORT][/?OPTIONS], mongodb+srv://CLUSTER[/?OPTIONS] "
+    "or embedded:///ABSOLUTE/PATH"
+)
+
+
+@dataclass(frozen=True)
+class WriteCounts:
+    """What ``Store.apply`` wrote: documents inserted or replaced, and documents deleted.
+
+    ``inserted`` says how many of the upserts were new (the rest replaced a document); it is
+    left out of comparisons, which are about what was written.
+    """
+
+    upserted: int
+    deleted: int
+    inserted: int = field(default=0, compare=False)
+
+    @property
+    def replaced(self) -> int:
+        return self.upserted - self.inserted
+
+
+class Store(Protocol):
+    """A database holding named collections of documents, addressed by ``_id``."""
+
+    def collection_names(self) -> list[str]:
+        """Names of the collections that exist, sorted; system collections left out."""
+        ...
+
+    def count(self, collection: str) -> int: ...
+
+    def size_bytes(self, collection: str) -> int:
+        """Approximate data size of the collection in bytes (BSON sizes)."""
+        ...
+
+    def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Document]:
+        """Every document of the collection, streamed in batches (sorted by ``_id`` if cheap)."""
+        ...
+
+    def iter_raw_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[bytes]:
+        """Every document of the collection as its raw BSON bytes, streamed, in no set order.
+
+        Nothing is decoded: a caller that only needs to know whether a document changed can
+        hash these bytes, and decode (``decode_raw``) only the ones that did.
+        """
+        ...
+
+    def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
+        """The documents whose ``_id`` is in ``ids`` (missing ones are left out)."""
+        ...
+
+    def apply(
+        self, collection: str, upserts: Sequence[Document], delete_ids: Sequence[Any]
+    ) -> WriteCounts:
+        """Delete ``delete_ids``, then insert or replace each of ``upserts`` by its ``_id``.
+
+        Bulk writes; one transaction where the server supports it. Raises on any failure,
+        leaving recovery (restoring the backup) to the caller.
+        """
+        ...
+
+    atomic_changes: bool
+    """Whether ``apply_changes`` makes all of a collection's changes or none (a failure or a
+    kill leaves nothing of them), so that a failed apply needs no undo."""
+
+    def apply_changes(
+        self, collection: str, changes: Iterable[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        """Make each change only if its record still holds ``change.expected`` (compare-and-set);
+        a record the application changed meanwhile goes through ``redecide`` with its new
+        version. One transaction where the store has them; raises on failure."""
+        ...
+
+    def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
+        """Insert documents; a duplicate ``_id`` raises ``InvalidInput`` naming it."""
+        ...
+
+    def replace_collection(self, collection: str, documents: Iterable[Document]) -> int:
+        """Make the collection hold exactly ``documents`` (used to restore backups)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ``DatabaseUnreachable`` if the database cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+# --- Opening a store -------------------------------------------------------------------------
+
+
+def open_store(uri: str, database: str, *, retry: RetryPolicy | None = None) -> Store:
+    """The store a URI names: MongoDB for ``mongodb://``/``mongodb+srv://``, else embedded.
+
+    Nothing is contacted yet for MongoDB (pymongo connects lazily); call ``ping`` to find out
+    whether the server is there.
+    """
+    validate_database_name(database)
+    if uri.startswith(MONGODB_SCHEMES):
+        from dbsync.edges.mongo import open_mongo  # pymongo takes 0.3 s to import: only when needed
+
+        return open_mongo(uri, database, retry or RetryPolicy())
+    if uri.startswith(EMBEDDED_SCHEME):
+        return EmbeddedStore(embedded_path(uri), database)
+    raise UsageError(f"unsupported database URI {redact_uri(uri)!r}", hint=ACCEPTED_URIS)
+
+
+def validate_database_name(name: str) -> None:
+    """Refuse a name MongoDB would refuse, before it becomes a confusing server error."""
+    hint = (
+        'choose a name without / \\ . space " $ or NUL, of 1 to 63 bytes '
+        "(--database or DBSYNC_DATABASE)"
+    )
+    if not name:
+        raise UsageError("the database name is empty", hint=hint)
+    forbidden = sorted(set(name) & set('/\\. "$\x00'))
+    if forbidden:
+        shown = ", ".join(repr(char) for char in forbidden)
+        raise UsageError(f"the database name {name!r} contains {shown}", hint=hint)
+    if len(name.encode()) > 63:
+        raise UsageError(f"the database name {name!r} is longer than 63 bytes", hint=hint)
+
+
+def embedded_path(uri: str) -> Path:
+    """The directory of an ``embedded://PATH`` URI, which must be absolute.
+
+    A relative path would depend on the directory dbsync happens to run in (git hooks run in
+    the repository root, a user anywhere), so two runs could open two different stores.
+    """
+    path = Path(uri[len(EMBEDDED_SCHEME) :])
+    if not path.is_absolute():
+        raise UsageError(
+            f"the embedded store path in {uri!r} is not absolute",
+            hint="write embedded:///ABSOLUTE/PATH (three slashes on Linux and macOS)",
+        )
+    return path
+
+
+# --- Keeping passwords out of messages -------------------------------------------------------
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with its password replaced by ``***`` (the user name is kept, to help).
+
+    The user info ends at the last ``@`` before the first ``/`` (pymongo's reading) or before
+    the first ``?`` (a password holding an unescaped ``/``), whichever comes later: when the two
+    readings differ, more is hidden rather than less.
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        return uri
+    end = _userinfo_end(rest)
+    user, colon, _password = rest[:end].partition(":")
+    if end < 0 or not colon:
+        return uri
+    return f"{scheme}://{user}:***@{rest[end + 1 :]}"
+
+
+def _userinfo_end(rest: str) -> int:
+    first_slash = _find_or_end(rest, "/")
+    first_query = _find_or_end(rest, "?")
+    return max(rest.rfind("@", 0, first_slash), rest.rfind("@", 0, first_query))
+
+
+def _find_or_end(text: str, char: str) -> int:
+    index = text.find(char)
+    return len(text) if index < 0 else index
+
+
+def uri_secrets(uri: str) -> tuple[str, ...]:
+    """The password of a URI as written and percent-decoded, longest first, for scrubbing.
+
+    Even a short password is scrubbed: a garbled message is better than a leaked password.
+    """
+    _scheme, separator, rest = uri.partition("://")
+    end = _userinfo_end(rest)
+    _user, colon, password = rest[: max(end, 0)].partition(":")
+    if not separator or end < 0 or not colon or not password:
+        return ()
+    return tuple(sorted({password, unquote_plus(password)}, key=len, reverse=True))
+
+
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+
+
+def scrub_secrets(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with every URI redacted and every known secret replaced by ``***``.
+
+    Driver messages name hosts and sometimes echo the URI; the literal replacement also catches
+    a password that appears outside any URI.
+    """
+    text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- Retries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often to retry a transient database error.
+
+    ``sleep``, ``clock`` and ``rng`` are injectable so that tests drive the policy without
+    waiting.
+    """
+
+    budget_seconds: float = 30.0
+    initial_delay: float = 0.1
+    max_delay: float = 5.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    rng: Callable[[], float] = random.random
+
+    def __post_init__(self) -> None:
+        if self.budget_seconds < 0 or self.initial_delay <= 0 or self.max_delay < 0:
+            raise ValueError(f"invalid retry policy: {self}")
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (0-based): full jitter.
+
+    A random wait between 0 and the exponential ceiling keeps assets that lost the same server
+    from coming back in lock-step.
+    """
+    ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** min(attempt, 62))
+    return policy.rng() * ceiling
+
+
+def short_reason(text: str, limit: int = 300) -> str:
+    """The driver's reason without pymongo's topology dump, which can run to kilobytes."""
+    text = text.partition(", Topology Description:")[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- Pure helpers shared by both stores ------------------------------------------------------
+
+
+def id_key(value: Any) -> Hashable:
+    """A hashable stand-in for an ``_id``, equal for two ``_id`` values MongoDB holds equal.
+
+    MongoDB compares numbers by value across Int32, Int64 and Double (``5``, ``Int64(5)`` and
+    ``5.0`` name one document); booleans are not numbers; a str (compared by code points, the
+    order of its UTF-8 bytes) and an ObjectId stand for themselves, the cheap common case;
+    everything else is compared here by type and BSON bytes (so a sub-document ``_id``
+    holding ``1`` differs from one holding ``1.0``, and Decimal128 differs from the equal
+    Double: both are rare enough to leave).
+    """
+    if type(value) is str or type(value) is bson.ObjectId:  # the common cases, kept cheap
+        return value
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("number", "nan") if value != value else ("number", value)
+    return ("bson", bson.encode({"": value}))
+
+
+def describe_id(value: Any) -> str:
+    """An ``_id`` as relaxed Extended JSON, the form a user can paste into a query."""
+    return json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS)
+
+
+def document_id(document: Mapping[str, Any]) -> Any:
+    """The ``_id`` of a document to upsert; one without ``_id`` cannot be addressed."""
+    if "_id" not in document:
+        shown = short_reason(describe_id(dict(document)), limit=120)
+        raise InvalidInput(f"a document to write has no _id: {shown}")
+    return document["_id"]
+
+
+def in_requested_order(ids: Sequence[Any], documents: Iterable[Document]) -> list[Document]:
+    """``documents`` in the order of ``ids``, each once, missing ones left out.
+
+    Servers return ``$in`` matches in any order; a fixed order keeps callers deterministic.
+    """
+    by_key = {id_key(document["_id"]): document for document in documents}
+    wanted = dict.fromkeys(id_key(value) for value in ids)
+    return [by_key[key] for key in wanted if key in by_key]
+
+
+def take_until_duplicate(
+    batch: Sequence[Document], seen: set[Hashable]
+) -> tuple[list[Document], Document | None]:
+    """The documents of ``batch`` before the first whose ``_id`` is in ``seen``, and that one.
+
+    Adds the accepted ``_id`` keys to ``seen``; gives a document without ``_id`` a new ObjectId
+    first, as MongoDB would.
+    """
+    accepted: list[Document] = []
+    for document in batch:
+        key = id_key(document.setdefault("_id", bson.ObjectId()))
+        if key in seen:
+            return accepted, document
+        seen.add(key)
+        accepted.append(document)
+    return accepted, None
+
+
+def duplicate_id_error(
+    collection: str, document_id: Any, inserted: int, *, note: str = ""
+) -> InvalidInput:
+    return InvalidInput(
+        f"duplicate _id {describe_id(document_id)} in collection {collection!r}: "
+        f"{inserted} documents were inserted before it{note}",
+        hint="the collection already holds this _id, or the input repeats it",
+    )
+
+
+def decode_raw(raw: bytes) -> Document:
+    """A document read as raw BSON (``iter_raw_documents``), decoded as the stores decode."""
+    document: Document | bson.DBRef = bson.decode(raw, codec_options=STORE_CODEC_OPTIONS)
+    if isinstance(document, bson.DBRef):  # pymongo reads a top level with $ref and $id so
+        return dict(document.as_doc())
+    return document
+
+
+def encoded_size(documents: Iterable[Document]) -> int:
+    """The total BSON size of ``documents``: what MongoDB counts as a collection's data size."""
+    return sum(len(bson.encode(document)) for document in documents)
+
+
+def same_id(left: Any, right: Any) -> bool:
+    """Whether two ``_id`` values are the very same BSON value (type included)."""
+    return bson.encode({"": left}) == bson.encode({"": right})
+
+
+def chunks(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``, never an empty one (drivers refuse those)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def total_counts(counts: Iterable[WriteCounts]) -> WriteCounts:
+    counted = list(counts)
+    return WriteCounts(
+        upserted=sum(count.upserted for count in counted),
+        deleted=sum(count.deleted for count in counted),
+        inserted=sum(count.inserted for count in counted),
+    )
+
+
+# --- MongoDB ---------------------------------------------------------------------------------
+
+
+# --- The embedded store (montydb's SQLite files, read and written directly) -------------------
+
+_MONTYDB_STORAGE_MARKER = ".monty.storage"
+"""The file ``montydb.set_storage`` writes to record a repository's engine: its presence means
+the directory is already a montydb repository, which must not be reconfigured."""
+
+COLLECTION_SUFFIX = ".collection"
+"""montydb's SQLite storage keeps each collection in ``<repository>/<db>/<name>.collection``."""
+
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS [documents](k text NOT NULL, v text NOT NULL, PRIMARY KEY(k))"
+)
+"""montydb's own table, so that its client keeps reading and writing the files dbsync writes."""
+
+BUSY_SECONDS = 30.0
+"""How long a write waits for an application's write to finish before giving up."""
+
+_KEYS_PER_QUERY = 300
+"""``?`` parameters per ``IN (...)``: under SQLite's 999 even with three keys per ``_id``."""
+
+
+def montydb_key(value: Any) -> bytes:
+    """montydb's key ``k`` for an ``_id`` (its ``bson.id_encode``): the BSON element's type
+    byte and value, without a name; computed through the public encoder."""
+    element = bson.encode({"": value})[4:-1]  # type byte, the empty name's NUL, the value
+    return element[:1] + element[2:]
+
+
+def equivalent_keys(value: Any) -> list[bytes]:
+    """Every key an ``_id`` equal to ``value`` (by ``id_key``) can have in montydb's table.
+
+    montydb keys ``5``, ``Int64(5)`` and ``5.0`` apart (three BSON types) where MongoDB holds
+    them one document: dbsync looks for all three, so it finds the record whichever type the
+    application wrote it with.
+    """
+    keys = [montydb_key(value)]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return keys
+    if isinstance(value, float) and not value.is_integer():
+        return keys
+    number = int(value)
+    if -(2**63) <= number < 2**63:
+        keys += [montydb_key(number), montydb_key(bson.Int64(number))]
+    if float(number) == number:
+        keys.append(montydb_key(float(number)))
+    return list(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record a merge or a restore writes, and what it read there (compare-and-set).
+
+    ``expected`` is the record's BSON as read (None: there was no record); ``document`` what
+    the record becomes (None: it is deleted). ``line`` is free for the caller (the merge keeps
+    the snapshot line it decided, to decide again).
+    """
+
+    id: Any
+    expected: bytes | None
+    document: Document | None
+    line: bytes | None = None
+
+
+Redecide = Callable[[Change, "Document | None"], "Change | None"]
+"""Called for a change whose record no longer holds ``expected``, with what it holds now:
+returns the change to make instead (expecting the new version), or None to leave it."""
+
+
+@dataclass
+class ChangeCounts:
+    """What ``apply_changes`` did: records written and deleted, and the ones decided again
+    because the application changed them after the merge read them."""
+
+    written: int = 0
+    deleted: int = 0
+    redecided: int = 0
+    left: int = 0  # decided again, and the application's version kept
+
+
+def encode_document(document: Document) -> bytes:
+    """A document's BSON, failing as ``InvalidInput`` (nothing is written) when BSON cannot
+    hold it. Field names with ``.`` or a leading ``$`` are stored, as MongoDB 5 stores them."""
+    try:
+        return bson.encode(document)
+    except (InvalidDocument, TypeError, OverflowError) as error:
+        raise InvalidInput(
+            f"document {describe_id(document.get('_id'))} cannot be stored: {error}"
+        ) from None
+
+
+class EmbeddedStore:
+    """An on-disk store without a server: montydb's SQLite storage, read and written directly.
+
+    Each collection is montydb's SQLite file ``<path>/<db>/<name>.collection`` (WAL), table
+    ``documents(k PRIMARY KEY, v)``: ``k`` is montydb's key for the ``_id``, ``v`` the document's
+    BSON. dbsync reads and writes that table itself through ``sqlite3``, so an application
+    using montydb's client keeps working on the same files, while dbsync gets what montydb's
+    API cannot give (measured in ``bench/embedded_store_choice.py`` and the README): reads
+    streamed in batches (bounded memory), writes by key (k changes cost O(k), not a rewrite of
+    the collection), and a merge's or restore's writes in one transaction (``BEGIN
+    IMMEDIATE``): a kill at any moment leaves the old state or the new one. The format is
+    montydb's, unchanged: existing stores need no migration.
+    """
+
+    atomic_changes = True
+
+    def __init__(self, path: Path, database: str) -> None:
+        self._path = path
+        _open_montydb(path).close()  # configures a new repository, refuses another engine
+        self._folder = path / database
+        self._writers: dict[str, sqlite3.Connection] = {}
+
+    def collection_names(self) -> list[str]:
+        if not self._folder.is_dir():
+            return []
+        names = [p.name[: -len(COLLECTION_SUFFIX)] for p in self._folder.iterdir()]
+        found = [p for p in names if (self._folder / (p + COLLECTION_SUFFIX)).is_file()]
+        return sorted(name for name in found if not name.startswith("system."))
+
+    def count(self, collection: str) -> int:
+        return int(self._read_one(collection, "SELECT count(*) FROM documents"))
+
+    def size_bytes(self, collection: str) -> int:
+        return int(self._read_one(collection, "SELECT coalesce(sum(length(v)), 0) FROM documents"))
+
+    def iter_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[Document]:
+        """Documents in storage order (not sorted: sorting is the caller's, in bounded memory)."""
+        for raw in self.iter_raw_documents(collection, batch_size=batch_size):
+            yield decode_raw(raw)
+
+    def iter_raw_documents(self, collection: str, *, batch_size: int = 1000) -> Iterator[bytes]:
+        """The BSON stored, read in batches, never decoded; one read transaction, so a
+        concurrent write is seen whole or not at all."""
+        connection = self._reader(collection)
+        if connection is None:
+            return
+        try:
+            with _sqlite_errors(self._file(collection)):
+                cursor = connection.execute("SELECT v FROM documents")
+                while rows := cursor.fetchmany(batch_size):
+                    for (raw,) in rows:
+                        yield bytes(raw)
+        finally:
+            connection.close()
+
+    def fingerprint(self, collection: str) -> str:
+        """Figures of the collection's SQLite file that any write changes (through montydb's
+        own client too), read without reading a document (montydb's count decodes them all):
+        the file's size, modification time and change counter, and its WAL's size and header
+        (a reader leaves an empty WAL behind: that counts as none)."""
+        path = self._file(collection)
+        return (
+            f"{_file_mark(path, 24, 28, with_time=True)},{_file_mark(Path(f'{path}-wal'), 0, 32)}"
+        )
+
+    def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
+        connection = self._reader(collection)
+        if connection is None:
+            return []
+        found: list[Document] = []
+        try:
+            with _sqlite_errors(self._file(collection)):
+                for chunk in chunks(ids, _KEYS_PER_QUERY):
+                    keys = [key for value in chunk for key in equivalent_keys(value)]
+                    query = f"SELECT v FROM documents WHERE k IN ({','.join('?' * len(keys))})"
+                    found += [decode_raw(raw) for (raw,) in connection.execute(query, keys)]
+        finally:
+            connection.close()
+        return in_requested_order(ids, found)
+
+    def apply(
+        self, collection: str, upserts: Sequence[Document], delete_ids: Sequence[Any]
+    ) -> WriteCounts:
+        """Deletes, then upserts, by key, in one transaction: a bad document changes nothing."""
+        inserted = deleted = 0
+        with self._transaction(collection) as connection:
+            for value in delete_ids:
+                row = _find_row(connection, value)
+                if row is not None:
+                    _delete_row(connection, row[0])
+                    deleted += 1
+            for document in upserts:
+                row = _find_row(connection, document_id(document))
+                _put_row(connection, None if row is None else row[0], document)
+                inserted += row is None
+        return WriteCounts(upserted=len(upserts), deleted=deleted, inserted=inserted)
+
+    def apply_changes(
+        self, collection: str, changes: Iterable[Change], redecide: Redecide
+    ) -> ChangeCounts:
+        """Every change in one transaction, each only if its record still holds what was read.
+
+        The transaction holds SQLite's write lock from the first read: a record checked here
+        cannot change before the commit, so a record decided again is written without
+        another check. An application's writes wait (montydb's busy timeout) meanwhile.
+        """
+        counts = ChangeCounts()
+        with self._transaction(collection) as connection:
+            for planned in changes:
+                row = _find_row(connection, planned.id)
+                current = None if row is None else bytes(row[1])
+                change: Change | None = planned
+                if current != planned.expected:
+                    counts.redecided += 1
+                    change = redecide(planned, None if current is None else decode_raw(current))
+                    counts.left += change is None
+                if change is not None:
+                    _write_change(connection, row, change, counts)
+        return counts
+
+    def insert_many(self, collection: str, documents: Iterable[Document]) -> int:
+        """Inserts by key in one transaction; documents before a duplicate ``_id`` stay
+        inserted, as in MongoDB. Duplicates are found by ``id_key`` (``5`` and ``Int64(5)``
+        are one ``_id``), where montydb's own key would let both in."""
+        inserted = 0
+        duplicate: Document | None = None
+        with self._transaction(collection) as connection:
+            for document in documents:
+                document.setdefault("_id", bson.ObjectId())
+                if _find_row(connection, document["_id"]) is not None:
+                    duplicate = document
+                    break
+                _put_row(connection, None, document)
+                inserted += 1
+        if duplicate is not None:
+            raise duplicate_id_error(collection, duplicate["_id"], inserted)
+        return inserted
+
+    def replace_collection(self, collection: str, documents: Iterable[Document]) -> int:
+        """Empty the collection and insert ``documents``, in one transaction: a bad backup (a
+        duplicate, a document BSON cannot hold) changes nothing."""
+        kept = 0
+        with self._transaction(collection) as connection:
+            connection.execute("DELETE FROM documents")
+            for document in documents:
+                if _find_row(connection, document_id(document)) is not None:
+                    raise duplicate_id_error(collection, document["_id"], 0)
+                _put_row(connection, None, document)
+                kept += 1
+        return kept
+
+    def ping(self) -> None:
+        if not self._path.is_dir():
+            raise DatabaseUnreachable(
+                f"cannot reach the embedded store at {self._path}: the directory is gone",
+                hint="check --uri / DBSYNC_URI, or run dbsync init to create a new store",
+            )
+
+    def close(self) -> None:
+        for connection in self._writers.values():
+            connection.close()
+        self._writers.clear()
+
+    def __enter__(self) -> EmbeddedStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _file(self, collection: str) -> Path:
+        return self._folder / (collection + COLLECTION_SUFFIX)
+
+    def _reader(self, collection: str) -> sqlite3.Connection | None:
+        """A connection to read the collection, or None when it has no documents table: absent,
+        or left by montydb without its table (it creates the file, then the table)."""
+        path = self._file(collection)
+        if not path.is_file():
+            return None
+        with _sqlite_errors(path):
+            connection = _connect(path)
+            tables = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'documents'"
+            ).fetchone()[0]
+        if not tables:
+            connection.close()
+            return None
+        return connection
+
+    def _read_one(self, collection: str, query: str) -> Any:
+        connection = self._reader(collection)
+        if connection is None:
+            return 0
+        try:
+            with _sqlite_errors(self._file(collection)):
+                return connection.execute(query).fetchone()[0]
+        finally:
+            connection.close()
+
+    @contextmanager
+    def _transaction(self, collection: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; any exception (or a kill) rolls everything back."""
+        path = self._file(collection)
+        with _sqlite_errors(path):
+            connection = self._writer(collection)
+            connection.execute("BEGIN IMMEDIATE")
+        try:
+            with _sqlite_errors(path):
+                yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        with _sqlite_errors(path):
+            connection.execute("COMMIT")
+
+    def _writer(self, collection: str) -> sqlite3.Connection:
+        """The collection's write connection, creating the file and repairing a missing table."""
+        if collection not in self._writers:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            connection = _connect(self._file(collection))
+            connection.execute("PRAGMA journal_mode=WAL")  # montydb's setting, kept
+            connection.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
+            connection.execute(_CREATE_TABLE)
+            self._writers[collection] = connection
+        return self._writers[collection]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Autocommit (transactions are explicit), waiting on a lock rather than failing at once."""
+    return sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+
+
+@contextmanager
+def _sqlite_errors(path: Path) -> Iterator[None]:
+    """SQLite's errors as dbsync's: a locked store is unreachable (exit 3), a damaged file is
+    invalid input (exit 4), both naming the file."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            raise DatabaseUnreachable(
+                f"the embedded store file {path} stayed locked for {BUSY_SECONDS:g} s ({error})",
+                hint="another process holds a long write transaction on it; try again",
+            ) from None
+        raise _damaged_file(path, error) from None
+    except sqlite3.DatabaseError as error:
+        raise _damaged_file(path, error) from None
+
+
+class DamagedStore(InvalidInput):
+    """A file of the embedded store that SQLite cannot read (exit 4, like any corrupt input)."""
+
+
+def _damaged_file(path: Path, error: Exception) -> DamagedStore:
+    return DamagedStore(
+        f"the embedded store file {path} cannot be read: {error}",
+        hint="restore the file from a copy, or move it away and merge the snapshot again",
+    )
+
+
+def _find_row(connection: sqlite3.Connection, value: Any) -> tuple[bytes, bytes] | None:
+    """The stored ``(k, v)`` of the record whose ``_id`` equals ``value``, if any."""
+    keys = equivalent_keys(value)
+    query = f"SELECT k, v FROM documents WHERE k IN ({','.join('?' * len(keys))}) LIMIT 1"
+    row = connection.execute(query, keys).fetchone()
+    return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+
+def _delete_row(connection: sqlite3.Connection, key: bytes) -> None:
+    connection.execute("DELETE FROM documents WHERE k = ?", (key,))
+
+
+def _put_row(connection: sqlite3.Connection, old_key: bytes | None, document: Document) -> None:
+    """Write ``document`` by its key; the record's old row goes if its ``_id`` had another
+    type (``5`` replaced by ``5.0``), so the store never holds two versions of one record."""
+    key = montydb_key(document_id(document))
+    value = encode_document(document)
+    if old_key is not None and old_key != key:
+        _delete_row(connection, old_key)
+    connection.execute("INSERT OR REPLACE INTO documents (k, v) VALUES (?, ?)", (key, value))
+
+
+def _write_change(
+    connection: sqlite3.Connection,
+    row: tuple[bytes, bytes] | None,
+    change: Change,
+    counts: ChangeCounts,
+) -> None:
+    old_key = None if row is None else row[0]
+    if change.document is None:
+        if old_key is not None:
+            _delete_row(connection, old_key)
+            counts.deleted += 1
+        return
+    _put_row(connection, old_key, change.document)
+    counts.written += 1
+
+
+def _file_mark(path: Path, start: int, end: int, *, with_time: bool = False) -> str:
+    """A file's size and the bytes ``start:end`` of its header ("-": no file, or empty)."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(end)[start:end].hex()
+            info = os.fstat(handle.fileno())
+    except FileNotFoundError:
+        return "-"
+    if not info.st_size:
+        return "-"
+    time = f":{info.st_mtime_ns}" if with_time else ""
+    return f"{info.st_size}{time}:{header}"
+
+
+def _open_montydb(path: Path) -> Any:
+    """A montydb client on ``path``, configuring SQLite + BSON storage on first use.
+
+    A repository made earlier with another engine is refused rather than reconfigured, which
+    would hide its data.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / _MONTYDB_STORAGE_MARKER).exists():
+        montydb.set_storage(str(path), storage="sqlite", use_bson=True)
+    client = montydb.MontyClient(
+        str(path), datetime_conversion=STORE_CODEC_OPTIONS.datetime_conversion
+    )
+    engine = client.server_info()["storageEngine"]
+    if engine != "sqlite":
+        client.close()
+        raise InvalidInput(
+            f"{path} holds a montydb store using {engine!r} storage; dbsync needs 'sqlite'",
+            hint="point embedded:// at a new or empty directory",
+        )
+    return client

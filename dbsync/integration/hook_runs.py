@@ -1,0 +1,216 @@
+"""``dbsync hook NAME``: what the git hook scripts run.
+
+* ``pre-push``: export; a changed snapshot is committed and the push stopped with one line asking
+  to push again (git cannot add a commit to a push that has started).
+* ``post-merge``, ``post-rewrite`` (rebase) and ``post-commit`` (a cherry-pick only): when the
+  snapshot folder changed, merge it into the database, three-way only against a true common
+  ancestor (PRODUCT.md §4); a rebase or an amend first moves the synced commit to its rewrite.
+  A merge that fails never fails the git command: git has already moved on, so the hook says
+  the merge is pending and how to retry it, and exits 0.
+
+Git runs hooks at the root of the work tree, so the configuration is found from there. A
+repository without ``dbsync.toml`` (hooks installed through a global ``core.hooksPath``, say) is
+left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from dbsync.config import Config
+from dbsync.core.report import MergeReport
+from dbsync.edges import git
+from dbsync.edges.synced import follow_rewrite, save_synced
+from dbsync.errors import DatabaseUnreachable, UsageError
+from dbsync.integration.merge_driver import queued_driver_decisions
+from dbsync.runs.export import ExportedCollection, export, exported_sections
+from dbsync.runs.losing import HOOK
+from dbsync.runs.merge import MergeOptions
+from dbsync.runs.pending import base_for, queue_pending
+from dbsync.runs.pipeline import changing_store_run
+
+IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
+PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
+POST_COMMIT = "post-commit"
+NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE, POST_COMMIT)
+NO_COMMIT = "0" * 40
+
+
+@dataclass
+class HookOutcome:
+    """The exit code git sees and the lines the hook prints (on stderr, git shows them)."""
+
+    exit_code: int = 0
+    lines: list[str] = field(default_factory=list)
+
+
+def run_hook(name: str, args: list[str], stdin: str, config: Config) -> HookOutcome:
+    """Dispatch one hook. Only expected failures of ``pre-push`` escape (they block the push)."""
+    if name not in NAMES:
+        raise UsageError(f"unknown hook {name!r}", hint=f"dbsync runs: {', '.join(NAMES)}")
+    if config.config_file is None:
+        return HookOutcome()
+    os.environ[IN_HOOK] = name
+    if name == PRE_PUSH:
+        return pre_push(config, stdin.splitlines())
+    if name == POST_MERGE:
+        return post_merge(config, squash=args[:1] == ["1"])
+    if name == POST_COMMIT:
+        return post_commit(config)
+    return post_rewrite(config, stdin.splitlines(), rebase=args[:1] == ["rebase"])
+
+
+# ---------------------------------------------------------------- pre-push
+
+
+def _snapshot_path(config: Config) -> str:
+    return os.path.relpath(config.snapshot_dir, config.root)
+
+
+def _only_deletions(ref_lines: list[str]) -> bool:
+    """``git push origin :branch`` pushes no commit: nothing to export for it."""
+    local_ids = [line.split()[1] for line in ref_lines if len(line.split()) == 4]
+    return bool(local_ids) and all(local == NO_COMMIT for local in local_ids)
+
+
+def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
+    if _only_deletions(ref_lines):
+        return HookOutcome()
+    try:
+        exported = _export(config)
+    except DatabaseUnreachable as error:
+        return HookOutcome(0, [f"dbsync: warning: {error.message}; the snapshot was not exported"])
+    if not git.has_changes(config.root, _snapshot_path(config)):
+        return HookOutcome()
+    records = sum(result.records for result in exported)
+    message = f"dbsync: {config.asset} snapshot ({records} records)"
+    commit = git.commit_path(config.root, _snapshot_path(config), message)
+    save_synced(config.state_dir, exported_sections(exported), commit)
+    return HookOutcome(
+        1,
+        [
+            f"dbsync: committed {commit[:10]} '{message}'; push again to send it "
+            "(git cannot add a commit to a push that has started)"
+        ],
+    )
+
+
+def _export(config: Config) -> list[ExportedCollection]:
+    with changing_store_run(config, "export", say=_warn, warn=_warn) as (run, store):
+        exported = export(config, store)
+        for result in exported:
+            run.done(result.collection, result.records, result.digest)
+    return exported
+
+
+# ---------------------------------------------------------------- post-merge, post-rewrite
+
+
+def post_merge(config: Config, *, squash: bool) -> HookOutcome:
+    """After a merge: ORIG_HEAD is where HEAD was. A squash merge committed nothing yet, so its
+    snapshot is compared with HEAD in the work tree and merged two-way, naming no commit."""
+    if squash:
+        if not git.has_changes(config.root, _snapshot_path(config)):
+            return HookOutcome()
+        return merge_into_database(config, None)
+    return _merge_if_changed(config, git.rev_parse(config.root, "ORIG_HEAD"))
+
+
+def rewritten_commits(pairs: list[str]) -> dict[str, str]:
+    """post-rewrite's input, ``<old> <new> [extra]`` per line, as old -> new."""
+    return {fields[0]: fields[1] for fields in map(str.split, pairs) if len(fields) >= 2}
+
+
+def post_rewrite(config: Config, pairs: list[str], *, rebase: bool = True) -> HookOutcome:
+    """After a rebase: ORIG_HEAD is the tip before it; failing that, the last rewritten commit.
+
+    The synced commit follows its rewrite first (``synced.follow_rewrite``), so the merge that
+    follows is three-way against it. An amend (``rebase`` False) brings nothing from another
+    asset: only the synced commit is followed.
+    """
+    rewritten = rewritten_commits(pairs)
+    last = pairs[-1].split()[0] if pairs and pairs[-1].split() else None
+    before = git.rev_parse(config.root, "ORIG_HEAD") if rebase else last
+    before = before or last
+    follow_rewrite(config.state_dir, config.root, _snapshot_path(config), rewritten, before)
+    if not rebase:
+        return HookOutcome()
+    return _merge_if_changed(config, before)
+
+
+def is_cherry_pick(reflog_subject: str) -> bool:
+    """``cherry-pick: ...``, or ``commit (cherry-pick): ...`` after a conflict was resolved."""
+    return reflog_subject.startswith(("cherry-pick", "commit (cherry-pick)"))
+
+
+def post_commit(config: Config) -> HookOutcome:
+    """After a commit: only a cherry-pick brings another asset's snapshot (git runs no other
+    hook for it). HEAD descends from the commit this asset synced at, so the merge of the
+    picked snapshot is three-way, deletions included; other commits are left alone."""
+    subject = git.run_git(["reflog", "-1", "--format=%gs", "HEAD"], config.root, check=False)
+    if not is_cherry_pick(subject.stdout.strip()):
+        return HookOutcome()
+    return _merge_if_changed(config, git.rev_parse(config.root, "HEAD^"))
+
+
+def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
+    head = git.rev_parse(config.root, "HEAD")
+    if head is None or before is None or before == head:
+        return HookOutcome()
+    if not git.tree_changed(config.root, before, head, _snapshot_path(config)):
+        return HookOutcome()
+    return merge_into_database(config, head, before)
+
+
+def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
+    """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
+    driven = queued_driver_decisions(config)
+    base = base_for(config, head, before)
+    options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
+    source = config.snapshot_dir
+    merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
+    try:
+        with merging as (run, store):
+            report = run.merge(store, source, options)
+    except Exception as error:  # git has moved on: whatever failed, the user must learn it
+        return merge_pending(config, head, error)
+    summary = merge_summary(config, report, driven.total if driven else 0)
+    lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
+    return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
+
+
+def _warn(message: str) -> None:
+    print(f"dbsync: warning: {message}", file=sys.stderr)
+
+
+def merge_pending(config: Config, head: str | None, error: Exception) -> HookOutcome:
+    """The one place a failed merge after a pull is handled: queue it, warn, exit 0."""
+    reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+    folder = _snapshot_path(config)
+    try:
+        queue_pending(config, config.snapshot_dir, head, reason)
+    except Exception as failure:  # the state store itself is unusable: still never fail git
+        reason += f"; and it could not be queued ({failure})"
+    lines = [
+        f"dbsync: warning: the merge of {folder} into the database is pending ({reason}); "
+        f"'dbsync merge {folder}' retries it"
+    ]
+    hint = getattr(error, "hint", None)
+    if hint:
+        lines.append(f"hint: {hint}")
+    return HookOutcome(0, lines)
+
+
+def merge_summary(config: Config, report: MergeReport, by_driver: int = 0) -> str:
+    counts = report.collections.values()
+    changed = sum(c.remote_only + c.updated + c.deleted for c in counts)
+    conflicts = sum(c.conflicts_resolved for c in counts)
+    total = sum(c.total for c in counts)
+    driver = f" (and {by_driver} by the git merge driver, see below)" if by_driver else ""
+    return (
+        f"dbsync: merged {_snapshot_path(config)} into the database ({report.mode}): "
+        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules"
+        f"{driver}, {total} records now; 'dbsync restore {report.backup}' undoes it"
+    )

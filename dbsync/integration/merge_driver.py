@@ -1,0 +1,210 @@
+"""``dbsync merge-driver BASE OURS THEIRS [PATH]``: git's merge driver for snapshot files.
+
+Git gives three temporary files (``%O %A %B``) and the path they stand for (``%P``), and expects
+the result in OURS: exit 0 when merged, non-zero to leave a conflict. The merge is record by
+record with the engine ``dbsync merge`` uses (``merge.decide``) and the rules each file's header
+states, so two assets that committed snapshots concurrently never meet a textual conflict.
+
+An empty or missing BASE (the file was added on both sides) makes the merge two-way. When the
+versions cannot be merged safely (they name different collections, keys or rules, or a file
+fails verification) OURS is left untouched — still a valid snapshot — and git reports a conflict.
+The result is written atomically: a crash never leaves half a file.
+
+In a dbsync project (git runs the driver at the root of the work tree) a merge is recorded like
+``dbsync merge``'s: a report (``.txt`` and ``.json``) with every conflict and its losing
+version, the losing versions in the state store, and a history row (operation
+``merge-driver``). The report is also named in a small queue (``DRIVER_REPORTS``) that the
+hook merging the snapshot into the database next reads: that merge finds nothing left to
+decide, and its report and summary say where the driver's decisions are.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbsync.config import Config, load_config
+from dbsync.core.merge import Decision, MergeCounts, decide
+from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
+from dbsync.core.snapshot import Rules, SnapshotError, write_section
+from dbsync.edges.files import atomic_writer
+from dbsync.errors import DbsyncError, InvalidInput
+from dbsync.runs.losing import MERGE_DRIVER
+from dbsync.runs.merge import SourceSection, index_sections, write_report_files
+from dbsync.runs.recording import record_report, recorded_run
+
+DRIVER_REPORTS = "driver_reports.jsonl"
+"""Under ``database_sync/``: reports of driver merges the database has not been merged with."""
+GIT_BASE = "git merge base"
+
+
+@dataclass
+class DriverResult:
+    merged: bool
+    message: str
+    counts: dict[str, MergeCounts] = field(default_factory=dict)
+    mode: str = "three-way"
+    rules: dict[str, Rules] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+def merge_files(base: Path, ours: Path, theirs: Path, label: str) -> DriverResult:
+    """Merge THEIRS into OURS in place; on any doubt leave OURS as it was and say why."""
+    try:
+        counts, mode, rules = _merge(base, ours, theirs)
+    except DbsyncError as error:
+        return DriverResult(
+            False,
+            f"dbsync: cannot merge {label} record by record: {error.message}; it is left as "
+            "this side's version and marked as a conflict",
+        )
+    notes = [note for name, c in counts.items() for note in tie_break_notes(name, rules[name], c)]
+    return DriverResult(True, _summary(label, mode, counts), counts, mode, rules, notes)
+
+
+def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
+    """Report and record a driver merge like ``dbsync merge`` (see the module docstring).
+    Outside a dbsync project there is nowhere to keep them; a problem becomes a note."""
+    try:
+        config = load_config(cwd=cwd)
+        if config.config_file is None or not result.merged:
+            return
+        names = list(result.counts)
+        with recorded_run(config, "merge-driver", collections=names, warn=_warn) as run:
+            report = _report(config, result, label)
+            result.report = write_report_files(config, report, _now(), MERGE_DRIVER)
+            record_report(run, report)
+        if any(c.conflicts for c in report.collections.values()):
+            shown = f"{os.path.relpath(result.report, config.root)}.txt"
+            _queue_report(config, result.counts, shown)
+            result.message += f"; every losing version is in {shown}"
+    except (DbsyncError, OSError) as error:
+        result.notes.append(f"this merge was not reported nor recorded: {error}")
+
+
+def _report(config: Config, result: DriverResult, label: str) -> MergeReport:
+    now = _now()
+    base = GIT_BASE if result.mode == "three-way" else None
+    report = MergeReport(SUCCESS, now.isoformat(timespec="seconds"), config.asset, label, base)
+    report.collections = dict(result.counts)
+    report.notes = list(result.notes)
+    return report
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _warn(message: str) -> None:
+    print(f"dbsync: warning: {message}", file=sys.stderr)
+
+
+def _queue_report(config: Config, counts: dict[str, MergeCounts], report: str) -> None:
+    conflicts = {name: len(c.conflicts) for name, c in counts.items() if c.conflicts}
+    entry = {"report": report, "conflicts": conflicts}
+    with (config.state_dir / DRIVER_REPORTS).open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def queued_driver_decisions(config: Config) -> DriverDecisions | None:
+    """What the driver decided since the database was last merged from the snapshot."""
+    path = config.state_dir / DRIVER_REPORTS
+    if not path.is_file():
+        return None
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not entries:
+        return None
+    conflicts: dict[str, int] = {}
+    for entry in entries:
+        for name, count in entry["conflicts"].items():
+            conflicts[name] = conflicts.get(name, 0) + int(count)
+    return DriverDecisions(tuple(str(entry["report"]) for entry in entries), conflicts)
+
+
+def clear_driver_decisions(config: Config) -> None:
+    """The database has been merged with what the driver decided: nothing is queued any more."""
+    (config.state_dir / DRIVER_REPORTS).unlink(missing_ok=True)
+
+
+def _index(side: str, path: Path) -> dict[str, SourceSection]:
+    """The verified sections of one version; a problem names the side, not git's temp file."""
+    try:
+        return index_sections(path)
+    except SnapshotError as error:
+        where = f", line {error.line}" if error.line else ""
+        raise InvalidInput(f"{side}{where}: {error.problem}") from None
+
+
+def _merge(
+    base: Path, ours: Path, theirs: Path
+) -> tuple[dict[str, MergeCounts], str, dict[str, Rules]]:
+    two_way = not base.is_file() or base.stat().st_size == 0
+    bases = {} if two_way else _index("the common ancestor", base)
+    our_sections, their_sections = _index("our version", ours), _index("their version", theirs)
+    _check_same_collections(our_sections, their_sections)
+    _check_bases(our_sections, bases)
+    counts = {name: MergeCounts() for name in our_sections}
+    with atomic_writer(ours) as handle:
+        for name, section in our_sections.items():
+            base_lines = bases[name].lines() if name in bases else None
+            decisions = decide(
+                base_lines, section.lines(), their_sections[name].lines(), section.header.rules
+            )
+            write_section(handle, section.header, _results(decisions, counts[name], section))
+    rules = {name: section.header.rules for name, section in our_sections.items()}
+    return counts, "two-way" if two_way else "three-way", rules
+
+
+def _results(
+    decisions: Iterable[Decision], counts: MergeCounts, section: SourceSection
+) -> Iterator[bytes]:
+    for decision in decisions:
+        counts.add(decision, section.header.rules.key)
+        if decision.result is not None:
+            yield decision.result
+
+
+def _check_same_collections(
+    ours: dict[str, SourceSection], theirs: dict[str, SourceSection]
+) -> None:
+    """Both versions must hold the same collections under the same rules, or no rule applies."""
+    if list(ours) != list(theirs):
+        raise InvalidInput(
+            f"the two versions hold different collections ({', '.join(ours) or 'none'} here, "
+            f"{', '.join(theirs) or 'none'} there)"
+        )
+    for name, section in ours.items():
+        mine, other = section.header.rules, theirs[name].header.rules
+        if mine != other:
+            raise InvalidInput(
+                f"the two versions of {name} disagree on its rules (key {list(mine.key)}, "
+                f"timestamp {mine.timestamp!r}, preserve {list(mine.preserve)} here; key "
+                f"{list(other.key)}, timestamp {other.timestamp!r}, preserve "
+                f"{list(other.preserve)} there): export again on both assets with one dbsync.toml"
+            )
+
+
+def _check_bases(ours: dict[str, SourceSection], bases: dict[str, SourceSection]) -> None:
+    """A base keyed differently cannot be walked alongside the others."""
+    for name, base in bases.items():
+        if name in ours and base.header.rules.key != ours[name].header.rules.key:
+            raise InvalidInput(
+                f"the common ancestor keys {name} by {list(base.header.rules.key)}, "
+                f"the versions by {list(ours[name].header.rules.key)}"
+            )
+
+
+def _summary(label: str, mode: str, counts: dict[str, MergeCounts]) -> str:
+    taken = sum(c.remote_only + c.updated + c.deleted for c in counts.values())
+    kept = sum(c.local_only + c.kept_local + c.deleted_locally for c in counts.values())
+    conflicts = sum(c.conflicts_resolved for c in counts.values())
+    return (
+        f"dbsync: merged {label} record by record ({mode}): {taken} change(s) from theirs, "
+        f"{kept} from ours, {conflicts} conflict(s) decided by the rules"
+    )

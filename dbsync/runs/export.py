@@ -1,0 +1,866 @@
+"""``dbsync export``: database → snapshot files, sorted, hashed, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from dbsync.config import Config
+from dbsync.core.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
+from dbsync.core.notes import RecordNotes
+from dbsync.core.snapshot import (
+    Discard,
+    Header,
+    Rules,
+    SectionSummary,
+    SectionWriter,
+    SortKey,
+    Writable,
+    describe_key,
+    encode_record,
+    header_filename,
+    key_hash,
+    line_document,
+    line_sort_key,
+    part_of,
+    read_sections,
+    sorted_lines,
+)
+from dbsync.edges import git
+from dbsync.edges.change_index import ChangeIndex, Row, database_fingerprint, raw_hash
+from dbsync.edges.files import StagedFiles
+from dbsync.edges.journal import refuse_over_interrupted
+from dbsync.edges.parts import (
+    MAX_FILE_BYTES,
+    CollectionFiles,
+    collection_files,
+    combined_digest,
+    obsolete_files,
+    part_count,
+)
+from dbsync.edges.store import Store, chunks, decode_raw
+from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
+from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
+from dbsync.progress import NoProgress, Progress
+
+CLASHES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ExportedCollection:
+    collection: str
+    records: int
+    path: Path
+    changed: bool
+    digest: str
+    deleted: int = 0
+    previous_records: int = 0
+    notes: list[str] = field(default_factory=list)
+    previous_digest: str | None = None
+    paths: list[Path] = field(default_factory=list)
+    """Every file written: one, or the parts of a collection past ``parts.MAX_FILE_BYTES``."""
+
+
+@dataclass
+class KeyClashes:
+    """Groups of records sharing one key, found while streaming a sorted collection."""
+
+    fields: Sequence[str]
+    groups: list[list[bytes]] = field(default_factory=list)
+
+    def message(self, collection: str) -> str:
+        records = sum(len(group) for group in self.groups)
+        lines = [
+            f"{collection}: the key ({', '.join(self.fields)}) is not unique: "
+            f"{len(self.groups)} key(s) shared by {records} records"
+        ]
+        for group in self.groups[:CLASHES_SHOWN]:
+            ids = ", ".join(_id_text(line) for line in group)
+            lines.append(f"  {describe_key(line_document(group[0]), self.fields)}  ← _id {ids}")
+        if len(self.groups) > CLASHES_SHOWN:
+            lines.append(f"  ... and {len(self.groups) - CLASHES_SHOWN} more")
+        return "\n".join(lines)
+
+
+def _id_text(line: bytes) -> str:
+    return describe_key(line_document(line), ["_id"]).removeprefix("_id=")
+
+
+def unique_pairs(
+    pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes
+) -> Iterator[tuple[SortKey, bytes]]:
+    """The (key, line) pairs of a key-sorted stream; records sharing a key are set aside in
+    ``clashes``."""
+    current_key: SortKey = ()
+    current: list[bytes] = []
+    for key, line in pairs:
+        if current and key == current_key:
+            current.append(line)
+            continue
+        if len(current) == 1:
+            yield current_key, current[0]
+        elif current:
+            clashes.groups.append(current)
+        current_key, current = key, [line]
+    if len(current) == 1:
+        yield current_key, current[0]
+    elif current:
+        clashes.groups.append(current)
+
+
+def unique_lines(pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes) -> Iterator[bytes]:
+    """The lines of a key-sorted stream; records sharing a key are set aside in ``clashes``."""
+    return (line for _, line in unique_pairs(pairs, clashes))
+
+
+def collection_lines(
+    store: Store,
+    collection: str,
+    rules: Rules,
+    progress: Progress,
+    notes: RecordNotes | None = None,
+) -> Iterator[tuple[SortKey, bytes]]:
+    """The collection's records in key order, streamed with bounded memory; ``notes`` counts
+    records lacking a key field or a timestamp."""
+    progress.start(f"export {collection}", store.count(collection))
+    note = notes.see_bson if notes is not None and notes.wanted else None
+    see_raw = notes.see_raw if notes is not None else None
+
+    def encoded() -> Iterator[tuple[SortKey, bytes]]:
+        # Raw reads: the BSON as stored, so a deprecated type pymongo converts can be named.
+        for raw in store.iter_raw_documents(collection):
+            document = decode_raw(raw)
+            key, line = encode_record(document, rules.key, raw)
+            if note is not None:
+                note(document, key)
+            if see_raw is not None:
+                see_raw(raw, document)
+            yield key, line
+            progress.advance()
+
+    yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
+    progress.finish()
+
+
+def snapshot_collections(folder: Path) -> list[str]:
+    """The collections that have a snapshot in ``folder`` (named as their headers say)."""
+    return sorted(collection_files(folder))
+
+
+def select_collections(
+    config: Config, store: Store, wanted: Sequence[str] | None, *, with_snapshots: bool = False
+) -> list[str]:
+    """The collections to export: those named, or every one not excluded in dbsync.toml.
+
+    ``with_snapshots`` adds the collections that have a snapshot file but are missing from the
+    database: exporting them writes an empty snapshot (guarded), so that a dropped collection
+    leaves the snapshot too, and a mistyped ``--database`` is caught by the delete guard.
+    """
+    existing = store.collection_names()
+    if with_snapshots:
+        existing = sorted(set(existing) | set(snapshot_collections(config.snapshot_dir)))
+    if not wanted:
+        return [name for name in existing if not config.excluded(name)]
+    unknown = [name for name in wanted if name not in existing]
+    if unknown:
+        raise UsageError(
+            f"unknown collection(s): {', '.join(unknown)}",
+            hint=f"the database has: {', '.join(existing) or '(no collections)'}",
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def export(
+    config: Config,
+    store: Store,
+    *,
+    collections: Sequence[str] | None = None,
+    output: Path | None = None,
+    target_dir: Path | None = None,
+    progress: Progress | None = None,
+    allow_deletes: bool = False,
+    key_by_id: bool = False,
+) -> list[ExportedCollection]:
+    """Write the snapshot of each selected collection; all files appear together or none.
+
+    Writing the snapshot directory (neither ``output`` nor ``target_dir``) is guarded: a
+    collection losing too many records at once is refused unless ``allow_deletes``.
+    ``key_by_id`` keys every collection by ``_id`` (unique in any database), as backups do:
+    a backup must hold the database as it is, duplicates of a natural key included.
+    """
+    progress = progress or NoProgress()
+    guarded = output is None and target_dir is None
+    if guarded:
+        refuse_over_interrupted(config.state_dir)
+    names = select_collections(config, store, collections, with_snapshots=guarded)
+
+    def rules_of(name: str) -> Rules:
+        rules = config.rules(name)
+        return replace(rules, key=("_id",)) if key_by_id else rules
+
+    if output is not None:
+        with StagedFiles() as staged:
+            return _export_bundle(staged, store, names, rules_of, output, progress)
+    if not guarded:
+        with StagedFiles() as staged:
+            return _export_folder(staged, config, store, names, rules_of, target_dir, progress)
+    index = ChangeIndex.open(config.state_dir)
+    try:
+        # taken before reading: a write during the export leaves them stale, as it should
+        figures = {name: database_fingerprint(store, name) for name in names}
+        with StagedFiles() as staged:
+            results = _export_folder(
+                staged, config, store, names, rules_of, None, progress, index, allow_deletes
+            )
+        record_synced(config, results)
+        for result in results:
+            index.record(result.collection, figures[result.collection], result.digest)
+    finally:
+        index.close()
+    return results
+
+
+def _export_folder(
+    staged: StagedFiles,
+    config: Config,
+    store: Store,
+    names: list[str],
+    rules_of: Callable[[str], Rules],
+    target_dir: Path | None,
+    progress: Progress,
+    index: ChangeIndex | None = None,
+    allow_deletes: bool = False,
+) -> list[ExportedCollection]:
+    """Each collection staged into ``target_dir`` or, guarded, the snapshot folder (with the
+    change index: only changed documents are encoded)."""
+    folder = target_dir or config.snapshot_dir
+    results = []
+    synced = load_synced(config.state_dir) if index is not None else None
+    on_disk = collection_files(folder)
+    for name in names:
+        existing, rules = on_disk.get(name), rules_of(name)
+        changes = None
+        if index is not None:
+            known = existing if _synced_here(existing, synced, name) else None
+            changes = _IndexedExport(index, name, rules, store, known)
+        result = _export_collection(staged, store, name, rules, folder, existing, progress, changes)
+        if index is not None:
+            check_not_unmerged(config, result, synced)
+            if not allow_deletes:
+                check_export_deletes(config, result)
+        results.append(result)
+    return results
+
+
+def check_not_unmerged(config: Config, result: ExportedCollection, synced: Synced | None) -> None:
+    """Refuse to overwrite a snapshot this database has not merged (PRODUCT.md §4).
+
+    The file on disk should hold what this asset last synced (exported or merged). If it holds
+    something else, it came from elsewhere — a pull whose merge failed, a checkout — and writing
+    the database over it would erase those records from every asset.
+    """
+    on_disk = result.previous_digest
+    if not result.changed or on_disk is None:
+        return
+    if synced is not None and synced.digests.get(result.collection) == on_disk:
+        return
+    folder = os.path.relpath(config.snapshot_dir, config.root)
+    raise SafetyRefusal(
+        f"{result.path} holds changes this database has not merged (pulled, checked out or "
+        "copied, but not merged): exporting now would erase them; nothing was written",
+        hint=f"run 'dbsync merge {folder}' first, then export",
+    )
+
+
+def record_synced(config: Config, results: Sequence[ExportedCollection]) -> None:
+    """The snapshot folder now holds the database: remember it as what this asset synced,
+    at HEAD when the files are exactly what HEAD holds (otherwise at no known commit yet)."""
+    folder = os.path.relpath(config.snapshot_dir, config.root)
+    commit = None
+    if git.toplevel(config.root) is not None and not git.has_changes(config.root, folder):
+        commit = git.rev_parse(config.root, "HEAD")
+    kept = collection_files(synced_dir(config.state_dir))
+    fresh = [  # a collection whose synced copy already holds these records is not copied again
+        result
+        for result in results
+        if result.collection not in kept or kept[result.collection].digest() != result.digest
+    ]
+    save_synced(config.state_dir, exported_sections(fresh), commit)
+
+
+def _export_bundle(
+    staged: StagedFiles,
+    store: Store,
+    names: list[str],
+    rules_of: Callable[[str], Rules],
+    output: Path,
+    progress: Progress,
+) -> list[ExportedCollection]:
+    results = []
+    with staged.open(output) as handle:
+        for name in names:
+            summary = _write_section(handle, store, name, rules_of(name), progress)
+            results.append(ExportedCollection(name, summary.count, output, True, summary.digest))
+    return results
+
+
+class _PartTooLarge(Exception):
+    """A file passed ``MAX_FILE_BYTES``; ``total_bytes`` says how large the whole collection is,
+    so that it is written again in as many parts as that needs (the same on every asset: it
+    depends on the records only)."""
+
+    def __init__(self, total_bytes: int) -> None:
+        super().__init__(total_bytes)
+        self.total_bytes = total_bytes
+
+
+def _export_collection(
+    staged: StagedFiles,
+    store: Store,
+    name: str,
+    rules: Rules,
+    folder: Path,
+    existing: CollectionFiles | None,
+    progress: Progress,
+    changes: _IndexedExport | None = None,
+) -> ExportedCollection:
+    """One collection's snapshot, staged (in parts past 50 MB); counts what the disk loses.
+
+    With ``changes``, the documents the change index knows take their lines from the snapshot
+    on disk; when that cannot give the same bytes as a full export (another layout, a part
+    passing the limit, a key clash, lines the snapshot lost), the full export runs instead.
+    """
+    if changes is not None:
+        result = changes.export(staged, folder, progress)
+        if result is not None:
+            return result
+    rows = changes.rows() if changes is not None else None
+    count = existing.count if existing else 1
+    while True:
+        old_keys = _OldKeys(existing, rules)
+        removed = RemovedKeys(iter(old_keys))
+        notes = RecordNotes(name, rules)
+        layout = _StagedLayout(staged, folder, name, rules)
+        try:
+            summaries = _write_parts(
+                layout, count, store, progress, removed.see, notes, limit=True, rows=rows
+            )
+            break
+        except _PartTooLarge as overflow:
+            layout.discard()
+            count = max(part_count(overflow.total_bytes, count), count * 2)
+        finally:
+            layout.close()
+    if rows is not None:
+        rows.flush()
+    for path in obsolete_files(existing, layout.paths):
+        staged.remove(path)
+    removed.finish()
+    new_count = sum(summary.count for summary in summaries)
+    old_count = (existing.records() if existing else 0) or 0
+    deleted = removed.removed if old_keys.exact else max(0, old_count - new_count)
+    return _exported(name, existing, summaries, deleted, notes, layout.paths)
+
+
+def _exported(
+    name: str,
+    existing: CollectionFiles | None,
+    summaries: list[SectionSummary],
+    deleted: int,
+    notes: RecordNotes,
+    paths: list[Path],
+) -> ExportedCollection:
+    old_digest = existing.digest() if existing else None
+    old_count = (existing.records() if existing else 0) or 0
+    new_count = sum(summary.count for summary in summaries)
+    digest = combined_digest([summary.digest for summary in summaries])
+    return ExportedCollection(
+        name,
+        new_count,
+        paths[0],
+        digest != old_digest,
+        digest,
+        deleted,
+        old_count,
+        notes.messages(),
+        old_digest,
+        list(paths),
+    )
+
+
+class _Parts:
+    """The open sections of one layout of a collection: one file, or ``count`` parts."""
+
+    def __init__(self, headers: list[Header], sinks: Sequence[Writable]) -> None:
+        self.count = len(headers)
+        self.writers = [SectionWriter(sink, h) for sink, h in zip(sinks, headers, strict=True)]
+
+    def add(self, key: SortKey, line: bytes) -> int:
+        """Write a record where its key belongs; returns the size of that file so far."""
+        return self.add_to(part_of(key, self.count) if self.count > 1 else 0, line)
+
+    def add_hashed(self, hashed: int, line: bytes) -> int:
+        """``add`` for a record whose ``key_hash`` is known."""
+        return self.add_to(hashed % self.count, line)
+
+    def add_to(self, index: int, line: bytes) -> int:
+        writer = self.writers[index]
+        writer.add(line)
+        return writer.bytes
+
+    @property
+    def bytes(self) -> int:
+        return sum(writer.bytes for writer in self.writers)
+
+    def finish(self) -> list[SectionSummary]:
+        return [writer.finish() for writer in self.writers]
+
+
+def _headers(name: str, rules: Rules, count: int) -> list[Header]:
+    return [Header(name, rules, None if count == 1 else (i, count)) for i in range(count)]
+
+
+class _StagedLayout:
+    """Opens a layout's files as staged files; a layout can be dropped for a larger one."""
+
+    def __init__(self, staged: StagedFiles, folder: Path, name: str, rules: Rules) -> None:
+        self.staged, self.folder, self.name, self.rules = staged, folder, name, rules
+        self.stack = contextlib.ExitStack()
+        self.paths: list[Path] = []
+
+    def __call__(self, count: int) -> _Parts:
+        if self.paths:
+            self.discard()
+        headers = _headers(self.name, self.rules, count)
+        self.paths = [self.folder / header_filename(header) for header in headers]
+        sinks = [self.stack.enter_context(self.staged.open(path)) for path in self.paths]
+        return _Parts(headers, sinks)
+
+    def discard(self) -> None:
+        self.close()
+        self.staged.discard(self.paths)
+
+    def close(self) -> None:
+        self.stack.close()
+        self.stack = contextlib.ExitStack()
+
+
+class _OldKeys:
+    """The keys of the snapshot on disk, in order, read while the new one is written.
+
+    ``exact`` turns False when they cannot be read (no file, keyed otherwise, damaged): the
+    guard then compares counts instead, since exporting is what repairs such a file.
+    """
+
+    def __init__(self, existing: CollectionFiles | None, rules: Rules) -> None:
+        self.existing, self.rules = existing, rules
+        self.exact = existing is not None and existing.rules.key == rules.key
+
+    def __iter__(self) -> Iterator[SortKey]:
+        if not self.exact or self.existing is None:
+            return
+        try:
+            for line in self.existing.lines(self.rules):
+                yield line_sort_key(line, self.rules.key)
+        except InvalidInput:
+            self.exact = False
+
+
+def check_export_deletes(config: Config, result: ExportedCollection) -> None:
+    """Refuse a snapshot that loses too many of the records the file on disk holds."""
+    if not deletes_too_many(result.deleted, result.previous_records):
+        return
+    raise TooManyDeletes(
+        result.collection,
+        f"{result.collection}: this export would delete {result.deleted} of the "
+        f"{result.previous_records} records in {result.path} ({GUARD_RULE}), leaving "
+        f"{result.records}. The database {config.database!r} may be empty or mistyped "
+        "(--database, DBSYNC_DATABASE, dbsync.toml); nothing was written",
+        hint="check the database name and URI; if these records were really deleted, "
+        "run 'dbsync export --allow-deletes'",
+    )
+
+
+def current_summary(store: Store, name: str, rules: Rules, parts: int = 1) -> SectionSummary:
+    """Count and digest the collection would have in a snapshot of ``parts`` parts, without
+    writing one (compared with the snapshot on disk by ``stats`` and ``status``)."""
+
+    def discarding(count: int) -> _Parts:
+        return _Parts(_headers(name, rules, count), [Discard() for _ in range(count)])
+
+    summaries = _write_parts(discarding, parts, store, NoProgress())
+    digest = combined_digest([summary.digest for summary in summaries])
+    return SectionSummary(name, sum(summary.count for summary in summaries), digest)
+
+
+def _write_section(
+    handle: Writable,
+    store: Store,
+    name: str,
+    rules: Rules,
+    progress: Progress,
+) -> SectionSummary:
+    (summary,) = _write_parts(lambda _: _Parts([Header(name, rules)], [handle]), 1, store, progress)
+    return summary
+
+
+def _write_parts(
+    layout: Callable[[int], _Parts],
+    count: int,
+    store: Store,
+    progress: Progress,
+    see_key: Callable[[SortKey], None] | None = None,
+    notes: RecordNotes | None = None,
+    *,
+    limit: bool = False,
+    rows: _IndexRows | None = None,
+) -> list[SectionSummary]:
+    """Stream the collection into ``layout(count)``: each record to the part of its key.
+
+    With ``limit``, no file may pass ``MAX_FILE_BYTES``. A collection in one file that passes
+    it is split at once: the records so far (kept, up to the limit) go into as many parts as
+    the whole collection needs, measured by their size per record — the same on every asset,
+    since the records come in key order — and the stream goes on into them. If a part still
+    passes the limit, ``_PartTooLarge`` asks for the collection again in more parts.
+    """
+    parts = layout(count)
+    name, rules = parts.writers[0].header.collection, parts.writers[0].header.rules
+    clashes = KeyClashes(rules.key)
+    total = store.count(name)  # once: montydb counts by decoding every document
+    pairs = _exported_lines(store, name, rules, progress, notes, rows, total)
+    if see_key is not None:
+        pairs = _watched(pairs, see_key)
+    # While in one file, its records are kept (lines and key hashes, not keys: a few bytes
+    # more than the lines), to be spread over parts without reading the collection again.
+    kept: list[bytes] | None = [] if limit and count == 1 else None
+    kept_hashes = array("Q")
+    overflow = seen = 0
+    for key, line in unique_pairs(pairs, clashes):
+        if overflow:  # past the limit: only measure the rest, to choose the number of parts
+            overflow += len(line)
+            continue
+        seen += 1
+        size = parts.add(key, line)
+        if kept is not None:
+            kept.append(line)
+            kept_hashes.append(key_hash(key))
+        if not limit or size <= MAX_FILE_BYTES:
+            continue
+        if kept is None:
+            overflow = parts.bytes
+            continue
+        parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
+        largest = max(map(parts.add_hashed, kept_hashes, kept))
+        kept, kept_hashes = None, array("Q")
+        if largest > MAX_FILE_BYTES:
+            overflow = parts.bytes
+    if overflow:
+        raise _PartTooLarge(overflow)
+    if clashes.groups:
+        raise InvalidInput(
+            clashes.message(name),
+            hint="fix the records, choose another key in dbsync.toml, "
+            "or fold them by the conflict rules with --dedupe",
+        )
+    return parts.finish()
+
+
+def _watched(
+    pairs: Iterable[tuple[SortKey, bytes]], see_key: Callable[[SortKey], None]
+) -> Iterator[tuple[SortKey, bytes]]:
+    for key, line in pairs:
+        see_key(key)
+        yield key, line
+
+
+def exported_sections(
+    exported: Sequence[ExportedCollection],
+) -> Iterator[tuple[Header, Iterator[bytes]]]:
+    """The sections an export just wrote, read back (to record them as last synced)."""
+    for result in exported:
+        for path in result.paths or [result.path]:
+            for section in read_sections(path):
+                if section.header.collection == result.collection:
+                    yield section.header, section.records
+
+
+def _synced_here(existing: CollectionFiles | None, synced: Synced | None, name: str) -> bool:
+    """Whether the snapshot on disk is what this asset last exported or merged: then its lines
+    are sorted under its header's key, and can be taken as they are."""
+    if existing is None or synced is None or name not in synced.digests:
+        return False
+    return synced.digests[name] == existing.digest()
+
+
+def _exported_lines(
+    store: Store,
+    name: str,
+    rules: Rules,
+    progress: Progress,
+    notes: RecordNotes | None,
+    rows: _IndexRows | None,
+    total: int,
+) -> Iterator[tuple[SortKey, bytes]]:
+    """``collection_lines`` read as raw BSON, each document's line told to ``rows``."""
+    progress.start(f"export {name}", total)
+
+    def encoded() -> Iterator[tuple[SortKey, bytes]]:
+        for raw in store.iter_raw_documents(name):
+            key, line, flagged = _encoded(raw, rules, notes)
+            if rows is not None:
+                rows.add((raw_hash(raw), line[6:22], flagged))
+            yield key, line
+            progress.advance()
+
+    yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
+    progress.finish()
+
+
+def _encoded(raw: bytes, rules: Rules, notes: RecordNotes | None) -> tuple[SortKey, bytes, int]:
+    """A raw document's key and line, and 1 if ``notes`` noted it (0 otherwise)."""
+    document = decode_raw(raw)
+    key, line = encode_record(document, rules.key, raw)
+    if notes is None:
+        return key, line, 0
+    before = _noted(notes)
+    if notes.wanted:
+        notes.see_bson(document, key)
+    notes.see_raw(raw, document)
+    return key, line, int(_noted(notes) > before)
+
+
+def _noted(notes: RecordNotes) -> int:
+    return notes.null_key.count + notes.no_timestamp.count + notes.converted.count
+
+
+class _IndexRows:
+    """Rows for the change index, written in batches as an export goes."""
+
+    def __init__(self, index: ChangeIndex, collection: str) -> None:
+        self.index, self.collection = index, collection
+        self.batch: list[Row] = []
+
+    def add(self, row: Row) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= 1000:
+            self.flush()
+
+    def flush(self) -> None:
+        self.index.add(self.collection, self.batch)
+        self.batch = []
+
+
+MISSES_HELD = 100_000
+"""Changed documents an export holds in memory before it writes the collection in full."""
+
+
+@dataclass
+class _Changes:
+    """What the database holds beside the snapshot on disk, read once."""
+
+    unchanged: set[bytes]  # line hashes of documents the index knows: taken from the snapshot
+    encoded: list[list[tuple[SortKey, bytes]]]  # the others, encoded, by part
+    rows: list[Row]  # what the index learns
+
+
+class _IndexedExport:
+    """A collection exported through the change index (``export`` gives None: do it in full)."""
+
+    def __init__(
+        self,
+        index: ChangeIndex,
+        name: str,
+        rules: Rules,
+        store: Store,
+        existing: CollectionFiles | None,
+    ) -> None:
+        self.index, self.name, self.rules, self.store = index, name, rules, store
+        self.existing = existing
+        self.notes = RecordNotes(name, rules)
+
+    def rows(self) -> _IndexRows:
+        """The rows of a full export: the collection's index starts afresh."""
+        self.index.reset_rows(self.name, self.rules)
+        return _IndexRows(self.index, self.name)
+
+    def usable(self) -> bool:
+        existing = self.existing
+        if existing is None or existing.complete() or existing.rules.key != self.rules.key:
+            return False
+        # rows of documents long gone pile up: a full export now and then clears them
+        return self.index.prepare(self.name, self.rules) and (
+            self.index.rows(self.name) <= 2 * (existing.records() or 0) + 1000
+        )
+
+    def export(
+        self, staged: StagedFiles, folder: Path, progress: Progress
+    ) -> ExportedCollection | None:
+        if not self.usable() or self.existing is None:
+            return None
+        # the snapshot's count, not the store's: montydb counts by decoding every document
+        progress.start(f"export {self.name}", self.existing.records())
+        changes = self._read(self.existing.count, progress)
+        progress.finish()
+        if changes is None:
+            return None
+        written = self._staged(staged, folder, changes)
+        if written is _LOST:  # rare: the snapshot lost lines of known documents
+            written = self._staged(staged, folder, changes) if self._encode_lost(changes) else None
+        if not isinstance(written, tuple):
+            return None
+        summaries, dropped, replaced, layout = written
+        self.index.forget(self.name, dropped)
+        self.index.add(self.name, changes.rows)
+        deleted = len(dropped) - replaced
+        return _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
+
+    def _read(self, count: int, progress: Progress) -> _Changes | None:
+        """Every document: known ones by their line hash, the others encoded (None: too many
+        changed to hold, the full export is as cheap)."""
+        changes = _Changes(set(), [[] for _ in range(count)], [])
+        held = 0
+        for batch in chunks(self.store.iter_raw_documents(self.name)):
+            hashes = [raw_hash(raw) for raw in batch]
+            known = self.index.lookup(self.name, hashes)
+            for raw, hashed in zip(batch, hashes, strict=True):
+                hit = known.get(hashed)
+                # a noted record is encoded, so that the notes say what a full export says
+                if hit is not None and not hit[1] and hit[0] not in changes.unchanged:
+                    changes.unchanged.add(hit[0])
+                    continue
+                key, line, flagged = _encoded(raw, self.rules, self.notes)
+                if hit is None:
+                    changes.rows.append((hashed, line[6:22], flagged))
+                changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+                held += 1
+                if held > MISSES_HELD:
+                    return None
+            progress.advance(len(batch))
+        return changes
+
+    def _staged(self, staged: StagedFiles, folder: Path, changes: _Changes) -> _Written:
+        """The collection staged in its layout on disk; discarded if it cannot be kept."""
+        assert self.existing is not None
+        layout = _StagedLayout(staged, folder, self.name, self.rules)
+        try:
+            written = self._write(layout(self.existing.count), changes)
+        except InvalidInput:  # the snapshot on disk is damaged: the full export rewrites it
+            written = None
+        finally:
+            layout.close()
+        if not isinstance(written, tuple):
+            layout.discard()
+            return written
+        return (*written, layout)
+
+    def _encode_lost(self, changes: _Changes) -> bool:
+        """Encode the known documents whose lines the snapshot no longer has (git changed it,
+        or a merge kept this asset's version): one more read, of those only. False: the
+        snapshot cannot be read, the full export rewrites it."""
+        assert self.existing is not None
+        count, lost = self.existing.count, set(changes.unchanged)
+        try:
+            for path, _ in self.existing.files:
+                lost.difference_update(line[6:22] for line in _section_lines(path, self.name))
+        except InvalidInput:
+            return False
+        if not lost:
+            return True
+        changes.unchanged -= lost
+        for batch in chunks(self.store.iter_raw_documents(self.name)):
+            known = self.index.lookup(self.name, [raw_hash(raw) for raw in batch])
+            for raw in batch:
+                hit = known.get(raw_hash(raw))
+                if hit is not None and hit[0] in lost:
+                    key, line, _ = _encoded(raw, self.rules, None)
+                    changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+        return True
+
+    def _write(
+        self, parts: _Parts, changes: _Changes
+    ) -> tuple[list[SectionSummary], list[bytes], int] | _Lost | None:
+        """Each part: its unchanged lines, in their order, with the encoded records merged in
+        (``_LOST``: some unchanged documents' lines were not found)."""
+        assert self.existing is not None
+        dropped: list[bytes] = []
+        replaced = kept = 0
+        for index, (path, _) in enumerate(self.existing.files):
+            merged = _merge_part(
+                partial(parts.add_to, index),
+                _section_lines(path, self.name),
+                changes.encoded[index],
+                changes.unchanged,
+                self.rules.key,
+                dropped,
+            )
+            if merged is None or parts.writers[index].bytes > MAX_FILE_BYTES:
+                return None
+            replaced += merged[0]
+            kept += merged[1]
+        if kept != len(changes.unchanged):  # known documents whose lines the snapshot lost
+            return _LOST
+        return parts.finish(), dropped, replaced
+
+
+class _Lost:
+    """The snapshot lacks lines of documents the index knows: encode them, then write again."""
+
+
+_LOST = _Lost()
+_Written = tuple[list[SectionSummary], list[bytes], int, "_StagedLayout"] | _Lost | None
+
+
+def _section_lines(path: Path, collection: str) -> Iterator[bytes]:
+    for section in read_sections(path):
+        if section.header.collection == collection:
+            yield from section.records
+
+
+def _merge_part(
+    add: Callable[[bytes], int],
+    old_lines: Iterable[bytes],
+    encoded: list[tuple[SortKey, bytes]],
+    unchanged: set[bytes],
+    fields: Sequence[str],
+    dropped: list[bytes],
+) -> tuple[int, int] | None:
+    """Write the old lines still in the database and the encoded records, in key order;
+    returns how many old records an encoded one replaced and how many old lines were kept
+    (None: two records share a key, for the full export to report)."""
+    encoded.sort(key=_first_of)
+    if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
+        return None
+    position, end, replaced, kept_lines = 0, len(encoded), 0, 0
+    for line in old_lines:
+        hashed = line[6:22]
+        kept = hashed in unchanged
+        if position < end:  # keys only while encoded records are left to place
+            key = line_sort_key(line, fields)
+            while position < end and encoded[position][0] < key:
+                add(encoded[position][1])
+                position += 1
+            if position < end and encoded[position][0] == key:
+                if kept:
+                    return None
+                add(encoded[position][1])
+                position += 1
+                replaced += 1
+                dropped.append(hashed)
+                continue
+        if kept:
+            kept_lines += 1
+            add(line)
+        else:
+            dropped.append(hashed)
+    for _, line in encoded[position:]:
+        add(line)
+    return replaced, kept_lines
+
+
+def _first_of(pair: tuple[SortKey, bytes]) -> SortKey:
+    return pair[0]

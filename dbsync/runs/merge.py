@@ -1,0 +1,526 @@
+"""``dbsync merge``: a snapshot → the database, with a backup first, a report, and rollback.
+
+The run, per collection: export the database ("ours") into the backup folder, walk base / ours /
+theirs with ``merge.decide``, spool the writes that change the database (deletes, then
+upserts) to temporary files, check the safety guards, and only then write. Anything failing
+while writing puts every touched collection back from the backup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import orjson
+
+from dbsync.config import Config
+from dbsync.core import extjson
+from dbsync.core.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
+from dbsync.core.merge import Decision, MergeCounts, decide
+from dbsync.core.notes import RecordNotes
+from dbsync.core.report import (
+    DRY_RUN,
+    FAILED,
+    SUCCESS,
+    DriverDecisions,
+    MergeReport,
+    tie_break_notes,
+)
+from dbsync.core.snapshot import (
+    Header,
+    Rules,
+    SnapshotError,
+    header_filename,
+    line_body,
+    line_document,
+    read_sections,
+    snapshot_files,
+    verify_file,
+)
+from dbsync.edges import backups, journal
+from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.parts import CollectionFiles, collection_files
+from dbsync.edges.store import ChangeCounts, Store
+from dbsync.edges.synced import is_tracked_snapshot, save_synced
+from dbsync.errors import DbsyncError, InvalidInput, UsageError
+from dbsync.progress import NoProgress, Progress
+from dbsync.runs.export import KeyClashes, collection_lines, unique_lines
+from dbsync.runs.losing import MERGE, record_losing_versions
+
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    base: Path | None = None
+    dry_run: bool = False
+    collections: Sequence[str] | None = None
+    allow_deletes: bool = False
+    commit: str | None = None
+    place: str = MERGE
+    """Where the conflicts are decided, as the losing versions record it
+    (``dbsync.runs.losing``)."""
+    merge_driver: DriverDecisions | None = None
+    """What the git merge driver decided before this merge (the report says where it is)."""
+
+
+@dataclass(frozen=True)
+class SourceSection:
+    """Where one collection's section lives in a verified snapshot file."""
+
+    path: Path
+    header: Header
+    files: CollectionFiles | None = None
+    """In a snapshot directory, every file of the collection (its parts, if it is split)."""
+
+    def parts(self) -> Iterator[tuple[Header, Iterator[bytes]]]:
+        """The section as its files hold it: one, or each part of a split collection."""
+        if self.files is None:
+            yield self.header, self.lines()
+            return
+        for path, header in self.files.files:
+            yield header, _file_records(path, header.collection)
+
+    def lines(self) -> Iterator[bytes]:
+        if self.files is not None:
+            yield from self.files.lines(self.header.rules)
+            return
+        for section in read_sections(self.path):
+            if section.header.collection == self.header.collection:
+                yield from section.records
+                return
+
+
+def _file_records(path: Path, collection: str) -> Iterator[bytes]:
+    for section in read_sections(path):
+        if section.header.collection == collection:
+            yield from section.records
+
+
+def index_sections(source: Path) -> dict[str, SourceSection]:
+    """Verify every file of ``source`` (deeply: hashes, types, order) and index its sections."""
+    found: dict[str, SourceSection] = {}
+    for path in snapshot_files(source):
+        result = verify_file(path, limit=20)
+        if result.problems:
+            first = result.problems[0]
+            more = (
+                f" (and {len(result.problems) - 1} more problems)"
+                if len(result.problems) > 1
+                else ""
+            )
+            raise SnapshotError(first.path, first.line, first.message + more)
+        for section in read_sections(path):
+            name = section.header.collection
+            if source.is_dir():
+                check_file_name(path, section.header)
+            elif name in found:
+                raise InvalidInput(
+                    f"collection {name} appears in both {found[name].path} and {path}"
+                )
+            found.setdefault(name, SourceSection(path, section.header))
+    if source.is_dir():
+        for name, files in collection_files(source).items():
+            _check_complete(files)
+            header = replace(found[name].header, part=None)  # the collection, not one part
+            found[name] = replace(found[name], header=header, files=files)
+    return found
+
+
+def _check_complete(files: CollectionFiles) -> None:
+    """A missing part would look like deleted records: refuse rather than delete them."""
+    missing = [problem for problem in files.complete() if "missing" in problem]
+    if missing:
+        raise InvalidInput(
+            f"{files.paths[0].parent}: {missing[0]}: the snapshot is incomplete",
+            hint="restore the missing part from git (git checkout -- FOLDER); nothing was written",
+        )
+
+
+def check_file_name(path: Path, header: Header) -> None:
+    """In a snapshot directory a file must be named after the collection its header states:
+    another collection's snapshot copied or renamed over this one would otherwise be merged
+    into the wrong collection, or twice."""
+    collection = header.collection
+    expected = header_filename(header)
+    if path.name != expected:
+        raise InvalidInput(
+            f"{path}: the file holds collection {collection!r} but is named {path.name} "
+            f"(a file of collection {collection!r} is named {expected}): it was renamed or copied",
+            hint=f"restore {path.name} from git (git checkout -- {path}) or remove it; "
+            "nothing was written",
+        )
+
+
+@dataclass
+class CollectionPlan:
+    """The writes one collection needs, spooled to a file, and the report figures."""
+
+    name: str
+    rules: Rules
+    counts: MergeCounts
+    spool: Path
+    ours_count: int = 0
+    theirs: SourceSection | None = None
+    touched: bool = False
+    notes: RecordNotes | None = None
+    moves: IdMoves | None = None
+    backup_bytes: int = 0
+    applied: ChangeCounts | None = None
+
+
+def _rules_for(config: Config, theirs: SourceSection) -> Rules:
+    rules = config.rules(theirs.header.collection)
+    if rules.key != theirs.header.rules.key:
+        raise InvalidInput(
+            f"{theirs.path}: collection {theirs.header.collection} is keyed by "
+            f"{list(theirs.header.rules.key)} but dbsync.toml says {list(rules.key)}",
+            hint="pull the dbsync.toml that goes with this snapshot, or re-export it",
+        )
+    return rules
+
+
+class _Counted:
+    """Lines passed through, counted: the database's side of the merge, read once."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.count = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._lines:
+            self.count += 1
+            yield line
+
+
+def _ours_lines(path: Path) -> Iterator[bytes]:
+    for section in read_sections(path):
+        yield from section.records
+
+
+def _id_bytes(line: bytes) -> bytes:
+    document = line_document(line)
+    if "_id" not in document:
+        raise InvalidInput(f"a record has no _id: {line_body(line)[:200].decode(errors='replace')}")
+    # a copy: orjson's result keeps a 4 KiB allocation, and IdMoves keeps these in sets
+    return bytes(memoryview(orjson.dumps(document["_id"])))
+
+
+def _id_clash(identifier: bytes) -> InvalidInput:
+    return InvalidInput(
+        f"two different records share _id {identifier.decode()}: the database cannot hold both",
+        hint="give one of them a new _id on its asset, export, and merge again",
+    )
+
+
+class IdMoves:
+    """With a natural key, a record can arrive under an ``_id`` another record of this database
+    already has. Only changed records can bring such an ``_id`` (the database's own are unique),
+    so only they are remembered: memory grows with the changes, not the collection."""
+
+    def __init__(self) -> None:
+        self.arriving: set[bytes] = set()
+        self.leaving: set[bytes] = set()
+
+    def see(self, decision: Decision) -> None:
+        ours_id = _id_bytes(decision.ours) if decision.ours is not None else None
+        result_id = _id_bytes(decision.result) if decision.result is not None else None
+        if ours_id == result_id:
+            return
+        if ours_id is not None:
+            self.leaving.add(ours_id)
+        if result_id is not None:
+            if result_id in self.arriving:
+                raise _id_clash(result_id)
+            self.arriving.add(result_id)
+
+    def check(self, store: Store, collection: str) -> None:
+        """Refuse before writing if an arriving ``_id`` belongs to a record that stays."""
+        candidates = sorted(self.arriving - self.leaving)
+        for start in range(0, len(candidates), BATCH):
+            batch = [
+                extjson.from_json_value(orjson.loads(i)) for i in candidates[start : start + BATCH]
+            ]
+            found = store.find_by_ids(collection, batch)
+            if found:
+                raise _id_clash(orjson.dumps(extjson.value_to_json(found[0]["_id"])))
+
+
+def plan_collection(
+    name: str,
+    rules: Rules,
+    base: SourceSection | None,
+    ours: Path | Iterable[bytes],
+    theirs: SourceSection,
+    work: Path,
+    backup: Path | None = None,
+) -> CollectionPlan:
+    """Decide every record, spool the writes and write the backup of what they change (into
+    the folder ``backup``, else ``work``); nothing touches the database here. ``ours`` is the
+    database's side: its key-sorted lines, or a snapshot file holding them."""
+    ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
+    plan = CollectionPlan(name, rules, MergeCounts(), work / f"{name}.changes")
+    plan.theirs = theirs
+    plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
+    note = plan.notes.see_document if plan.notes.wanted else None
+    moves = IdMoves() if rules.key != ("_id",) else None
+    base_lines = base.lines() if base is not None else None
+    preimages = backups.collection_file(backup or work, name)
+    writer = ChangeWriter(plan.spool, preimages, Header(name, rules))
+    try:
+        for decision in decide(base_lines, ours_lines, theirs.lines(), rules):
+            plan.counts.add(decision, rules.key)
+            if decision.changes_ours:
+                if moves is not None:
+                    moves.see(decision)
+                writer.add(decision.ours, decision.result)
+                if note is not None and decision.result is not None:
+                    note(line_document(decision.result))
+    finally:
+        writer.close()
+    plan.backup_bytes = writer.backup_bytes()
+    plan.moves = moves
+    return plan
+
+
+def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
+    deleted = plan.counts.deleted
+    if deletes_too_many(deleted, plan.ours_count) and not allow_deletes:
+        raise TooManyDeletes(
+            plan.name,
+            f"{plan.name}: this merge would delete {deleted} of {plan.ours_count} records "
+            f"({GUARD_RULE})",
+            hint="check that the snapshot and the base are the right ones; "
+            "pass --allow-deletes to apply it anyway (a backup is taken first)",
+        )
+
+
+def apply_plan(store: Store, plan: CollectionPlan) -> None:
+    """Every change by compare-and-set (one transaction on the embedded store); a record the
+    application changed since it was read is decided again against its new version."""
+    plan.touched = not store.atomic_changes  # a failure part-way leaves writes to undo
+    plan.applied = store.apply_changes(
+        plan.name, spooled_changes(plan.spool), redecider(plan.rules, plan.counts)
+    )
+    plan.touched = True
+
+
+def _redecided_note(plan: CollectionPlan) -> list[str]:
+    applied = plan.applied
+    if applied is None or not applied.redecided:
+        return []
+    return [
+        f"{plan.name}: {applied.redecided} record(s) changed by the application during the "
+        f"merge were decided again against their new version ({applied.left} kept as the "
+        "application wrote them)"
+    ]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _select(
+    sections: dict[str, SourceSection], config: Config, wanted: Sequence[str] | None
+) -> list[str]:
+    if wanted:
+        unknown = [name for name in wanted if name not in sections]
+        if unknown:
+            raise UsageError(
+                f"the snapshot holds no collection {', '.join(unknown)}",
+                hint=f"it holds: {', '.join(sorted(sections)) or '(nothing)'}",
+            )
+        return list(dict.fromkeys(wanted))
+    return [name for name in sorted(sections) if not config.excluded(name)]
+
+
+def resolve_resume(
+    config: Config, path: Path | None, options: MergeOptions, resume: bool
+) -> tuple[Path, MergeOptions]:
+    """What ``merge`` merges: PATH, or with ``--resume`` the interrupted merge again.
+
+    Resuming merges the interrupted run's snapshot into the database as it is now. Each
+    collection's changes were made whole or not at all (one transaction on the embedded store,
+    compare-and-set on MongoDB), and merging again is idempotent, so this finishes the run
+    without undoing the application's writes made since; its backup stays for ``restore``.
+    """
+    if not resume:
+        if path is None:
+            raise UsageError("give the snapshot to merge", hint="dbsync merge database_backup")
+        return path, options
+    if path is not None:
+        raise UsageError("--resume takes no PATH: it merges the interrupted run's snapshot")
+    entry = journal.interrupted_merge(config)
+    assert entry.source is not None
+    base = Path(entry.base) if entry.base and Path(entry.base).exists() else None
+    resumed = replace(options, base=base, collections=entry.collections)
+    return Path(entry.source), resumed
+
+
+def merge_snapshot(
+    config: Config,
+    store: Store,
+    source: Path,
+    options: MergeOptions | None = None,
+    progress: Progress | None = None,
+) -> MergeReport:
+    """Merge ``source`` (a snapshot file, bundle or directory) into the database."""
+    options = options or MergeOptions()
+    progress = progress or NoProgress()
+    theirs = index_sections(source)
+    bases = index_sections(options.base) if options.base is not None else {}
+    names = _select(theirs, config, options.collections)
+    started = _now()
+    report = MergeReport(
+        SUCCESS,
+        started.isoformat(timespec="seconds"),
+        config.asset,
+        str(source),
+        str(options.base) if options.base else None,
+        merge_driver=options.merge_driver,
+    )
+    rules = {name: _rules_for(config, theirs[name]) for name in names}
+    with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
+        work = Path(scratch)
+        folder = work / "backup" if options.dry_run else _start_backup(config, report)
+        try:
+            plans = _plan_all(store, names, rules, bases, theirs, folder, work, options, progress)
+            if not options.dry_run:
+                backups.check_free_space(folder.parent, sum(p.backup_bytes for p in plans.values()))
+        except BaseException:
+            if not options.dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for name, plan in plans.items():
+            report.collections[name] = plan.counts
+            report.notes += plan.notes.messages() if plan.notes else []
+            report.notes += tie_break_notes(name, plan.rules, plan.counts)
+        if options.dry_run:
+            report.status = DRY_RUN
+            return report
+        info = backups.BackupInfo(
+            report.backup or "", report.time, names, f"merge {source}", backups.CHANGES
+        )
+        backups.write_meta(folder, info)
+        _apply_all(store, plans, folder, report, config, (source, options.base))
+        for plan in plans.values():
+            report.notes += _redecided_note(plan)
+    if is_tracked_snapshot(config.snapshot_dir, source):
+        _save_synced(config, plans, options.commit)
+    write_report_files(config, report, started, options.place)
+    return report
+
+
+def _start_backup(config: Config, report: MergeReport) -> Path:
+    """The backup's folder; it counts as a backup once ``backup.json`` is written in it."""
+    report.backup = backups.new_backup_id()
+    folder = backups.backup_folder(config.state_dir, report.backup)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _plan_all(
+    store: Store,
+    names: list[str],
+    rules: dict[str, Rules],
+    bases: dict[str, SourceSection],
+    theirs: dict[str, SourceSection],
+    folder: Path,
+    work: Path,
+    options: MergeOptions,
+    progress: Progress,
+) -> dict[str, CollectionPlan]:
+    folder.mkdir(parents=True, exist_ok=True)
+    plans = {}
+    for name in names:
+        clashes = KeyClashes(rules[name].key)
+        ours = _Counted(unique_lines(collection_lines(store, name, rules[name], progress), clashes))
+        plan = plan_collection(name, rules[name], bases.get(name), ours, theirs[name], work, folder)
+        if clashes.groups:  # set aside while streaming; refused before anything is written
+            raise InvalidInput(
+                clashes.message(name) + "\nthe database already holds these duplicates",
+                hint="fix the records or choose another key in dbsync.toml; nothing was written",
+            )
+        plan.ours_count = ours.count
+        check_delete_guard(plan, options.allow_deletes)
+        if plan.moves is not None:
+            plan.moves.check(store, name)
+        plans[name] = plan
+    return plans
+
+
+def _apply_all(
+    store: Store,
+    plans: dict[str, CollectionPlan],
+    folder: Path,
+    report: MergeReport,
+    config: Config,
+    paths: tuple[Path, Path | None],
+) -> None:
+    """Apply every plan, journaled: a kill leaves an interrupted merge that every later command
+    sees; a failure rolls back what was written, and leaves the journal entry only if that
+    fails too."""
+    names = list(plans)
+    source, base = (str(path.resolve()) if path else None for path in paths)
+    entry = journal.begin(
+        config.state_dir, journal.MERGE, names, backup=report.backup, source=source, base=base
+    )
+    try:
+        for plan in plans.values():
+            apply_plan(store, plan)
+    except BaseException as error:
+        touched = [plan.name for plan in plans.values() if plan.touched]
+        report.status = FAILED
+        undone, outcome = _roll_back(store, folder, touched, report)
+        report.error = f"{type(error).__name__}: {error}; {outcome}"
+        write_report_files(config, report, _now())
+        if undone:
+            journal.finish(config.state_dir, entry, [])
+        raise
+    journal.finish(config.state_dir, entry, names)
+
+
+def _roll_back(
+    store: Store, folder: Path, touched: list[str], report: MergeReport
+) -> tuple[bool, str]:
+    """Put the touched collections back; whether that worked, and what happened."""
+    if not touched:
+        return True, "nothing had been written"
+    try:
+        backups.restore_collections(store, folder, touched)
+    except DbsyncError as failure:
+        return False, (
+            f"restoring {', '.join(touched)} failed too ({failure.message}): "
+            f"run 'dbsync restore {report.backup}' when the database is back"
+        )
+    return True, f"restored {', '.join(touched)} from backup {report.backup}"
+
+
+def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:
+    sections = [
+        section for plan in plans.values() if plan.theirs for section in plan.theirs.parts()
+    ]
+    save_synced(config.state_dir, sections, commit)
+
+
+def write_report_files(
+    config: Config, report: MergeReport, when: datetime.datetime, place: str = MERGE
+) -> Path:
+    """``merge_report_<time>.txt`` and its ``.json`` twin under ``database_sync/reports/``.
+
+    The losing versions of a merge that succeeded are recorded durably first (reports are
+    pruned, they are not), so that a failure to record them can still be said in the report.
+    """
+    folder = config.state_dir / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"merge_report_{when.strftime('%Y%m%dT%H%M%S%f')}"
+    if report.status == SUCCESS:
+        named = stem.with_suffix(".json").relative_to(config.root)  # the project may move
+        record_losing_versions(config.state_dir, report, place, named)
+    stem.with_suffix(".txt").write_text(report.to_text())
+    stem.with_suffix(".json").write_bytes(report.to_json_bytes())
+    return stem

@@ -1,0 +1,134 @@
+"""How a run that changes things is recorded in the history.
+
+``recorded_run`` (called by ``dbsync.runs.pipeline`` for every changing run, under the asset's lock)
+writes a placeholder history row (so a killed run shows as interrupted), runs the block, then
+records how each collection fared, with the duration and record counts, or the error without any
+URI password.
+
+Recording is bookkeeping: if the state database cannot be written, the command still does its
+work and the problem is reported through ``warn``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from dbsync.config import Config
+from dbsync.core.guards import TooManyDeletes
+from dbsync.core.report import MergeReport
+from dbsync.edges.state import FAILED, REFUSED, SUCCESS, CollectionResult, StateStore, open_state
+from dbsync.edges.store import scrub_secrets, uri_secrets
+from dbsync.errors import DbsyncError, SafetyRefusal
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class RunRecord:
+    """What the run tells the history: the collections it works on, and their results."""
+
+    operation: str
+    collections: list[str] = field(default_factory=list)
+    results: list[CollectionResult] = field(default_factory=list)
+    status: str = SUCCESS
+    nested: bool = False
+    """True when the run goes on under a parent dbsync run's lock (see ``dbsync.edges.lock``)."""
+
+    def done(self, collection: str, records: int | None, digest: str | None = None) -> None:
+        self.results.append(CollectionResult(collection, self.status, records, digest))
+
+
+def error_text(error: BaseException, config: Config) -> str:
+    """What went wrong in one line, never with a password in it."""
+    if isinstance(error, DbsyncError):
+        text = error.message
+    elif isinstance(error, KeyboardInterrupt):
+        text = "interrupted (Ctrl-C)"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return scrub_secrets(text, uri_secrets(config.uri or ""))
+
+
+def failure_results(
+    run: RunRecord, error: BaseException, config: Config, state: StateStore
+) -> list[CollectionResult]:
+    """One row per collection the run was about: the one a guard names, those the command
+    named, else every collection this operation has handled before (a database that is down
+    fails them all); at least one row."""
+    status = REFUSED if isinstance(error, SafetyRefusal) else FAILED
+    text = error_text(error, config)
+    names: Sequence[str | None] = run.collections or state.known_collections(run.operation)
+    if isinstance(error, TooManyDeletes):
+        names = [error.collection]
+    return [CollectionResult(name, status, error=text) for name in names or [None]]
+
+
+class _Recorder:
+    """Opens the state lazily and turns any trouble with it into a warning."""
+
+    def __init__(self, config: Config, warn: Warn) -> None:
+        self.config = config
+        self.warn = warn
+        self.state: StateStore | None = None
+
+    def attempt(self, action: Callable[[StateStore], object]) -> None:
+        try:
+            if self.state is None:
+                self.state = open_state(self.config.state_dir)
+            action(self.state)
+        except (DbsyncError, sqlite3.Error, OSError) as error:
+            self.warn(f"this run was not recorded in the history: {error}")
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
+
+
+@contextlib.contextmanager
+def recorded_run(
+    config: Config, operation: str, *, collections: Sequence[str] = (), warn: Warn
+) -> Iterator[RunRecord]:
+    """Record the block as one run of ``operation`` (see the module docstring)."""
+    run = RunRecord(operation, list(collections))
+    recorder = _Recorder(config, warn)
+    run_ids: list[int] = []
+    recorder.attempt(lambda state: run_ids.append(state.start_run(operation, config.asset)))
+    started = time.monotonic()
+    try:
+        yield run
+    except BaseException as error:
+        _finish(recorder, run_ids, started, partial(failure_results, run, error, config))
+        raise
+    else:
+        _finish(
+            recorder,
+            run_ids,
+            started,
+            lambda s: run.results or [CollectionResult(None, run.status)],
+        )
+    finally:
+        recorder.close()
+
+
+def _finish(
+    recorder: _Recorder,
+    run_ids: list[int],
+    started: float,
+    results: Callable[[StateStore], list[CollectionResult]],
+) -> None:
+    if not run_ids:
+        return
+    duration_ms = int((time.monotonic() - started) * 1000)
+    recorder.attempt(lambda state: state.finish_run(run_ids[0], duration_ms, results(state)))
+
+
+def record_report(run: RunRecord, report: MergeReport) -> None:
+    """What a merge tells the history: its status, and each collection's total."""
+    run.status = report.status
+    for name, counts in report.collections.items():
+        run.done(name, counts.total)
