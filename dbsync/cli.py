@@ -1221,7 +1221,7 @@ def agent(
     require_key_for(bind, api_key)
     worker = agent_service.Agent(config, interval, lambda line: out.print(line, markup=False))
     for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: worker.stop())
+        signal.signal(signal_number, worker.stop_from_signal)
     agent_service.run_agent(worker, bind=bind, port=port, api_key=api_key)
 
 

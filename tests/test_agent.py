@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dbsync.agent.schedule import Alerter, backoff, parse_interval
+from dbsync.agent.schedule import Agent, Alerter, backoff, parse_interval
 from dbsync.errors import UsageError
 from tests.git_helpers import DBSYNC, real_records
 
@@ -30,6 +30,18 @@ def test_intervals_and_backoff():
     assert [backoff(60, n) for n in range(4)] == [60, 120, 240, 480]
     assert backoff(60, 30) == 3600
     assert backoff(7200, 3) == 7200  # never shorter than the interval itself
+
+
+def test_a_stop_signal_never_waits_for_a_lock_the_main_thread_holds():
+    """SIGTERM can land while the main thread is inside ``wake.wait`` holding the event's lock."""
+    agent = Agent(lambda: None, 3600.0, lambda line: None)  # type: ignore[arg-type, return-value]
+    with agent.wake._cond:  # where the main thread is when it enters or leaves wake.wait
+        handler = threading.Thread(target=agent.stop_from_signal, args=(signal.SIGTERM, None))
+        handler.start()
+        handler.join(timeout=30)
+        assert not handler.is_alive(), "the handler waits for the lock its thread holds"
+        assert not agent.wake.is_set()  # stop() waits in its own thread for the lock
+    assert agent.wake.wait(timeout=30) and agent.stopping.is_set()
 
 
 def test_the_alert_fires_on_degrading_and_on_recovering_only(tmp_path):

@@ -151,6 +151,16 @@ class Agent:
         self.stopping.set()
         self.wake.set()
 
+    def stop_from_signal(self, *_: object) -> None:
+        """A signal handler that stops the agent without taking a lock in the handler.
+
+        A handler runs in the main thread between two bytecodes, possibly while that thread holds
+        the lock inside ``wake`` (entering or leaving ``wake.wait``): ``stop()`` called there
+        would wait for a lock its own thread holds, for ever. A thread of its own takes the locks
+        once the main thread lets them go.
+        """
+        threading.Thread(target=self.stop, name="dbsync-agent-stop", daemon=True).start()
+
     # ------------------------------------------------------------ the API backend
 
     def health(self) -> dict[str, Any]:
