@@ -24,13 +24,10 @@ from pathlib import Path
 import xxhash
 
 from dbsync.core.conflict import resolve
-from dbsync.core.snapshot import (
-    SUFFIX,
-    Header,
-    Rules,
-    SortKey,
-    header_filename,
-    line_sort_key,
+from dbsync.core.ordering import SortKey
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import SUFFIX, Header, header_filename, line_sort_key
+from dbsync.edges.snapshot_files import (
     read_header,
     read_sections,
     read_trailer_count,

@@ -13,23 +13,18 @@ from pathlib import Path
 from dbsync.config import Config
 from dbsync.core.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
 from dbsync.core.notes import RecordNotes
+from dbsync.core.ordering import SortKey, describe_key, key_hash, part_of
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     Discard,
     Header,
-    Rules,
     SectionSummary,
     SectionWriter,
-    SortKey,
     Writable,
-    describe_key,
     encode_record,
     header_filename,
-    key_hash,
     line_document,
     line_sort_key,
-    part_of,
-    read_sections,
-    sorted_lines,
 )
 from dbsync.edges import git
 from dbsync.edges.change_index import ChangeIndex, Row, database_fingerprint, raw_hash
@@ -43,6 +38,7 @@ from dbsync.edges.parts import (
     obsolete_files,
     part_count,
 )
+from dbsync.edges.snapshot_files import read_sections, sorted_lines
 from dbsync.edges.store import Store, chunks, decode_raw
 from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError

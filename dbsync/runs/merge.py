@@ -30,20 +30,12 @@ from dbsync.core.report import (
     MergeReport,
     tie_break_notes,
 )
-from dbsync.core.snapshot import (
-    Header,
-    Rules,
-    SnapshotError,
-    header_filename,
-    line_body,
-    line_document,
-    read_sections,
-    snapshot_files,
-    verify_file,
-)
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, SnapshotError, header_filename, line_body, line_document
 from dbsync.edges import backups, journal
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.parts import CollectionFiles, collection_files
+from dbsync.edges.snapshot_files import read_sections, snapshot_files, verify_file
 from dbsync.edges.store import ChangeCounts, Store
 from dbsync.edges.synced import is_tracked_snapshot, save_synced
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
