@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dbsync.core.snapshot import Header, SnapshotError, header_filename
-from dbsync.edges.parts import CollectionFiles, collection_files
+from dbsync.edges.parts import CollectionFiles, collection_files, file_lines
 from dbsync.edges.snapshot_files import read_sections, snapshot_files, verify_file
 from dbsync.errors import InvalidInput
 
@@ -32,7 +32,7 @@ class SourceSection:
             yield self.header, self.lines()
             return
         for path, header in self.files.files:
-            yield header, _file_records(path, header.collection)
+            yield header, file_lines(path, header.collection)
 
     def lines(self) -> Iterator[bytes]:
         if self.files is not None:
@@ -42,12 +42,6 @@ class SourceSection:
             if section.header.collection == self.header.collection:
                 yield from section.records
                 return
-
-
-def _file_records(path: Path, collection: str) -> Iterator[bytes]:
-    for section in read_sections(path):
-        if section.header.collection == collection:
-            yield from section.records
 
 
 def index_sections(source: Path) -> dict[str, SourceSection]:

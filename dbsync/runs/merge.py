@@ -34,13 +34,13 @@ from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.edges.store import ChangeCounts, Store
 from dbsync.edges.synced import is_tracked_snapshot, save_synced
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs.export import KeyClashes, collection_lines, unique_lines
 from dbsync.runs.losing import MERGE, record_losing_versions
 
 BATCH = 1000
