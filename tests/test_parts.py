@@ -21,7 +21,6 @@ from dbsync.runs.verify import verify_path
 def small_parts(monkeypatch):
     monkeypatch.setattr(parts, "MAX_FILE_BYTES", 12_000)
     monkeypatch.setattr(parts, "TARGET_PART_BYTES", 4_000)
-    monkeypatch.setattr("dbsync.runs.export.MAX_FILE_BYTES", 12_000)
 
 
 def docs(n, start=0, note="x"):

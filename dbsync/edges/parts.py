@@ -205,6 +205,9 @@ class PartWriters:
     def __init__(self, headers: list[Header], sinks: Sequence[Writable]) -> None:
         self.count = len(headers)
         self.writers = [SectionWriter(sink, h) for sink, h in zip(sinks, headers, strict=True)]
+        self.max_file_bytes = MAX_FILE_BYTES
+        """The limit no file may pass, ``MAX_FILE_BYTES`` when the layout opens: the one name
+        to lower it (tests do)."""
 
     def add(self, key: SortKey, line: bytes) -> int:
         """Write a record where its key belongs; returns the size of that file so far."""

@@ -27,7 +27,6 @@ from dbsync.edges.change_index import ChangeIndex, Row, database_fingerprint, ra
 from dbsync.edges.files import StagedFiles
 from dbsync.edges.journal import refuse_over_interrupted
 from dbsync.edges.parts import (
-    MAX_FILE_BYTES,
     CollectionFiles,
     PartWriters,
     StagedLayout,
@@ -381,7 +380,7 @@ def _write_parts(
 ) -> list[SectionSummary]:
     """Stream the collection into ``layout(count)``: each record to the part of its key.
 
-    With ``limit``, no file may pass ``MAX_FILE_BYTES``. A collection in one file that passes
+    With ``limit``, no file may pass ``parts.max_file_bytes``. A collection in one file that passes
     it is split at once: the records so far (kept, up to the limit) go into as many parts as
     the whole collection needs, measured by their size per record — the same on every asset,
     since the records come in key order — and the stream goes on into them. If a part still
@@ -408,7 +407,7 @@ def _write_parts(
         if kept is not None:
             kept.append(line)
             kept_hashes.append(key_hash(key))
-        if not limit or size <= MAX_FILE_BYTES:
+        if not limit or size <= parts.max_file_bytes:
             continue
         if kept is None:
             overflow = parts.bytes
@@ -416,7 +415,7 @@ def _write_parts(
         parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
         largest = max(map(parts.add_hashed, kept_hashes, kept))
         kept, kept_hashes = None, array("Q")
-        if largest > MAX_FILE_BYTES:
+        if largest > parts.max_file_bytes:
             overflow = parts.bytes
     if overflow:
         raise _PartTooLarge(overflow)
@@ -657,7 +656,7 @@ class _IndexedExport:
                 self.rules.key,
                 dropped,
             )
-            if merged is None or parts.writers[index].bytes > MAX_FILE_BYTES:
+            if merged is None or parts.writers[index].bytes > parts.max_file_bytes:
                 return None
             replaced += merged[0]
             kept += merged[1]
