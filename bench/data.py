@@ -30,7 +30,9 @@ from typing import Any
 import bson
 from bson import Binary, Decimal128, Int64, ObjectId
 
-from dbsync.core.snapshot import Header, Rules, SortKey, encode_record, write_section
+from dbsync.core.ordering import SortKey
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, encode_record, write_section
 
 KINDS = ("pnl", "mixed")
 RULES = {

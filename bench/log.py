@@ -26,14 +26,13 @@ from typing import Any
 
 from bench.data import documents
 from dbsync.core import extjson
+from dbsync.core.ordering import SortKey, part_of
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     Digest,
     Header,
-    Rules,
-    SortKey,
     encode_record,
     line_document,
-    part_of,
     record_line,
     snapshot_filename,
 )

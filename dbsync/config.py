@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbsync.core.snapshot import Rules
+from dbsync.core.rules import Rules
 from dbsync.edges.lock import DEFAULT_TIMEOUT_SECONDS
 from dbsync.errors import InvalidInput, UsageError
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from dbsync.config import resolve_uri
-from dbsync.core.snapshot import Header, Rules, encode_record
-from dbsync.core.snapshot import write_snapshot as write_snapshot_file
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, encode_record
+from dbsync.edges.snapshot_files import write_snapshot as write_snapshot_file
 from dbsync.edges.store import open_store
 from tests.cli_helpers import DATA
 from tests.cli_helpers import Result as Run

@@ -11,7 +11,8 @@ import bson
 import pytest
 
 from dbsync.core.merge import MergeCounts
-from dbsync.core.snapshot import Rules, encode_record
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import encode_record
 from dbsync.edges.changes import redecider
 from dbsync.edges.mongo import CAS_ROUNDS, cas_operation
 from dbsync.edges.store import Change, Document

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from dbsync.config import load_config
-from dbsync.core.snapshot import Rules
+from dbsync.core.rules import Rules
 from dbsync.errors import InvalidInput, UsageError
 
 SHARED = """

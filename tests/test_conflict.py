@@ -3,7 +3,8 @@ import json
 import pytest
 
 from dbsync.core import conflict
-from dbsync.core.snapshot import Rules, line_document, record_line
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import line_document, record_line
 
 RULES = Rules(key=("_id",), timestamp="ts", preserve=("profit",))
 

@@ -10,7 +10,9 @@ import orjson
 import pytest
 from bson import json_util
 
-from dbsync.core.snapshot import Rules, line_body, read_sections
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import line_body
+from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.state import NewLosingVersion, open_state
 from dbsync.errors import UsageError
 from dbsync.runs.bring_back import unstamped_reason, with_timestamp

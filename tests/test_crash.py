@@ -31,8 +31,8 @@ from conftest import no_sleep_policy
 from project import Project, clean_env
 
 from dbsync.config import load_config
-from dbsync.core.snapshot import verify_file
 from dbsync.edges.mongo import MongoStore
+from dbsync.edges.snapshot_files import verify_file
 from dbsync.edges.store import EmbeddedStore, decode_raw
 from dbsync.runs.export import export
 

@@ -2,7 +2,7 @@ import pytest
 
 from dbsync.config import load_config
 from dbsync.core.guards import RemovedKeys, deletes_too_many
-from dbsync.core.snapshot import verify_file
+from dbsync.edges.snapshot_files import verify_file
 from dbsync.errors import SafetyRefusal
 from dbsync.runs.export import export
 from dbsync.runs.merge import MergeOptions, merge_snapshot

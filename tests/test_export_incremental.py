@@ -95,7 +95,6 @@ def test_a_collection_in_parts_takes_each_unchanged_line_from_its_part(
 ):
     monkeypatch.setattr(parts, "MAX_FILE_BYTES", 6_000)
     monkeypatch.setattr(parts, "TARGET_PART_BYTES", 2_000)
-    monkeypatch.setattr(export_module, "MAX_FILE_BYTES", 6_000)
     store.insert_many("pnl", docs(200))
     export(config, store)
     before = snapshot_bytes(config.snapshot_dir)

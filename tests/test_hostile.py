@@ -11,7 +11,8 @@ from project import Project
 
 from dbsync.config import load_config
 from dbsync.core import snapshot
-from dbsync.core.snapshot import Header, Rules, SnapshotError, record_line, write_section
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, SnapshotError, record_line, write_section
 from dbsync.edges.mongo import MongoStore
 from dbsync.errors import InvalidInput
 from dbsync.runs.export import export

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from dbsync.core.snapshot import Header, Rules, encode_record, part_of, snapshot_filename, sort_key
-from dbsync.core.snapshot import write_snapshot as write_snapshot_file
+from dbsync.core.ordering import part_of, sort_key
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, encode_record, snapshot_filename
+from dbsync.edges.snapshot_files import write_snapshot as write_snapshot_file
 from dbsync.errors import UsageError
 from dbsync.runs.bring_back import stamped_now
 from dbsync.runs.log import (

@@ -16,7 +16,8 @@ from dbsync.config import load_config
 from dbsync.core.conflict import LARGER_HASH, MORE_COMPLETE, NEWER, obvious_timestamp
 from dbsync.core.merge import MergeCounts
 from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
-from dbsync.core.snapshot import Rules, content_hash
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import content_hash
 from dbsync.edges.state import NewLosingVersion, open_state, open_state_read_only
 from dbsync.edges.store import EmbeddedStore
 from dbsync.integration.merge_driver import merge_files

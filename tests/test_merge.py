@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbsync.core.merge import MODIFIED_BEATS_DELETED, MergeCounts, Outcome, align, decide
-from dbsync.core.snapshot import Rules, line_document, line_sort_key, record_line
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import line_document, line_sort_key, record_line
 
 RULES = Rules(key=("_id",), timestamp="ts")
 

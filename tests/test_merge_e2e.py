@@ -146,7 +146,8 @@ def test_a_deletion_propagates_three_way_and_never_two_way(assets, tmp_path):
 
 def _write_without(target: Path, snapshot: bytes, victim) -> None:
     """A valid snapshot file equal to ``snapshot`` minus one record (header, hashes, trailer)."""
-    from dbsync.core.snapshot import Header, parse_header, write_snapshot
+    from dbsync.core.snapshot import Header, parse_header
+    from dbsync.edges.snapshot_files import write_snapshot
 
     lines = snapshot.splitlines(keepends=True)
     header = parse_header(lines[0])

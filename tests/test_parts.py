@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from dbsync.config import load_config
-from dbsync.core import snapshot
-from dbsync.edges import parts
+from dbsync.core import ordering, snapshot
+from dbsync.edges import parts, snapshot_files
 from dbsync.errors import InvalidInput
 from dbsync.integration.merge_driver import merge_files
 from dbsync.runs import export as export_module
@@ -21,7 +21,6 @@ from dbsync.runs.verify import verify_path
 def small_parts(monkeypatch):
     monkeypatch.setattr(parts, "MAX_FILE_BYTES", 12_000)
     monkeypatch.setattr(parts, "TARGET_PART_BYTES", 4_000)
-    monkeypatch.setattr("dbsync.runs.export.MAX_FILE_BYTES", 12_000)
 
 
 def docs(n, start=0, note="x"):
@@ -104,7 +103,7 @@ def test_a_forged_record_in_the_wrong_part_is_caught(project, mongo_store):
     stray = second.read_bytes().split(b"\n")[1] + b"\n"
     lines = [*first.read_bytes().splitlines(keepends=True)[1:-1], stray]
     ordered = sorted(lines, key=lambda ln: snapshot.line_sort_key(ln, ("_id",)))
-    snapshot.write_snapshot(first, header, ordered)
+    snapshot_files.write_snapshot(first, header, ordered)
     problems = [p.message for p in verify_path(project.snapshot_dir).problems]
     assert any("belongs in part" in p for p in problems)
 
@@ -150,10 +149,10 @@ def test_two_layouts_meeting_are_read_as_one_and_export_keeps_one(project, mongo
         chosen = [
             ln
             for ln in lines
-            if snapshot.part_of(snapshot.line_sort_key(ln, ("_id",)), count * 2) == index
+            if ordering.part_of(snapshot.line_sort_key(ln, ("_id",)), count * 2) == index
         ]
         header = snapshot.Header("pnl", files.rules, (index, count * 2))
-        snapshot.write_snapshot(bigger / snapshot.header_filename(header), header, chosen)
+        snapshot_files.write_snapshot(bigger / snapshot.header_filename(header), header, chosen)
     for path in bigger.glob("*.jsonl"):
         shutil.copy(path, project.snapshot_dir / path.name)  # a pull brought the new layout
     mixed = parts.collection_files(project.snapshot_dir)["pnl"]

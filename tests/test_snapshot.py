@@ -13,8 +13,10 @@ from bson.timestamp import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbsync.core import extjson, snapshot
-from dbsync.core.snapshot import Header, Rules
+from dbsync.core import extjson, ordering, snapshot
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header
+from dbsync.edges import snapshot_files
 from dbsync.edges.store import decode_raw
 from tests.strategies import documents, dollar_documents
 
@@ -25,19 +27,19 @@ def lines_for(docs, rules=RULES):
     pairs = (snapshot.encode_record(doc, rules.key) for doc in docs)
     return [
         line
-        for _, line in snapshot.sorted_lines(
+        for _, line in snapshot_files.sorted_lines(
             pairs, lambda ln: snapshot.line_sort_key(ln, rules.key)
         )
     ]
 
 
 def write(path: Path, docs, collection="pnl", rules=RULES) -> Path:
-    snapshot.write_snapshot(path, Header(collection, rules), lines_for(docs, rules))
+    snapshot_files.write_snapshot(path, Header(collection, rules), lines_for(docs, rules))
     return path
 
 
 def problems(path: Path) -> list[str]:
-    return [f"{p.line}: {p.message}" for p in snapshot.verify_file(path).problems]
+    return [f"{p.line}: {p.message}" for p in snapshot_files.verify_file(path).problems]
 
 
 def forge(path: Path, edit) -> None:
@@ -73,7 +75,7 @@ def test_a_written_snapshot_has_header_sorted_records_and_trailer(tmp_path):
     }
     assert [json.loads(line)["d"]["_id"] for line in lines[1:-1]] == [0, 1, 2, 3, 4]
     assert json.loads(lines[-1])["count"] == 5
-    assert snapshot.verify_file(path).ok
+    assert snapshot_files.verify_file(path).ok
 
 
 def test_same_data_in_any_order_gives_the_same_bytes(tmp_path):
@@ -92,8 +94,8 @@ def test_nothing_time_or_machine_dependent_inside(tmp_path):
 def test_spilling_to_disk_sorts_exactly_like_memory(keys, chunk):
     pairs = [snapshot.encode_record({"_id": k}, ("_id",)) for k in keys]
     key_of = lambda line: snapshot.line_sort_key(line, ("_id",))  # noqa: E731
-    in_memory = [line for _, line in snapshot.sorted_lines(pairs, key_of)]
-    spilled = [line for _, line in snapshot.sorted_lines(pairs, key_of, chunk_size=chunk)]
+    in_memory = [line for _, line in snapshot_files.sorted_lines(pairs, key_of)]
+    spilled = [line for _, line in snapshot_files.sorted_lines(pairs, key_of, chunk_size=chunk)]
     assert spilled == in_memory
     assert [snapshot.line_document(line)["_id"] for line in spilled] == sorted(keys)
 
@@ -127,24 +129,24 @@ def test_key_order_is_total_across_types_in_mongodb_type_order():
         Code("x"),
         MaxKey(),
     ]
-    keys = [snapshot.sort_value(extjson.value_to_json(value)) for value in ordered]
+    keys = [ordering.sort_value(extjson.value_to_json(value)) for value in ordered]
     assert keys == sorted(keys)
     assert len(set(keys)) == len(keys)
 
 
 def test_numbers_of_different_types_with_one_value_are_one_key():
     values = [1, 1.0, Int64(1), Decimal128("1.000")]
-    keys = {snapshot.sort_value(extjson.value_to_json(value)) for value in values}
+    keys = {ordering.sort_value(extjson.value_to_json(value)) for value in values}
     assert len(keys) == 1
 
 
 def test_compound_keys_and_missing_fields_sort_as_null():
     fields = ("user", "ticker")
-    a = snapshot.sort_key({"user": "x"}, fields)
-    b = snapshot.sort_key({"user": "x", "ticker": None}, fields)
-    c = snapshot.sort_key({"user": "x", "ticker": "SOL"}, fields)
+    a = ordering.sort_key({"user": "x"}, fields)
+    b = ordering.sort_key({"user": "x", "ticker": None}, fields)
+    c = ordering.sort_key({"user": "x", "ticker": "SOL"}, fields)
     assert a == b < c
-    assert snapshot.sort_key({"meta": {"id": 3}}, ("meta.id",)) == ((3, 1, 3),)
+    assert ordering.sort_key({"meta": {"id": 3}}, ("meta.id",)) == ((3, 1, 3),)
 
 
 def test_file_names_escape_unsafe_characters():
@@ -285,16 +287,18 @@ def test_several_sections_in_one_file(tmp_path):
     with path.open("wb") as handle:
         snapshot.write_section(handle, Header("a", RULES), lines_for(DOCS[:2]))
         snapshot.write_section(handle, Header("b", RULES), lines_for(DOCS[2:]))
-    result = snapshot.verify_file(path)
+    result = snapshot_files.verify_file(path)
     assert result.ok and result.sections == [("a", 2), ("b", 3)]
-    sections = [(s.header.collection, len(list(s.records))) for s in snapshot.read_sections(path)]
+    sections = [
+        (s.header.collection, len(list(s.records))) for s in snapshot_files.read_sections(path)
+    ]
     assert sections == [("a", 2), ("b", 3)]
 
 
 def test_strict_reading_raises_naming_file_and_line(good):
     good.write_bytes(good.read_bytes().replace(b'"profit":3.0', b'"profit":4.0'))
     with pytest.raises(snapshot.SnapshotError) as caught:
-        for section in snapshot.read_sections(good):
+        for section in snapshot_files.read_sections(good):
             list(section.records)
     assert caught.value.exit_code == 4
     assert f"{good}:4:" in caught.value.message
@@ -303,7 +307,7 @@ def test_strict_reading_raises_naming_file_and_line(good):
 def test_real_pnl_records_snapshot_and_verify(tmp_path, pnl_records):
     docs = [bson.decode(bson.encode(extjson.decode_document(json.dumps(r)))) for r in pnl_records]
     path = write(tmp_path / "pnls.jsonl", docs)
-    assert snapshot.verify_file(path).sections == [("pnl", 190)]
+    assert snapshot_files.verify_file(path).sections == [("pnl", 190)]
 
 
 def test_sorting_pauses_the_cyclic_gc_only_while_it_reads():
@@ -312,13 +316,13 @@ def test_sorting_pauses_the_cyclic_gc_only_while_it_reads():
     def key(line):
         return snapshot.line_sort_key(line, ("_id",))
 
-    sorted_pairs = snapshot.sorted_lines(iter(pairs), key, chunk_size=2)
-    assert next(sorted_pairs)[0] == snapshot.sort_key({"_id": 1}, ("_id",))
+    sorted_pairs = snapshot_files.sorted_lines(iter(pairs), key, chunk_size=2)
+    assert next(sorted_pairs)[0] == ordering.sort_key({"_id": 1}, ("_id",))
     assert gc.isenabled()
     assert [pair[0] for pair in sorted_pairs] == [((3, 1, 2),), ((3, 1, 3),)]
     gc.disable()
     try:
-        list(snapshot.sorted_lines(iter(pairs), key))
+        list(snapshot_files.sorted_lines(iter(pairs), key))
         assert not gc.isenabled()  # left as it found it
     finally:
         gc.enable()
@@ -328,7 +332,7 @@ def test_sort_keys_of_documents_do_not_keep_orjson_buffers():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        keys = [snapshot.sort_key({"_id": {"user": "u", "n": i}}, ("_id",)) for i in range(1000)]
+        keys = [ordering.sort_key({"_id": {"user": "u", "n": i}}, ("_id",)) for i in range(1000)]
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

@@ -43,7 +43,7 @@ from pymongo.errors import (
 )
 
 from dbsync.core.extjson import to_json_value
-from dbsync.core.snapshot import sort_key
+from dbsync.core.ordering import sort_key
 from dbsync.edges.mongo import (
     MongoStore,
     call_with_retries,

@@ -21,7 +21,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from dbsync.core import extjson
-from dbsync.core.snapshot import JsonDoc, Rules, line_document, line_hash, record_line
+from dbsync.core.ordering import JsonDoc
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import line_document, line_hash, record_line
 
 NEWER = "newer timestamp"
 MORE_COMPLETE = "more complete"

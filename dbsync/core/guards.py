@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dbsync.core.snapshot import SortKey
+from dbsync.core.ordering import SortKey
 from dbsync.errors import SafetyRefusal
 
 DELETE_GUARD_RECORDS = 10

@@ -23,7 +23,9 @@ from enum import Enum
 from typing import Any
 
 from dbsync.core.conflict import resolve
-from dbsync.core.snapshot import Rules, SortKey, key_values, line_document, line_sort_key
+from dbsync.core.ordering import SortKey, key_values
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import line_document, line_sort_key
 from dbsync.errors import InvalidInput
 
 

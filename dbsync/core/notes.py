@@ -17,7 +17,8 @@ import orjson
 from dbsync.core import extjson
 from dbsync.core.conflict import timestamp_millis
 from dbsync.core.deprecated import converted_fields
-from dbsync.core.snapshot import Rules, SortKey, sort_key
+from dbsync.core.ordering import SortKey, sort_key
+from dbsync.core.rules import Rules
 
 EXAMPLES = 3
 _NULL = (2,)  # sort_value(None): the key value of a missing or null field

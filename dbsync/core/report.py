@@ -9,7 +9,7 @@ import orjson
 
 from dbsync.core.conflict import LARGER_HASH, MORE_COMPLETE, obvious_timestamp
 from dbsync.core.merge import MergeCounts
-from dbsync.core.snapshot import Rules
+from dbsync.core.rules import Rules
 
 SUCCESS, FAILED, DRY_RUN = "success", "failed", "dry-run"
 

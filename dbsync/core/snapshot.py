@@ -1,4 +1,4 @@
-"""The snapshot format: records ⇄ lines, hashing, ordering, verification. Pure but for file reads.
+"""The snapshot format over bytes: records ⇄ lines, hashing, headers, trailers, checking.
 
 A snapshot section is::
 
@@ -10,54 +10,35 @@ A snapshot section is::
 Records are sorted by ``sort_key`` of their key, strictly (a key appears once). A file holds one
 section (``database_backup/<collection>.jsonl``) or several one after another (``--output FILE``).
 Nothing in a section depends on time or machine: the same data gives the same bytes.
+
+Pure: lines in, lines out. The order of records is ``dbsync.core.ordering``; opening, writing
+and sorting files is ``dbsync.edges.snapshot_files``.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import functools
-import gc
-import heapq
-import operator
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
-from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 import xxhash
-from bson import ObjectId
 
 from dbsync.core import extjson
-from dbsync.edges.files import atomic_writer
+from dbsync.core.ordering import JsonDoc, SortKey, describe_key, native_key, part_of, sort_key
+from dbsync.core.rules import Rules
 from dbsync.errors import InvalidInput
 
 FORMAT = "dbsync-snapshot"
 VERSION = 1
 SUFFIX = ".jsonl"
 MAX_LINE_BYTES = 64 * 1024 * 1024
-READ_BUFFER = 1 << 20  # readline from an 8 KiB buffer took twice as long for 560-byte lines
 _RECORD_PREFIX = b'{"h":"'
 _RECORD_MIDDLE = b'","d":'
 _END = b"}\n"
 _BODY_START = len(_RECORD_PREFIX) + 16 + len(_RECORD_MIDDLE)
 _HEX16 = re.compile(rb"[0-9a-f]{16}")
-
-JsonDoc = dict[str, Any]
-SortKey = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Rules:
-    """How a collection's records are identified and how conflicts between them are decided."""
-
-    key: tuple[str, ...] = ("_id",)
-    timestamp: str | None = None
-    preserve: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,134 +66,13 @@ class Header:
 class SnapshotError(InvalidInput):
     """A snapshot file that cannot be trusted, with the file and line where it went wrong."""
 
-    def __init__(self, path: Path | str, line: int | None, problem: str) -> None:
-        where = f"{path}:{line}" if line else str(path)
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        where = f"{path}:{line}" if line else path
         super().__init__(
             f"{where}: {problem}",
             hint=f"run 'dbsync verify {path}' to list every problem; nothing was written",
         )
-        self.path, self.line, self.problem = str(path), line, problem
-
-
-# ---------------------------------------------------------------- ordering of keys
-
-
-def _json_bytes(value: Any) -> bytes:
-    """``orjson.dumps(value)``, copied to its own size.
-
-    orjson's result keeps the 4 KiB buffer it was written in; a sort key holding one, kept for
-    every record of an export chunk, took 440 MiB for 100k records keyed by a sub-document.
-    """
-    return bytes(memoryview(orjson.dumps(value)))
-
-
-def _number(value: Any) -> SortKey:
-    return (3, 1, value)
-
-
-def _wrapped_sort_value(value: JsonDoc) -> SortKey:
-    """Sort values of Extended JSON wrappers, in MongoDB's order of BSON types."""
-    name = next(iter(value))
-    inner = value[name]
-    if len(value) > 1 and name != "$code":
-        return (5, _json_bytes(value))
-    if name == "$oid":  # the usual key first
-        return (8, inner.lower())
-    if name in ("$numberLong", "$numberInt"):
-        return _number(int(inner))
-    if name in ("$numberDouble", "$numberDecimal"):
-        number = Decimal(inner)
-        return (3, 0) if number.is_nan() else _number(number)
-    if name == "$date":
-        return (10, int(inner["$numberLong"]))
-    if name == "$binary":
-        data = base64.b64decode(inner["base64"])
-        return (7, len(data), int(inner["subType"], 16), data)
-    if name == "$timestamp":
-        return (11, inner["t"], inner["i"])
-    if name == "$regularExpression":
-        return (12, inner["pattern"], inner["options"])
-    if name == "$code":
-        return (13, _json_bytes(value))
-    if name == "$minKey":
-        return (1,)
-    if name == "$maxKey":
-        return (14,)
-    return (5, _json_bytes(value))
-
-
-def sort_value(value: Any) -> SortKey:
-    """A comparable value for one key field, total over every BSON type.
-
-    Types rank as MongoDB ranks them (MinKey < null < numbers < strings < documents < arrays <
-    binary < ObjectId < booleans < dates < timestamps < regexes < code < MaxKey). Numbers of any
-    type compare by exact value (so ``1``, ``1.0`` and ``NumberLong(1)`` are one key, as in a
-    MongoDB unique index; NaN sorts first); strings by code point; documents and arrays by their
-    Extended JSON text.
-    """
-    kind = type(value)
-    if kind is str:
-        return (4, value)
-    if kind is int or kind is float:
-        return _number(value)
-    if value is None:
-        return (2,)
-    if kind is bool:
-        return (9, value)
-    if kind is dict:
-        if value and next(iter(value)).startswith("$"):
-            return _wrapped_sort_value(value)
-        return (5, _json_bytes(value))
-    return (6, _json_bytes(value))
-
-
-def key_values(doc: Mapping[str, Any], fields: Sequence[str]) -> list[Any]:
-    """The JSON values of the key fields (dotted paths reach into sub-documents); missing → None."""
-    if not isinstance(doc, dict):
-        return [None] * len(fields)
-    values = []
-    for name in fields:
-        if "." not in name:  # the usual case, without splitting
-            values.append(doc.get(name))
-            continue
-        value: Any = doc
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        values.append(value)
-    return values
-
-
-def sort_key(doc: Mapping[str, Any], fields: Sequence[str]) -> SortKey:
-    """The position of a record in its snapshot; equal for records that are one record."""
-    return tuple(map(sort_value, key_values(doc, fields)))  # map: no comprehension frame
-
-
-def _stable(value: Any) -> Any:
-    """A sort key with every number written one way (``1``, ``1.0`` and ``NumberLong(1)`` are
-    one key, so they must land in one part)."""
-    if isinstance(value, tuple):
-        return tuple(_stable(item) for item in value)
-    if isinstance(value, (int, float, Decimal)):
-        return str(Decimal(value).normalize())
-    return value
-
-
-def key_hash(key: SortKey) -> int:
-    """A 64-bit hash of a sort key, the same on every machine: ``part_of`` is it modulo."""
-    return xxhash.xxh3_64_intdigest(repr(_stable(key)).encode())
-
-
-def part_of(key: SortKey, count: int) -> int:
-    """Which of ``count`` parts a record with this sort key belongs to (deterministic)."""
-    return key_hash(key) % count
-
-
-def describe_key(doc: Mapping[str, Any], fields: Sequence[str]) -> str:
-    """The key of a record as a user reads it: ``_id={"$oid": ...}`` or ``user=..., ticker=...``."""
-    return ", ".join(
-        f"{name}={orjson.dumps(value).decode()}"
-        for name, value in zip(fields, key_values(doc, fields), strict=True)
-    )
+        self.path, self.line, self.problem = path, line, problem
 
 
 # ---------------------------------------------------------------- record lines
@@ -255,56 +115,9 @@ _LAST_KEY: list[Any] = [None, None]  # (fields, key function): one export asks f
 
 
 def _native_key_for(fields: Sequence[str]) -> Callable[[Mapping[str, Any]], SortKey] | None:
-    function = _native_key(tuple(fields))
+    function = native_key(tuple(fields))
     _LAST_KEY[:] = [fields, function]
     return function
-
-
-@functools.lru_cache(maxsize=64)
-def _native_key(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], SortKey] | None:
-    """``sort_key`` read from a document's own values, built once per key; None for a dotted
-    key field (those are read from the JSON form, where a DBRef is a document too)."""
-    if any("." in name for name in fields):
-        return None
-    if len(fields) == 1:
-        name = fields[0]
-
-        def one(doc: Mapping[str, Any]) -> SortKey:
-            value = doc.get(name)
-            return ((4, value) if type(value) is str else native_sort_value(value),)
-
-        return one
-
-    values_of = operator.itemgetter(*fields)
-
-    def many(doc: Mapping[str, Any]) -> SortKey:
-        try:
-            values = values_of(doc)
-        except KeyError:  # a missing field is null
-            values = tuple(map(doc.get, fields))
-        return tuple(map(native_sort_value, values))  # map: no comprehension frame
-
-    return many
-
-
-def native_sort_value(value: Any) -> SortKey:
-    """``sort_value`` of a value's JSON form, read from the value as the store decoded it.
-
-    The usual key types directly; every other through its JSON form, so both always agree
-    (a key is recomputed from the line when sorted chunks are merged, and by ``verify``).
-    """
-    kind = type(value)
-    if kind is str:
-        return (4, value)
-    if kind is ObjectId:
-        return (8, value.binary.hex())
-    if kind is int:
-        return (3, 1, value)
-    if value is None:
-        return (2,)
-    if kind is float and value - value == 0.0:  # finite
-        return (3, 1, value)
-    return sort_value(extjson.value_to_json(value))
 
 
 def line_hash(line: bytes) -> str:
@@ -398,6 +211,13 @@ def trailer_line(count: int, digest: str) -> bytes:
     return orjson.dumps({"end": FORMAT, "count": count, "digest": digest}) + b"\n"
 
 
+def last_trailer(tail: bytes) -> dict[str, Any] | None:
+    """The trailer on the last line of a file's tail (its last bytes), or None."""
+    last = tail.rsplit(b"\n", 2)
+    value = _parse_json_line(last[-2]) if len(last) >= 2 else None
+    return value if isinstance(value, dict) and value.get("end") == FORMAT else None
+
+
 def _is_trailer(line: bytes) -> bool:
     return line.startswith(b'{"end":')
 
@@ -471,49 +291,6 @@ def write_section(handle: Writable, header: Header, lines: Iterable[bytes]) -> S
     return writer.finish()
 
 
-def write_snapshot(path: Path, header: Header, lines: Iterable[bytes]) -> SectionSummary:
-    """Write a one-collection snapshot file atomically."""
-    with atomic_writer(path) as handle:
-        return write_section(handle, header, lines)
-
-
-def _read_trailer(path: Path) -> dict[str, Any] | None:
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - 4096))
-            last = handle.read().rsplit(b"\n", 2)
-    except OSError:
-        return None
-    value = _parse_json_line(last[-2]) if len(last) >= 2 else None
-    return value if isinstance(value, dict) and value.get("end") == FORMAT else None
-
-
-def read_trailer_digest(path: Path) -> str | None:
-    """The digest a snapshot file's last trailer states, or None (no file, no trailer).
-
-    A quick look, not a check: ``verify`` is what proves the file matches its trailer.
-    """
-    trailer = _read_trailer(path)
-    return str(trailer["digest"]) if trailer else None
-
-
-def read_header(path: Path) -> Header | None:
-    """The header on a file's first line, or None (no file, not a snapshot). A quick look."""
-    try:
-        with path.open("rb") as handle:
-            first = handle.readline(64 * 1024)
-    except OSError:
-        return None
-    header = parse_header(first)
-    return header if isinstance(header, Header) else None
-
-
-def read_trailer_count(path: Path) -> int | None:
-    trailer = _read_trailer(path)
-    return int(trailer["count"]) if trailer else None
-
-
 def snapshot_filename(collection: str, part: tuple[int, int] | None = None) -> str:
     """The file name of a collection's snapshot (or of one part of it, ``name.part-03-of-16``);
     characters unsafe in paths are %-escaped."""
@@ -527,69 +304,6 @@ def snapshot_filename(collection: str, part: tuple[int, int] | None = None) -> s
 
 def header_filename(header: Header) -> str:
     return snapshot_filename(header.collection, header.part)
-
-
-# ---------------------------------------------------------------- sorting with bounded memory
-
-
-def sorted_lines(
-    keyed_lines: Iterable[tuple[SortKey, bytes]],
-    line_key: Callable[[bytes], SortKey],
-    *,
-    chunk_size: int = 100_000,
-) -> Iterator[tuple[SortKey, bytes]]:
-    """Sort (key, line) pairs by key, spilling sorted chunks to temporary files past ``chunk_size``.
-
-    Memory stays bounded by one chunk whatever the collection's size; the chunks are merged
-    back with ``line_key`` recomputing each key from its line.
-    """
-    chunk: list[tuple[SortKey, bytes]] = []
-    spilled: list[IO[bytes]] = []
-    try:
-        with _cyclic_gc_paused():  # no yield inside: the pause ends before anything else runs
-            for pair in keyed_lines:
-                chunk.append(pair)
-                if len(chunk) >= chunk_size:
-                    spilled.append(_spill(chunk))
-                    chunk = []
-        chunk.sort(key=_first)
-        if not spilled:
-            yield from chunk
-            return
-        spilled.append(_spill(chunk))
-        streams = [((line_key(line), line) for line in handle) for handle in spilled]
-        yield from heapq.merge(*streams, key=_first)
-    finally:
-        for handle in spilled:
-            handle.close()
-
-
-_first = operator.itemgetter(0)
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a chunk is built.
-
-    A chunk is ~100,000 new (key, line) tuples: the collector would traverse them again and
-    again and find nothing (they hold no cycles). Measured on 100k PNL records: export 1.77 s
-    with it, 1.19 s without.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _spill(chunk: list[tuple[SortKey, bytes]]) -> IO[bytes]:
-    chunk.sort(key=_first)
-    handle = tempfile.TemporaryFile()
-    handle.writelines(line for _, line in chunk)
-    handle.seek(0)
-    return handle
 
 
 # ---------------------------------------------------------------- reading and verifying
@@ -614,12 +328,13 @@ class Section:
     """One collection's records as read from a file; ``records`` streams the record lines."""
 
     header: Header
-    path: Path
+    path: str
     first_line: int
     records: Iterator[bytes] = field(repr=False)
 
 
-def _read_lines(handle: BinaryIO) -> Iterator[bytes]:
+def read_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """The lines of an open file, each cut at ``MAX_LINE_BYTES`` (the rest of it skipped)."""
     while True:
         line = handle.readline(MAX_LINE_BYTES + 1)
         if not line:
@@ -704,40 +419,36 @@ class _Checker:
         return None
 
 
-def scan(path: Path, *, deep: bool, on_problem: Callable[[Problem], None]) -> Iterator[Section]:
-    """Stream the sections of a snapshot file, reporting every problem to ``on_problem``.
+def check_sections(
+    path: str, raw_lines: Iterable[bytes], *, deep: bool, on_problem: Callable[[Problem], None]
+) -> Iterator[Section]:
+    """Stream the sections of a file's lines (``path`` names it), reporting every problem.
 
-    Used strictly (``on_problem`` raises) by merge and import, and leniently (it collects) by
-    ``verify``, so both read files the same way.
+    A line longer than ``MAX_LINE_BYTES`` may come cut to that length: it is reported so.
     """
-    try:
-        handle = path.open("rb", buffering=READ_BUFFER)
-    except OSError as error:
-        raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
-    with handle:
-        lines = enumerate(_read_lines(handle), start=1)
-        first = next(lines, None)
-        if first is None:
-            on_problem(Problem(str(path), None, "the file is empty: not a dbsync snapshot"))
+    lines = enumerate(raw_lines, start=1)
+    first = next(lines, None)
+    if first is None:
+        on_problem(Problem(path, None, "the file is empty: not a dbsync snapshot"))
+        return
+    pending: tuple[int, bytes] | None = first
+    while pending is not None:
+        number, line = pending
+        header = parse_header(line)
+        if isinstance(header, str):
+            on_problem(Problem(path, number, header))
             return
-        pending: tuple[int, bytes] | None = first
-        while pending is not None:
-            number, line = pending
-            header = parse_header(line)
-            if isinstance(header, str):
-                on_problem(Problem(str(path), number, header))
-                return
-            checker = _Checker(header, line, deep)
-            ending: list[tuple[int, bytes] | None] = []
-            records = _section_records(path, lines, checker, on_problem, ending)
-            yield Section(header, path, number, records)
-            for _ in records:  # the consumer may stop early; the section is still checked
-                pass
-            pending = ending[0] if ending else None
+        checker = _Checker(header, line, deep)
+        ending: list[tuple[int, bytes] | None] = []
+        records = _section_records(path, lines, checker, on_problem, ending)
+        yield Section(header, path, number, records)
+        for _ in records:  # the consumer may stop early; the section is still checked
+            pass
+        pending = ending[0] if ending else None
 
 
 def _section_records(
-    path: Path,
+    path: str,
     lines: Iterator[tuple[int, bytes]],
     checker: _Checker,
     on_problem: Callable[[Problem], None],
@@ -762,18 +473,18 @@ def _section_records(
         elif _is_trailer(line):
             problem = checker.trailer_problem(line)
             if problem:
-                on_problem(Problem(str(path), number, problem))
+                on_problem(Problem(path, number, problem))
             ending.append(_after_trailer(path, lines, on_problem))
             return
         else:
             problem = checker.check(line, number)
         if problem:
-            on_problem(Problem(str(path), number, problem))
+            on_problem(Problem(path, number, problem))
         else:
             yield line
     on_problem(
         Problem(
-            str(path),
+            path,
             last or None,
             "the file ends without its trailer line: it was cut short",
         )
@@ -782,53 +493,10 @@ def _section_records(
 
 
 def _after_trailer(
-    path: Path, lines: Iterator[tuple[int, bytes]], on_problem: Callable[[Problem], None]
+    path: str, lines: Iterator[tuple[int, bytes]], on_problem: Callable[[Problem], None]
 ) -> tuple[int, bytes] | None:
     nxt = next(lines, None)
     if nxt is not None and not nxt[1].startswith(b'{"format":'):
-        on_problem(Problem(str(path), nxt[0], "unexpected line after the trailer"))
+        on_problem(Problem(path, nxt[0], "unexpected line after the trailer"))
         return None
     return nxt
-
-
-def _raise(problem: Problem) -> None:
-    raise SnapshotError(problem.path, problem.line, problem.message)
-
-
-def read_sections(path: Path, *, deep: bool = False) -> Iterator[Section]:
-    """Stream the sections of a file, raising ``SnapshotError`` at the first problem."""
-    return scan(path, deep=deep, on_problem=_raise)
-
-
-@dataclass
-class VerifyResult:
-    problems: list[Problem]
-    sections: list[tuple[str, int]]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def verify_file(path: Path, *, limit: int = 1000) -> VerifyResult:
-    """Every problem of a file (format, hashes, types, canonical form, order, trailer)."""
-    problems: list[Problem] = []
-
-    def collect(problem: Problem) -> None:
-        if len(problems) < limit:
-            problems.append(problem)
-
-    sections = []
-    for section in scan(path, deep=True, on_problem=collect):
-        count = sum(1 for _ in section.records)
-        sections.append((section.header.collection, count))
-    return VerifyResult(problems, sections)
-
-
-def snapshot_files(path: Path) -> list[Path]:
-    """The snapshot files under a path: the file itself, or a directory's ``*.jsonl``, sorted."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix == SUFFIX and p.is_file())
-    if path.exists():
-        return [path]
-    raise InvalidInput(f"{path} does not exist", hint="give a snapshot file or directory")

@@ -30,7 +30,8 @@ import xxhash
 from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.code import Code
 
-from dbsync.core.snapshot import Rules, content_hash, encode_record
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import content_hash, encode_record
 from dbsync.edges.store import Store
 
 INDEX_FILE = "change-index.sqlite"

@@ -19,14 +19,8 @@ import orjson
 
 from dbsync.core import extjson
 from dbsync.core.merge import MergeCounts, Outcome, conflict_entry, decide_two_way
-from dbsync.core.snapshot import (
-    Header,
-    Rules,
-    SectionWriter,
-    encode_record,
-    line_body,
-    line_document,
-)
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, SectionWriter, encode_record, line_body, line_document
 from dbsync.edges.store import Change, Document, Redecide, encode_document, same_id
 from dbsync.errors import InvalidInput
 

@@ -12,25 +12,35 @@ pass the limit, it doubles): the layout, shared through git, does not flip back 
 around a threshold. Reading a collection joins its parts back into one key-sorted stream; if
 two layouts meet (a pull brought the other one), the same record can appear twice, and the
 conflict rule picks one, as it would between two assets.
+
+Writing a layout (``StagedLayout``, ``PartWriters``) is here too: each record goes to the part
+of its key, into files staged to be renamed into place together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
 
 from dbsync.core.conflict import resolve
+from dbsync.core.ordering import SortKey, part_of
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     SUFFIX,
     Header,
-    Rules,
-    SortKey,
+    SectionSummary,
+    SectionWriter,
+    Writable,
     header_filename,
     line_sort_key,
+)
+from dbsync.edges.files import StagedFiles
+from dbsync.edges.snapshot_files import (
     read_header,
     read_sections,
     read_trailer_count,
@@ -120,13 +130,13 @@ class CollectionFiles:
     def lines(self, rules: Rules | None = None, *, deep: bool = False) -> Iterator[bytes]:
         """Every record line of the collection in key order, each key once."""
         if len(self.files) == 1:
-            yield from _file_lines(self.files[0][0], self.collection, deep)
+            yield from file_lines(self.files[0][0], self.collection, deep=deep)
             return
         rules = rules or self.rules
         streams = [
             (
                 (line_sort_key(line, rules.key), line)
-                for line in _file_lines(p, self.collection, deep)
+                for line in file_lines(p, self.collection, deep=deep)
             )
             for p in self.paths
         ]
@@ -137,7 +147,8 @@ def _first(pair: tuple[SortKey, bytes]) -> SortKey:
     return pair[0]
 
 
-def _file_lines(path: Path, collection: str, deep: bool) -> Iterator[bytes]:
+def file_lines(path: Path, collection: str, *, deep: bool = False) -> Iterator[bytes]:
+    """The record lines of ``collection``'s section(s) in one file."""
     for section in read_sections(path, deep=deep):
         if section.header.collection == collection:
             yield from section.records
@@ -182,3 +193,67 @@ def obsolete_files(existing: CollectionFiles | None, written: list[Path]) -> lis
         return []
     keep = {path.resolve() for path in written}
     return [path for path in existing.paths if path.resolve() not in keep]
+
+
+# ---------------------------------------------------------------- writing a layout
+
+
+class PartWriters:
+    """The open sections of one layout of a collection, being written: one file, or ``count``
+    parts, each record to the part of its key."""
+
+    def __init__(self, headers: list[Header], sinks: Sequence[Writable]) -> None:
+        self.count = len(headers)
+        self.writers = [SectionWriter(sink, h) for sink, h in zip(sinks, headers, strict=True)]
+        self.max_file_bytes = MAX_FILE_BYTES
+        """The limit no file may pass, ``MAX_FILE_BYTES`` when the layout opens: the one name
+        to lower it (tests do)."""
+
+    def add(self, key: SortKey, line: bytes) -> int:
+        """Write a record where its key belongs; returns the size of that file so far."""
+        return self.add_to(part_of(key, self.count) if self.count > 1 else 0, line)
+
+    def add_hashed(self, hashed: int, line: bytes) -> int:
+        """``add`` for a record whose ``key_hash`` is known."""
+        return self.add_to(hashed % self.count, line)
+
+    def add_to(self, index: int, line: bytes) -> int:
+        writer = self.writers[index]
+        writer.add(line)
+        return writer.bytes
+
+    @property
+    def bytes(self) -> int:
+        return sum(writer.bytes for writer in self.writers)
+
+    def finish(self) -> list[SectionSummary]:
+        return [writer.finish() for writer in self.writers]
+
+
+def part_headers(name: str, rules: Rules, count: int) -> list[Header]:
+    return [Header(name, rules, None if count == 1 else (i, count)) for i in range(count)]
+
+
+class StagedLayout:
+    """Opens a layout's files as staged files; a layout can be dropped for a larger one."""
+
+    def __init__(self, staged: StagedFiles, folder: Path, name: str, rules: Rules) -> None:
+        self.staged, self.folder, self.name, self.rules = staged, folder, name, rules
+        self.stack = contextlib.ExitStack()
+        self.paths: list[Path] = []
+
+    def __call__(self, count: int) -> PartWriters:
+        if self.paths:
+            self.discard()
+        headers = part_headers(self.name, self.rules, count)
+        self.paths = [self.folder / header_filename(header) for header in headers]
+        sinks = [self.stack.enter_context(self.staged.open(path)) for path in self.paths]
+        return PartWriters(headers, sinks)
+
+    def discard(self) -> None:
+        self.close()
+        self.staged.discard(self.paths)
+
+    def close(self) -> None:
+        self.stack.close()
+        self.stack = contextlib.ExitStack()

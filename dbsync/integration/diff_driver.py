@@ -20,7 +20,9 @@ from pathlib import Path
 
 import orjson
 
-from dbsync.core.snapshot import describe_key, line_body, line_document, read_sections
+from dbsync.core.ordering import describe_key
+from dbsync.core.snapshot import line_body, line_document
+from dbsync.edges.snapshot_files import read_sections
 from dbsync.errors import DbsyncError
 from dbsync.runs.diff import RecordChange, change_text, diff_paths
 

@@ -31,11 +31,13 @@ from pathlib import Path
 from dbsync.config import Config, load_config
 from dbsync.core.merge import Decision, MergeCounts, decide
 from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
-from dbsync.core.snapshot import Rules, SnapshotError, write_section
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import SnapshotError, write_section
 from dbsync.edges.files import atomic_writer
+from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.runs.losing import MERGE_DRIVER
-from dbsync.runs.merge import SourceSection, index_sections, write_report_files
+from dbsync.runs.merge import write_report_files
 from dbsync.runs.recording import record_report, recorded_run
 
 DRIVER_REPORTS = "driver_reports.jsonl"

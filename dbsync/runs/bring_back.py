@@ -23,19 +23,12 @@ import orjson
 
 from dbsync.config import Config
 from dbsync.core import extjson
+from dbsync.core.ordering import JsonDoc, describe_key, sort_key
 from dbsync.core.report import MergeReport
-from dbsync.core.snapshot import (
-    Header,
-    JsonDoc,
-    Rules,
-    describe_key,
-    line_sort_key,
-    record_line,
-    snapshot_filename,
-    sort_key,
-    write_snapshot,
-)
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, line_sort_key, record_line, snapshot_filename
 from dbsync.edges.parts import collection_files
+from dbsync.edges.snapshot_files import write_snapshot
 from dbsync.edges.store import Store
 from dbsync.errors import InvalidInput
 from dbsync.runs import merge as merge_service

@@ -18,19 +18,13 @@ from dbsync.config import Config
 from dbsync.core import extjson
 from dbsync.core.conflict import resolve
 from dbsync.core.merge import MergeCounts
+from dbsync.core.ordering import key_values
 from dbsync.core.report import SUCCESS, MergeReport, tie_break_notes
-from dbsync.core.snapshot import (
-    Discard,
-    Header,
-    Rules,
-    key_values,
-    line_body,
-    line_document,
-    write_section,
-)
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Discard, Header, line_body, line_document, write_section
+from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.store import Store
 from dbsync.progress import NoProgress
-from dbsync.runs.export import KeyClashes, collection_lines, unique_lines
 from dbsync.runs.losing import DEDUPE
 from dbsync.runs.merge import write_report_files
 from dbsync.runs.restore import take_backup

@@ -12,11 +12,13 @@ import orjson
 
 from dbsync.config import Config
 from dbsync.core.merge import align
-from dbsync.core.snapshot import Rules, key_values, line_document
+from dbsync.core.ordering import key_values
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import line_document
+from dbsync.edges.sources import index_sections
 from dbsync.edges.store import Store
 from dbsync.errors import UsageError
 from dbsync.runs.export import export
-from dbsync.runs.merge import index_sections
 
 DATABASE = "db"
 

@@ -9,7 +9,8 @@ import orjson
 
 from dbsync.config import Config
 from dbsync.core import extjson
-from dbsync.core.snapshot import SortKey, sort_key, sorted_lines
+from dbsync.core.ordering import SortKey, sort_key
+from dbsync.edges.snapshot_files import sorted_lines
 from dbsync.edges.store import Store
 from dbsync.errors import UsageError
 

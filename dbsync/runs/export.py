@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,42 +12,37 @@ from pathlib import Path
 from dbsync.config import Config
 from dbsync.core.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
 from dbsync.core.notes import RecordNotes
+from dbsync.core.ordering import SortKey, key_hash, part_of
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     Discard,
     Header,
-    Rules,
     SectionSummary,
-    SectionWriter,
-    SortKey,
     Writable,
-    describe_key,
     encode_record,
-    header_filename,
-    key_hash,
-    line_document,
     line_sort_key,
-    part_of,
-    read_sections,
-    sorted_lines,
 )
 from dbsync.edges import git
 from dbsync.edges.change_index import ChangeIndex, Row, database_fingerprint, raw_hash
 from dbsync.edges.files import StagedFiles
 from dbsync.edges.journal import refuse_over_interrupted
 from dbsync.edges.parts import (
-    MAX_FILE_BYTES,
     CollectionFiles,
+    PartWriters,
+    StagedLayout,
     collection_files,
     combined_digest,
+    file_lines,
     obsolete_files,
     part_count,
+    part_headers,
 )
+from dbsync.edges.records import KeyClashes, unique_pairs
+from dbsync.edges.snapshot_files import read_sections, sorted_lines
 from dbsync.edges.store import Store, chunks, decode_raw
 from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.progress import NoProgress, Progress
-
-CLASHES_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -64,87 +58,6 @@ class ExportedCollection:
     previous_digest: str | None = None
     paths: list[Path] = field(default_factory=list)
     """Every file written: one, or the parts of a collection past ``parts.MAX_FILE_BYTES``."""
-
-
-@dataclass
-class KeyClashes:
-    """Groups of records sharing one key, found while streaming a sorted collection."""
-
-    fields: Sequence[str]
-    groups: list[list[bytes]] = field(default_factory=list)
-
-    def message(self, collection: str) -> str:
-        records = sum(len(group) for group in self.groups)
-        lines = [
-            f"{collection}: the key ({', '.join(self.fields)}) is not unique: "
-            f"{len(self.groups)} key(s) shared by {records} records"
-        ]
-        for group in self.groups[:CLASHES_SHOWN]:
-            ids = ", ".join(_id_text(line) for line in group)
-            lines.append(f"  {describe_key(line_document(group[0]), self.fields)}  ← _id {ids}")
-        if len(self.groups) > CLASHES_SHOWN:
-            lines.append(f"  ... and {len(self.groups) - CLASHES_SHOWN} more")
-        return "\n".join(lines)
-
-
-def _id_text(line: bytes) -> str:
-    return describe_key(line_document(line), ["_id"]).removeprefix("_id=")
-
-
-def unique_pairs(
-    pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes
-) -> Iterator[tuple[SortKey, bytes]]:
-    """The (key, line) pairs of a key-sorted stream; records sharing a key are set aside in
-    ``clashes``."""
-    current_key: SortKey = ()
-    current: list[bytes] = []
-    for key, line in pairs:
-        if current and key == current_key:
-            current.append(line)
-            continue
-        if len(current) == 1:
-            yield current_key, current[0]
-        elif current:
-            clashes.groups.append(current)
-        current_key, current = key, [line]
-    if len(current) == 1:
-        yield current_key, current[0]
-    elif current:
-        clashes.groups.append(current)
-
-
-def unique_lines(pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes) -> Iterator[bytes]:
-    """The lines of a key-sorted stream; records sharing a key are set aside in ``clashes``."""
-    return (line for _, line in unique_pairs(pairs, clashes))
-
-
-def collection_lines(
-    store: Store,
-    collection: str,
-    rules: Rules,
-    progress: Progress,
-    notes: RecordNotes | None = None,
-) -> Iterator[tuple[SortKey, bytes]]:
-    """The collection's records in key order, streamed with bounded memory; ``notes`` counts
-    records lacking a key field or a timestamp."""
-    progress.start(f"export {collection}", store.count(collection))
-    note = notes.see_bson if notes is not None and notes.wanted else None
-    see_raw = notes.see_raw if notes is not None else None
-
-    def encoded() -> Iterator[tuple[SortKey, bytes]]:
-        # Raw reads: the BSON as stored, so a deprecated type pymongo converts can be named.
-        for raw in store.iter_raw_documents(collection):
-            document = decode_raw(raw)
-            key, line = encode_record(document, rules.key, raw)
-            if note is not None:
-                note(document, key)
-            if see_raw is not None:
-                see_raw(raw, document)
-            yield key, line
-            progress.advance()
-
-    yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
-    progress.finish()
 
 
 def snapshot_collections(folder: Path) -> list[str]:
@@ -345,7 +258,7 @@ def _export_collection(
         old_keys = _OldKeys(existing, rules)
         removed = RemovedKeys(iter(old_keys))
         notes = RecordNotes(name, rules)
-        layout = _StagedLayout(staged, folder, name, rules)
+        layout = StagedLayout(staged, folder, name, rules)
         try:
             summaries = _write_parts(
                 layout, count, store, progress, removed.see, notes, limit=True, rows=rows
@@ -393,63 +306,6 @@ def _exported(
     )
 
 
-class _Parts:
-    """The open sections of one layout of a collection: one file, or ``count`` parts."""
-
-    def __init__(self, headers: list[Header], sinks: Sequence[Writable]) -> None:
-        self.count = len(headers)
-        self.writers = [SectionWriter(sink, h) for sink, h in zip(sinks, headers, strict=True)]
-
-    def add(self, key: SortKey, line: bytes) -> int:
-        """Write a record where its key belongs; returns the size of that file so far."""
-        return self.add_to(part_of(key, self.count) if self.count > 1 else 0, line)
-
-    def add_hashed(self, hashed: int, line: bytes) -> int:
-        """``add`` for a record whose ``key_hash`` is known."""
-        return self.add_to(hashed % self.count, line)
-
-    def add_to(self, index: int, line: bytes) -> int:
-        writer = self.writers[index]
-        writer.add(line)
-        return writer.bytes
-
-    @property
-    def bytes(self) -> int:
-        return sum(writer.bytes for writer in self.writers)
-
-    def finish(self) -> list[SectionSummary]:
-        return [writer.finish() for writer in self.writers]
-
-
-def _headers(name: str, rules: Rules, count: int) -> list[Header]:
-    return [Header(name, rules, None if count == 1 else (i, count)) for i in range(count)]
-
-
-class _StagedLayout:
-    """Opens a layout's files as staged files; a layout can be dropped for a larger one."""
-
-    def __init__(self, staged: StagedFiles, folder: Path, name: str, rules: Rules) -> None:
-        self.staged, self.folder, self.name, self.rules = staged, folder, name, rules
-        self.stack = contextlib.ExitStack()
-        self.paths: list[Path] = []
-
-    def __call__(self, count: int) -> _Parts:
-        if self.paths:
-            self.discard()
-        headers = _headers(self.name, self.rules, count)
-        self.paths = [self.folder / header_filename(header) for header in headers]
-        sinks = [self.stack.enter_context(self.staged.open(path)) for path in self.paths]
-        return _Parts(headers, sinks)
-
-    def discard(self) -> None:
-        self.close()
-        self.staged.discard(self.paths)
-
-    def close(self) -> None:
-        self.stack.close()
-        self.stack = contextlib.ExitStack()
-
-
 class _OldKeys:
     """The keys of the snapshot on disk, in order, read while the new one is written.
 
@@ -490,8 +346,8 @@ def current_summary(store: Store, name: str, rules: Rules, parts: int = 1) -> Se
     """Count and digest the collection would have in a snapshot of ``parts`` parts, without
     writing one (compared with the snapshot on disk by ``stats`` and ``status``)."""
 
-    def discarding(count: int) -> _Parts:
-        return _Parts(_headers(name, rules, count), [Discard() for _ in range(count)])
+    def discarding(count: int) -> PartWriters:
+        return PartWriters(part_headers(name, rules, count), [Discard() for _ in range(count)])
 
     summaries = _write_parts(discarding, parts, store, NoProgress())
     digest = combined_digest([summary.digest for summary in summaries])
@@ -505,12 +361,14 @@ def _write_section(
     rules: Rules,
     progress: Progress,
 ) -> SectionSummary:
-    (summary,) = _write_parts(lambda _: _Parts([Header(name, rules)], [handle]), 1, store, progress)
+    (summary,) = _write_parts(
+        lambda _: PartWriters([Header(name, rules)], [handle]), 1, store, progress
+    )
     return summary
 
 
 def _write_parts(
-    layout: Callable[[int], _Parts],
+    layout: Callable[[int], PartWriters],
     count: int,
     store: Store,
     progress: Progress,
@@ -522,7 +380,7 @@ def _write_parts(
 ) -> list[SectionSummary]:
     """Stream the collection into ``layout(count)``: each record to the part of its key.
 
-    With ``limit``, no file may pass ``MAX_FILE_BYTES``. A collection in one file that passes
+    With ``limit``, no file may pass ``parts.max_file_bytes``. A collection in one file that passes
     it is split at once: the records so far (kept, up to the limit) go into as many parts as
     the whole collection needs, measured by their size per record — the same on every asset,
     since the records come in key order — and the stream goes on into them. If a part still
@@ -549,7 +407,7 @@ def _write_parts(
         if kept is not None:
             kept.append(line)
             kept_hashes.append(key_hash(key))
-        if not limit or size <= MAX_FILE_BYTES:
+        if not limit or size <= parts.max_file_bytes:
             continue
         if kept is None:
             overflow = parts.bytes
@@ -557,7 +415,7 @@ def _write_parts(
         parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
         largest = max(map(parts.add_hashed, kept_hashes, kept))
         kept, kept_hashes = None, array("Q")
-        if largest > MAX_FILE_BYTES:
+        if largest > parts.max_file_bytes:
             overflow = parts.bytes
     if overflow:
         raise _PartTooLarge(overflow)
@@ -746,7 +604,7 @@ class _IndexedExport:
     def _staged(self, staged: StagedFiles, folder: Path, changes: _Changes) -> _Written:
         """The collection staged in its layout on disk; discarded if it cannot be kept."""
         assert self.existing is not None
-        layout = _StagedLayout(staged, folder, self.name, self.rules)
+        layout = StagedLayout(staged, folder, self.name, self.rules)
         try:
             written = self._write(layout(self.existing.count), changes)
         except InvalidInput:  # the snapshot on disk is damaged: the full export rewrites it
@@ -766,7 +624,7 @@ class _IndexedExport:
         count, lost = self.existing.count, set(changes.unchanged)
         try:
             for path, _ in self.existing.files:
-                lost.difference_update(line[6:22] for line in _section_lines(path, self.name))
+                lost.difference_update(line[6:22] for line in file_lines(path, self.name))
         except InvalidInput:
             return False
         if not lost:
@@ -782,7 +640,7 @@ class _IndexedExport:
         return True
 
     def _write(
-        self, parts: _Parts, changes: _Changes
+        self, parts: PartWriters, changes: _Changes
     ) -> tuple[list[SectionSummary], list[bytes], int] | _Lost | None:
         """Each part: its unchanged lines, in their order, with the encoded records merged in
         (``_LOST``: some unchanged documents' lines were not found)."""
@@ -792,13 +650,13 @@ class _IndexedExport:
         for index, (path, _) in enumerate(self.existing.files):
             merged = _merge_part(
                 partial(parts.add_to, index),
-                _section_lines(path, self.name),
+                file_lines(path, self.name),
                 changes.encoded[index],
                 changes.unchanged,
                 self.rules.key,
                 dropped,
             )
-            if merged is None or parts.writers[index].bytes > MAX_FILE_BYTES:
+            if merged is None or parts.writers[index].bytes > parts.max_file_bytes:
                 return None
             replaced += merged[0]
             kept += merged[1]
@@ -812,13 +670,7 @@ class _Lost:
 
 
 _LOST = _Lost()
-_Written = tuple[list[SectionSummary], list[bytes], int, "_StagedLayout"] | _Lost | None
-
-
-def _section_lines(path: Path, collection: str) -> Iterator[bytes]:
-    for section in read_sections(path):
-        if section.header.collection == collection:
-            yield from section.records
+_Written = tuple[list[SectionSummary], list[bytes], int, "StagedLayout"] | _Lost | None
 
 
 def _merge_part(

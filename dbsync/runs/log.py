@@ -23,18 +23,15 @@ import orjson
 
 from dbsync.config import Config
 from dbsync.core.conflict import timestamp_millis
+from dbsync.core.ordering import JsonDoc, SortKey, part_of, sort_value
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
-    JsonDoc,
-    Rules,
-    SortKey,
     content_hash,
     line_body,
     line_document,
     line_hash,
     line_sort_key,
-    part_of,
     snapshot_filename,
-    sort_value,
 )
 from dbsync.edges import git
 from dbsync.edges.parts import collection_files

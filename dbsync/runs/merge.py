@@ -30,25 +30,17 @@ from dbsync.core.report import (
     MergeReport,
     tie_break_notes,
 )
-from dbsync.core.snapshot import (
-    Header,
-    Rules,
-    SnapshotError,
-    header_filename,
-    line_body,
-    line_document,
-    read_sections,
-    snapshot_files,
-    verify_file,
-)
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
-from dbsync.edges.parts import CollectionFiles, collection_files
+from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
+from dbsync.edges.snapshot_files import read_sections
+from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.edges.store import ChangeCounts, Store
 from dbsync.edges.synced import is_tracked_snapshot, save_synced
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs.export import KeyClashes, collection_lines, unique_lines
 from dbsync.runs.losing import MERGE, record_losing_versions
 
 BATCH = 1000
@@ -66,94 +58,6 @@ class MergeOptions:
     (``dbsync.runs.losing``)."""
     merge_driver: DriverDecisions | None = None
     """What the git merge driver decided before this merge (the report says where it is)."""
-
-
-@dataclass(frozen=True)
-class SourceSection:
-    """Where one collection's section lives in a verified snapshot file."""
-
-    path: Path
-    header: Header
-    files: CollectionFiles | None = None
-    """In a snapshot directory, every file of the collection (its parts, if it is split)."""
-
-    def parts(self) -> Iterator[tuple[Header, Iterator[bytes]]]:
-        """The section as its files hold it: one, or each part of a split collection."""
-        if self.files is None:
-            yield self.header, self.lines()
-            return
-        for path, header in self.files.files:
-            yield header, _file_records(path, header.collection)
-
-    def lines(self) -> Iterator[bytes]:
-        if self.files is not None:
-            yield from self.files.lines(self.header.rules)
-            return
-        for section in read_sections(self.path):
-            if section.header.collection == self.header.collection:
-                yield from section.records
-                return
-
-
-def _file_records(path: Path, collection: str) -> Iterator[bytes]:
-    for section in read_sections(path):
-        if section.header.collection == collection:
-            yield from section.records
-
-
-def index_sections(source: Path) -> dict[str, SourceSection]:
-    """Verify every file of ``source`` (deeply: hashes, types, order) and index its sections."""
-    found: dict[str, SourceSection] = {}
-    for path in snapshot_files(source):
-        result = verify_file(path, limit=20)
-        if result.problems:
-            first = result.problems[0]
-            more = (
-                f" (and {len(result.problems) - 1} more problems)"
-                if len(result.problems) > 1
-                else ""
-            )
-            raise SnapshotError(first.path, first.line, first.message + more)
-        for section in read_sections(path):
-            name = section.header.collection
-            if source.is_dir():
-                check_file_name(path, section.header)
-            elif name in found:
-                raise InvalidInput(
-                    f"collection {name} appears in both {found[name].path} and {path}"
-                )
-            found.setdefault(name, SourceSection(path, section.header))
-    if source.is_dir():
-        for name, files in collection_files(source).items():
-            _check_complete(files)
-            header = replace(found[name].header, part=None)  # the collection, not one part
-            found[name] = replace(found[name], header=header, files=files)
-    return found
-
-
-def _check_complete(files: CollectionFiles) -> None:
-    """A missing part would look like deleted records: refuse rather than delete them."""
-    missing = [problem for problem in files.complete() if "missing" in problem]
-    if missing:
-        raise InvalidInput(
-            f"{files.paths[0].parent}: {missing[0]}: the snapshot is incomplete",
-            hint="restore the missing part from git (git checkout -- FOLDER); nothing was written",
-        )
-
-
-def check_file_name(path: Path, header: Header) -> None:
-    """In a snapshot directory a file must be named after the collection its header states:
-    another collection's snapshot copied or renamed over this one would otherwise be merged
-    into the wrong collection, or twice."""
-    collection = header.collection
-    expected = header_filename(header)
-    if path.name != expected:
-        raise InvalidInput(
-            f"{path}: the file holds collection {collection!r} but is named {path.name} "
-            f"(a file of collection {collection!r} is named {expected}): it was renamed or copied",
-            hint=f"restore {path.name} from git (git checkout -- {path}) or remove it; "
-            "nothing was written",
-        )
 
 
 @dataclass

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dbsync.config import Config
-from dbsync.core.snapshot import Header, write_snapshot
+from dbsync.core.snapshot import Header
 from dbsync.edges import backups, journal
+from dbsync.edges.snapshot_files import write_snapshot
 from dbsync.edges.store import Store
 from dbsync.errors import UsageError
 from dbsync.runs.export import export

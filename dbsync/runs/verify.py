@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbsync.core.snapshot import Problem, header_filename, read_header, snapshot_files, verify_file
+from dbsync.core.snapshot import Problem, header_filename
 from dbsync.edges.parts import collection_files
+from dbsync.edges.snapshot_files import read_header, snapshot_files, verify_file
 
 
 @dataclass
