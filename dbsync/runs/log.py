@@ -28,6 +28,7 @@ from dbsync.core.snapshot import (
     Rules,
     SortKey,
     content_hash,
+    key_hash,
     line_body,
     line_document,
     line_hash,
@@ -37,8 +38,9 @@ from dbsync.core.snapshot import (
     sort_value,
 )
 from dbsync.edges import git
+from dbsync.edges.log_index import LINES_KEPT, Change, LogIndex
 from dbsync.edges.parts import collection_files
-from dbsync.errors import InvalidInput, UsageError
+from dbsync.errors import GitFailed, InvalidInput, UsageError
 
 CREATED, CHANGED, DELETED, RECREATED = "created", "changed", "deleted", "re-created"
 _ASSET = re.compile(r"^dbsync: (.+) snapshot \(\d+ records\)$")
@@ -236,6 +238,8 @@ class RecordLog:
     notes: list[str] = field(default_factory=list)
     commits_read: int = 0
     blobs_read: int = 0
+    commits_diffed: int = 0
+    """Commits whose changes ``git diff-tree`` computed for the log index (0: all known)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -252,8 +256,88 @@ def commit_asset(subject: str) -> str | None:
     return found.group(1) if found else None
 
 
+_NO_VERSION = "no version"
+Decision = tuple[bytes | None, bytes | None] | str | None
+"""What the log index tells of a commit for one reading of the key: ``_NO_VERSION`` (the
+record's line is one of its parents'), the line and the first parent's line (a version), or
+None (the index cannot tell: the blobs are read)."""
+
+
+_UNSEEN = "unseen"
+
+
+def _intact(line: bytes | None) -> bool:
+    return line is None or content_hash(line_body(line)) == line_hash(line)
+
+
+def _is_record(line: bytes) -> bool:
+    return line.startswith(b'{"h":"')
+
+
+def _file_changes(change: git.FileChange, fields: Sequence[str]) -> list[Change] | None:
+    """One file's changed records, from its removed and added lines (None: too many to keep,
+    or a line that is no record line of this key, which the blob reads will report)."""
+    if not change.complete:
+        return None
+    by_key: dict[int, list[list[Any]]] = {}
+    try:
+        for side, lines in ((1, change.removed), (2, change.added)):
+            for line in filter(_is_record, lines):
+                key = line_sort_key(line, fields)
+                group = by_key.setdefault(key_hash(key), [])
+                entry = next((e for e in group if e[0] == key), None)
+                if entry is None:
+                    group.append(entry := [key, None, None])
+                entry[side] = line
+    except (ValueError, InvalidInput, orjson.JSONDecodeError):
+        return None
+    return [
+        Change(hashed, old, new)
+        for hashed, group in by_key.items()
+        for _, old, new in group
+        if old != new
+    ]
+
+
+class PairSource:
+    """The log index, with the pairs it lacks computed by ``git diff-tree`` (changed lines
+    only, diffed by git) and added to it."""
+
+    def __init__(self, index: LogIndex, root: Path, paths: list[str]) -> None:
+        self.index, self.root, self.paths = index, root, paths
+        self._differ: git.TreeDiffer | None = None
+        self.commits_diffed = 0
+        self.broken = False
+
+    def fill(self, requests: Sequence[tuple[str, str]], fields: Sequence[str]) -> None:
+        """Diff each (commit, parent) and keep every file pair of it (a failing git leaves
+        the rest to the blob reads)."""
+        for commit, parent in requests:
+            if self.broken:
+                return
+            try:
+                if self._differ is None:
+                    self._differ = git.TreeDiffer(self.root, self.paths, LINES_KEPT)
+                changes = self._differ.changes(commit, parent)
+            except GitFailed:
+                self.broken = True
+                return
+            self.commits_diffed += 1
+            for change in changes:
+                if change.old.strip("0") and change.new.strip("0"):  # the file is on both sides
+                    self.index.add(change.old, change.new, fields, _file_changes(change, fields))
+        self.index.save()
+
+    def close(self) -> None:
+        if self._differ is not None:
+            self._differ.close()
+        self.index.close()
+
+
 class VersionFinder:
-    """The record (one line per reading of the key) at any commit, reading each blob once."""
+    """The record (one line per reading of the key) at any commit, reading each blob once;
+    with ``pairs``, whether a commit changed it is read from the log index, and blobs only
+    where the index cannot tell."""
 
     def __init__(
         self,
@@ -261,14 +345,16 @@ class VersionFinder:
         folder: str,
         collection: str,
         readings: list[RecordKey],
+        pairs: PairSource | None = None,
     ) -> None:
         self.reader, self.folder, self.collection = reader, folder, collection
-        self.readings = readings
+        self.readings, self.pairs = readings, pairs
         self.stem = snapshot_filename(collection)[: -len(".jsonl")]
         self._parts = re.compile(re.escape(self.stem) + r"\.part-\d+-of-(\d+)\.jsonl")
         self._by_commit: dict[str, tuple[bytes | None, ...]] = {}
         self._by_blob: dict[tuple[str, int], bytes | None] = {}
         self._trees: dict[str, dict[str, str]] = {}
+        self._decisions: dict[tuple[str, int], Decision] = {}
         self.notes: list[str] = []
         self.commits_read = self.blobs_read = 0
 
@@ -293,23 +379,98 @@ class VersionFinder:
             self._trees[commit] = found
         return found
 
-    def prefetch(self, commits: Sequence[str]) -> None:
-        """Read the blobs these commits need, oldest first.
+    def version_lines(
+        self, commit: git.LoggedCommit, index: int
+    ) -> tuple[bytes | None, bytes | None] | None:
+        """The record's line at ``commit`` and at its first parent, if they make a version
+        (the line differs from every parent's); None if not."""
+        decided = self._decided(commit, index)
+        if decided == _NO_VERSION:
+            return None
+        if isinstance(decided, tuple):
+            return decided
+        line = self.at(commit.sha)[index]
+        parents = [self.at(parent)[index] for parent in commit.parents] or [None]
+        return None if line in parents else (line, parents[0])
+
+    def prefetch(self, commits: Sequence[git.LoggedCommit]) -> None:
+        """Fill the log index for these commits, then read the blobs the index cannot answer
+        for, oldest first.
 
         Git stores a file's versions as deltas, the newer against the older as a rule (a
         fetched pack, ``fast-import``): rebuilt oldest first, each blob starts from the one
         before, still in git's delta cache; newest first, each rebuilds its chain again
         (measured on a 33 MB file: git's CPU time 3.5x lower this way round).
         """
+        if self.pairs is not None:
+            self._fill_index(commits)
         wanted: dict[str, tuple[str, str]] = {}
         for commit in commits:
-            entries = self._entries(commit)
-            for reading in self.readings:
-                for name in self._candidate_files(entries, reading.sort_key):
-                    if (entries[name], 0) not in self._by_blob:
-                        wanted.setdefault(entries[name], (commit, name))
-        for sha, (commit, name) in reversed(wanted.items()):
-            self._in_blob(commit, name, sha, 0)
+            if all(self._decided(commit, i) is not None for i in range(len(self.readings))):
+                continue
+            for sha in (commit.sha, *commit.parents):
+                entries = self._entries(sha)
+                for reading in self.readings:
+                    for name in self._candidate_files(entries, reading.sort_key):
+                        if (entries[name], 0) not in self._by_blob:
+                            wanted.setdefault(entries[name], (sha, name))
+        for sha, (commit_sha, name) in reversed(wanted.items()):
+            self._in_blob(commit_sha, name, sha, 0)
+
+    def _fill_index(self, commits: Sequence[git.LoggedCommit]) -> None:
+        assert self.pairs is not None
+        requests: dict[tuple[str, str], None] = {}
+        for commit in commits:
+            for parent in commit.parents:
+                for reading in self.readings:
+                    pair = self._pair(commit.sha, parent, reading.sort_key)
+                    if pair and pair[0] != pair[1]:
+                        if not self.pairs.index.known(*pair, reading.fields):
+                            requests[(commit.sha, parent)] = None
+        self.pairs.fill(list(reversed(requests)), self.readings[0].fields)
+
+    def _pair(self, commit: str, parent: str, key: SortKey) -> tuple[str, str] | None:
+        """The blob ids of the one file the key is in at ``parent`` and at ``commit``, when it
+        is one file, the same on both sides (None: the blobs must be read)."""
+        names = self._candidate_files(self._entries(commit), key)
+        if len(names) != 1 or self._candidate_files(self._entries(parent), key) != names:
+            return None
+        return self._entries(parent)[names[0]], self._entries(commit)[names[0]]
+
+    def _decided(self, commit: git.LoggedCommit, index: int) -> Decision:
+        if self.pairs is None or not commit.parents:
+            return None
+        found = self._decisions.get((commit.sha, index), _UNSEEN)
+        if found == _UNSEEN:
+            found = self._decisions[(commit.sha, index)] = self._decide(commit, index)
+        return found
+
+    def _decide(self, commit: git.LoggedCommit, index: int) -> Decision:
+        assert self.pairs is not None
+        reading = self.readings[index]
+        changed: list[tuple[bytes | None, bytes | None]] = []
+        for parent in commit.parents:
+            pair = self._pair(commit.sha, parent, reading.sort_key)
+            if pair is None:
+                return None
+            if pair[0] == pair[1]:
+                return _NO_VERSION
+            found = self.pairs.index.lookup(*pair, reading.fields, key_hash(reading.sort_key))
+            if isinstance(found, str):  # WIDE: the index holds no lines of this pair
+                return None
+            lines = [(c.old, c.new) for c in found if self._is_key(c, reading)]
+            if not lines:
+                return _NO_VERSION
+            if not all(_intact(line) for line in lines[0]):
+                return None  # the blob reads say what is wrong with it
+            changed.append(lines[0])
+        return (changed[0][1], changed[0][0])
+
+    @staticmethod
+    def _is_key(change: Change, reading: RecordKey) -> bool:
+        line = change.old if change.old is not None else change.new
+        assert line is not None
+        return line_sort_key(line, reading.fields) == reading.sort_key
 
     def _in_files(self, commit: str, entries: dict[str, str], index: int) -> bytes | None:
         reading = self.readings[index]
@@ -380,14 +541,15 @@ def _version(commit: git.LoggedCommit, line: bytes | None, before: bytes | None)
 def prefetched(
     commits: Iterator[git.LoggedCommit], finder: VersionFinder
 ) -> Generator[git.LoggedCommit, None, None]:
-    """The commits, with the blobs of each growing batch read ahead, oldest first.
+    """The commits, with the log index filled and the blobs of each growing batch read ahead,
+    oldest first.
 
-    Batches of 2, 4, 8... commits (up to 256): ``--limit 1`` reads at most about twice the
-    blobs it needs, a whole history reads them in git's cheap order.
+    Batches of 2, 4, 8... commits (up to 256): ``--limit 1`` reads at most about twice what
+    it needs, a whole history reads in git's cheap order.
     """
     size = 2
     while batch := list(itertools.islice(commits, size)):
-        finder.prefetch([sha for c in batch for sha in (c.sha, *c.parents)])
+        finder.prefetch(batch)
         yield from batch
         size = min(size * 2, 256)
 
@@ -397,11 +559,9 @@ def walk_versions(
 ) -> Generator[Version, None, None]:
     """The versions of reading ``index`` of the key, newest first."""
     for commit in commits:
-        line = finder.at(commit.sha)[index]
-        parents = [finder.at(parent)[index] for parent in commit.parents] or [None]
-        if line in parents:
-            continue
-        yield _version(commit, line, parents[0])
+        lines = finder.version_lines(commit, index)
+        if lines is not None:
+            yield _version(commit, *lines)
 
 
 def mark_recreations(versions: list[Version], older_exists: bool) -> list[Version]:
@@ -421,6 +581,8 @@ class LogRequest:
     key: str | None
     fields: tuple[str, ...] = ()
     limit: int | None = None
+    use_index: bool = True
+    """Read and fill the log index (False: every blob is read; the same versions)."""
 
 
 def choose_collection(config: Config, wanted: str | None) -> str:
@@ -463,9 +625,18 @@ def record_log(config: Config, request: LogRequest) -> RecordLog:
     root, folder = snapshot_folder_in_git(config)
     if git.rev_parse(root, "HEAD") is None:
         raise UsageError("the repository has no commit yet", hint="export and commit first")
-    with git.ObjectReader(root) as reader:
-        finder = VersionFinder(reader, folder, collection, readings)
-        found = _first_reading_with_history(root, folder, collection, finder, request.limit)
+    pairs = (
+        PairSource(LogIndex.open(config.state_dir), root, pathspecs(folder, collection))
+        if request.use_index
+        else None
+    )
+    try:
+        with git.ObjectReader(root) as reader:
+            finder = VersionFinder(reader, folder, collection, readings, pairs)
+            found = _first_reading_with_history(root, folder, collection, finder, request.limit)
+    finally:
+        if pairs is not None:
+            pairs.close()
     if found is None:
         raise UsageError(
             f"no version of {collection} {readings[0].text()} in the git history of "
@@ -476,6 +647,7 @@ def record_log(config: Config, request: LogRequest) -> RecordLog:
     index, versions, older = found
     log = RecordLog(collection, readings[index], mark_recreations(versions, older), finder.notes)
     log.commits_read, log.blobs_read = finder.commits_read, finder.blobs_read
+    log.commits_diffed = pairs.commits_diffed if pairs is not None else 0
     return log
 
 
