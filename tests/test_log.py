@@ -379,7 +379,7 @@ def test_the_log_index_gives_the_versions_every_blob_read_gives(
         ("edit 0", "changed", 1),
         ("first", "created", 0),
     ]
-    assert fresh.commits_diffed > 0 and warm.commits_diffed == 0
+    assert fresh.pairs_computed > 0 and warm.pairs_computed == 0
     assert warm.blobs_read < without.blobs_read
     for other in ("r12", "r30", "r00"):
         assert (
@@ -402,7 +402,7 @@ def test_the_log_index_holds_across_rewritten_history(
     rewritten = record_logs(repo.root, "r11")
     assert rewritten.to_json() == record_logs(repo.root, "r11", use_index=False).to_json()
     assert rewritten.versions[0].subject == "rewritten: edit on side"
-    assert rewritten.commits_diffed == 0  # new commits, the same blobs: the same pairs
+    assert rewritten.pairs_computed == 0  # new commits, the same blobs: the same pairs
     docs[11] = {**docs[11], "v": 5}
     commit_layout(repo, docs, "after the rewrite", parts=4)
     latest = record_logs(repo.root, "r11", limit=2)
@@ -410,7 +410,7 @@ def test_the_log_index_holds_across_rewritten_history(
         ("after the rewrite", "changed"),
         ("rewritten: edit on side", "changed"),
     ]
-    assert latest.commits_diffed == 1
+    assert latest.pairs_computed == 1
 
 
 @pytest.mark.parametrize("damage", [b"not a database at all" * 100, b""])
@@ -424,7 +424,7 @@ def test_a_damaged_log_index_is_started_afresh(
     index_file.write_bytes(damage)
     assert record_logs(repo.root, "r11").to_json() == expected
     warm = record_logs(repo.root, "r11")  # the new file was kept and serves the next log
-    assert warm.to_json() == expected and warm.commits_diffed == 0
+    assert warm.to_json() == expected and warm.pairs_computed == 0
 
 
 def test_an_index_of_another_schema_is_started_afresh(
@@ -439,7 +439,7 @@ def test_an_index_of_another_schema_is_started_afresh(
     connection.close()
     again = record_logs(repo.root, "r11")
     assert again.to_json() == record_logs(repo.root, "r11", use_index=False).to_json()
-    assert again.commits_diffed > 0
+    assert again.pairs_computed > 0
 
 
 def test_the_cli_log_fills_the_index_beside_the_state_store(

@@ -10,7 +10,7 @@ import os
 import subprocess
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbsync.edges.store import scrub_secrets
@@ -318,96 +318,6 @@ class ObjectReader:
         self._context.__exit__(None, None, None)
 
     def __enter__(self) -> ObjectReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@dataclass
-class FileChange:
-    """One file's change between two commits, as ``git diff`` shows it: the blob ids (all
-    zeros: no such file on that side) and the lines removed and added. ``complete`` is False
-    when the change had more than the reader keeps: the lines are then left out."""
-
-    old: str = ""
-    new: str = ""
-    removed: list[bytes] = field(default_factory=list)
-    added: list[bytes] = field(default_factory=list)
-    complete: bool = True
-    size: int = 0
-
-
-_END = b"dbsync-diff-end\n"
-"""Not an object name: ``diff-tree --stdin`` echoes it, which marks the end of an answer."""
-
-
-class TreeDiffer:
-    """One ``git diff-tree --stdin`` process answering many "what changed in these files from
-    this commit to that one" requests, with only the changed lines (``--unified=0``): git
-    reads both versions and diffs them in C, and hands over a few lines instead of two files.
-
-    The diff is git's own text diff whatever the repository configures: no external diff or
-    textconv (the diff driver), every file as text, no rename detection.
-    """
-
-    def __init__(self, worktree: Path, paths: Sequence[str], keep_bytes: int) -> None:
-        args = [
-            "diff-tree",
-            "--stdin",
-            "-p",
-            "--unified=0",
-            "--text",
-            "--full-index",
-            "--no-renames",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--no-color",
-            "--",
-            *paths,
-        ]
-        self._context = _popen(args, worktree, stdin=True)
-        self._process = self._context.__enter__()
-        self._keep = keep_bytes
-
-    def changes(self, commit: str, parent: str) -> list[FileChange]:
-        """What changed in the paths from ``parent`` to ``commit``, file by file."""
-        process = self._process
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(f"{commit} {parent}\n".encode() + _END)
-        process.stdin.flush()
-        files: list[FileChange] = []
-        in_hunks = False  # past a file's headers (``---``, ``+++``): lines are changes
-        while (line := process.stdout.readline()) != _END:
-            if not line:
-                raise GitFailed("git diff-tree stopped unexpectedly")
-            if line.startswith(b"diff --git "):
-                files.append(FileChange())
-                in_hunks = False
-            elif not files:
-                continue  # the commit id git prints first
-            elif line.startswith(b"@@ "):
-                in_hunks = True
-            elif in_hunks and line[:1] in (b"+", b"-"):
-                self._add_line(files[-1], line)
-            elif not in_hunks and line.startswith(b"index "):
-                ids = line.split()[1].decode().split("..")
-                if len(ids) == 2:
-                    files[-1].old, files[-1].new = ids
-        return files
-
-    def _add_line(self, change: FileChange, line: bytes) -> None:
-        change.size += len(line)
-        if change.size > self._keep:
-            change.complete = False
-            change.removed, change.added = [], []
-        elif change.complete:
-            (change.added if line[:1] == b"+" else change.removed).append(line[1:])
-
-    def close(self) -> None:
-        self._context.__exit__(None, None, None)
-
-    def __enter__(self) -> TreeDiffer:
         return self
 
     def __exit__(self, *exc: object) -> None:

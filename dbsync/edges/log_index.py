@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
 INDEX_FILE = "log-index.sqlite"
 SCHEMA_VERSION = 1
 LINES_KEPT = 1_000_000
@@ -164,6 +166,76 @@ class LogIndex:
         if self.path is not None:
             _remove(self.path)
         self._db, self.path = _memory(), None
+
+
+_STEP = 1 << 16
+
+
+def _common_length(old: memoryview, new: memoryview, limit: int, *, from_end: bool) -> int:
+    """How many first (or last) bytes the two have in common, at most ``limit``: 64 KiB
+    slices compared by their xxh3-128 (hashed in place, no copy), then byte by byte in a
+    binary search of the first slice that differs."""
+
+    def ranges(begin: int, end: int) -> tuple[memoryview, memoryview]:
+        if from_end:
+            return old[len(old) - end : len(old) - begin], new[len(new) - end : len(new) - begin]
+        return old[begin:end], new[begin:end]
+
+    done = 0
+    while done < limit:
+        step = min(_STEP, limit - done)
+        first, second = ranges(done, done + step)
+        if xxhash.xxh3_128_digest(first) == xxhash.xxh3_128_digest(second):
+            done += step
+            continue
+        low, high = done, done + step  # the first ``low`` bytes agree, one before ``high`` not
+        while high - low > 1:
+            middle = (low + high) // 2
+            first, second = ranges(low, middle)
+            if first.tobytes() == second.tobytes():
+                low = middle
+            else:
+                high = middle
+        return low
+    return limit
+
+
+def _is_section(data: bytes) -> bool:
+    """Shaped like a snapshot section: a header line, lines, and a trailer line at the end."""
+    if not data.startswith(b"{") or not data.endswith(b"\n"):
+        return False
+    if data.find(b"\n") == len(data) - 1:  # one line: no header and trailer
+        return False
+    return data.startswith(b'{"end":', data.rfind(b"\n", 0, len(data) - 1) + 1)
+
+
+def changed_records(old: bytes, new: bytes) -> tuple[list[bytes], list[bytes]] | None:
+    """The record lines of two versions of a snapshot section that are only in ``old``, and
+    only in ``new`` (header and trailer left out); None when one is no section.
+
+    The two versions share all but a few lines as a rule: their common start and end are
+    found by comparing slices, and only the lines between are split and compared as sets
+    (records are unique and sorted: a line in both is the same record, unchanged).
+    """
+    if not (_is_section(old) and _is_section(new)):
+        return None
+    first_old, first_new = old.find(b"\n") + 1, new.find(b"\n") + 1
+    last_old = old.rfind(b"\n", 0, len(old) - 1) + 1  # where the trailer starts
+    last_new = new.rfind(b"\n", 0, len(new) - 1) + 1
+    body_old = memoryview(old)[first_old:last_old]
+    body_new = memoryview(new)[first_new:last_new]
+    shorter = min(len(body_old), len(body_new))
+    head = _common_length(body_old, body_new, shorter, from_end=False)
+    tail = _common_length(body_old, body_new, shorter - head, from_end=True)
+    # both to line boundaries, at a newline inside the common part: the same in both
+    newline = old.rfind(b"\n", first_old, first_old + head)
+    head = newline + 1 - first_old if newline >= 0 else 0
+    if tail:
+        tail = last_old - (old.find(b"\n", last_old - tail) + 1)
+    only_old = old[first_old + head : last_old - tail].splitlines(keepends=True)
+    only_new = new[first_new + head : last_new - tail].splitlines(keepends=True)
+    in_old, in_new = set(only_old), set(only_new)
+    return [n for n in only_old if n not in in_new], [n for n in only_new if n not in in_old]
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -38,9 +38,9 @@ from dbsync.core.snapshot import (
     sort_value,
 )
 from dbsync.edges import git
-from dbsync.edges.log_index import LINES_KEPT, Change, LogIndex
+from dbsync.edges.log_index import LINES_KEPT, Change, LogIndex, changed_records
 from dbsync.edges.parts import collection_files
-from dbsync.errors import GitFailed, InvalidInput, UsageError
+from dbsync.errors import InvalidInput, UsageError
 
 CREATED, CHANGED, DELETED, RECREATED = "created", "changed", "deleted", "re-created"
 _ASSET = re.compile(r"^dbsync: (.+) snapshot \(\d+ records\)$")
@@ -238,8 +238,8 @@ class RecordLog:
     notes: list[str] = field(default_factory=list)
     commits_read: int = 0
     blobs_read: int = 0
-    commits_diffed: int = 0
-    """Commits whose changes ``git diff-tree`` computed for the log index (0: all known)."""
+    pairs_computed: int = 0
+    """Pairs of file versions this log added to the log index (0: it knew them all)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -274,14 +274,16 @@ def _is_record(line: bytes) -> bool:
     return line.startswith(b'{"h":"')
 
 
-def _file_changes(change: git.FileChange, fields: Sequence[str]) -> list[Change] | None:
-    """One file's changed records, from its removed and added lines (None: too many to keep,
-    or a line that is no record line of this key, which the blob reads will report)."""
-    if not change.complete:
+def _file_changes(old: bytes, new: bytes, fields: Sequence[str]) -> list[Change] | None:
+    """The records whose line differs between two versions of a file, keyed by key hash (None:
+    more than the index keeps, or a line that is no record of this key, which the blob reads
+    then report)."""
+    found = changed_records(old, new)
+    if found is None or sum(map(len, found[0])) + sum(map(len, found[1])) > LINES_KEPT:
         return None
     by_key: dict[int, list[list[Any]]] = {}
     try:
-        for side, lines in ((1, change.removed), (2, change.added)):
+        for side, lines in ((1, found[0]), (2, found[1])):
             for line in filter(_is_record, lines):
                 key = line_sort_key(line, fields)
                 group = by_key.setdefault(key_hash(key), [])
@@ -291,46 +293,37 @@ def _file_changes(change: git.FileChange, fields: Sequence[str]) -> list[Change]
                 entry[side] = line
     except (ValueError, InvalidInput, orjson.JSONDecodeError):
         return None
-    return [
-        Change(hashed, old, new)
-        for hashed, group in by_key.items()
-        for _, old, new in group
-        if old != new
-    ]
+    return [Change(hashed, old, new) for hashed, group in by_key.items() for _, old, new in group]
 
 
 class PairSource:
-    """The log index, with the pairs it lacks computed by ``git diff-tree`` (changed lines
-    only, diffed by git) and added to it."""
+    """The log index, with the pairs it lacks computed from the two blobs (read oldest first,
+    git's cheap order; the newer blob of a pair is the older of the next, so it is kept) and
+    added to it."""
 
-    def __init__(self, index: LogIndex, root: Path, paths: list[str]) -> None:
-        self.index, self.root, self.paths = index, root, paths
-        self._differ: git.TreeDiffer | None = None
-        self.commits_diffed = 0
-        self.broken = False
+    def __init__(self, index: LogIndex, reader: git.ObjectReader) -> None:
+        self.index, self.reader = index, reader
+        self._kept: dict[str, bytes | None] = {}
+        self.pairs_computed = self.blobs_read = 0
 
-    def fill(self, requests: Sequence[tuple[str, str]], fields: Sequence[str]) -> None:
-        """Diff each (commit, parent) and keep every file pair of it (a failing git leaves
-        the rest to the blob reads)."""
-        for commit, parent in requests:
-            if self.broken:
-                return
-            try:
-                if self._differ is None:
-                    self._differ = git.TreeDiffer(self.root, self.paths, LINES_KEPT)
-                changes = self._differ.changes(commit, parent)
-            except GitFailed:
-                self.broken = True
-                return
-            self.commits_diffed += 1
-            for change in changes:
-                if change.old.strip("0") and change.new.strip("0"):  # the file is on both sides
-                    self.index.add(change.old, change.new, fields, _file_changes(change, fields))
+    def fill(self, pairs: Sequence[tuple[str, str]], fields: Sequence[str]) -> None:
+        """Compute and keep these (older blob, newer blob) pairs, in this order."""
+        for old, new in pairs:
+            old_data, new_data = self._blob(old), self._blob(new)
+            if old_data is None or new_data is None:
+                continue  # not in this clone: the blob reads will say so
+            self.index.add(old, new, fields, _file_changes(old_data, new_data, fields))
+            self.pairs_computed += 1
         self.index.save()
 
+    def _blob(self, sha: str) -> bytes | None:
+        if sha not in self._kept:
+            found = self.reader.read(sha)
+            self.blobs_read += 1
+            self._kept = {**dict(list(self._kept.items())[-1:]), sha: found and found[1]}
+        return self._kept[sha]
+
     def close(self) -> None:
-        if self._differ is not None:
-            self._differ.close()
         self.index.close()
 
 
@@ -419,15 +412,15 @@ class VersionFinder:
 
     def _fill_index(self, commits: Sequence[git.LoggedCommit]) -> None:
         assert self.pairs is not None
-        requests: dict[tuple[str, str], None] = {}
+        fields = self.readings[0].fields
+        missing: dict[tuple[str, str], None] = {}
         for commit in commits:
             for parent in commit.parents:
                 for reading in self.readings:
                     pair = self._pair(commit.sha, parent, reading.sort_key)
-                    if pair and pair[0] != pair[1]:
-                        if not self.pairs.index.known(*pair, reading.fields):
-                            requests[(commit.sha, parent)] = None
-        self.pairs.fill(list(reversed(requests)), self.readings[0].fields)
+                    if pair and pair[0] != pair[1] and not self.pairs.index.known(*pair, fields):
+                        missing[pair] = None
+        self.pairs.fill(list(reversed(missing)), fields)
 
     def _pair(self, commit: str, parent: str, key: SortKey) -> tuple[str, str] | None:
         """The blob ids of the one file the key is in at ``parent`` and at ``commit``, when it
@@ -625,18 +618,14 @@ def record_log(config: Config, request: LogRequest) -> RecordLog:
     root, folder = snapshot_folder_in_git(config)
     if git.rev_parse(root, "HEAD") is None:
         raise UsageError("the repository has no commit yet", hint="export and commit first")
-    pairs = (
-        PairSource(LogIndex.open(config.state_dir), root, pathspecs(folder, collection))
-        if request.use_index
-        else None
-    )
-    try:
-        with git.ObjectReader(root) as reader:
+    with git.ObjectReader(root) as reader:
+        pairs = PairSource(LogIndex.open(config.state_dir), reader) if request.use_index else None
+        try:
             finder = VersionFinder(reader, folder, collection, readings, pairs)
             found = _first_reading_with_history(root, folder, collection, finder, request.limit)
-    finally:
-        if pairs is not None:
-            pairs.close()
+        finally:
+            if pairs is not None:
+                pairs.close()
     if found is None:
         raise UsageError(
             f"no version of {collection} {readings[0].text()} in the git history of "
@@ -647,7 +636,9 @@ def record_log(config: Config, request: LogRequest) -> RecordLog:
     index, versions, older = found
     log = RecordLog(collection, readings[index], mark_recreations(versions, older), finder.notes)
     log.commits_read, log.blobs_read = finder.commits_read, finder.blobs_read
-    log.commits_diffed = pairs.commits_diffed if pairs is not None else 0
+    if pairs is not None:
+        log.blobs_read += pairs.blobs_read
+        log.pairs_computed = pairs.pairs_computed
     return log
 
 
