@@ -3,10 +3,16 @@
 The history is read the cheap way round. ``git log -- <the collection's files>`` lists only the
 commits that changed them (parts included), newest first, with parents rewritten to those
 commits. For each commit one ``git cat-file --batch`` process gives the snapshot folder's tree,
-hence the blob of the one file the key belongs to (with parts: the part its key hashes to); a
-blob already seen is not read again, and in a blob the record is found by binary search over
-its key-sorted lines (a few lines parsed, not the whole file). A version is a commit whose
-record differs from every parent's: edits, creations, deletions and re-creations.
+hence the blob of the one file the key belongs to (with parts: the part its key hashes to). A
+version is a commit whose record differs from every parent's: edits, creations, deletions and
+re-creations.
+
+Whether it does is read from the log index (``edges.log_index``): for the pair of blobs (the
+file at the parent, at the commit), the changed records' key hashes and lines. The pairs it
+lacks are computed from their two blobs, read oldest first; then a known history costs no blob
+read but the oldest version's. Where the index cannot tell (a change of the number of parts, a
+pair too large to keep, the root commit), the blobs are read, each once, and the record is found
+by binary search over their key-sorted lines (a few lines parsed, not the whole file).
 """
 
 from __future__ import annotations
