@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import datetime
 import json
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dbsync.config import load_config
 from dbsync.core.ordering import part_of, sort_key
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, encode_record, snapshot_filename
+from dbsync.edges.log_index import INDEX_FILE
 from dbsync.edges.snapshot_files import write_snapshot as write_snapshot_file
 from dbsync.errors import UsageError
 from dbsync.runs.bring_back import stamped_now
 from dbsync.runs.log import (
+    LogRequest,
     RecordKey,
+    RecordLog,
     Version,
     field_diffs,
     find_record,
     key_readings,
     mark_recreations,
+    record_log,
     value_candidates,
 )
 from tests.git_helpers import Repo, real_records
@@ -297,3 +303,152 @@ def test_a_merge_commit_is_no_version_when_it_keeps_one_side(pair: tuple[Repo, R
     found = versions(a, theirs["_id"])
     assert [(v["event"], v["asset"]) for v in found] == [("changed", "b"), ("created", "a")]
     assert found[0]["changes"][0]["new"] == "@b"
+
+
+# ---------------------------------------------------------------- the log index
+
+
+def commit_layout(repo: Repo, docs: list[dict[str, Any]], message: str, parts: int = 1) -> None:
+    """The collection ``pnls`` in one file or in ``parts`` parts, written as export writes them,
+    and committed."""
+    folder = repo.root / "database_backup"
+    for old in folder.glob("*.jsonl"):
+        old.unlink()
+    keyed = sorted(encode_record(doc, ("_id",)) for doc in docs)
+    for index in range(parts):
+        lines = [line for key, line in keyed if parts == 1 or part_of(key, parts) == index]
+        part = (index, parts) if parts > 1 else None
+        header = Header("pnls", Rules(("_id",), None, ()), part)
+        write_snapshot_file(folder / snapshot_filename("pnls", part), header, lines)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", message)
+
+
+def record_logs(root: Path, key: str, **request: Any) -> RecordLog:
+    config = load_config(cwd=root)
+    return record_log(config, LogRequest("pnls", key, **request))
+
+
+@pytest.fixture
+def history(tmp_path: Path, git_env: dict[str, str]) -> tuple[Repo, list[dict[str, Any]]]:
+    """A history with edits, a deletion, a re-creation, a part-count change and a merge."""
+    root = tmp_path / "repo"
+    (root / "database_backup").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, env=git_env, check=True)
+    (root / "dbsync.toml").write_text('database = "shop"\n')
+    (root / ".gitignore").write_text("database_sync/\n")
+    repo = Repo(root, git_env)
+    docs = [{"_id": f"r{n:02d}", "v": 0} for n in range(40)]
+    commit_layout(repo, docs, "first")
+    for step, (position, value) in enumerate([(11, 1), (12, 1), (11, 2)]):
+        docs[position] = {**docs[position], "v": value}
+        commit_layout(repo, docs, f"edit {step}")
+    gone = docs.pop(11)
+    commit_layout(repo, docs, "delete r11")
+    docs.insert(11, {**gone, "v": 3})
+    commit_layout(repo, docs, "re-create r11")
+    commit_layout(repo, docs, "split", parts=4)  # the same records, in parts
+    repo.git("checkout", "-q", "-b", "side")
+    docs[11] = {**docs[11], "v": 4}
+    commit_layout(repo, docs, "edit on side", parts=4)
+    repo.git("checkout", "-q", "main")
+    docs[11], docs[30] = {**docs[11], "v": 3}, {**docs[30], "v": 9}
+    commit_layout(repo, docs, "edit r30", parts=4)
+    repo.git("merge", "-q", "--no-ff", "-X", "theirs", "side", "-m", "merge side")
+    return repo, docs
+
+
+def shown(log: RecordLog) -> list[tuple[str, str, Any]]:
+    return [(v.subject, v.event, v.document and v.document["v"]) for v in log.versions]
+
+
+def test_the_log_index_gives_the_versions_every_blob_read_gives(
+    history: tuple[Repo, list[dict[str, Any]]],
+) -> None:
+    repo, _ = history
+    index_file = repo.root / "database_sync" / INDEX_FILE
+    without = record_logs(repo.root, "r11", use_index=False)
+    fresh = record_logs(repo.root, "r11")
+    warm = record_logs(repo.root, "r11")
+    index_file.unlink()
+    deleted = record_logs(repo.root, "r11")
+    assert [log.to_json() for log in (fresh, warm, deleted)] == [without.to_json()] * 3
+    assert shown(without) == [  # the merge keeps the side's version, the split changes none
+        ("edit on side", "changed", 4),
+        ("re-create r11", "re-created", 3),
+        ("delete r11", "deleted", None),
+        ("edit 2", "changed", 2),
+        ("edit 0", "changed", 1),
+        ("first", "created", 0),
+    ]
+    assert fresh.pairs_computed > 0 and warm.pairs_computed == 0
+    assert warm.blobs_read < without.blobs_read
+    for other in ("r12", "r30", "r00"):
+        assert (
+            record_logs(repo.root, other).to_json()
+            == record_logs(repo.root, other, use_index=False).to_json()
+        )
+
+
+def test_the_log_index_holds_across_rewritten_history(
+    history: tuple[Repo, list[dict[str, Any]]],
+) -> None:
+    repo, docs = history
+    record_logs(repo.root, "r11")  # the index knows this history
+    before = len(repo.git("rev-list", "HEAD").out.split())
+    repo.run(
+        ["git", "filter-branch", "-f", "--msg-filter", "sed 's/^/rewritten: /'", "HEAD"],
+        FILTER_BRANCH_SQUELCH_WARNING="1",
+    )
+    assert len(repo.git("rev-list", "HEAD").out.split()) == before
+    rewritten = record_logs(repo.root, "r11")
+    assert rewritten.to_json() == record_logs(repo.root, "r11", use_index=False).to_json()
+    assert rewritten.versions[0].subject == "rewritten: edit on side"
+    assert rewritten.pairs_computed == 0  # new commits, the same blobs: the same pairs
+    docs[11] = {**docs[11], "v": 5}
+    commit_layout(repo, docs, "after the rewrite", parts=4)
+    latest = record_logs(repo.root, "r11", limit=2)
+    assert [(v.subject, v.event) for v in latest.versions] == [
+        ("after the rewrite", "changed"),
+        ("rewritten: edit on side", "changed"),
+    ]
+    assert latest.pairs_computed == 1
+
+
+@pytest.mark.parametrize("damage", [b"not a database at all" * 100, b""])
+def test_a_damaged_log_index_is_started_afresh(
+    history: tuple[Repo, list[dict[str, Any]]], damage: bytes
+) -> None:
+    repo, _ = history
+    expected = record_logs(repo.root, "r11", use_index=False).to_json()
+    index_file = repo.root / "database_sync" / INDEX_FILE
+    index_file.parent.mkdir(exist_ok=True)
+    index_file.write_bytes(damage)
+    assert record_logs(repo.root, "r11").to_json() == expected
+    warm = record_logs(repo.root, "r11")  # the new file was kept and serves the next log
+    assert warm.to_json() == expected and warm.pairs_computed == 0
+
+
+def test_an_index_of_another_schema_is_started_afresh(
+    history: tuple[Repo, list[dict[str, Any]]],
+) -> None:
+    repo, _ = history
+    index_file = repo.root / "database_sync" / INDEX_FILE
+    record_logs(repo.root, "r11")
+    with sqlite3.connect(index_file) as connection:
+        connection.execute("DROP TABLE changes")
+        connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    again = record_logs(repo.root, "r11")
+    assert again.to_json() == record_logs(repo.root, "r11", use_index=False).to_json()
+    assert again.pairs_computed > 0
+
+
+def test_the_cli_log_fills_the_index_beside_the_state_store(
+    history: tuple[Repo, list[dict[str, Any]]],
+) -> None:
+    repo, _ = history
+    found = versions(repo, "r11")
+    assert (repo.root / "database_sync" / INDEX_FILE).is_file()
+    assert versions(repo, "r11") == found
+    assert [v["event"] for v in found][:2] == ["changed", "re-created"]
