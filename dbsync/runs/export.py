@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,6 +50,8 @@ from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.progress import NoProgress, Progress
 
 CLASHES_SHOWN = 20
+KEPT_BUFFER = 1 << 20
+"""The write buffer of the lines an export keeps on disk while a collection is in one file."""
 
 
 @dataclass(frozen=True)
@@ -535,30 +538,36 @@ def _write_parts(
     pairs = _exported_lines(store, name, rules, progress, notes, rows, total)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
-    # While in one file, its records are kept (lines and key hashes, not keys: a few bytes
-    # more than the lines), to be spread over parts without reading the collection again.
-    kept: list[bytes] | None = [] if limit and count == 1 else None
+    # While in one file, its records are kept (lines in a temporary file, key hashes in
+    # memory: 8 bytes a record), to be spread over parts without reading the collection again.
+    kept = tempfile.TemporaryFile(buffering=KEPT_BUFFER) if limit and count == 1 else None
     kept_hashes = array("Q")
     overflow = seen = 0
-    for key, line in unique_pairs(pairs, clashes):
-        if overflow:  # past the limit: only measure the rest, to choose the number of parts
-            overflow += len(line)
-            continue
-        seen += 1
-        size = parts.add(key, line)
+    try:
+        for key, line in unique_pairs(pairs, clashes):
+            if overflow:  # past the limit: only measure the rest, to choose the number of parts
+                overflow += len(line)
+                continue
+            seen += 1
+            size = parts.add(key, line)
+            if kept is not None:
+                kept.write(line)
+                kept_hashes.append(key_hash(key))
+            if not limit or size <= MAX_FILE_BYTES:
+                continue
+            if kept is None:
+                overflow = parts.bytes
+                continue
+            parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
+            kept.seek(0)
+            largest = max(map(parts.add_hashed, kept_hashes, kept))
+            kept.close()
+            kept, kept_hashes = None, array("Q")
+            if largest > MAX_FILE_BYTES:
+                overflow = parts.bytes
+    finally:
         if kept is not None:
-            kept.append(line)
-            kept_hashes.append(key_hash(key))
-        if not limit or size <= MAX_FILE_BYTES:
-            continue
-        if kept is None:
-            overflow = parts.bytes
-            continue
-        parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
-        largest = max(map(parts.add_hashed, kept_hashes, kept))
-        kept, kept_hashes = None, array("Q")
-        if largest > MAX_FILE_BYTES:
-            overflow = parts.bytes
+            kept.close()
     if overflow:
         raise _PartTooLarge(overflow)
     if clashes.groups:
