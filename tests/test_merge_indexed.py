@@ -10,7 +10,7 @@ from dbsync.config import load_config
 from dbsync.core.snapshot import encode_record
 from dbsync.edges import change_index, parts
 from dbsync.edges.backups import collection_file
-from dbsync.edges.synced import synced_dir
+from dbsync.edges.synced import load_synced, synced_dir
 from dbsync.runs import export as export_module
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export
@@ -168,3 +168,17 @@ def test_new_rules_or_a_new_encoder_read_the_database_in_full(
     encodings.clear()
     report = merge_snapshot(config, store, config.snapshot_dir, MergeOptions())
     assert len(encodings) == 20 and report.collections["pnl"].writes == 0
+
+
+def test_a_merge_with_nothing_new_leaves_the_synced_copy_as_it_is(config, store):
+    store.insert_many("pnl", docs(30))
+    export(config, store)
+    (copy,) = synced_dir(config.state_dir).glob("*.jsonl")
+    before = copy.stat()
+    merge_snapshot(config, store, config.snapshot_dir, MergeOptions(commit="c0ffee"))
+    after = copy.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert load_synced(config.state_dir).commit == "c0ffee"  # the commit is recorded all the same
+    store.apply("pnl", [{**docs(1, 3)[0], "at": "2025-09-09"}], [])
+    export(config, store)
+    assert copy.read_bytes() == (config.snapshot_dir / copy.name).read_bytes()

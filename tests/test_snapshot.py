@@ -495,3 +495,9 @@ def test_a_line_written_before_the_escape_still_verifies(good):
 
     forge(good, old_style)
     assert problems(good) == []
+
+
+def test_verify_gives_the_header_of_every_section_it_read(tmp_path):
+    path = write(tmp_path / "pnl.jsonl", DOCS)
+    result = snapshot.verify_file(path)
+    assert result.headers == [Header("pnl", RULES)] and result.sections == [("pnl", 5)]

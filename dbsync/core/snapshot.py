@@ -847,6 +847,8 @@ def read_sections(path: Path, *, deep: bool = False) -> Iterator[Section]:
 class VerifyResult:
     problems: list[Problem]
     sections: list[tuple[str, int]]
+    headers: list[Header] = field(default_factory=list)
+    """The header of each section, in file order (read once, with the records)."""
 
     @property
     def ok(self) -> bool:
@@ -861,11 +863,12 @@ def verify_file(path: Path, *, limit: int = 1000) -> VerifyResult:
         if len(problems) < limit:
             problems.append(problem)
 
-    sections = []
+    sections, headers = [], []
     for section in scan(path, deep=True, on_problem=collect):
         count = sum(1 for _ in section.records)
         sections.append((section.header.collection, count))
-    return VerifyResult(problems, sections)
+        headers.append(section.header)
+    return VerifyResult(problems, sections, headers)
 
 
 def snapshot_files(path: Path) -> list[Path]:

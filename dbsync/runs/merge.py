@@ -121,15 +121,15 @@ def index_sections(source: Path) -> dict[str, SourceSection]:
                 else ""
             )
             raise SnapshotError(first.path, first.line, first.message + more)
-        for section in read_sections(path):
-            name = section.header.collection
+        for header in result.headers:  # verified: the file is not read again for them
+            name = header.collection
             if source.is_dir():
-                check_file_name(path, section.header)
+                check_file_name(path, header)
             elif name in found:
                 raise InvalidInput(
                     f"collection {name} appears in both {found[name].path} and {path}"
                 )
-            found.setdefault(name, SourceSection(path, section.header))
+            found.setdefault(name, SourceSection(path, header))
     if source.is_dir():
         for name, files in collection_files(source).items():
             _check_complete(files)
@@ -567,8 +567,22 @@ def _roll_back(
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:
+    """The merged snapshot's collections as last synced; one whose synced copy already holds
+    these records (a merge with nothing new) is not copied again."""
+    kept = collection_files(synced_dir(config.state_dir))
+
+    def copied_already(theirs: SourceSection) -> bool:
+        files, synced = theirs.files, kept.get(theirs.header.collection)
+        if files is None or synced is None:
+            return False
+        digest = files.digest()
+        return digest is not None and synced.digest() == digest
+
     sections = [
-        section for plan in plans.values() if plan.theirs for section in plan.theirs.parts()
+        section
+        for plan in plans.values()
+        if plan.theirs and not copied_already(plan.theirs)
+        for section in plan.theirs.parts()
     ]
     save_synced(config.state_dir, sections, commit)
 
