@@ -100,6 +100,56 @@ def test_spilling_to_disk_sorts_exactly_like_memory(keys, chunk):
     assert [snapshot.line_document(line)["_id"] for line in spilled] == sorted(keys)
 
 
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-50, 50), st.text(max_size=30)), max_size=80),
+    st.integers(0, 2_000),
+    st.integers(2, 4),
+)
+def test_a_byte_bound_spills_and_sorts_exactly_like_memory(records, bound, fan_in):
+    """Past ``SORT_CHUNK_BYTES`` the chunk spills (merged ``SORT_FAN_IN`` at a time); equal
+    keys keep the order they came in, as the in-memory sort keeps them."""
+    fields = ("k",)
+    pairs = [
+        snapshot.encode_record({"_id": i, "k": k, "v": v}, fields)
+        for i, (k, v) in enumerate(records)
+    ]
+    key_of = lambda line: snapshot.line_sort_key(line, fields)  # noqa: E731
+    in_memory = [line for _, line in snapshot_files.sorted_lines(pairs, key_of)]
+    spills = []
+    spill = snapshot_files._spill
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(snapshot_files, "SORT_CHUNK_BYTES", bound)
+        patch.setattr(snapshot_files, "SORT_FAN_IN", fan_in)
+        patch.setattr(
+            snapshot_files, "_spill", lambda chunk: spills.append(len(chunk)) or spill(chunk)
+        )
+        spilled = [line for _, line in snapshot_files.sorted_lines(pairs, key_of)]
+    assert spilled == in_memory
+    assert in_memory == [line for _, line in sorted(pairs, key=lambda pair: pair[0])]
+    held, expected = 0, 0  # the chunks a byte bound cuts
+    for pair in pairs:
+        held += snapshot_files._pair_bytes(pair)
+        if held >= bound:
+            expected, held = expected + 1, 0
+    assert len(spills) == (expected + 1 if expected else 0)
+
+
+def test_a_chunk_is_bounded_by_bytes_not_records():
+    pairs = [snapshot.encode_record({"_id": i, "v": "x" * 1_000}, ("_id",)) for i in range(40)]
+    key_of = lambda line: snapshot.line_sort_key(line, ("_id",))  # noqa: E731
+    spills = []
+    spill = snapshot_files._spill
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(snapshot_files, "SORT_CHUNK_BYTES", 10_000)
+        patch.setattr(
+            snapshot_files, "_spill", lambda chunk: spills.append(len(chunk)) or spill(chunk)
+        )
+        lines = [line for _, line in snapshot_files.sorted_lines(reversed(pairs), key_of)]
+    assert lines == [line for _, line in pairs]
+    assert len(spills) > 1 and max(spills) < 10  # ~1.2 KB a record: under 10 in 10 KB
+
+
 def test_key_order_is_total_across_types_in_mongodb_type_order():
     ordered = [
         MinKey(),
@@ -453,3 +503,9 @@ def test_a_line_written_before_the_escape_still_verifies(good):
 
     forge(good, old_style)
     assert problems(good) == []
+
+
+def test_verify_gives_the_header_of_every_section_it_read(tmp_path):
+    path = write(tmp_path / "pnl.jsonl", DOCS)
+    result = snapshot_files.verify_file(path)
+    assert result.headers == [Header("pnl", RULES)] and result.sections == [("pnl", 5)]

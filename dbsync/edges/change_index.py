@@ -159,6 +159,13 @@ class ChangeIndex:
         self.reset(collection, wanted)
         return False
 
+    def holds(self, collection: str, rules: Rules) -> bool:
+        """Whether the collection's rows hold for ``rules`` (``prepare`` without resetting)."""
+        found = self._db.execute(
+            "SELECT signature FROM collections WHERE collection = ?", (collection,)
+        ).fetchone()
+        return found is not None and found[0] == signature(rules)
+
     def reset(self, collection: str, wanted: str) -> None:
         self._db.execute("DELETE FROM lines WHERE collection = ?", (collection,))
         self._db.execute(

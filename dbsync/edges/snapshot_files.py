@@ -11,8 +11,8 @@ import gc
 import heapq
 import operator
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,33 +84,50 @@ def read_trailer_count(path: Path) -> int | None:
 # ---------------------------------------------------------------- sorting with bounded memory
 
 
+SORT_CHUNK_BYTES = 8 << 20
+"""The memory a sort holds before it spills a sorted chunk to disk: its lines plus an estimate
+of their keys (``_pair_bytes``): ~8,000 PNL records, whatever the collection's size."""
+SORT_FAN_IN = 64
+"""Spilled chunks merged at once: past it, the oldest are merged into one spill first."""
+_PAIR_BYTES = 120  # the pair's tuple and the line's bytes object
+_KEY_FIELD_BYTES = 160  # one key field's sort value: a small tuple, its number or string
+_SPILL_BUFFER = 64 * 1024
+
+
 def sorted_lines(
     keyed_lines: Iterable[tuple[SortKey, bytes]],
     line_key: Callable[[bytes], SortKey],
     *,
     chunk_size: int = 100_000,
 ) -> Iterator[tuple[SortKey, bytes]]:
-    """Sort (key, line) pairs by key, spilling sorted chunks to temporary files past ``chunk_size``.
+    """Sort (key, line) pairs by key, spilling sorted chunks to temporary files past
+    ``SORT_CHUNK_BYTES`` (or ``chunk_size`` records).
 
     Memory stays bounded by one chunk whatever the collection's size; the chunks are merged
-    back with ``line_key`` recomputing each key from its line.
+    back (``SORT_FAN_IN`` at a time) with ``line_key`` recomputing each key from its line. The
+    order is the in-memory sort's: stable, equal keys in the order they came.
     """
+    limit = SORT_CHUNK_BYTES
     chunk: list[tuple[SortKey, bytes]] = []
     spilled: list[IO[bytes]] = []
+    held = 0
     try:
         with _cyclic_gc_paused():  # no yield inside: the pause ends before anything else runs
             for pair in keyed_lines:
                 chunk.append(pair)
-                if len(chunk) >= chunk_size:
+                held += _pair_bytes(pair)
+                if held >= limit or len(chunk) >= chunk_size:
                     spilled.append(_spill(chunk))
-                    chunk = []
+                    chunk, held = [], 0
+                    if len(spilled) >= SORT_FAN_IN:
+                        spilled[:] = [_spill_merged(spilled, line_key)]
         chunk.sort(key=_first)
         if not spilled:
             yield from chunk
             return
         spilled.append(_spill(chunk))
-        streams = [((line_key(line), line) for line in handle) for handle in spilled]
-        yield from heapq.merge(*streams, key=_first)
+        chunk = []
+        yield from heapq.merge(*_spill_streams(spilled, line_key), key=_first)
     finally:
         for handle in spilled:
             handle.close()
@@ -119,11 +136,37 @@ def sorted_lines(
 _first = operator.itemgetter(0)
 
 
+def _pair_bytes(pair: tuple[SortKey, bytes]) -> int:
+    """About the memory a (key, line) pair holds."""
+    return _PAIR_BYTES + len(pair[1]) + _KEY_FIELD_BYTES * len(pair[0])
+
+
+def _spill_streams(
+    spilled: Sequence[IO[bytes]], line_key: Callable[[bytes], SortKey]
+) -> list[Iterator[tuple[SortKey, bytes]]]:
+    return [((line_key(line), line) for line in handle) for handle in spilled]
+
+
+def _spill_merged(spilled: list[IO[bytes]], line_key: Callable[[bytes], SortKey]) -> IO[bytes]:
+    """The spilled chunks merged into one (in their order, so the merge stays stable)."""
+    handle = tempfile.TemporaryFile(buffering=_SPILL_BUFFER)
+    try:
+        merged = heapq.merge(*_spill_streams(spilled, line_key), key=_first)
+        handle.writelines(line for _, line in merged)
+    except BaseException:
+        handle.close()
+        raise
+    for old in spilled:
+        old.close()
+    handle.seek(0)
+    return handle
+
+
 @contextlib.contextmanager
 def _cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a chunk is built.
 
-    A chunk is ~100,000 new (key, line) tuples: the collector would traverse them again and
+    A chunk is thousands of new (key, line) tuples: the collector would traverse them again and
     again and find nothing (they hold no cycles). Measured on 100k PNL records: export 1.77 s
     with it, 1.19 s without.
     """
@@ -138,7 +181,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _spill(chunk: list[tuple[SortKey, bytes]]) -> IO[bytes]:
     chunk.sort(key=_first)
-    handle = tempfile.TemporaryFile()
+    handle = tempfile.TemporaryFile(buffering=_SPILL_BUFFER)
     handle.writelines(line for _, line in chunk)
     handle.seek(0)
     return handle
@@ -174,6 +217,8 @@ def read_sections(path: Path, *, deep: bool = False) -> Iterator[Section]:
 class VerifyResult:
     problems: list[Problem]
     sections: list[tuple[str, int]]
+    headers: list[Header] = field(default_factory=list)
+    """The header of each section, in file order (read once, with the records)."""
 
     @property
     def ok(self) -> bool:
@@ -188,11 +233,12 @@ def verify_file(path: Path, *, limit: int = 1000) -> VerifyResult:
         if len(problems) < limit:
             problems.append(problem)
 
-    sections = []
+    sections, headers = [], []
     for section in scan(path, deep=True, on_problem=collect):
         count = sum(1 for _ in section.records)
         sections.append((section.header.collection, count))
-    return VerifyResult(problems, sections)
+        headers.append(section.header)
+    return VerifyResult(problems, sections, headers)
 
 
 def snapshot_files(path: Path) -> list[Path]:

@@ -57,15 +57,15 @@ def index_sections(source: Path) -> dict[str, SourceSection]:
                 else ""
             )
             raise SnapshotError(first.path, first.line, first.message + more)
-        for section in read_sections(path):
-            name = section.header.collection
+        for header in result.headers:  # verified: the file is not read again for them
+            name = header.collection
             if source.is_dir():
-                check_file_name(path, section.header)
+                check_file_name(path, header)
             elif name in found:
                 raise InvalidInput(
                     f"collection {name} appears in both {found[name].path} and {path}"
                 )
-            found.setdefault(name, SourceSection(path, section.header))
+            found.setdefault(name, SourceSection(path, header))
     if source.is_dir():
         for name, files in collection_files(source).items():
             _check_complete(files)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import os
+import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +45,9 @@ from dbsync.edges.store import Store, chunks, decode_raw
 from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.progress import NoProgress, Progress
+
+KEPT_BUFFER = 1 << 20
+"""The write buffer of the lines an export keeps on disk while a collection is in one file."""
 
 
 @dataclass(frozen=True)
@@ -393,30 +398,36 @@ def _write_parts(
     pairs = _exported_lines(store, name, rules, progress, notes, rows, total)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
-    # While in one file, its records are kept (lines and key hashes, not keys: a few bytes
-    # more than the lines), to be spread over parts without reading the collection again.
-    kept: list[bytes] | None = [] if limit and count == 1 else None
+    # While in one file, its records are kept (lines in a temporary file, key hashes in
+    # memory: 8 bytes a record), to be spread over parts without reading the collection again.
+    kept = tempfile.TemporaryFile(buffering=KEPT_BUFFER) if limit and count == 1 else None
     kept_hashes = array("Q")
     overflow = seen = 0
-    for key, line in unique_pairs(pairs, clashes):
-        if overflow:  # past the limit: only measure the rest, to choose the number of parts
-            overflow += len(line)
-            continue
-        seen += 1
-        size = parts.add(key, line)
+    try:
+        for key, line in unique_pairs(pairs, clashes):
+            if overflow:  # past the limit: only measure the rest, to choose the number of parts
+                overflow += len(line)
+                continue
+            seen += 1
+            size = parts.add(key, line)
+            if kept is not None:
+                kept.write(line)
+                kept_hashes.append(key_hash(key))
+            if not limit or size <= parts.max_file_bytes:
+                continue
+            if kept is None:
+                overflow = parts.bytes
+                continue
+            parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
+            kept.seek(0)
+            largest = max(map(parts.add_hashed, kept_hashes, kept))
+            kept.close()
+            kept, kept_hashes = None, array("Q")
+            if largest > parts.max_file_bytes:
+                overflow = parts.bytes
+    finally:
         if kept is not None:
-            kept.append(line)
-            kept_hashes.append(key_hash(key))
-        if not limit or size <= parts.max_file_bytes:
-            continue
-        if kept is None:
-            overflow = parts.bytes
-            continue
-        parts = layout(part_count(parts.bytes * max(total, seen) // seen, 2))
-        largest = max(map(parts.add_hashed, kept_hashes, kept))
-        kept, kept_hashes = None, array("Q")
-        if largest > parts.max_file_bytes:
-            overflow = parts.bytes
+            kept.close()
     if overflow:
         raise _PartTooLarge(overflow)
     if clashes.groups:
@@ -663,6 +674,81 @@ class _IndexedExport:
         if kept != len(changes.unchanged):  # known documents whose lines the snapshot lost
             return _LOST
         return parts.finish(), dropped, replaced
+
+
+class IndexMismatch(Exception):
+    """``indexed_collection_lines`` found lines it cannot vouch for (a known document's line
+    missing from the snapshot, two records on one key): read the collection in full."""
+
+
+def indexed_collection_lines(
+    index: ChangeIndex,
+    store: Store,
+    name: str,
+    rules: Rules,
+    files: CollectionFiles | None,
+    progress: Progress,
+) -> Iterator[bytes] | None:
+    """The lines ``collection_lines`` would give, in key order, each key once, at the cost of
+    one read of the database and of ``files``: the documents the change index knows take their
+    lines from ``files`` (a snapshot this asset exported or merged), only the others are
+    encoded. None when the index does not serve (no rows for these rules, no usable snapshot,
+    too many changed documents to hold, two changed ones on one key); the stream raises
+    ``IndexMismatch`` when ``files`` lack a known document's line, or hold a line on the key
+    of a changed document: the database is then to be read in full."""
+    if files is None or files.complete() or files.rules.key != rules.key:
+        return None
+    if not index.holds(name, rules):
+        return None
+    indexed = _IndexedExport(index, name, rules, store, files)
+    progress.start(f"export {name}", files.records())
+    changes = indexed._read(files.count, progress)
+    progress.finish()
+    if changes is None:
+        return None
+    for encoded in changes.encoded:
+        encoded.sort(key=_first_of)
+        if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
+            return None
+    return _indexed_lines(files, name, rules.key, changes)
+
+
+def _indexed_lines(
+    files: CollectionFiles, name: str, fields: Sequence[str], changes: _Changes
+) -> Iterator[bytes]:
+    kept = [0]
+
+    def part(index: int, path: Path, keyed: bool) -> Iterator[tuple[SortKey, bytes]]:
+        encoded = changes.encoded[index]
+        position, end = 0, len(encoded)
+        for line in file_lines(path, name):
+            if line[6:22] not in changes.unchanged:
+                continue  # a document changed or gone since this line was written
+            kept[0] += 1
+            if position < end or keyed:  # keys only while needed
+                key = line_sort_key(line, fields)
+                while position < end and encoded[position][0] < key:
+                    yield encoded[position]
+                    position += 1
+                if position < end and encoded[position][0] == key:
+                    raise IndexMismatch(f"{name}: a changed record shares the key of a kept line")
+                yield key, line
+            else:
+                yield (), line
+        yield from encoded[position:]
+
+    if files.count == 1:
+        yield from (line for _, line in part(0, files.files[0][0], False))
+    else:
+        streams = [part(i, path, True) for i, (path, _) in enumerate(files.files)]
+        previous: SortKey | None = None
+        for key, line in heapq.merge(*streams, key=_first_of):
+            if key == previous:
+                raise IndexMismatch(f"{name}: two parts hold one key")
+            previous = key
+            yield line
+    if kept[0] != len(changes.unchanged):
+        raise IndexMismatch(f"{name}: the snapshot lacks lines of unchanged documents")
 
 
 class _Lost:

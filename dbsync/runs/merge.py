@@ -33,14 +33,17 @@ from dbsync.core.report import (
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
+from dbsync.edges.change_index import ChangeIndex
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.parts import CollectionFiles, collection_files
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.edges.store import ChangeCounts, Store
-from dbsync.edges.synced import is_tracked_snapshot, save_synced
+from dbsync.edges.synced import is_tracked_snapshot, save_synced, synced_dir
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
+from dbsync.runs.export import IndexMismatch, indexed_collection_lines
 from dbsync.runs.losing import MERGE, record_losing_versions
 
 BATCH = 1000
@@ -292,7 +295,18 @@ def merge_snapshot(
         work = Path(scratch)
         folder = work / "backup" if options.dry_run else _start_backup(config, report)
         try:
-            plans = _plan_all(store, names, rules, bases, theirs, folder, work, options, progress)
+            plans = _plan_all(
+                store,
+                names,
+                rules,
+                bases,
+                theirs,
+                folder,
+                work,
+                options,
+                progress,
+                config.state_dir,
+            )
             if not options.dry_run:
                 backups.check_free_space(folder.parent, sum(p.backup_bytes for p in plans.values()))
         except BaseException:
@@ -337,24 +351,72 @@ def _plan_all(
     work: Path,
     options: MergeOptions,
     progress: Progress,
+    state_dir: Path | None = None,
 ) -> dict[str, CollectionPlan]:
+    """Every collection's plan; with ``state_dir``, the database's side is read through the
+    change index and the synced copy kept there."""
     folder.mkdir(parents=True, exist_ok=True)
     plans = {}
-    for name in names:
-        clashes = KeyClashes(rules[name].key)
-        ours = _Counted(unique_lines(collection_lines(store, name, rules[name], progress), clashes))
-        plan = plan_collection(name, rules[name], bases.get(name), ours, theirs[name], work, folder)
-        if clashes.groups:  # set aside while streaming; refused before anything is written
-            raise InvalidInput(
-                clashes.message(name) + "\nthe database already holds these duplicates",
-                hint="fix the records or choose another key in dbsync.toml; nothing was written",
+    index = ChangeIndex.open_read_only(state_dir) if state_dir is not None else None
+    synced = collection_files(synced_dir(state_dir)) if state_dir and index else {}
+    try:
+        for name in names:
+            plans[name] = _plan_one(
+                store,
+                name,
+                rules[name],
+                bases,
+                theirs,
+                folder,
+                work,
+                options,
+                progress,
+                (index, synced.get(name)),
             )
-        plan.ours_count = ours.count
-        check_delete_guard(plan, options.allow_deletes)
-        if plan.moves is not None:
-            plan.moves.check(store, name)
-        plans[name] = plan
+    finally:
+        if index is not None:
+            index.close()
     return plans
+
+
+def _plan_one(
+    store: Store,
+    name: str,
+    rules: Rules,
+    bases: dict[str, SourceSection],
+    theirs: dict[str, SourceSection],
+    folder: Path,
+    work: Path,
+    options: MergeOptions,
+    progress: Progress,
+    indexed: tuple[ChangeIndex | None, CollectionFiles | None],
+) -> CollectionPlan:
+    """One collection's plan. The database's side comes through the change index when it
+    serves (only changed documents are encoded), else from every document encoded."""
+    index, files = indexed
+    clashes = KeyClashes(rules.key)
+    lines = None
+    if index is not None:
+        lines = indexed_collection_lines(index, store, name, rules, files, progress)
+    if lines is not None:
+        ours = _Counted(lines)
+        try:
+            plan = plan_collection(name, rules, bases.get(name), ours, theirs[name], work, folder)
+        except IndexMismatch:
+            lines = None
+    if lines is None:
+        ours = _Counted(unique_lines(collection_lines(store, name, rules, progress), clashes))
+        plan = plan_collection(name, rules, bases.get(name), ours, theirs[name], work, folder)
+    if clashes.groups:  # set aside while streaming; refused before anything is written
+        raise InvalidInput(
+            clashes.message(name) + "\nthe database already holds these duplicates",
+            hint="fix the records or choose another key in dbsync.toml; nothing was written",
+        )
+    plan.ours_count = ours.count
+    check_delete_guard(plan, options.allow_deletes)
+    if plan.moves is not None:
+        plan.moves.check(store, name)
+    return plan
 
 
 def _apply_all(
@@ -405,8 +467,22 @@ def _roll_back(
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:
+    """The merged snapshot's collections as last synced; one whose synced copy already holds
+    these records (a merge with nothing new) is not copied again."""
+    kept = collection_files(synced_dir(config.state_dir))
+
+    def copied_already(theirs: SourceSection) -> bool:
+        files, synced = theirs.files, kept.get(theirs.header.collection)
+        if files is None or synced is None:
+            return False
+        digest = files.digest()
+        return digest is not None and synced.digest() == digest
+
     sections = [
-        section for plan in plans.values() if plan.theirs for section in plan.theirs.parts()
+        section
+        for plan in plans.values()
+        if plan.theirs and not copied_already(plan.theirs)
+        for section in plan.theirs.parts()
     ]
     save_synced(config.state_dir, sections, commit)
 

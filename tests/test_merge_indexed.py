@@ -1,0 +1,184 @@
+"""A merge reads the database's side through the change index: only documents changed since
+the last export are encoded, and every decision is the one a merge encoding all of them takes."""
+
+import shutil
+
+import montydb
+import pytest
+
+from dbsync.config import load_config
+from dbsync.core.snapshot import encode_record
+from dbsync.edges import change_index, parts, records
+from dbsync.edges.backups import collection_file
+from dbsync.edges.synced import load_synced, synced_dir
+from dbsync.runs import export as export_module
+from dbsync.runs import merge as merge_module
+from dbsync.runs.export import export
+from dbsync.runs.merge import MergeOptions, merge_snapshot
+
+TOML = 'database = "dbsync_test"\n[collections.pnl]\nkey = ["user", "ticker"]\ntimestamp = "at"\n'
+
+
+def docs(n, start=0):
+    return [
+        {"_id": i, "user": f"u{i % 7}", "ticker": f"T{i}", "at": f"2025-01-{1 + i % 28:02d}"}
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "dbsync.toml").write_text(TOML)
+    return load_config(cwd=tmp_path, environ={})
+
+
+@pytest.fixture
+def encodings(monkeypatch):
+    """The ``_id`` of every document encoded into a record line (by the index or in full)."""
+    calls = []
+
+    def counting(document, fields, raw=None):
+        calls.append(document["_id"])
+        return encode_record(document, fields, raw)
+
+    monkeypatch.setattr(export_module, "encode_record", counting)  # through the index
+    monkeypatch.setattr(records, "encode_record", counting)  # every document
+    return calls
+
+
+@pytest.fixture
+def mismatches(monkeypatch):
+    """Each time the index's lines could not be vouched for and the merge read everything."""
+    seen = []
+    indexed = export_module._indexed_lines
+
+    def watched(*args):
+        try:
+            yield from indexed(*args)
+        except export_module.IndexMismatch as error:
+            seen.append(str(error))
+            raise
+
+    monkeypatch.setattr(export_module, "_indexed_lines", watched)
+    return seen
+
+
+def without_index(monkeypatch):
+    monkeypatch.setattr(merge_module.ChangeIndex, "open_read_only", lambda state_dir: None)
+
+
+def outcome(report, config):
+    """What a merge decided and backed up: its counts and its backup's pre-images."""
+    counts = {name: vars(c) for name, c in report.collections.items()}
+    folder = config.state_dir / "backups" / report.backup
+    return counts, collection_file(folder, "pnl").read_bytes()
+
+
+def documents(store):
+    return sorted(store.iter_documents("pnl"), key=lambda d: d["_id"])
+
+
+def test_a_merge_with_nothing_to_apply_encodes_no_document(config, store, encodings):
+    store.insert_many("pnl", docs(80))
+    export(config, store)
+    encodings.clear()
+    report = merge_snapshot(config, store, config.snapshot_dir, MergeOptions())
+    assert encodings == []
+    counts = report.collections["pnl"]
+    assert (counts.common, counts.writes, counts.total) == (80, 0, 80)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-file", "parts"])
+def test_a_document_changed_behind_dbsyncs_back_is_encoded_and_decided(
+    config, embedded_store, encodings, mismatches, monkeypatch, tmp_path, split
+):
+    if split:  # the collection in several parts: their lines are merged back in key order
+        monkeypatch.setattr(parts, "MAX_FILE_BYTES", 6_000)
+        monkeypatch.setattr(parts, "TARGET_PART_BYTES", 2_000)
+    embedded_store.insert_many("pnl", docs(120))
+    export(config, embedded_store)
+    assert (len(list(config.snapshot_dir.glob("*.jsonl"))) > 1) is split
+    client = montydb.MontyClient(str(embedded_store._path))
+    pnl = client["dbsync_test"]["pnl"]
+    pnl.update_one({"_id": 5}, {"$set": {"at": "2024-06-01"}})  # older: the snapshot's wins
+    pnl.update_one({"_id": 6}, {"$set": {"at": "2026-06-01"}})  # newer: stays
+    pnl.insert_one({"_id": 500, "user": "u0", "ticker": "T00", "at": "2025-03-01"})
+    pnl.insert_one({"_id": 501, "user": "uz", "ticker": "T0", "at": "2025-03-01"})  # the last
+    pnl.delete_one({"_id": 7})
+    client.close()
+    before = documents(embedded_store)
+    shutil.copytree(embedded_store._path, tmp_path / "copy")
+    encodings.clear()
+    report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    assert sorted(encodings) == [5, 6, 500, 501] and mismatches == []
+    after = documents(embedded_store)
+
+    # the same merge of the same database, every document encoded
+    other = type(embedded_store)(tmp_path / "copy", "dbsync_test")
+    assert documents(other) == before
+    without_index(monkeypatch)
+    encodings.clear()
+    full = merge_snapshot(config, other, config.snapshot_dir, MergeOptions())
+    assert len(encodings) == len(before) == 121
+    assert outcome(report, config) == outcome(full, config)
+    assert after == documents(other)
+    other.close()
+    by_id = {d["_id"]: d for d in after}
+    assert by_id[5]["at"] == docs(1, 5)[0]["at"] and by_id[6]["at"] == "2026-06-01"
+    assert {7, 500, 501} <= set(by_id)  # two-way: the snapshot's 7 comes back, 500 stays
+    assert report.collections["pnl"].writes == 2
+
+
+def test_a_known_document_missing_from_the_synced_copy_is_read_in_full(
+    config, store, encodings, mismatches, tmp_path
+):
+    store.insert_many("pnl", docs(40))
+    export(config, store)
+    older = tmp_path / "older"
+    shutil.copytree(synced_dir(config.state_dir), older)
+    store.apply("pnl", [{**docs(1, 3)[0], "at": "2025-09-09"}], [])
+    export(config, store)  # the index knows the new version of 3, and its line
+    shutil.rmtree(synced_dir(config.state_dir))
+    shutil.copytree(older, synced_dir(config.state_dir))  # a copy without that line
+    encodings.clear()
+    report = merge_snapshot(config, store, config.snapshot_dir, MergeOptions())
+    assert len(mismatches) == 1 and "lacks lines" in mismatches[0]
+    assert len(encodings) == 40  # the database read again, every document encoded
+    counts = report.collections["pnl"]
+    assert (counts.common, counts.writes) == (40, 0)
+
+
+def test_a_changed_record_on_the_key_of_a_kept_one_is_refused_as_a_full_read_refuses_it(
+    config, store, mismatches
+):
+    store.insert_many("pnl", docs(30))
+    export(config, store)
+    store.insert_many("pnl", [{**docs(1, 3)[0], "_id": 999}])  # the key of record 3 again
+    with pytest.raises(Exception, match="is not unique"):
+        merge_snapshot(config, store, config.snapshot_dir, MergeOptions())
+    assert len(mismatches) == 1 and "shares the key" in mismatches[0]
+
+
+def test_new_rules_or_a_new_encoder_read_the_database_in_full(
+    config, store, encodings, monkeypatch
+):
+    store.insert_many("pnl", docs(20))
+    export(config, store)
+    monkeypatch.setattr(change_index, "signature", lambda rules: "another encoder")
+    encodings.clear()
+    report = merge_snapshot(config, store, config.snapshot_dir, MergeOptions())
+    assert len(encodings) == 20 and report.collections["pnl"].writes == 0
+
+
+def test_a_merge_with_nothing_new_leaves_the_synced_copy_as_it_is(config, store):
+    store.insert_many("pnl", docs(30))
+    export(config, store)
+    (copy,) = synced_dir(config.state_dir).glob("*.jsonl")
+    before = copy.stat()
+    merge_snapshot(config, store, config.snapshot_dir, MergeOptions(commit="c0ffee"))
+    after = copy.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert load_synced(config.state_dir).commit == "c0ffee"  # the commit is recorded all the same
+    store.apply("pnl", [{**docs(1, 3)[0], "at": "2025-09-09"}], [])
+    export(config, store)
+    assert copy.read_bytes() == (config.snapshot_dir / copy.name).read_bytes()
