@@ -49,6 +49,11 @@ class SpooledConflicts:
             entry: dict[str, Any] = orjson.loads(line)
             yield entry
 
+    def fileno(self) -> int:
+        """The spool's file descriptor (its entries, one JSON line each, once flushed)."""
+        self._file.flush()
+        return self._file.fileno()
+
     def close(self) -> None:
         self._closing()
 
