@@ -741,8 +741,9 @@ def merge(
         if dedupe and not dry_run:
             fold_duplicates(configuration, store, collection)
         report = run.merge(store, path, merge_options, progress())
-    if json:
-        print_json(report.to_json())
+    if json:  # streamed: a merge's conflicts may not fit in memory
+        sys.stdout.buffer.writelines(report.json_chunks())
+        sys.stdout.buffer.flush()
     else:
         render_merge(report)
 

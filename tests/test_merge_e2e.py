@@ -1,11 +1,13 @@
 """Two assets on embedded stores exchanging only snapshot files converge, losing nothing."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from dbsync.config import load_config
+from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.store import EmbeddedStore
 from dbsync.errors import DbsyncError
 from dbsync.runs.merge import MergeOptions, merge_snapshot
@@ -224,3 +226,44 @@ def test_a_record_arriving_under_an_id_another_record_holds_is_refused(tmp_path)
     assert refused.code == 4
     assert "two different records share _id" in refused.err
     assert a.ok("dump", "pnls").out == before
+
+
+def test_a_merge_spools_its_conflicts_and_every_losing_version_reaches_report_and_state(
+    tmp_path,
+):
+    count = 120
+    a = new_project(tmp_path / "a", toml=BY_ID)
+    b = new_project(tmp_path / "b", toml=BY_ID)
+    for project, profit, hour in ((a, 1.0, "09"), (b, 2.0, "10")):
+        docs = [
+            record(n, profit_usd=profit, timestamp=f"2025-07-02T{hour}:00:00") for n in range(count)
+        ]
+        add(project, tmp_path, docs, project.root.name)
+    config = load_config(cwd=a.root, environ={})
+    uri, database = config.require_database()
+    store = EmbeddedStore(Path(uri.removeprefix("embedded://")), database)
+    try:
+        report = merge_snapshot(config, store, b.root / "database_backup", MergeOptions())
+    finally:
+        store.close()
+    conflicts = report.collections["pnls"].conflicts
+    assert isinstance(conflicts, SpooledConflicts) and len(conflicts) == count
+    descriptor = conflicts.fileno()
+    assert os.pread(descriptor, os.fstat(descriptor).st_size, 0).count(b"\n") == count
+    (text,) = (a.root / "database_sync" / "reports").glob("merge_report_*.txt")
+    assert text.read_text().count("\n    lost:  ") == count
+    listed = json.loads(text.with_suffix(".json").read_text())["collections"]["pnls"]["conflicts"]
+    assert sorted(c["loser"]["user_id"] for c in listed) == sorted(f"u{n}" for n in range(count))
+    assert {c["loser"]["profit_usd"] for c in listed} == {1.0}
+    assert len(a.json("conflicts")) == count  # every losing version recorded
+
+
+def test_merge_json_streams_the_report_it_writes(tmp_path):
+    a = new_project(tmp_path / "a", toml=BY_ID)
+    b = new_project(tmp_path / "b", toml=BY_ID)
+    for project, profit in ((a, 1.0), (b, 2.0)):
+        add(project, tmp_path, [record(n, profit_usd=profit) for n in range(5)], project.root.name)
+    printed = a.ok("merge", str(b.root / "database_backup"), "--json").out
+    (written,) = (a.root / "database_sync" / "reports").glob("merge_report_*.json")
+    assert printed == written.read_text()
+    assert len(json.loads(printed)["collections"]["pnls"]["conflicts"]) == 5

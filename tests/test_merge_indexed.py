@@ -69,7 +69,9 @@ def without_index(monkeypatch):
 
 def outcome(report, config):
     """What a merge decided and backed up: its counts and its backup's pre-images."""
-    counts = {name: vars(c) for name, c in report.collections.items()}
+    counts = {
+        name: {**vars(c), "conflicts": list(c.conflicts)} for name, c in report.collections.items()
+    }
     folder = config.state_dir / "backups" / report.backup
     return counts, collection_file(folder, "pnl").read_bytes()
 

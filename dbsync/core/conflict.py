@@ -15,7 +15,7 @@ Fields listed in ``preserve`` that the winner lacks or leaves empty are taken fr
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -146,15 +146,21 @@ def _is_date(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "$date" in value
 
 
-def obvious_timestamp(documents: Sequence[JsonDoc]) -> str | None:
+def obvious_timestamp(documents: Iterable[JsonDoc]) -> str | None:
     """The field that obviously says which version is newer, if one does: a usual name
     (``TIMESTAMP_NAMES``) readable as a time in every document, else the one date field
-    present in every document. None when there is none, or more than one date field."""
-    if not documents:
+    present in every document. None when there is none, or more than one date field.
+    One pass over ``documents``: they may be streamed."""
+    names = list(TIMESTAMP_NAMES)  # the usual names still readable in every document
+    dates: list[str] | None = None  # the first document's date fields still in every document
+    for document in documents:
+        names = [name for name in names if timestamp_millis(document.get(name)) is not None]
+        if dates is None:
+            dates = [name for name, value in document.items() if _is_date(value)]
+        else:
+            dates = [name for name in dates if _is_date(document.get(name))]
+    if dates is None:
         return None
-    for name in TIMESTAMP_NAMES:
-        if all(timestamp_millis(document.get(name)) is not None for document in documents):
-            return name
-    dates = [name for name, value in documents[0].items() if _is_date(value)]
-    common = [name for name in dates if all(_is_date(doc.get(name)) for doc in documents)]
-    return common[0] if len(common) == 1 else None
+    if names:
+        return names[0]
+    return dates[0] if len(dates) == 1 else None

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from dbsync.core.conflict import resolve
 from dbsync.core.ordering import SortKey, key_values
@@ -180,6 +180,18 @@ def decide(
             yield decision
 
 
+class Conflicts(Protocol):
+    """Where a merge keeps its conflict entries (``conflict_entry``): a list by default; a merge
+    into the database spools them to a file (``dbsync.edges.conflict_spool``), since each entry
+    holds two versions of a record whole. Consumers only append, count and iterate."""
+
+    def append(self, entry: dict[str, Any], /) -> None: ...
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def __len__(self) -> int: ...
+
+
 @dataclass
 class MergeCounts:
     """The figures of a merge report for one collection, and its conflicts."""
@@ -194,7 +206,7 @@ class MergeCounts:
     deleted_locally: int = 0
     total: int = 0
     writes: int = 0
-    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: Conflicts = field(default_factory=list[dict[str, Any]])
 
     def add(self, decision: Decision, fields: Sequence[str]) -> None:
         outcome = decision.outcome

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +71,9 @@ class MergeReport:
         return "three-way" if self.base else "two-way"
 
     def to_json(self) -> dict[str, Any]:
+        return self._json(lambda counts: list(counts.conflicts))
+
+    def _json(self, conflicts: Callable[[MergeCounts], Any]) -> dict[str, Any]:
         return {
             "status": self.status,
             "time": self.time,
@@ -85,7 +90,7 @@ class MergeReport:
                     **{key: getattr(counts, key) for _, key in _FIGURES},
                     "conflicts_by_merge_driver": self._by_driver(name),
                     "status": self.status,
-                    "conflicts": counts.conflicts,
+                    "conflicts": conflicts(counts),
                 }
                 for name, counts in self.collections.items()
             },
@@ -95,9 +100,37 @@ class MergeReport:
         return self.merge_driver.conflicts.get(collection, 0) if self.merge_driver else 0
 
     def to_json_bytes(self) -> bytes:
-        return orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+        return b"".join(self.json_chunks())
+
+    def json_chunks(self) -> Iterator[bytes]:
+        """``to_json_bytes`` piece by piece (indented JSON, then a newline), each conflict read
+        from its collection's ``conflicts`` when its turn comes: memory does not grow with them.
+
+        The report is dumped with a unique mark in place of each list of conflicts, and each
+        list is written where its mark is, indented the way orjson indents it."""
+        token = uuid.uuid4().hex
+        marks: dict[bytes, MergeCounts] = {}
+
+        def mark(counts: MergeCounts) -> Any:
+            if not len(counts.conflicts):
+                return []
+            text = f"dbsync-conflicts-{token}-{len(marks)}"
+            marks[orjson.dumps(text)] = counts
+            return text
+
+        rest = orjson.dumps(self._json(mark), option=orjson.OPT_INDENT_2) + b"\n"
+        for placeholder, counts in marks.items():  # in the order the dump holds them
+            head, _, rest = rest.partition(placeholder)
+            yield head
+            line = head[head.rfind(b"\n") + 1 :]
+            yield from _json_list(counts.conflicts, len(line) - len(line.lstrip(b" ")))
+        yield rest
 
     def to_text(self) -> str:
+        return "".join(self.text_lines())
+
+    def text_lines(self) -> Iterator[str]:
+        """The text report, one line (with its newline) at a time."""
         lines = [
             f"dbsync merge report — {self.time}",
             f"asset: {self.asset}",
@@ -112,19 +145,36 @@ class MergeReport:
         lines += [f"note: {note}" for note in self.notes]
         if self.merge_driver:
             lines.append(f"merge driver: {self.merge_driver.note()}")
+        for line in lines:
+            yield line + "\n"
         for name, counts in self.collections.items():
-            lines += ["", f"[{name}]"]
-            lines += [f"  {label:32} {getattr(counts, key)}" for label, key in _FIGURES]
-            if self._by_driver(name):
-                lines.append(f"  {'conflicts by the merge driver':32} {self._by_driver(name)}")
-            lines.append(f"  {'status':32} {self.status}")
-            for conflict in counts.conflicts:
-                lines.append(
-                    f"  conflict {_text(conflict['key'])}: kept by rule '{conflict['rule']}'"
-                )
-                lines.append(f"    kept:  {_text(conflict['winner'])}")
-                lines.append(f"    lost:  {_text(conflict['loser'])}")
-        return "\n".join(lines) + "\n"
+            yield from _collection_text(name, counts, self._by_driver(name), self.status)
+
+
+def _collection_text(name: str, counts: MergeCounts, by_driver: int, status: str) -> Iterator[str]:
+    lines = ["", f"[{name}]"]
+    lines += [f"  {label:32} {getattr(counts, key)}" for label, key in _FIGURES]
+    if by_driver:
+        lines.append(f"  {'conflicts by the merge driver':32} {by_driver}")
+    lines.append(f"  {'status':32} {status}")
+    for line in lines:
+        yield line + "\n"
+    for conflict in counts.conflicts:
+        yield f"  conflict {_text(conflict['key'])}: kept by rule '{conflict['rule']}'\n"
+        yield f"    kept:  {_text(conflict['winner'])}\n"
+        yield f"    lost:  {_text(conflict['loser'])}\n"
+
+
+def _json_list(entries: Iterable[Any], indent: int) -> Iterator[bytes]:
+    """A non-empty list as ``orjson.dumps(..., option=OPT_INDENT_2)`` writes it when it opens on
+    a line indented by ``indent`` spaces (JSON strings hold no raw newline: each newline of an
+    entry's dump starts one of its lines)."""
+    pad = b"\n" + b" " * (indent + 2)
+    separator = b"["
+    for entry in entries:
+        yield separator + pad + orjson.dumps(entry, option=orjson.OPT_INDENT_2).replace(b"\n", pad)
+        separator = b","
+    yield b"\n" + b" " * indent + b"]"
 
 
 def _text(value: Any) -> str:
@@ -136,15 +186,22 @@ def tie_break_notes(collection: str, rules: Rules, counts: MergeCounts) -> list[
     because the collection has no ``timestamp`` configured, with the setting that fixes it."""
     if rules.timestamp is not None:
         return []
-    decided = [c for c in counts.conflicts if c["rule"] in (MORE_COMPLETE, LARGER_HASH)]
+    decided: dict[str, int] = {}  # conflicts decided without a timestamp, by rule
+
+    def versions() -> Iterator[dict[str, Any]]:  # one pass over the conflicts: they stream
+        for conflict in counts.conflicts:
+            if conflict["rule"] in (MORE_COMPLETE, LARGER_HASH):
+                rule = str(conflict["rule"])
+                decided[rule] = decided.get(rule, 0) + 1
+                yield from (v for v in (conflict["winner"], conflict["loser"]) if v is not None)
+
+    field = obvious_timestamp(versions())
     if not decided:
         return []
-    versions = [doc for c in decided for doc in (c["winner"], c["loser"]) if doc is not None]
-    field = obvious_timestamp(versions)
     setting = f'timestamp = "{field or "FIELD"}"'
-    rule_names = " or ".join(sorted({str(c["rule"]) for c in decided}))
+    rule_names, total = " or ".join(sorted(decided)), sum(decided.values())
     return [
-        f"{collection}: {len(decided)} conflict(s) decided by {rule_names}, not by the newer "
+        f"{collection}: {total} conflict(s) decided by {rule_names}, not by the newer "
         f"version, because no timestamp is configured for {collection}: add {setting} under "
         f"[collections.{collection}] in dbsync.toml (the field that dates a version) so that "
         "the newest version wins"

@@ -24,7 +24,7 @@ import datetime
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -451,6 +451,32 @@ class StateStore:
                 )
                 ids.append(int(cursor.lastrowid or 0))
         return ids
+
+    def insert_losing_versions(self, versions: Iterable[NewLosingVersion]) -> int:
+        """Record versions decided against, streamed, in one transaction; returns how many."""
+        time = now_text()
+        rows = (
+            (
+                time,
+                version.collection,
+                version.key,
+                version.loser,
+                version.winner_hash,
+                version.winner,
+                version.rule,
+                version.asset,
+                version.place,
+                version.report,
+            )
+            for version in versions
+        )
+        with self._db:
+            cursor = self._db.executemany(
+                "INSERT INTO losing_versions (time, collection, key, loser, winner_hash, "
+                "winner, rule, asset, place, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return int(cursor.rowcount)
 
     def losing_versions(
         self, collection: str | None = None, since: str | None = None, limit: int | None = None

@@ -33,6 +33,7 @@ from dbsync.core.merge import Decision, MergeCounts, decide
 from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import SnapshotError, write_section
+from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import atomic_writer
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
@@ -151,7 +152,7 @@ def _merge(
     our_sections, their_sections = _index("our version", ours), _index("their version", theirs)
     _check_same_collections(our_sections, their_sections)
     _check_bases(our_sections, bases)
-    counts = {name: MergeCounts() for name in our_sections}
+    counts = {name: MergeCounts(conflicts=SpooledConflicts()) for name in our_sections}
     with atomic_writer(ours) as handle:
         for name, section in our_sections.items():
             base_lines = bases[name].lines() if name in bases else None

@@ -12,6 +12,7 @@ cannot be written, the report says so and still holds every losing version.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -68,19 +69,20 @@ def record_losing_versions(
 ) -> int:
     """Record the report's losing versions; returns how many. If the state store cannot be
     written, a note in the report says so (the report itself still holds them)."""
-    versions = list(losing_versions(report, place, report_path))
-    if not versions:
+    versions = losing_versions(report, place, report_path)
+    first = next(versions, None)
+    if first is None:
         return 0
     try:
         state = open_state(state_dir)
         try:
-            state.add_losing_versions(versions)
+            return state.insert_losing_versions(itertools.chain([first], versions))
         finally:
             state.close()
     except (DbsyncError, sqlite3.Error, OSError) as error:
+        count = sum(1 for _ in losing_versions(report, place, report_path))
         report.notes.append(
-            f"the {len(versions)} losing version(s) of this merge could not be recorded in the "
+            f"the {count} losing version(s) of this merge could not be recorded in the "
             f"state store ({error}): this report is where they are kept"
         )
         return 0
-    return len(versions)

@@ -35,6 +35,7 @@ from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
 from dbsync.edges.change_index import ChangeIndex
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.parts import CollectionFiles, collection_files
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
@@ -170,7 +171,8 @@ def plan_collection(
     the folder ``backup``, else ``work``); nothing touches the database here. ``ours`` is the
     database's side: its key-sorted lines, or a snapshot file holding them."""
     ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
-    plan = CollectionPlan(name, rules, MergeCounts(), work / f"{name}.changes")
+    counts = MergeCounts(conflicts=SpooledConflicts())
+    plan = CollectionPlan(name, rules, counts, work / f"{name}.changes")
     plan.theirs = theirs
     plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
     note = plan.notes.see_document if plan.notes.wanted else None
@@ -501,6 +503,8 @@ def write_report_files(
     if report.status == SUCCESS:
         named = stem.with_suffix(".json").relative_to(config.root)  # the project may move
         record_losing_versions(config.state_dir, report, place, named)
-    stem.with_suffix(".txt").write_text(report.to_text())
-    stem.with_suffix(".json").write_bytes(report.to_json_bytes())
+    with stem.with_suffix(".txt").open("w") as text:
+        text.writelines(report.text_lines())
+    with stem.with_suffix(".json").open("wb") as json:
+        json.writelines(report.json_chunks())
     return stem
