@@ -8,7 +8,7 @@ import pytest
 
 from dbsync.config import load_config
 from dbsync.core.snapshot import encode_record
-from dbsync.edges import change_index, parts
+from dbsync.edges import change_index, indexed_reads, parts
 from dbsync.errors import SafetyRefusal
 from dbsync.runs import export as export_module
 from dbsync.runs.export import export
@@ -39,7 +39,7 @@ def encodings(monkeypatch):
         calls.append(document["_id"])
         return encode_record(document, fields, raw)
 
-    monkeypatch.setattr(export_module, "encode_record", counting)
+    monkeypatch.setattr(indexed_reads, "encode_record", counting)
     return calls
 
 

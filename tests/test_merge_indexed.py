@@ -8,10 +8,9 @@ import pytest
 
 from dbsync.config import load_config
 from dbsync.core.snapshot import encode_record
-from dbsync.edges import change_index, parts, records
+from dbsync.edges import change_index, indexed_reads, parts, records
 from dbsync.edges.backups import collection_file
 from dbsync.edges.synced import load_synced, synced_dir
-from dbsync.runs import export as export_module
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export
 from dbsync.runs.merge import MergeOptions, merge_snapshot
@@ -41,7 +40,7 @@ def encodings(monkeypatch):
         calls.append(document["_id"])
         return encode_record(document, fields, raw)
 
-    monkeypatch.setattr(export_module, "encode_record", counting)  # through the index
+    monkeypatch.setattr(indexed_reads, "encode_record", counting)  # through the index
     monkeypatch.setattr(records, "encode_record", counting)  # every document
     return calls
 
@@ -50,16 +49,16 @@ def encodings(monkeypatch):
 def mismatches(monkeypatch):
     """Each time the index's lines could not be vouched for and the merge read everything."""
     seen = []
-    indexed = export_module._indexed_lines
+    indexed = indexed_reads._indexed_lines
 
     def watched(*args):
         try:
             yield from indexed(*args)
-        except export_module.IndexMismatch as error:
+        except indexed_reads.IndexMismatch as error:
             seen.append(str(error))
             raise
 
-    monkeypatch.setattr(export_module, "_indexed_lines", watched)
+    monkeypatch.setattr(indexed_reads, "_indexed_lines", watched)
     return seen
 
 

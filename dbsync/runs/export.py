@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import os
 import tempfile
 from array import array
@@ -21,12 +20,19 @@ from dbsync.core.snapshot import (
     Header,
     SectionSummary,
     Writable,
-    encode_record,
     line_sort_key,
 )
 from dbsync.edges import git
-from dbsync.edges.change_index import ChangeIndex, Row, database_fingerprint, raw_hash
+from dbsync.edges.change_index import ChangeIndex, database_fingerprint, raw_hash
 from dbsync.edges.files import StagedFiles
+from dbsync.edges.indexed_reads import (
+    Changes,
+    IndexRows,
+    encoded_record,
+    exported_lines,
+    first_of,
+    read_changes,
+)
 from dbsync.edges.journal import refuse_over_interrupted
 from dbsync.edges.parts import (
     CollectionFiles,
@@ -40,8 +46,8 @@ from dbsync.edges.parts import (
     part_headers,
 )
 from dbsync.edges.records import KeyClashes, unique_pairs
-from dbsync.edges.snapshot_files import read_sections, sorted_lines
-from dbsync.edges.store import Store, chunks, decode_raw
+from dbsync.edges.snapshot_files import read_sections
+from dbsync.edges.store import Store, chunks
 from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.progress import NoProgress, Progress
@@ -381,7 +387,7 @@ def _write_parts(
     notes: RecordNotes | None = None,
     *,
     limit: bool = False,
-    rows: _IndexRows | None = None,
+    rows: IndexRows | None = None,
 ) -> list[SectionSummary]:
     """Stream the collection into ``layout(count)``: each record to the part of its key.
 
@@ -395,7 +401,7 @@ def _write_parts(
     name, rules = parts.writers[0].header.collection, parts.writers[0].header.rules
     clashes = KeyClashes(rules.key)
     total = store.count(name)  # once: montydb counts by decoding every document
-    pairs = _exported_lines(store, name, rules, progress, notes, rows, total)
+    pairs = exported_lines(store, name, rules, progress, notes, rows, total)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
     # While in one file, its records are kept (lines in a temporary file, key hashes in
@@ -466,77 +472,6 @@ def _synced_here(existing: CollectionFiles | None, synced: Synced | None, name: 
     return synced.digests[name] == existing.digest()
 
 
-def _exported_lines(
-    store: Store,
-    name: str,
-    rules: Rules,
-    progress: Progress,
-    notes: RecordNotes | None,
-    rows: _IndexRows | None,
-    total: int,
-) -> Iterator[tuple[SortKey, bytes]]:
-    """``collection_lines`` read as raw BSON, each document's line told to ``rows``."""
-    progress.start(f"export {name}", total)
-
-    def encoded() -> Iterator[tuple[SortKey, bytes]]:
-        for raw in store.iter_raw_documents(name):
-            key, line, flagged = _encoded(raw, rules, notes)
-            if rows is not None:
-                rows.add((raw_hash(raw), line[6:22], flagged))
-            yield key, line
-            progress.advance()
-
-    yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
-    progress.finish()
-
-
-def _encoded(raw: bytes, rules: Rules, notes: RecordNotes | None) -> tuple[SortKey, bytes, int]:
-    """A raw document's key and line, and 1 if ``notes`` noted it (0 otherwise)."""
-    document = decode_raw(raw)
-    key, line = encode_record(document, rules.key, raw)
-    if notes is None:
-        return key, line, 0
-    before = _noted(notes)
-    if notes.wanted:
-        notes.see_bson(document, key)
-    notes.see_raw(raw, document)
-    return key, line, int(_noted(notes) > before)
-
-
-def _noted(notes: RecordNotes) -> int:
-    return notes.null_key.count + notes.no_timestamp.count + notes.converted.count
-
-
-class _IndexRows:
-    """Rows for the change index, written in batches as an export goes."""
-
-    def __init__(self, index: ChangeIndex, collection: str) -> None:
-        self.index, self.collection = index, collection
-        self.batch: list[Row] = []
-
-    def add(self, row: Row) -> None:
-        self.batch.append(row)
-        if len(self.batch) >= 1000:
-            self.flush()
-
-    def flush(self) -> None:
-        self.index.add(self.collection, self.batch)
-        self.batch = []
-
-
-MISSES_HELD = 100_000
-"""Changed documents an export holds in memory before it writes the collection in full."""
-
-
-@dataclass
-class _Changes:
-    """What the database holds beside the snapshot on disk, read once."""
-
-    unchanged: set[bytes]  # line hashes of documents the index knows: taken from the snapshot
-    encoded: list[list[tuple[SortKey, bytes]]]  # the others, encoded, by part
-    rows: list[Row]  # what the index learns
-
-
 class _IndexedExport:
     """A collection exported through the change index (``export`` gives None: do it in full)."""
 
@@ -552,10 +487,10 @@ class _IndexedExport:
         self.existing = existing
         self.notes = RecordNotes(name, rules)
 
-    def rows(self) -> _IndexRows:
+    def rows(self) -> IndexRows:
         """The rows of a full export: the collection's index starts afresh."""
         self.index.reset_rows(self.name, self.rules)
-        return _IndexRows(self.index, self.name)
+        return IndexRows(self.index, self.name)
 
     def usable(self) -> bool:
         existing = self.existing
@@ -588,31 +523,12 @@ class _IndexedExport:
         deleted = len(dropped) - replaced
         return _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
 
-    def _read(self, count: int, progress: Progress) -> _Changes | None:
-        """Every document: known ones by their line hash, the others encoded (None: too many
-        changed to hold, the full export is as cheap)."""
-        changes = _Changes(set(), [[] for _ in range(count)], [])
-        held = 0
-        for batch in chunks(self.store.iter_raw_documents(self.name)):
-            hashes = [raw_hash(raw) for raw in batch]
-            known = self.index.lookup(self.name, hashes)
-            for raw, hashed in zip(batch, hashes, strict=True):
-                hit = known.get(hashed)
-                # a noted record is encoded, so that the notes say what a full export says
-                if hit is not None and not hit[1] and hit[0] not in changes.unchanged:
-                    changes.unchanged.add(hit[0])
-                    continue
-                key, line, flagged = _encoded(raw, self.rules, self.notes)
-                if hit is None:
-                    changes.rows.append((hashed, line[6:22], flagged))
-                changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
-                held += 1
-                if held > MISSES_HELD:
-                    return None
-            progress.advance(len(batch))
-        return changes
+    def _read(self, count: int, progress: Progress) -> Changes | None:
+        return read_changes(
+            self.index, self.store, self.name, self.rules, self.notes, count, progress
+        )
 
-    def _staged(self, staged: StagedFiles, folder: Path, changes: _Changes) -> _Written:
+    def _staged(self, staged: StagedFiles, folder: Path, changes: Changes) -> _Written:
         """The collection staged in its layout on disk; discarded if it cannot be kept."""
         assert self.existing is not None
         layout = StagedLayout(staged, folder, self.name, self.rules)
@@ -627,7 +543,7 @@ class _IndexedExport:
             return written
         return (*written, layout)
 
-    def _encode_lost(self, changes: _Changes) -> bool:
+    def _encode_lost(self, changes: Changes) -> bool:
         """Encode the known documents whose lines the snapshot no longer has (git changed it,
         or a merge kept this asset's version): one more read, of those only. False: the
         snapshot cannot be read, the full export rewrites it."""
@@ -646,12 +562,12 @@ class _IndexedExport:
             for raw in batch:
                 hit = known.get(raw_hash(raw))
                 if hit is not None and hit[0] in lost:
-                    key, line, _ = _encoded(raw, self.rules, None)
+                    key, line, _ = encoded_record(raw, self.rules, None)
                     changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
         return True
 
     def _write(
-        self, parts: PartWriters, changes: _Changes
+        self, parts: PartWriters, changes: Changes
     ) -> tuple[list[SectionSummary], list[bytes], int] | _Lost | None:
         """Each part: its unchanged lines, in their order, with the encoded records merged in
         (``_LOST``: some unchanged documents' lines were not found)."""
@@ -676,81 +592,6 @@ class _IndexedExport:
         return parts.finish(), dropped, replaced
 
 
-class IndexMismatch(Exception):
-    """``indexed_collection_lines`` found lines it cannot vouch for (a known document's line
-    missing from the snapshot, two records on one key): read the collection in full."""
-
-
-def indexed_collection_lines(
-    index: ChangeIndex,
-    store: Store,
-    name: str,
-    rules: Rules,
-    files: CollectionFiles | None,
-    progress: Progress,
-) -> Iterator[bytes] | None:
-    """The lines ``collection_lines`` would give, in key order, each key once, at the cost of
-    one read of the database and of ``files``: the documents the change index knows take their
-    lines from ``files`` (a snapshot this asset exported or merged), only the others are
-    encoded. None when the index does not serve (no rows for these rules, no usable snapshot,
-    too many changed documents to hold, two changed ones on one key); the stream raises
-    ``IndexMismatch`` when ``files`` lack a known document's line, or hold a line on the key
-    of a changed document: the database is then to be read in full."""
-    if files is None or files.complete() or files.rules.key != rules.key:
-        return None
-    if not index.holds(name, rules):
-        return None
-    indexed = _IndexedExport(index, name, rules, store, files)
-    progress.start(f"export {name}", files.records())
-    changes = indexed._read(files.count, progress)
-    progress.finish()
-    if changes is None:
-        return None
-    for encoded in changes.encoded:
-        encoded.sort(key=_first_of)
-        if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
-            return None
-    return _indexed_lines(files, name, rules.key, changes)
-
-
-def _indexed_lines(
-    files: CollectionFiles, name: str, fields: Sequence[str], changes: _Changes
-) -> Iterator[bytes]:
-    kept = [0]
-
-    def part(index: int, path: Path, keyed: bool) -> Iterator[tuple[SortKey, bytes]]:
-        encoded = changes.encoded[index]
-        position, end = 0, len(encoded)
-        for line in file_lines(path, name):
-            if line[6:22] not in changes.unchanged:
-                continue  # a document changed or gone since this line was written
-            kept[0] += 1
-            if position < end or keyed:  # keys only while needed
-                key = line_sort_key(line, fields)
-                while position < end and encoded[position][0] < key:
-                    yield encoded[position]
-                    position += 1
-                if position < end and encoded[position][0] == key:
-                    raise IndexMismatch(f"{name}: a changed record shares the key of a kept line")
-                yield key, line
-            else:
-                yield (), line
-        yield from encoded[position:]
-
-    if files.count == 1:
-        yield from (line for _, line in part(0, files.files[0][0], False))
-    else:
-        streams = [part(i, path, True) for i, (path, _) in enumerate(files.files)]
-        previous: SortKey | None = None
-        for key, line in heapq.merge(*streams, key=_first_of):
-            if key == previous:
-                raise IndexMismatch(f"{name}: two parts hold one key")
-            previous = key
-            yield line
-    if kept[0] != len(changes.unchanged):
-        raise IndexMismatch(f"{name}: the snapshot lacks lines of unchanged documents")
-
-
 class _Lost:
     """The snapshot lacks lines of documents the index knows: encode them, then write again."""
 
@@ -770,7 +611,7 @@ def _merge_part(
     """Write the old lines still in the database and the encoded records, in key order;
     returns how many old records an encoded one replaced and how many old lines were kept
     (None: two records share a key, for the full export to report)."""
-    encoded.sort(key=_first_of)
+    encoded.sort(key=first_of)
     if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
         return None
     position, end, replaced, kept_lines = 0, len(encoded), 0, 0
@@ -798,7 +639,3 @@ def _merge_part(
     for _, line in encoded[position:]:
         add(line)
     return replaced, kept_lines
-
-
-def _first_of(pair: tuple[SortKey, bytes]) -> SortKey:
-    return pair[0]

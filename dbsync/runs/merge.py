@@ -36,6 +36,7 @@ from dbsync.edges import backups, journal
 from dbsync.edges.change_index import ChangeIndex
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.conflict_spool import SpooledConflicts
+from dbsync.edges.indexed_reads import IndexMismatch, indexed_collection_lines
 from dbsync.edges.parts import CollectionFiles, collection_files
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
@@ -44,7 +45,6 @@ from dbsync.edges.store import ChangeCounts, Store
 from dbsync.edges.synced import is_tracked_snapshot, save_synced, synced_dir
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs.export import IndexMismatch, indexed_collection_lines
 from dbsync.runs.losing import MERGE, record_losing_versions
 
 BATCH = 1000
