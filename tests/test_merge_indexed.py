@@ -7,22 +7,13 @@ import montydb
 import pytest
 
 from dbsync.config import load_config
-from dbsync.core.snapshot import encode_record
 from dbsync.edges import change_index, indexed_reads, parts, records
 from dbsync.edges.backups import collection_file
 from dbsync.edges.synced import load_synced, synced_dir
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export
 from dbsync.runs.merge import MergeOptions, merge_snapshot
-
-TOML = 'database = "dbsync_test"\n[collections.pnl]\nkey = ["user", "ticker"]\ntimestamp = "at"\n'
-
-
-def docs(n, start=0):
-    return [
-        {"_id": i, "user": f"u{i % 7}", "ticker": f"T{i}", "at": f"2025-01-{1 + i % 28:02d}"}
-        for i in range(start, start + n)
-    ]
+from tests.indexed_helpers import TOML, count_encodings, docs
 
 
 @pytest.fixture
@@ -34,15 +25,7 @@ def config(tmp_path):
 @pytest.fixture
 def encodings(monkeypatch):
     """The ``_id`` of every document encoded into a record line (by the index or in full)."""
-    calls = []
-
-    def counting(document, fields, raw=None):
-        calls.append(document["_id"])
-        return encode_record(document, fields, raw)
-
-    monkeypatch.setattr(indexed_reads, "encode_record", counting)  # through the index
-    monkeypatch.setattr(records, "encode_record", counting)  # every document
-    return calls
+    return count_encodings(monkeypatch, indexed_reads, records)
 
 
 @pytest.fixture

@@ -242,6 +242,27 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+_INSERT_LOSING = (
+    "INSERT INTO losing_versions (time, collection, key, loser, winner_hash, "
+    "winner, rule, asset, place, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _losing_row(time: str, version: NewLosingVersion) -> tuple[object, ...]:
+    return (
+        time,
+        version.collection,
+        version.key,
+        version.loser,
+        version.winner_hash,
+        version.winner,
+        version.rule,
+        version.asset,
+        version.place,
+        version.report,
+    )
+
+
 class StateStore:
     """The open state database. Every method is one transaction."""
 
@@ -433,49 +454,16 @@ class StateStore:
         time = now_text()
         with self._db:
             for version in versions:
-                cursor = self._db.execute(
-                    "INSERT INTO losing_versions (time, collection, key, loser, winner_hash, "
-                    "winner, rule, asset, place, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        time,
-                        version.collection,
-                        version.key,
-                        version.loser,
-                        version.winner_hash,
-                        version.winner,
-                        version.rule,
-                        version.asset,
-                        version.place,
-                        version.report,
-                    ),
-                )
+                cursor = self._db.execute(_INSERT_LOSING, _losing_row(time, version))
                 ids.append(int(cursor.lastrowid or 0))
         return ids
 
     def insert_losing_versions(self, versions: Iterable[NewLosingVersion]) -> int:
         """Record versions decided against, streamed, in one transaction; returns how many."""
         time = now_text()
-        rows = (
-            (
-                time,
-                version.collection,
-                version.key,
-                version.loser,
-                version.winner_hash,
-                version.winner,
-                version.rule,
-                version.asset,
-                version.place,
-                version.report,
-            )
-            for version in versions
-        )
         with self._db:
-            cursor = self._db.executemany(
-                "INSERT INTO losing_versions (time, collection, key, loser, winner_hash, "
-                "winner, rule, asset, place, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            rows = (_losing_row(time, version) for version in versions)
+            cursor = self._db.executemany(_INSERT_LOSING, rows)
         return int(cursor.rowcount)
 
     def losing_versions(
