@@ -1,4 +1,4 @@
-"""One dbsync run at a time per asset: an ``flock`` on ``database_sync/dbsync.edges.lock``.
+"""One dbsync run at a time per asset: an ``flock`` on ``database_sync/dbsync.lock``.
 
 The operating system releases an ``flock`` when its process dies, however it dies, so there is
 never a stale lock to clean up. The file also says who holds the lock (pid, host, command,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dbsync.errors import SafetyRefusal
 
-LOCK_FILE = "dbsync.edges.lock"
+LOCK_FILE = "dbsync.lock"
 TOKEN_VARIABLE = "DBSYNC_LOCK_TOKEN"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.05
