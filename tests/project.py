@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ import pytest
 from tests.cli_helpers import DATA
 
 DBSYNC = str(Path(sys.executable).parent / "dbsync")
+
+
+def _ctrl_c_as_at_a_terminal() -> None:
+    """SIGINT back to its default in the child: a suite started in the background by a shell
+    without job control inherits SIGINT ignored, and Python then installs no Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -55,6 +62,7 @@ class Project:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_ctrl_c_as_at_a_terminal,
         )
 
     def json(self, *args: str, expect: int | None = 0):
