@@ -26,6 +26,7 @@ from dbsync.runs.log import (
     Version,
     field_diffs,
     find_record,
+    index_new_commits,
     key_readings,
     mark_recreations,
     record_log,
@@ -452,3 +453,59 @@ def test_the_cli_log_fills_the_index_beside_the_state_store(
     assert (repo.root / "database_sync" / INDEX_FILE).is_file()
     assert versions(repo, "r11") == found
     assert [v["event"] for v in found][:2] == ["changed", "re-created"]
+
+
+def test_the_hooks_fill_the_log_index_so_a_first_log_computes_nothing(
+    pair: tuple[Repo, Repo],
+) -> None:
+    """Every commit of the snapshot this clone saw came through a hook (pre-push's own commit,
+    a pull, a commit made by hand): the first ``dbsync log`` finds every pair indexed."""
+    a, b = pair
+    a.import_records(RECORDS)
+    a.push_snapshot()
+    record = RECORDS[4]
+    edit(a, record, profit_usd=1.5, timestamp="2025-06-01T00:00:00")
+    b.git("pull")  # post-merge: a's commits
+    edit(b, record, profit_usd=2.5, timestamp="2025-06-02T00:00:00")
+    a.git("pull")
+    a.import_records([{**record, "note": "by hand", "timestamp": "2025-06-03T00:00:00"}], "upsert")
+    a.dbsync("export")
+    a.git("add", "database_backup")
+    a.git("commit", "-q", "-m", "a snapshot committed by hand")  # post-commit
+    a.git("push")
+    b.git("pull")
+
+    for repo in (a, b):
+        index_file = repo.root / "database_sync" / INDEX_FILE
+        assert index_file.is_file()
+        first = record_logs(repo.root, record["_id"])
+        assert first.pairs_computed == 0, repo.root
+        assert first.to_json() == record_logs(repo.root, record["_id"], use_index=False).to_json()
+        assert [v.subject for v in first.versions][:1] == ["a snapshot committed by hand"]
+        assert len(first.versions) == 4
+        index_file.unlink()  # without what the hooks kept, the same log computes the pairs
+        assert record_logs(repo.root, record["_id"]).pairs_computed == 3
+
+
+def test_a_hook_indexes_at_most_its_budget_and_never_fails_on_the_index(
+    pair: tuple[Repo, Repo],
+) -> None:
+    a, b = pair
+    a.import_records(RECORDS)
+    a.push_snapshot()
+    for step in range(3):
+        edit(a, RECORDS[step], timestamp=f"2025-06-0{step + 1}T00:00:00")
+    b.git("pull")
+    config = load_config(cwd=b.root)
+    (b.root / "database_sync" / INDEX_FILE).unlink()
+    root_commit = b.git("rev-list", "--max-parents=0", "HEAD").out.split()
+    assert index_new_commits(config, root_commit, budget=2) == 2
+    assert index_new_commits(config, root_commit) == 1  # the rest; the two known are skipped
+    assert index_new_commits(config, root_commit) == 0
+    index_file = b.root / "database_sync" / INDEX_FILE
+    index_file.unlink()
+    index_file.mkdir()  # no index can be kept here: a pull still merges and succeeds
+    edit(a, RECORDS[5], timestamp="2025-06-09T00:00:00")
+    pulled = b.git("pull")
+    assert "merged database_backup into the database" in pulled.err
+    assert any(RECORDS[5]["_id"] in line and "2025-06-09" in line for line in b.dump())

@@ -118,6 +118,12 @@ def rev_parse(worktree: Path, revision: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def parents(worktree: Path, revision: str = "HEAD") -> list[str]:
+    """The parents of the commit ``revision`` names (none: a root commit, or no such commit)."""
+    result = run_git(["log", "-1", "--format=%P", revision, "--"], worktree, check=False)
+    return result.stdout.split() if result.returncode == 0 else []
+
+
 def is_ancestor(worktree: Path, ancestor: str, descendant: str) -> bool:
     """Whether ``descendant`` descends from ``ancestor`` (an unknown commit descends from none)."""
     result = run_git(["merge-base", "--is-ancestor", ancestor, descendant], worktree, check=False)
@@ -215,16 +221,18 @@ def parse_log_record(text: str) -> LoggedCommit:
 
 
 def log_commits(
-    worktree: Path, paths: Sequence[str], start: str = "HEAD"
+    worktree: Path, paths: Sequence[str], start: str = "HEAD", *, since: Sequence[str] = ()
 ) -> Generator[LoggedCommit, None, None]:
     """The commits reachable from ``start`` that changed ``paths`` (pathspecs), newest first,
-    streamed: stopping early stops git. Parents are rewritten to the logged commits (git's
-    history simplification), so a commit's parents are the versions it changed."""
+    streamed: stopping early stops git; with ``since``, only those not reachable from these
+    commits. Parents are rewritten to the logged commits (git's history simplification), so a
+    commit's parents are the versions it changed."""
     args = [
         "log",
         "--parents",
         f"--format=%H %P{_FIELD}%aI{_FIELD}%an{_FIELD}%s",
         start,
+        *(f"^{commit}" for commit in since),
         "--",
         *paths,
     ]

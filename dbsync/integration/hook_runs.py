@@ -7,6 +7,8 @@
   ancestor (PRODUCT.md §4); a rebase or an amend first moves the synced commit to its rewrite.
   A merge that fails never fails the git command: git has already moved on, so the hook says
   the merge is pending and how to retry it, and exits 0.
+* every hook that saw new commits of the snapshot (pre-push's own, a pull's, a rebase's, any
+  commit's) adds them to the log index, best effort, so that ``dbsync log`` finds them indexed.
 
 Git runs hooks at the root of the work tree, so the configuration is found from there. A
 repository without ``dbsync.toml`` (hooks installed through a global ``core.hooksPath``, say) is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dbsync.config import Config
@@ -26,6 +29,7 @@ from dbsync.edges.synced import follow_rewrite, save_synced
 from dbsync.errors import DatabaseUnreachable, UsageError
 from dbsync.integration.merge_driver import queued_driver_decisions
 from dbsync.runs.export import ExportedCollection, export, exported_sections
+from dbsync.runs.log import index_new_commits
 from dbsync.runs.losing import HOOK
 from dbsync.runs.merge import MergeOptions
 from dbsync.runs.pending import base_for, queue_pending
@@ -88,6 +92,7 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
     message = f"dbsync: {config.asset} snapshot ({records} records)"
     commit = git.commit_path(config.root, _snapshot_path(config), message)
     save_synced(config.state_dir, exported_sections(exported), commit)
+    index_log(config, git.parents(config.root, commit))
     return HookOutcome(
         1,
         [
@@ -115,7 +120,10 @@ def post_merge(config: Config, *, squash: bool) -> HookOutcome:
         if not git.has_changes(config.root, _snapshot_path(config)):
             return HookOutcome()
         return merge_into_database(config, None)
-    return _merge_if_changed(config, git.rev_parse(config.root, "ORIG_HEAD"))
+    before = git.rev_parse(config.root, "ORIG_HEAD")
+    outcome = _merge_if_changed(config, before)
+    index_log(config, [before] if before else [])
+    return outcome
 
 
 def rewritten_commits(pairs: list[str]) -> dict[str, str]:
@@ -136,8 +144,11 @@ def post_rewrite(config: Config, pairs: list[str], *, rebase: bool = True) -> Ho
     before = before or last
     follow_rewrite(config.state_dir, config.root, _snapshot_path(config), rewritten, before)
     if not rebase:
+        index_log(config, git.parents(config.root))
         return HookOutcome()
-    return _merge_if_changed(config, before)
+    outcome = _merge_if_changed(config, before)
+    index_log(config, [before] if before else [])
+    return outcome
 
 
 def is_cherry_pick(reflog_subject: str) -> bool:
@@ -148,11 +159,14 @@ def is_cherry_pick(reflog_subject: str) -> bool:
 def post_commit(config: Config) -> HookOutcome:
     """After a commit: only a cherry-pick brings another asset's snapshot (git runs no other
     hook for it). HEAD descends from the commit this asset synced at, so the merge of the
-    picked snapshot is three-way, deletions included; other commits are left alone."""
+    picked snapshot is three-way, deletions included; other commits are not merged. Any
+    commit that changed the snapshot goes into the log index."""
     subject = git.run_git(["reflog", "-1", "--format=%gs", "HEAD"], config.root, check=False)
-    if not is_cherry_pick(subject.stdout.strip()):
-        return HookOutcome()
-    return _merge_if_changed(config, git.rev_parse(config.root, "HEAD^"))
+    outcome = HookOutcome()
+    if is_cherry_pick(subject.stdout.strip()):
+        outcome = _merge_if_changed(config, git.rev_parse(config.root, "HEAD^"))
+    index_log(config, git.parents(config.root))
+    return outcome
 
 
 def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
@@ -179,6 +193,15 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
     summary = merge_summary(config, report, driven.total if driven else 0)
     lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
     return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
+
+
+def index_log(config: Config, since: Sequence[str]) -> None:
+    """The log index learns the commits HEAD has and ``since`` has not. Best effort: the index
+    is a cache, and whatever fails here costs only a slower first ``dbsync log``."""
+    try:
+        index_new_commits(config, since)
+    except Exception:  # a cache: the hook's own work is done and must not be failed by it
+        pass
 
 
 def _warn(message: str) -> None:

@@ -329,6 +329,13 @@ class PairSource:
         self.index.close()
 
 
+def folder_entries(reader: git.ObjectReader, commit: str, folder: str) -> dict[str, str]:
+    """The snapshot folder's files at ``commit``: name → blob id (none: no such folder)."""
+    spec = f"{commit}:{folder}" if folder else f"{commit}^{{tree}}"
+    tree = reader.read(spec)
+    return {e.name: e.sha for e in git.parse_tree(tree[1])} if tree else {}
+
+
 class VersionFinder:
     """The record (one line per reading of the key) at any commit, reading each blob once;
     with ``pairs``, whether a commit changed it is read from the log index, and blobs only
@@ -368,10 +375,7 @@ class VersionFinder:
         found = self._trees.get(commit)
         if found is None:
             self.commits_read += 1
-            spec = f"{commit}:{self.folder}" if self.folder else f"{commit}^{{tree}}"
-            tree = self.reader.read(spec)
-            found = {e.name: e.sha for e in git.parse_tree(tree[1])} if tree else {}
-            self._trees[commit] = found
+            found = self._trees[commit] = folder_entries(self.reader, commit, self.folder)
         return found
 
     def version_lines(
@@ -660,6 +664,68 @@ def _first_reading_with_history(
         commits.close()
         return index, versions, older
     return None
+
+
+HOOK_PAIRS = 64
+"""Pairs one hook adds to the log index at most: a pull of hundreds of commits makes its hook
+no slower than this many (the first ``dbsync log`` over them computes the rest)."""
+
+
+def index_new_commits(config: Config, since: Sequence[str], *, budget: int = HOOK_PAIRS) -> int:
+    """Add to the log index the pairs of the commits reachable from HEAD, not from ``since``,
+    that changed a collection's files: each file against the same file at each parent, newest
+    commits first. The hooks run it for what a commit, a push or a pull brought, so that a
+    ``dbsync log`` finds the history this clone has seen indexed. Returns the pairs computed."""
+    root, folder = snapshot_folder_in_git(config)
+    with git.ObjectReader(root) as reader:
+        pairs = PairSource(LogIndex.open(config.state_dir), reader)
+        try:
+            for collection in sorted(collection_files(config.snapshot_dir)):
+                room = budget - pairs.pairs_computed
+                if room <= 0:
+                    break
+                fields = config.rules(collection).key
+                commits = git.log_commits(root, pathspecs(folder, collection), since=since)
+                found = _unknown_pairs(pairs, folder, collection, commits, fields, room)
+                commits.close()
+                pairs.fill(list(reversed(found)), fields)
+        finally:
+            pairs.close()
+    return pairs.pairs_computed
+
+
+def _unknown_pairs(
+    pairs: PairSource,
+    folder: str,
+    collection: str,
+    commits: Iterator[git.LoggedCommit],
+    fields: Sequence[str],
+    room: int,
+) -> list[tuple[str, str]]:
+    """Up to ``room`` (parent blob, commit blob) pairs of the collection's files that the index
+    does not know, newest commit first."""
+    stem = snapshot_filename(collection)[: -len(".jsonl")]
+    names = re.compile(re.escape(stem) + r"(\.part-\d+-of-\d+)?\.jsonl")
+    trees: dict[str, dict[str, str]] = {}
+
+    def entries(commit: str) -> dict[str, str]:
+        if commit not in trees:
+            trees[commit] = folder_entries(pairs.reader, commit, folder)
+        return trees[commit]
+
+    found: dict[tuple[str, str], None] = {}
+    for commit in commits:
+        for parent in commit.parents:
+            before = entries(parent)
+            for name, sha in entries(commit.sha).items():
+                old = before.get(name)
+                if old is None or old == sha or not names.fullmatch(name):
+                    continue
+                if not pairs.index.known(old, sha, fields):
+                    found[(old, sha)] = None
+        if len(found) >= room:
+            break
+    return list(found)[:room]
 
 
 def version_at(config: Config, collection: str, key: RecordKey, commit: str) -> tuple[str, JsonDoc]:
