@@ -344,26 +344,6 @@ _PLAIN_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLA
 _Fragment = orjson.Fragment  # JSON bytes orjson copies as they are: no dict to build and walk
 
 
-def _decimal_fragment(value: Decimal128) -> orjson.Fragment:
-    return _Fragment(b'{"$numberDecimal":"%s"}' % decimal128_text(value).encode())
-
-
-def _bytes_fragment(value: bytes) -> orjson.Fragment:
-    text = binascii.b2a_base64(value, newline=False)
-    return _Fragment(b'{"$binary":{"base64":"%s","subType":"00"}}' % text)
-
-
-def _binary_fragment(value: Binary) -> orjson.Fragment:
-    text = binascii.b2a_base64(value, newline=False)
-    return _Fragment(b'{"$binary":{"base64":"%s","subType":"%02x"}}' % (text, value.subtype))
-
-
-_PLAIN_TYPES: dict[type, Callable[[Any], Any]] = {
-    Decimal128: _decimal_fragment,
-    bytes: _bytes_fragment,
-    Binary: _binary_fragment,
-}
-
 _TYPE_BYTES = frozenset([*range(0x01, 0x14), 0x7F, 0xFF])  # what precedes a BSON field name
 _NEXT_BYTES = _TYPE_BYTES | {0x00}  # what follows a value: the next type byte, or the end
 
@@ -415,8 +395,9 @@ def plain_document(value: Any) -> bool:
 def _plain_default(value: Any) -> JsonValue:
     """orjson's callback for the types it has not (and Int64, a subclass it is told to pass).
 
-    The usual types are written here, without a second call: orjson calls this for every
-    ObjectId, Int64 and date, and a Python call is most of what each costs.
+    The usual types are written here as ``orjson.Fragment`` bytes, the walk's wrappers as text,
+    without a call per type: orjson calls this for every ObjectId, Int64, date, Decimal128 and
+    binary, and a Python call is a good part of what each costs.
     """
     kind = type(value)
     if kind is ObjectId:
@@ -425,8 +406,15 @@ def _plain_default(value: Any) -> JsonValue:
         return _Fragment(b'{"$numberLong":"%d"}' % value)
     if kind is datetime.datetime and value.tzinfo is None:  # as pymongo decodes: naive UTC
         return _Fragment(b'{"$date":{"$numberLong":"%d"}}' % ((value - _EPOCH) // _ONE_MS))
-    encode = _PLAIN_TYPES.get(kind)
-    return encode(value) if encode is not None else _SNAPSHOT.value(value)
+    if kind is Decimal128:
+        return _Fragment(b'{"$numberDecimal":"%s"}' % decimal128_text(value).encode())
+    if kind is bytes:
+        text = binascii.b2a_base64(value, newline=False)
+        return _Fragment(b'{"$binary":{"base64":"%s","subType":"00"}}' % text)
+    if kind is Binary:
+        text = binascii.b2a_base64(value, newline=False)
+        return _Fragment(b'{"$binary":{"base64":"%s","subType":"%02x"}}' % (text, value.subtype))
+    return _SNAPSHOT.value(value)
 
 
 def encode_plain(doc: Mapping[str, Any]) -> bytes:
