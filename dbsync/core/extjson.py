@@ -356,8 +356,8 @@ def plain_bson(raw: bytes) -> bool:
     type byte then ``$``; a NaN or an infinity ends in the bytes ``[f0-ff][7f|ff]`` (all
     exponent bits set), then comes a type byte or the end of its document. Each is looked for
     with ``find`` (in C); a ``$`` inside a string or a 0x7f byte of an ObjectId costs a second
-    look, and a document that merely might hold one (bytes of a random binary) takes the walk,
-    which is exact.
+    look, and a document that merely might hold one (bytes of a random binary) is asked of
+    ``plain_document``, which is exact.
     """
     if 0x24 not in raw and 0x7F not in raw and 0xFF not in raw:  # most documents: 3 memchr
         return True  # (an int, not b"$": ``in`` a bytes needle is 6x slower, measured)
