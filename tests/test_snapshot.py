@@ -470,6 +470,15 @@ def test_property_whatever_export_writes_reads_back_to_the_same_document(doc):
 )
 def test_plain_bson_never_clears_a_nan_or_a_dollar_field_name(doc):
     assert not extjson.plain_bson(bson.encode(doc))
+    assert not extjson.plain_document(decode_raw(bson.encode(doc)))
+
+
+def test_plain_document_clears_binary_bytes_that_look_like_a_dollar_name_or_a_nan():
+    lookalike = b"\x02$a" + b"\xf8\x7f\x01"  # a string's type byte then "$"; a NaN's last bytes
+    stored = decode_raw(bson.encode({"_id": 1, "payload": lookalike, "f": 1.5}))
+    assert not extjson.plain_bson(bson.encode(stored))
+    assert extjson.plain_document(stored)
+    assert extjson.encode_plain(stored) == extjson.encode_document(stored)
 
 
 def test_plain_bson_clears_a_dollar_inside_a_string():
@@ -492,7 +501,7 @@ def test_property_the_raw_fast_path_gives_the_walks_line_and_key(doc, fields):
 def test_property_encode_plain_writes_what_the_walk_writes(fields):
     raw = bson.encode({"_id": 1, **fields})
     stored = decode_raw(raw)
-    if extjson.plain_bson(raw):
+    if extjson.plain_bson(raw) or extjson.plain_document(stored):
         assert extjson.encode_plain(stored) == extjson.encode_document(stored)
 
 

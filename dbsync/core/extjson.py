@@ -23,7 +23,6 @@ import binascii
 import datetime
 import math
 import re
-import struct
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,7 +43,6 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime.datetime(1970, 1, 1)
 _ONE_MS = datetime.timedelta(milliseconds=1)
-_UNPACK_BID = struct.Struct("<QQ").unpack
 _DECIMAL_INFINITY = 0x7800000000000000  # these bits set: NaN, sNaN or an infinity
 _DECIMAL_LARGE_FORM = 0x6000000000000000
 _DECIMAL_BIAS = 6176
@@ -144,7 +142,7 @@ def decimal128_text(value: Decimal128) -> str:
     as the General Decimal Arithmetic's to-scientific-string says (what ``str(Decimal)`` does).
     NaN and infinities are rare: pymongo says them.
     """
-    low, high = _UNPACK_BID(value.bid)
+    high, low = value.__getstate__()  # the two halves as ints: ``bid`` packs them to bytes
     if (high & _DECIMAL_INFINITY) == _DECIMAL_INFINITY:
         return str(value)
     if (high & _DECIMAL_LARGE_FORM) == _DECIMAL_LARGE_FORM:  # a coefficient past 34 digits: 0
@@ -346,42 +344,6 @@ _PLAIN_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLA
 _Fragment = orjson.Fragment  # JSON bytes orjson copies as they are: no dict to build and walk
 
 
-def _oid_fragment(value: ObjectId) -> orjson.Fragment:
-    return _Fragment(b'{"$oid":"%s"}' % value.binary.hex().encode())
-
-
-def _int64_fragment(value: Int64) -> orjson.Fragment:
-    return _Fragment(b'{"$numberLong":"%d"}' % value)
-
-
-def _date_fragment(value: datetime.datetime) -> Any:
-    if value.tzinfo is not None:
-        return _date(value)
-    return _Fragment(b'{"$date":{"$numberLong":"%d"}}' % ((value - _EPOCH) // _ONE_MS))
-
-
-def _decimal_fragment(value: Decimal128) -> orjson.Fragment:
-    return _Fragment(b'{"$numberDecimal":"%s"}' % decimal128_text(value).encode())
-
-
-def _bytes_fragment(value: bytes) -> orjson.Fragment:
-    text = binascii.b2a_base64(value, newline=False)
-    return _Fragment(b'{"$binary":{"base64":"%s","subType":"00"}}' % text)
-
-
-def _binary_fragment(value: Binary) -> orjson.Fragment:
-    text = binascii.b2a_base64(value, newline=False)
-    return _Fragment(b'{"$binary":{"base64":"%s","subType":"%02x"}}' % (text, value.subtype))
-
-
-_PLAIN_TYPES: dict[type, Callable[[Any], Any]] = {
-    ObjectId: _oid_fragment,
-    Int64: _int64_fragment,
-    datetime.datetime: _date_fragment,
-    Decimal128: _decimal_fragment,
-    bytes: _bytes_fragment,
-    Binary: _binary_fragment,
-}
 _TYPE_BYTES = frozenset([*range(0x01, 0x14), 0x7F, 0xFF])  # what precedes a BSON field name
 _NEXT_BYTES = _TYPE_BYTES | {0x00}  # what follows a value: the next type byte, or the end
 
@@ -394,8 +356,8 @@ def plain_bson(raw: bytes) -> bool:
     type byte then ``$``; a NaN or an infinity ends in the bytes ``[f0-ff][7f|ff]`` (all
     exponent bits set), then comes a type byte or the end of its document. Each is looked for
     with ``find`` (in C); a ``$`` inside a string or a 0x7f byte of an ObjectId costs a second
-    look, and a document that merely might hold one (bytes of a random binary) takes the walk,
-    which is exact.
+    look, and a document that merely might hold one (bytes of a random binary) is asked of
+    ``plain_document``, which is exact.
     """
     if 0x24 not in raw and 0x7F not in raw and 0xFF not in raw:  # most documents: 3 memchr
         return True  # (an int, not b"$": ``in`` a bytes needle is 6x slower, measured)
@@ -413,10 +375,46 @@ def plain_bson(raw: bytes) -> bool:
     return True
 
 
+def plain_document(value: Any) -> bool:
+    """What ``plain_bson`` looks for, told exactly from the decoded document: no ``$``-prefixed
+    field name at any depth, no NaN or infinity.
+
+    A call per value, so asked only of the bytes ``plain_bson`` could not clear: random binary
+    bytes can look like a ``$`` name or a NaN, and the walk it spares costs several times more.
+    """
+    kind = type(value)
+    if kind is float:
+        return bool(value - value == 0.0)
+    if kind is dict:
+        return not has_dollar_key(value) and all(map(plain_document, value.values()))
+    if kind is list:
+        return all(map(plain_document, value))
+    return True  # anything else orjson hands back to ``_plain_default``, which writes as the walk
+
+
 def _plain_default(value: Any) -> JsonValue:
-    """orjson's callback for the types it has not (and Int64, a subclass it is told to pass)."""
-    encode = _PLAIN_TYPES.get(type(value))
-    return encode(value) if encode is not None else _SNAPSHOT.value(value)
+    """orjson's callback for the types it has not (and Int64, a subclass it is told to pass).
+
+    The usual types are written here as ``orjson.Fragment`` bytes, the walk's wrappers as text,
+    without a call per type: orjson calls this for every ObjectId, Int64, date, Decimal128 and
+    binary, and a Python call is a good part of what each costs.
+    """
+    kind = type(value)
+    if kind is ObjectId:
+        return _Fragment(b'{"$oid":"%s"}' % binascii.hexlify(value.binary))
+    if kind is Int64:
+        return _Fragment(b'{"$numberLong":"%d"}' % value)
+    if kind is datetime.datetime and value.tzinfo is None:  # as pymongo decodes: naive UTC
+        return _Fragment(b'{"$date":{"$numberLong":"%d"}}' % ((value - _EPOCH) // _ONE_MS))
+    if kind is Decimal128:
+        return _Fragment(b'{"$numberDecimal":"%s"}' % decimal128_text(value).encode())
+    if kind is bytes:
+        text = binascii.b2a_base64(value, newline=False)
+        return _Fragment(b'{"$binary":{"base64":"%s","subType":"00"}}' % text)
+    if kind is Binary:
+        text = binascii.b2a_base64(value, newline=False)
+        return _Fragment(b'{"$binary":{"base64":"%s","subType":"%02x"}}' % (text, value.subtype))
+    return _SNAPSHOT.value(value)
 
 
 def encode_plain(doc: Mapping[str, Any]) -> bytes:

@@ -153,8 +153,13 @@ def native_key(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], SortKey
         name = fields[0]
 
         def one(doc: Mapping[str, Any]) -> SortKey:
-            value = doc.get(name)
-            return ((4, value) if type(value) is str else native_sort_value(value),)
+            value: Any = doc.get(name)
+            kind = type(value)
+            if kind is str:
+                return ((4, value),)
+            if kind is ObjectId:
+                return ((8, value.binary.hex()),)
+            return (native_sort_value(value),)
 
         return one
 
@@ -165,7 +170,12 @@ def native_key(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], SortKey
             values = values_of(doc)
         except KeyError:  # a missing field is null
             values = tuple(map(doc.get, fields))
-        return tuple(map(native_sort_value, values))  # map: no comprehension frame
+        # A loop in this frame, strings inline: half the time of a call per value (or of a
+        # comprehension's own frame) on Python 3.11, and key fields are mostly strings.
+        key = []
+        for value in values:
+            key.append((4, value) if type(value) is str else native_sort_value(value))
+        return tuple(key)
 
     return many
 

@@ -97,11 +97,12 @@ def encode_record(
     """A database document as its sort key and its record line.
 
     ``raw``: the BSON the document was decoded from by ``store.decode_raw``, when the store
-    gave it. When its bytes show nothing the walk must see to (``extjson.plain_bson``), orjson
-    writes the document whole and the key is read from the document's own values: the same
-    line and key, without building the JSON values of every field.
+    gave it. When it holds nothing the walk must see to (its bytes show none, ``plain_bson``,
+    or, when they could, its values show none, ``plain_document``), orjson writes the document
+    whole and the key is read from the document's own values: the same line and key, without
+    building the JSON values of every field.
     """
-    if raw is not None and extjson.plain_bson(raw):
+    if raw is not None and (extjson.plain_bson(raw) or extjson.plain_document(doc)):
         native_key = _LAST_KEY[1] if fields is _LAST_KEY[0] else _native_key_for(fields)
         if native_key is not None:
             body = extjson.encode_plain(doc)
