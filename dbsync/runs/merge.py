@@ -33,7 +33,7 @@ from dbsync.core.report import (
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
-from dbsync.edges.change_index import ChangeIndex
+from dbsync.edges.change_index import ChangeIndex, holds_exported
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.indexed_reads import IndexMismatch, indexed_collection_lines
@@ -193,6 +193,37 @@ def plan_collection(
         writer.close()
     plan.backup_bytes = writer.backup_bytes()
     plan.moves = moves
+    return plan
+
+
+def _holds_snapshot(
+    index: ChangeIndex, store: Store, name: str, rules: Rules, theirs: SourceSection
+) -> bool:
+    """Whether the database holds exactly the records of ``theirs`` (a snapshot directory's
+    collection), as the change index tells without reading a document."""
+    if theirs.files is None:
+        return False
+    return holds_exported(index, store, name, rules, theirs.files.digest())
+
+
+def unchanged_plan(
+    name: str, rules: Rules, theirs: SourceSection, work: Path, backup: Path
+) -> CollectionPlan:
+    """The plan of a collection the database already holds record for record: every record
+    common, nothing to write (whatever the base: a record the same on both sides stays), and
+    the backup of no change. The database is not read, nor the snapshot walked again (it was
+    verified deeply)."""
+    files = theirs.files
+    records = files.records() if files is not None else None
+    if records is None:
+        raise InvalidInput(f"{theirs.path}: the snapshot of {name} has no trailer")
+    counts = MergeCounts(common=records, total=records, conflicts=SpooledConflicts())
+    plan = CollectionPlan(name, rules, counts, work / f"{name}.changes", ours_count=records)
+    plan.theirs = theirs
+    plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
+    writer = ChangeWriter(plan.spool, backups.collection_file(backup, name), Header(name, rules))
+    writer.close()
+    plan.backup_bytes = writer.backup_bytes()
     return plan
 
 
@@ -396,6 +427,8 @@ def _plan_one(
     """One collection's plan. The database's side comes through the change index when it
     serves (only changed documents are encoded), else from every document encoded."""
     index, files = indexed
+    if index is not None and _holds_snapshot(index, store, name, rules, theirs[name]):
+        return unchanged_plan(name, rules, theirs[name], work, folder)
     clashes = KeyClashes(rules.key)
     lines = None
     if index is not None:
