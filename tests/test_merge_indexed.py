@@ -7,6 +7,7 @@ import montydb
 import pytest
 
 from dbsync.config import load_config
+from dbsync.core import snapshot
 from dbsync.core.snapshot import SnapshotError
 from dbsync.edges import change_index, indexed_reads, parts, records
 from dbsync.edges.backups import collection_file
@@ -249,3 +250,72 @@ def test_a_damaged_snapshot_of_an_unchanged_database_is_refused_with_nothing_wri
     assert refused.value.exit_code == 4 and f"{path}:" in str(refused.value)
     assert seen == [] and documents(embedded_store) == before
     assert sorted((config.state_dir / "backups").glob("*")) == backups_before
+
+
+@pytest.fixture
+def deep_checks(monkeypatch):
+    """The snapshot lines verified deeply (hashes, types, canonical form, order), by line."""
+    seen = []
+    checker = snapshot._Checker
+    original = checker.deep_problem
+
+    def counting(self, line, number):
+        seen.append(line)
+        return original(self, line, number)
+
+    monkeypatch.setattr(checker, "deep_problem", counting)
+    return seen
+
+
+def written_since_export(store, changed):
+    """A write behind dbsync's back: the database is no longer what its export wrote."""
+    client = montydb.MontyClient(str(store._path))
+    client["dbsync_test"]["pnl"].update_one({"_id": changed}, {"$set": {"at": "2020-01-01"}})
+    client.close()
+
+
+def test_a_merge_verifies_each_line_of_the_snapshot_once_as_it_walks_it(
+    config, embedded_store, deep_checks
+):
+    embedded_store.insert_many("pnl", docs(50))
+    export(config, embedded_store)
+    written_since_export(embedded_store, 9)
+    deep_checks.clear()
+    report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    (path,) = config.snapshot_dir.glob("*.jsonl")
+    assert sorted(deep_checks) == sorted(path.read_bytes().splitlines(keepends=True)[1:-1])
+    assert report.collections["pnl"].writes == 1
+
+
+@pytest.mark.parametrize("damage", ["last line", "trailer"])
+def test_a_snapshot_damaged_past_the_records_a_merge_writes_is_refused_with_nothing_written(
+    config, embedded_store, damage
+):
+    embedded_store.insert_many("pnl", docs(40))
+    export(config, embedded_store)
+    written_since_export(embedded_store, 2)  # the walk then has a write to spool first
+    (path,) = config.snapshot_dir.glob("*.jsonl")
+    lines = path.read_bytes().splitlines(keepends=True)
+    if damage == "last line":
+        lines[-2] = lines[-2].replace(b'"ticker"', b'"tickers"')
+    else:
+        lines[-1] = lines[-1].replace(b'"count":40', b'"count":41')
+    path.write_bytes(b"".join(lines))
+    before = documents(embedded_store)
+    with pytest.raises(SnapshotError) as refused:
+        merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    line = len(lines) if damage == "trailer" else len(lines) - 1
+    assert refused.value.exit_code == 4 and f"{path}:{line}:" in str(refused.value)
+    assert documents(embedded_store) == before
+    assert not list((config.state_dir / "backups").glob("*"))
+
+
+def test_a_damaged_file_of_a_collection_not_merged_is_still_refused(config, embedded_store):
+    embedded_store.insert_many("pnl", docs(20))
+    embedded_store.insert_many("other", [{"_id": i, "n": i} for i in range(20)])
+    export(config, embedded_store)
+    path = config.snapshot_dir / "other.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"n":3', b'"n":4', 1))
+    with pytest.raises(SnapshotError, match="other.jsonl"):
+        options = MergeOptions(collections=["pnl"])
+        merge_snapshot(config, embedded_store, config.snapshot_dir, options)

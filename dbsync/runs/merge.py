@@ -311,9 +311,11 @@ def merge_snapshot(
     """Merge ``source`` (a snapshot file, bundle or directory) into the database."""
     options = options or MergeOptions()
     progress = progress or NoProgress()
-    theirs = index_sections(source)
+    theirs = index_sections(source, verify_as_read=True)  # verified by the walk: one pass
     bases = index_sections(options.base) if options.base is not None else {}
     names = _select(theirs, config, options.collections)
+    for name in sorted(set(theirs) - set(names)):  # not walked: verified all the same
+        theirs[name].verify()
     started = _now()
     report = MergeReport(
         SUCCESS,
@@ -402,13 +404,14 @@ def _plan_all(
                 theirs,
                 folder,
                 work,
-                options,
                 progress,
                 (index, synced.get(name)),
             )
     finally:
         if index is not None:
             index.close()
+    for plan in plans.values():  # after every walk: a damaged snapshot is refused first
+        check_guards(store, plan, options.allow_deletes)
     return plans
 
 
@@ -420,7 +423,6 @@ def _plan_one(
     theirs: dict[str, SourceSection],
     folder: Path,
     work: Path,
-    options: MergeOptions,
     progress: Progress,
     indexed: tuple[ChangeIndex | None, CollectionFiles | None],
 ) -> CollectionPlan:
@@ -428,6 +430,7 @@ def _plan_one(
     serves (only changed documents are encoded), else from every document encoded."""
     index, files = indexed
     if index is not None and _holds_snapshot(index, store, name, rules, theirs[name]):
+        theirs[name].verify()  # not walked: verified before its digest is trusted
         return unchanged_plan(name, rules, theirs[name], work, folder)
     clashes = KeyClashes(rules.key)
     lines = None
@@ -448,10 +451,14 @@ def _plan_one(
             hint="fix the records or choose another key in dbsync.toml; nothing was written",
         )
     plan.ours_count = ours.count
-    check_delete_guard(plan, options.allow_deletes)
-    if plan.moves is not None:
-        plan.moves.check(store, name)
     return plan
+
+
+def check_guards(store: Store, plan: CollectionPlan, allow_deletes: bool) -> None:
+    """The safety guards of one plan (exit 5), and the ``_id`` clashes it would make."""
+    check_delete_guard(plan, allow_deletes)
+    if plan.moves is not None:
+        plan.moves.check(store, plan.name)
 
 
 def _apply_all(
