@@ -726,9 +726,10 @@ def merge(
 ) -> None:
     """Merge a snapshot into the database.
 
-    Verifies the whole input first, backs up what it will change (the records' previous
-    versions and the ids it inserts), writes each record only if the application has not changed
-    it meanwhile (compare-and-set), writes a report, and rolls back if anything fails part-way.
+    Verifies the whole input before writing anything, backs up what it will change (the records'
+    previous versions and the ids it inserts), writes each record only if the application has not
+    changed it meanwhile (compare-and-set), writes a report, and rolls back if anything fails
+    part-way.
     """
     configuration = config()
     merge_options = merge_service.MergeOptions(

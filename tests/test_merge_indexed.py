@@ -7,6 +7,8 @@ import montydb
 import pytest
 
 from dbsync.config import load_config
+from dbsync.core import snapshot
+from dbsync.core.snapshot import SnapshotError
 from dbsync.edges import change_index, indexed_reads, parts, records
 from dbsync.edges.backups import collection_file
 from dbsync.edges.synced import load_synced, synced_dir
@@ -47,6 +49,11 @@ def mismatches(monkeypatch):
 
 def without_index(monkeypatch):
     monkeypatch.setattr(merge_module.ChangeIndex, "open_read_only", lambda state_dir: None)
+
+
+def without_shortcut(monkeypatch):
+    """The database read through the index even where it is told unchanged since its export."""
+    monkeypatch.setattr(merge_module, "holds_exported", lambda *args: False)
 
 
 def outcome(report, config):
@@ -114,8 +121,9 @@ def test_a_document_changed_behind_dbsyncs_back_is_encoded_and_decided(
 
 
 def test_a_known_document_missing_from_the_synced_copy_is_read_in_full(
-    config, store, encodings, mismatches, tmp_path
+    config, store, encodings, mismatches, tmp_path, monkeypatch
 ):
+    without_shortcut(monkeypatch)  # the database is the snapshot: it would not be read at all
     store.insert_many("pnl", docs(40))
     export(config, store)
     older = tmp_path / "older"
@@ -166,3 +174,148 @@ def test_a_merge_with_nothing_new_leaves_the_synced_copy_as_it_is(config, store)
     store.apply("pnl", [{**docs(1, 3)[0], "at": "2025-09-09"}], [])
     export(config, store)
     assert copy.read_bytes() == (config.snapshot_dir / copy.name).read_bytes()
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The collections whose documents a merge read from the database (the index or in full)."""
+    seen = []
+
+    def counting(store_type):
+        original = store_type.iter_raw_documents
+
+        def watched(self, collection, **options):
+            seen.append(collection)
+            return original(self, collection, **options)
+
+        monkeypatch.setattr(store_type, "iter_raw_documents", watched)
+
+    return seen, counting
+
+
+def test_a_database_unchanged_since_its_export_is_not_read_and_merges_as_a_full_read(
+    config, embedded_store, reads, monkeypatch, tmp_path
+):
+    seen, watch = reads
+    watch(type(embedded_store))
+    embedded_store.insert_many("pnl", docs(60))
+    export(config, embedded_store)
+    shutil.copytree(embedded_store._path, tmp_path / "copy")
+    seen.clear()
+    for base in (None, synced_dir(config.state_dir)):  # two-way, and three-way on the synced copy
+        report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions(base))
+        assert seen == []
+        counts = report.collections["pnl"]
+        assert (counts.common, counts.writes, counts.total) == (60, 0, 60)
+    without_index(monkeypatch)
+    other = type(embedded_store)(tmp_path / "copy", "dbsync_test")
+    full = merge_snapshot(config, other, config.snapshot_dir, MergeOptions())
+    other.close()
+    assert seen == ["pnl"]
+    assert outcome(report, config) == outcome(full, config)
+
+
+def test_a_write_behind_dbsyncs_back_since_the_export_makes_the_merge_read_the_database(
+    config, embedded_store, reads
+):
+    seen, watch = reads
+    watch(type(embedded_store))
+    embedded_store.insert_many("pnl", docs(30))
+    export(config, embedded_store)
+    client = montydb.MontyClient(str(embedded_store._path))
+    client["dbsync_test"]["pnl"].update_one({"_id": 4}, {"$set": {"at": "2020-01-01"}})
+    client.close()
+    seen.clear()
+    report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    assert seen == ["pnl"]
+    assert report.collections["pnl"].writes == 1  # the snapshot's newer version comes back
+    (found,) = [d for d in documents(embedded_store) if d["_id"] == 4]
+    assert found["at"] == docs(1, 4)[0]["at"]
+
+
+def test_a_damaged_snapshot_of_an_unchanged_database_is_refused_with_nothing_written(
+    config, embedded_store, reads
+):
+    seen, watch = reads
+    watch(type(embedded_store))
+    embedded_store.insert_many("pnl", docs(30))
+    export(config, embedded_store)
+    (path,) = config.snapshot_dir.glob("*.jsonl")
+    path.write_bytes(path.read_bytes().replace(b'"T7"', b'"T8"', 1))  # the trailer unchanged
+    backups_before = sorted((config.state_dir / "backups").glob("*"))
+    before = documents(embedded_store)
+    seen.clear()
+    with pytest.raises(SnapshotError) as refused:
+        merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    assert refused.value.exit_code == 4 and f"{path}:" in str(refused.value)
+    assert seen == [] and documents(embedded_store) == before
+    assert sorted((config.state_dir / "backups").glob("*")) == backups_before
+
+
+@pytest.fixture
+def deep_checks(monkeypatch):
+    """The snapshot lines verified deeply (hashes, types, canonical form, order), by line."""
+    seen = []
+    checker = snapshot._Checker
+    original = checker.deep_problem
+
+    def counting(self, line, number):
+        seen.append(line)
+        return original(self, line, number)
+
+    monkeypatch.setattr(checker, "deep_problem", counting)
+    return seen
+
+
+def written_since_export(store, changed):
+    """A write behind dbsync's back: the database is no longer what its export wrote."""
+    client = montydb.MontyClient(str(store._path))
+    client["dbsync_test"]["pnl"].update_one({"_id": changed}, {"$set": {"at": "2020-01-01"}})
+    client.close()
+
+
+def test_a_merge_verifies_each_line_of_the_snapshot_once_as_it_walks_it(
+    config, embedded_store, deep_checks
+):
+    embedded_store.insert_many("pnl", docs(50))
+    export(config, embedded_store)
+    written_since_export(embedded_store, 9)
+    deep_checks.clear()
+    report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    (path,) = config.snapshot_dir.glob("*.jsonl")
+    assert sorted(deep_checks) == sorted(path.read_bytes().splitlines(keepends=True)[1:-1])
+    assert report.collections["pnl"].writes == 1
+
+
+@pytest.mark.parametrize("damage", ["last line", "trailer"])
+def test_a_snapshot_damaged_past_the_records_a_merge_writes_is_refused_with_nothing_written(
+    config, embedded_store, damage
+):
+    embedded_store.insert_many("pnl", docs(40))
+    export(config, embedded_store)
+    written_since_export(embedded_store, 2)  # the walk then has a write to spool first
+    (path,) = config.snapshot_dir.glob("*.jsonl")
+    lines = path.read_bytes().splitlines(keepends=True)
+    if damage == "last line":
+        lines[-2] = lines[-2].replace(b'"ticker"', b'"tickers"')
+    else:
+        lines[-1] = lines[-1].replace(b'"count":40', b'"count":41')
+    path.write_bytes(b"".join(lines))
+    before = documents(embedded_store)
+    with pytest.raises(SnapshotError) as refused:
+        merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
+    line = len(lines) if damage == "trailer" else len(lines) - 1
+    assert refused.value.exit_code == 4 and f"{path}:{line}:" in str(refused.value)
+    assert documents(embedded_store) == before
+    assert not list((config.state_dir / "backups").glob("*"))
+
+
+def test_a_damaged_file_of_a_collection_not_merged_is_still_refused(config, embedded_store):
+    embedded_store.insert_many("pnl", docs(20))
+    embedded_store.insert_many("other", [{"_id": i, "n": i} for i in range(20)])
+    export(config, embedded_store)
+    path = config.snapshot_dir / "other.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"n":3', b'"n":4', 1))
+    with pytest.raises(SnapshotError, match="other.jsonl"):
+        options = MergeOptions(collections=["pnl"])
+        merge_snapshot(config, embedded_store, config.snapshot_dir, options)

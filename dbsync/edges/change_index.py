@@ -77,6 +77,23 @@ def database_fingerprint(store: Store, collection: str) -> str | None:
     return None if found is None else str(found)
 
 
+def holds_exported(
+    index: ChangeIndex, store: Store, collection: str, rules: Rules, digest: str | None
+) -> bool:
+    """Whether the database holds exactly the records of a snapshot of ``digest``, told
+    without reading a document: its last export, under these rules, wrote that digest, and
+    the store's fingerprint has not moved since. The fingerprint is taken before an export
+    reads, and any write changes it (through dbsync or behind its back), so a database changed
+    since, or during that export, is never taken for the snapshot; a store without
+    fingerprints never is either."""
+    if digest is None or not index.holds(collection, rules):
+        return False
+    recorded = index.recorded(collection)
+    if recorded is None or recorded.fingerprint is None or recorded.digest != digest:
+        return False
+    return database_fingerprint(store, collection) == recorded.fingerprint
+
+
 def _probe_document() -> dict[str, object]:
     """A document of every BSON type: its encoding names the encoder's behaviour."""
     return {

@@ -23,6 +23,7 @@ import contextlib
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import xxhash
@@ -46,6 +47,7 @@ from dbsync.edges.snapshot_files import (
     read_trailer_count,
     read_trailer_digest,
 )
+from dbsync.errors import InvalidInput
 
 MAX_FILE_BYTES = 50 * 1000 * 1000
 """No snapshot file passes this (PRODUCT.md §3): large files make git slow and hosts refuse."""
@@ -127,17 +129,18 @@ class CollectionFiles:
                 problems.append(f"{self.collection}: part(s) {shown} of {count} are missing")
         return problems
 
-    def lines(self, rules: Rules | None = None, *, deep: bool = False) -> Iterator[bytes]:
-        """Every record line of the collection in key order, each key once."""
+    def lines(
+        self, rules: Rules | None = None, *, deep: bool = False, verified: bool = False
+    ) -> Iterator[bytes]:
+        """Every record line of the collection in key order, each key once; ``verified``:
+        each file checked as it is read (``verified_file_lines``)."""
+        read = verified_file_lines if verified else partial(file_lines, deep=deep)
         if len(self.files) == 1:
-            yield from file_lines(self.files[0][0], self.collection, deep=deep)
+            yield from read(self.files[0][0], self.collection)
             return
         rules = rules or self.rules
         streams = [
-            (
-                (line_sort_key(line, rules.key), line)
-                for line in file_lines(p, self.collection, deep=deep)
-            )
+            ((line_sort_key(line, rules.key), line) for line in read(p, self.collection))
             for p in self.paths
         ]
         yield from _fold_equal_keys(heapq.merge(*streams, key=_first), rules)
@@ -152,6 +155,31 @@ def file_lines(path: Path, collection: str, *, deep: bool = False) -> Iterator[b
     for section in read_sections(path, deep=deep):
         if section.header.collection == collection:
             yield from section.records
+
+
+def verified_file_lines(path: Path, collection: str) -> Iterator[bytes]:
+    """The record lines of a snapshot directory's file, verified deeply as they are read
+    (the whole file, to its end), every section in it named as the file is: what ``verify``
+    of the file checks, raised at the first problem."""
+    for section in read_sections(path, deep=True):
+        check_file_name(path, section.header)
+        if section.header.collection == collection:
+            yield from section.records
+
+
+def check_file_name(path: Path, header: Header) -> None:
+    """In a snapshot directory a file must be named after the collection its header states:
+    another collection's snapshot copied or renamed over this one would otherwise be merged
+    into the wrong collection, or twice."""
+    collection = header.collection
+    expected = header_filename(header)
+    if path.name != expected:
+        raise InvalidInput(
+            f"{path}: the file holds collection {collection!r} but is named {path.name} "
+            f"(a file of collection {collection!r} is named {expected}): it was renamed or copied",
+            hint=f"restore {path.name} from git (git checkout -- {path}) or remove it; "
+            "nothing was written",
+        )
 
 
 def _fold_equal_keys(pairs: Iterator[tuple[SortKey, bytes]], rules: Rules) -> Iterator[bytes]:

@@ -1,8 +1,9 @@
 """Snapshot sources: the collections a snapshot file, bundle or directory holds, verified.
 
 What ``merge``, the merge driver and ``diff`` read a snapshot through: ``index_sections``
-verifies every file deeply before anything is read from it, checks that a directory's files are
-named after their collections and that no part of a split collection is missing.
+verifies every file deeply before anything is read from it (or, for ``merge``, as it is read:
+``verify_as_read``), checks that a directory's files are named after their collections and that
+no part of a split collection is missing.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dbsync.core.snapshot import Header, SnapshotError, header_filename
-from dbsync.edges.parts import CollectionFiles, collection_files, file_lines
+from dbsync.core.snapshot import Header, SnapshotError
+from dbsync.edges.parts import (
+    CollectionFiles,
+    check_file_name,
+    collection_files,
+    file_lines,
+)
 from dbsync.edges.snapshot_files import read_sections, snapshot_files, verify_file
 from dbsync.errors import InvalidInput
 
@@ -25,6 +31,8 @@ class SourceSection:
     header: Header
     files: CollectionFiles | None = None
     """In a snapshot directory, every file of the collection (its parts, if it is split)."""
+    verified_as_read: bool = False
+    """Its files are verified as ``lines`` reads them, not before (``index_sections``)."""
 
     def parts(self) -> Iterator[tuple[Header, Iterator[bytes]]]:
         """The section as its files hold it: one, or each part of a split collection."""
@@ -36,28 +44,45 @@ class SourceSection:
 
     def lines(self) -> Iterator[bytes]:
         if self.files is not None:
-            yield from self.files.lines(self.header.rules)
+            yield from self.files.lines(self.header.rules, verified=self.verified_as_read)
             return
         for section in read_sections(self.path):
             if section.header.collection == self.header.collection:
                 yield from section.records
                 return
 
+    def verify(self) -> None:
+        """Verify now what ``lines`` would verify as it reads (nothing if it was before)."""
+        if self.verified_as_read and self.files is not None:
+            for path in self.files.paths:
+                verify_or_raise(path)
 
-def index_sections(source: Path) -> dict[str, SourceSection]:
-    """Verify every file of ``source`` (deeply: hashes, types, order) and index its sections."""
+
+def verify_or_raise(path: Path) -> list[Header]:
+    """Verify a file deeply; its headers, or ``SnapshotError`` naming its first problem."""
+    result = verify_file(path, limit=20)
+    if result.problems:
+        first = result.problems[0]
+        more = (
+            f" (and {len(result.problems) - 1} more problems)" if len(result.problems) > 1 else ""
+        )
+        raise SnapshotError(first.path, first.line, first.message + more)
+    return result.headers
+
+
+def index_sections(source: Path, *, verify_as_read: bool = False) -> dict[str, SourceSection]:
+    """Verify every file of ``source`` (deeply: hashes, types, order) and index its sections.
+
+    With ``verify_as_read``, a snapshot directory's collection files are verified as their lines
+    are read instead (one pass, not two): only their headers are read here (a file that is not
+    one of them is still verified here). Whoever reads such a section must read all its lines
+    before writing anything, or call its ``verify``.
+    """
     found: dict[str, SourceSection] = {}
+    deferred = _deferred_files(source) if verify_as_read else {}
     for path in snapshot_files(source):
-        result = verify_file(path, limit=20)
-        if result.problems:
-            first = result.problems[0]
-            more = (
-                f" (and {len(result.problems) - 1} more problems)"
-                if len(result.problems) > 1
-                else ""
-            )
-            raise SnapshotError(first.path, first.line, first.message + more)
-        for header in result.headers:  # verified: the file is not read again for them
+        headers = [deferred[path]] if path in deferred else verify_or_raise(path)
+        for header in headers:  # verified: the file is not read again for them
             name = header.collection
             if source.is_dir():
                 check_file_name(path, header)
@@ -70,8 +95,20 @@ def index_sections(source: Path) -> dict[str, SourceSection]:
         for name, files in collection_files(source).items():
             _check_complete(files)
             header = replace(found[name].header, part=None)  # the collection, not one part
-            found[name] = replace(found[name], header=header, files=files)
+            deferring = any(path in deferred for path in files.paths)
+            found[name] = replace(
+                found[name], header=header, files=files, verified_as_read=deferring
+            )
     return found
+
+
+def _deferred_files(source: Path) -> dict[Path, Header]:
+    """The collection files of a directory, with their first header (a quick look)."""
+    if not source.is_dir():
+        return {}
+    return {
+        path: header for files in collection_files(source).values() for path, header in files.files
+    }
 
 
 def _check_complete(files: CollectionFiles) -> None:
@@ -81,19 +118,4 @@ def _check_complete(files: CollectionFiles) -> None:
         raise InvalidInput(
             f"{files.paths[0].parent}: {missing[0]}: the snapshot is incomplete",
             hint="restore the missing part from git (git checkout -- FOLDER); nothing was written",
-        )
-
-
-def check_file_name(path: Path, header: Header) -> None:
-    """In a snapshot directory a file must be named after the collection its header states:
-    another collection's snapshot copied or renamed over this one would otherwise be merged
-    into the wrong collection, or twice."""
-    collection = header.collection
-    expected = header_filename(header)
-    if path.name != expected:
-        raise InvalidInput(
-            f"{path}: the file holds collection {collection!r} but is named {path.name} "
-            f"(a file of collection {collection!r} is named {expected}): it was renamed or copied",
-            hint=f"restore {path.name} from git (git checkout -- {path}) or remove it; "
-            "nothing was written",
         )

@@ -33,7 +33,7 @@ from dbsync.core.report import (
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
-from dbsync.edges.change_index import ChangeIndex
+from dbsync.edges.change_index import ChangeIndex, holds_exported
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.indexed_reads import IndexMismatch, indexed_collection_lines
@@ -196,6 +196,37 @@ def plan_collection(
     return plan
 
 
+def _holds_snapshot(
+    index: ChangeIndex, store: Store, name: str, rules: Rules, theirs: SourceSection
+) -> bool:
+    """Whether the database holds exactly the records of ``theirs`` (a snapshot directory's
+    collection), as the change index tells without reading a document."""
+    if theirs.files is None:
+        return False
+    return holds_exported(index, store, name, rules, theirs.files.digest())
+
+
+def unchanged_plan(
+    name: str, rules: Rules, theirs: SourceSection, work: Path, backup: Path
+) -> CollectionPlan:
+    """The plan of a collection the database already holds record for record: every record
+    common, nothing to write (whatever the base: a record the same on both sides stays), and
+    the backup of no change. The database is not read, nor the snapshot walked again (it was
+    verified deeply)."""
+    files = theirs.files
+    records = files.records() if files is not None else None
+    if records is None:
+        raise InvalidInput(f"{theirs.path}: the snapshot of {name} has no trailer")
+    counts = MergeCounts(common=records, total=records, conflicts=SpooledConflicts())
+    plan = CollectionPlan(name, rules, counts, work / f"{name}.changes", ours_count=records)
+    plan.theirs = theirs
+    plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
+    writer = ChangeWriter(plan.spool, backups.collection_file(backup, name), Header(name, rules))
+    writer.close()
+    plan.backup_bytes = writer.backup_bytes()
+    return plan
+
+
 def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
     deleted = plan.counts.deleted
     if deletes_too_many(deleted, plan.ours_count) and not allow_deletes:
@@ -280,9 +311,11 @@ def merge_snapshot(
     """Merge ``source`` (a snapshot file, bundle or directory) into the database."""
     options = options or MergeOptions()
     progress = progress or NoProgress()
-    theirs = index_sections(source)
+    theirs = index_sections(source, verify_as_read=True)  # verified by the walk: one pass
     bases = index_sections(options.base) if options.base is not None else {}
     names = _select(theirs, config, options.collections)
+    for name in sorted(set(theirs) - set(names)):  # not walked: verified all the same
+        theirs[name].verify()
     started = _now()
     report = MergeReport(
         SUCCESS,
@@ -371,13 +404,14 @@ def _plan_all(
                 theirs,
                 folder,
                 work,
-                options,
                 progress,
                 (index, synced.get(name)),
             )
     finally:
         if index is not None:
             index.close()
+    for plan in plans.values():  # after every walk: a damaged snapshot is refused first
+        check_guards(store, plan, options.allow_deletes)
     return plans
 
 
@@ -389,13 +423,15 @@ def _plan_one(
     theirs: dict[str, SourceSection],
     folder: Path,
     work: Path,
-    options: MergeOptions,
     progress: Progress,
     indexed: tuple[ChangeIndex | None, CollectionFiles | None],
 ) -> CollectionPlan:
     """One collection's plan. The database's side comes through the change index when it
     serves (only changed documents are encoded), else from every document encoded."""
     index, files = indexed
+    if index is not None and _holds_snapshot(index, store, name, rules, theirs[name]):
+        theirs[name].verify()  # not walked: verified before its digest is trusted
+        return unchanged_plan(name, rules, theirs[name], work, folder)
     clashes = KeyClashes(rules.key)
     lines = None
     if index is not None:
@@ -415,10 +451,14 @@ def _plan_one(
             hint="fix the records or choose another key in dbsync.toml; nothing was written",
         )
     plan.ours_count = ours.count
-    check_delete_guard(plan, options.allow_deletes)
-    if plan.moves is not None:
-        plan.moves.check(store, name)
     return plan
+
+
+def check_guards(store: Store, plan: CollectionPlan, allow_deletes: bool) -> None:
+    """The safety guards of one plan (exit 5), and the ``_id`` clashes it would make."""
+    check_delete_guard(plan, allow_deletes)
+    if plan.moves is not None:
+        plan.moves.check(store, plan.name)
 
 
 def _apply_all(
