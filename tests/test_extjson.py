@@ -231,3 +231,14 @@ def test_property_decimal128_from_text_is_decimal128_of_any_text(text):
             extjson.decimal128_from_text(text)
     else:
         assert extjson.decimal128_from_text(text).bid == expected
+
+
+@given(
+    st.datetimes(min_value=datetime.datetime(1, 1, 1), max_value=datetime.datetime(9999, 12, 31))
+)
+def test_milliseconds_of_a_naive_date_are_floored_as_bson_stores_them(
+    value: datetime.datetime,
+) -> None:
+    expected = (value - datetime.datetime(1970, 1, 1)) // datetime.timedelta(milliseconds=1)
+    assert extjson.naive_millis(value) == expected
+    assert extjson.encode_plain({"d": value}) == extjson.encode_document({"d": value})

@@ -91,16 +91,25 @@ def _non_finite(value: float) -> JsonValue:
     return {"$numberDouble": _double_text(value)}
 
 
+def naive_millis(value: datetime.datetime) -> int:
+    """Milliseconds since the epoch of a naive UTC datetime (as pymongo decodes a date), floored
+    as BSON stores them. From the timedelta's normalised fields (days, then seconds and
+    microseconds, never negative): exact before 1970 too, and a third cheaper than dividing
+    the timedelta by a millisecond."""
+    since = value - _EPOCH
+    return since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+
+
 def _millis(value: datetime.datetime) -> int:
     offset = value.utcoffset()
     naive = value.replace(tzinfo=None) if offset is not None else value
-    millis = (naive - _EPOCH) // _ONE_MS
+    millis = naive_millis(naive)
     return millis if offset is None else millis - offset // _ONE_MS
 
 
 def _date(value: datetime.datetime) -> JsonValue:
     if value.tzinfo is None:  # what pymongo returns: naive UTC, the subtraction is all it takes
-        return {"$date": {"$numberLong": str((value - _EPOCH) // _ONE_MS)}}
+        return {"$date": {"$numberLong": str(naive_millis(value))}}
     return {"$date": {"$numberLong": str(_millis(value))}}
 
 
@@ -405,7 +414,9 @@ def _plain_default(value: Any) -> JsonValue:
     if kind is Int64:
         return _Fragment(b'{"$numberLong":"%d"}' % value)
     if kind is datetime.datetime and value.tzinfo is None:  # as pymongo decodes: naive UTC
-        return _Fragment(b'{"$date":{"$numberLong":"%d"}}' % ((value - _EPOCH) // _ONE_MS))
+        since = value - _EPOCH  # naive_millis, inline: a call is most of what a date costs
+        millis = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+        return _Fragment(b'{"$date":{"$numberLong":"%d"}}' % millis)
     if kind is Decimal128:
         return _Fragment(b'{"$numberDecimal":"%s"}' % decimal128_text(value).encode())
     if kind is bytes:
