@@ -367,10 +367,10 @@ class VersionFinder:
         return found
 
     def _look_up(self, commit: str) -> tuple[bytes | None, ...]:
-        entries = self._entries(commit)
+        entries = self.entries(commit)
         return tuple(self._in_files(commit, entries, index) for index in range(len(self.readings)))
 
-    def _entries(self, commit: str) -> dict[str, str]:
+    def entries(self, commit: str) -> dict[str, str]:
         """The snapshot folder's files at ``commit``: name → blob id."""
         found = self._trees.get(commit)
         if found is None:
@@ -408,7 +408,7 @@ class VersionFinder:
             if all(self._decided(commit, i) is not None for i in range(len(self.readings))):
                 continue
             for sha in (commit.sha, *commit.parents):
-                entries = self._entries(sha)
+                entries = self.entries(sha)
                 for reading in self.readings:
                     for name in self._candidate_files(entries, reading.sort_key):
                         if (entries[name], 0) not in self._by_blob:
@@ -431,10 +431,10 @@ class VersionFinder:
     def _pair(self, commit: str, parent: str, key: SortKey) -> tuple[str, str] | None:
         """The blob ids of the one file the key is in at ``parent`` and at ``commit``, when it
         is one file, the same on both sides (None: the blobs must be read)."""
-        names = self._candidate_files(self._entries(commit), key)
-        if len(names) != 1 or self._candidate_files(self._entries(parent), key) != names:
+        names = self._candidate_files(self.entries(commit), key)
+        if len(names) != 1 or self._candidate_files(self.entries(parent), key) != names:
             return None
-        return self._entries(parent)[names[0]], self._entries(commit)[names[0]]
+        return self.entries(parent)[names[0]], self.entries(commit)[names[0]]
 
     def _decided(self, commit: git.LoggedCommit, index: int) -> Decision:
         if self.pairs is None or not commit.parents:
@@ -478,6 +478,10 @@ class VersionFinder:
             if line is not None:
                 return line
         return None
+
+    def holds(self, name: str) -> bool:
+        """Whether a file of the snapshot folder is this collection's: its one file or a part."""
+        return name == self.stem + ".jsonl" or self._parts.fullmatch(name) is not None
 
     def _candidate_files(self, entries: dict[str, str], key: SortKey) -> list[str]:
         """The one file, and the part the key hashes to in each layout present."""
@@ -704,22 +708,14 @@ def _unknown_pairs(
 ) -> list[tuple[str, str]]:
     """Up to ``room`` (parent blob, commit blob) pairs of the collection's files that the index
     does not know, newest commit first."""
-    stem = snapshot_filename(collection)[: -len(".jsonl")]
-    names = re.compile(re.escape(stem) + r"(\.part-\d+-of-\d+)?\.jsonl")
-    trees: dict[str, dict[str, str]] = {}
-
-    def entries(commit: str) -> dict[str, str]:
-        if commit not in trees:
-            trees[commit] = folder_entries(pairs.reader, commit, folder)
-        return trees[commit]
-
+    files = VersionFinder(pairs.reader, folder, collection, [])  # its trees and file names
     found: dict[tuple[str, str], None] = {}
     for commit in commits:
         for parent in commit.parents:
-            before = entries(parent)
-            for name, sha in entries(commit.sha).items():
+            before = files.entries(parent)
+            for name, sha in files.entries(commit.sha).items():
                 old = before.get(name)
-                if old is None or old == sha or not names.fullmatch(name):
+                if old is None or old == sha or not files.holds(name):
                     continue
                 if not pairs.index.known(old, sha, fields):
                     found[(old, sha)] = None
