@@ -11,6 +11,10 @@ subprocess per command, each measured alone: wall time, CPU time (user + system,
     status       the plain status
     verify       dbsync verify of the snapshot folder      (baseline of merge-0%)
     merge-0%     merge of the snapshot folder: nothing to apply
+    (written)    the application writes through montydb's client: 10 inserts, 10 edits
+    verify-live  dbsync verify of the snapshot folder again (baseline of merge-0%-live)
+    merge-0%-live  merge of the snapshot folder: nothing to apply, but the database was
+                 written since its export (the live case: no shortcut)
     verify-1%    dbsync verify of the other asset's snapshot (baseline of merge-1%)
     merge-1%     merge of it: its 1 % of changes
     merge-100%   merge of a snapshot where every record changed
@@ -36,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import bson
+import montydb
 
 from bench.data import Params
 from bench.peak import PEAK_FILE
 from dbsync.config import load_config
 from dbsync.core import extjson
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     Header,
     encode_record,
@@ -61,6 +67,8 @@ STEPS = (
     "status",
     "verify",
     "merge-0%",
+    "verify-live",
+    "merge-0%-live",
     "verify-1%",
     "merge-1%",
     "merge-100%",
@@ -158,6 +166,31 @@ def _load_store(root: Path, folder: Path, collection: str) -> None:
         store.close()
 
 
+LIVE_WRITES = 10
+
+
+def _application_writes(root: Path, collection: str, rules: Rules) -> None:
+    """What a bot does between two exports, through montydb's own client (not measured): a few
+    new records (on new keys) and a few edits, none of which the snapshot holds."""
+    config = load_config(cwd=root, environ={})
+    url, database = config.require_database()
+    client = montydb.MontyClient(url.removeprefix("embedded://"))
+    try:
+        documents = client[database][collection]
+        edited = [d["_id"] for d in documents.find({}, {"_id": 1}).limit(LIVE_WRITES)]
+        for number, identifier in enumerate(edited):
+            documents.update_one({"_id": identifier}, {"$set": {"bench_live": number}})
+        for document in documents.find({}).limit(LIVE_WRITES):
+            document.pop("_id")
+            document["bench_live"] = "new"
+            for field in rules.key:  # a key of its own, the timestamp left readable
+                if field != rules.timestamp and isinstance(document.get(field), str):
+                    document[field] += "-live"
+            documents.insert_one(document)
+    finally:
+        client.close()
+
+
 def _last_backup(root: Path) -> str | None:
     done = subprocess.run(
         [DBSYNC, "backups", "--json"], cwd=root, capture_output=True, text=True, check=False
@@ -194,6 +227,9 @@ def run_cli(folder: Path, timeout: float = TIMEOUT) -> dict[str, Figures]:
     step("status", "status")
     step("verify", "verify", "database_backup")
     step("merge-0%", "merge", "database_backup")
+    _application_writes(root, collection, params.rules)
+    step("verify-live", "verify", "database_backup")
+    step("merge-0%-live", "merge", "database_backup")
     theirs = folder / "theirs.jsonl"
     step("verify-1%", "verify", str(theirs))
     step("merge-1%", "merge", str(theirs), "--allow-deletes")

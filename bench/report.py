@@ -180,7 +180,7 @@ def rows(run: Run) -> list[list[str]]:
     return table + log_bench.rows(run.log)
 
 
-CLI_BASELINES = {"merge-0%": "verify", "merge-1%": "verify-1%"}
+CLI_BASELINES = {"merge-0%": "verify", "merge-0%-live": "verify-live", "merge-1%": "verify-1%"}
 """The end-to-end steps measured against a baseline: a merge against verifying its input."""
 
 
@@ -285,6 +285,13 @@ CLI_RATIOS = (
     ("`dbsync status` ≤ 0.2x an export", "status", "export", 0.2),
     ("merge of 1 % changed ≤ 3x `dbsync verify` of that snapshot", "merge-1%", "verify-1%", 3.0),
     ("merge with nothing to apply ≤ 1.5x `dbsync verify`", "merge-0%", "verify", 1.5),
+    (
+        "merge with nothing to apply, the database written since its export, ≤ 1.5x "
+        "`dbsync verify`",
+        "merge-0%-live",
+        "verify-live",
+        1.5,
+    ),
 )
 CLI_GROWTH = ("import", "export", "merge-1%", "restore")
 """Commands whose per-record CPU cost and peak RSS may grow ≤ 1.5x from 10k to 100k."""

@@ -1,6 +1,7 @@
 """A merge reads the database's side through the change index: only documents changed since
 the last export are encoded, and every decision is the one a merge encoding all of them takes."""
 
+import random
 import shutil
 
 import montydb
@@ -11,6 +12,7 @@ from dbsync.core import snapshot
 from dbsync.core.snapshot import SnapshotError
 from dbsync.edges import change_index, indexed_reads, parts, records
 from dbsync.edges.backups import collection_file
+from dbsync.edges.changes import inserted_file
 from dbsync.edges.synced import load_synced, synced_dir
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export
@@ -32,18 +34,23 @@ def encodings(monkeypatch):
 
 @pytest.fixture
 def mismatches(monkeypatch):
-    """Each time the index's lines could not be vouched for and the merge read everything."""
+    """Each time the index's lines could not be vouched for and the merge read everything
+    (the indexed lines, or the rows of a snapshot holding the records the index was read
+    against)."""
     seen = []
-    indexed = indexed_reads._indexed_lines
 
-    def watched(*args):
-        try:
-            yield from indexed(*args)
-        except indexed_reads.IndexMismatch as error:
-            seen.append(str(error))
-            raise
+    def watching(read):
+        def watched(*args):
+            try:
+                yield from read(*args)
+            except indexed_reads.IndexMismatch as error:
+                seen.append(str(error))
+                raise
 
-    monkeypatch.setattr(indexed_reads, "_indexed_lines", watched)
+        return watched
+
+    monkeypatch.setattr(indexed_reads, "_indexed_lines", watching(indexed_reads._indexed_lines))
+    monkeypatch.setattr(merge_module, "changed_rows", watching(merge_module.changed_rows))
     return seen
 
 
@@ -57,12 +64,14 @@ def without_shortcut(monkeypatch):
 
 
 def outcome(report, config):
-    """What a merge decided and backed up: its counts and its backup's pre-images."""
+    """What a merge decided and backed up: its counts, its backup's pre-images and the ids it
+    inserted (in the order written)."""
     counts = {
         name: {**vars(c), "conflicts": list(c.conflicts)} for name, c in report.collections.items()
     }
     folder = config.state_dir / "backups" / report.backup
-    return counts, collection_file(folder, "pnl").read_bytes()
+    preimages = collection_file(folder, "pnl")
+    return counts, preimages.read_bytes(), inserted_file(preimages).read_bytes()
 
 
 def documents(store):
@@ -319,3 +328,108 @@ def test_a_damaged_file_of_a_collection_not_merged_is_still_refused(config, embe
     with pytest.raises(SnapshotError, match="other.jsonl"):
         options = MergeOptions(collections=["pnl"])
         merge_snapshot(config, embedded_store, config.snapshot_dir, options)
+
+
+@pytest.fixture
+def sparse(monkeypatch):
+    """The collections planned from the changed keys alone (``sparse_plan``)."""
+    planned = []
+    plan = merge_module.sparse_plan
+
+    def watched(name, *args):
+        planned.append(name)
+        return plan(name, *args)
+
+    monkeypatch.setattr(merge_module, "sparse_plan", watched)
+    return planned
+
+
+def application_writes(store, seed):
+    """What a bot might do between an export and a merge, through montydb's client: newer and
+    older edits, inserts on keys sorting anywhere (runs of them too), deletions."""
+    rng = random.Random(seed)
+    client = montydb.MontyClient(str(store._path))
+    pnl = client["dbsync_test"]["pnl"]
+    chosen = rng.sample(range(300), 60)
+    for i in chosen[:20]:
+        at = "2026-06-01" if rng.random() < 0.5 else "2024-06-01"
+        pnl.update_one({"_id": i}, {"$set": {"at": at}})
+    for i in chosen[20:35]:
+        pnl.update_one({"_id": i}, {"$set": {"note": "edited"}})  # the same time: completeness
+    for i in chosen[35:50]:
+        pnl.delete_one({"_id": i})
+    first = rng.randrange(300)
+    for n in range(rng.randrange(1, 80)):  # a run of new keys, as long as STRIDE or longer
+        pnl.insert_one({"_id": 1000 + n, "user": f"u{first % 7}", "ticker": f"T{first}x{n:02d}"})
+    client.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("three_way", [False, True], ids=["two-way", "base-is-snapshot"])
+@pytest.mark.parametrize("split", [False, True], ids=["one-file", "parts"])
+def test_a_snapshot_of_what_the_index_knows_is_merged_from_the_changed_keys_alone_as_a_full_read(
+    config,
+    embedded_store,
+    encodings,
+    mismatches,
+    sparse,
+    monkeypatch,
+    tmp_path,
+    seed,
+    three_way,
+    split,
+):
+    if split:  # the collection in several parts: each part's rows, merged in key order
+        monkeypatch.setattr(parts, "MAX_FILE_BYTES", 12_000)
+        monkeypatch.setattr(parts, "TARGET_PART_BYTES", 4_000)
+    embedded_store.insert_many("pnl", docs(300))
+    export(config, embedded_store)
+    assert (len(list(config.snapshot_dir.glob("*.jsonl"))) > 1) is split
+    base = None
+    if three_way:
+        base = tmp_path / "base"
+        shutil.copytree(config.snapshot_dir, base)
+    application_writes(embedded_store, seed)
+    before = documents(embedded_store)
+    shutil.copytree(embedded_store._path, tmp_path / "copy")
+    encodings.clear()
+    report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions(base=base))
+    assert sparse == ["pnl"] and mismatches == []
+    assert len(encodings) < 120  # the changed and new documents only
+
+    other = type(embedded_store)(tmp_path / "copy", "dbsync_test")
+    assert documents(other) == before
+    without_index(monkeypatch)
+    full = merge_snapshot(config, other, config.snapshot_dir, MergeOptions(base=base))
+    assert outcome(report, config) == outcome(full, config)
+    assert documents(embedded_store) == documents(other)
+    other.close()
+    counts = report.collections["pnl"]
+    assert counts.common + counts.conflicts_resolved + counts.kept_local < 300 < counts.total + 60
+
+
+def test_a_kept_line_on_the_key_of_a_new_document_sends_the_sparse_plan_to_a_full_read(
+    config, store, mismatches, sparse
+):
+    store.insert_many("pnl", docs(200))
+    export(config, store)
+    store.insert_many("pnl", [{**docs(1, 150)[0], "_id": 999}])  # the key of record 150 again
+    with pytest.raises(Exception, match="is not unique"):
+        merge_snapshot(config, store, config.snapshot_dir, MergeOptions())
+    assert sparse == ["pnl"] and len(mismatches) == 1 and "shares the key" in mismatches[0]
+
+
+def test_a_snapshot_other_than_the_synced_copy_is_merged_by_the_full_walk(
+    config, store, sparse, tmp_path
+):
+    store.insert_many("pnl", docs(50))
+    export(config, store)
+    other = tmp_path / "other"
+    shutil.copytree(config.snapshot_dir, other)
+    store.apply("pnl", [{**docs(1, 3)[0], "at": "2025-09-09"}], [])
+    export(config, store)  # the synced copy moves on; ``other`` stays the older snapshot
+    store.apply("pnl", [{**docs(1, 4)[0], "at": "2025-09-10"}], [])
+    report = merge_snapshot(config, store, other, MergeOptions())
+    assert sparse == []
+    assert report.collections["pnl"].conflicts_resolved == 2  # both newer versions stay
+    assert report.collections["pnl"].writes == 0

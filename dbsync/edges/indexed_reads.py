@@ -9,7 +9,7 @@ new and changed documents are decoded and encoded. The export writes from these 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -147,10 +147,26 @@ def indexed_collection_lines(
     """The lines ``collection_lines`` would give, in key order, each key once, at the cost of
     one read of the database and of ``files``: the documents the change index knows take their
     lines from ``files`` (a snapshot this asset exported or merged), only the others are
-    encoded. None when the index does not serve (no rows for these rules, no usable snapshot,
-    too many changed documents to hold, two changed ones on one key); the stream raises
+    encoded. None when the index does not serve (``indexed_changes``); the stream raises
     ``IndexMismatch`` when ``files`` lack a known document's line, or hold a line on the key
     of a changed document: the database is then to be read in full."""
+    changes = indexed_changes(index, store, name, rules, files, progress)
+    if changes is None or files is None:
+        return None
+    return _indexed_lines(files, name, rules.key, changes)
+
+
+def indexed_changes(
+    index: ChangeIndex,
+    store: Store,
+    name: str,
+    rules: Rules,
+    files: CollectionFiles | None,
+    progress: Progress,
+) -> Changes | None:
+    """What the database holds beside ``files``, read once, the changed documents in key order
+    (by part). None when the index does not serve: no rows for these rules, no usable
+    snapshot, too many changed documents to hold, two changed ones on one key."""
     if files is None or files.complete() or files.rules.key != rules.key:
         return None
     if not index.holds(name, rules):
@@ -166,7 +182,103 @@ def indexed_collection_lines(
         encoded.sort(key=first_of)
         if any(a[0] == b[0] for a, b in zip(encoded, encoded[1:], strict=False)):
             return None
-    return _indexed_lines(files, name, rules.key, changes)
+    return changes
+
+
+def changed_rows(
+    parts: Sequence[Iterable[bytes]], changes: Changes, name: str, fields: Sequence[str]
+) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """``(database's line, snapshot's line)`` for each key where they differ, in key order,
+    when ``parts`` (each file's lines, key-sorted, as ``changes`` were read by part) are the
+    lines ``changes`` were read against: a line of an unchanged document is the database's
+    too, and is only counted. Raises ``IndexMismatch`` as ``indexed_collection_lines`` does."""
+    kept = [0]
+    unchanged = changes.unchanged
+    if len(parts) == 1:
+        for _, ours, theirs in _part_rows(
+            parts[0], changes.encoded[0], changes, name, fields, kept
+        ):
+            yield ours, theirs
+    else:
+        streams = [
+            _part_rows(lines, encoded, changes, name, fields, kept, keyed=True)
+            for lines, encoded in zip(parts, changes.encoded, strict=True)
+        ]
+        for _, ours, theirs in heapq.merge(*streams, key=_row_key):
+            yield ours, theirs
+    if kept[0] != len(unchanged):
+        raise IndexMismatch(f"{name}: the snapshot lacks lines of unchanged documents")
+
+
+Row3 = tuple[SortKey, bytes | None, bytes | None]
+
+
+def _row_key(row: Row3) -> SortKey:
+    return row[0]
+
+
+def _part_rows(
+    lines: Iterable[bytes],
+    encoded: list[tuple[SortKey, bytes]],
+    changes: Changes,
+    name: str,
+    fields: Sequence[str],
+    kept: list[int],
+    keyed: bool = False,
+) -> Iterator[Row3]:
+    """``changed_rows`` of one file, each row with its key when ``keyed`` (else ``()``)."""
+    unchanged = changes.unchanged
+    position, end = 0, len(encoded)
+    held: list[bytes] = []
+    for line in lines:
+        if line[6:22] in unchanged:
+            kept[0] += 1
+            if position == end:
+                continue
+        elif position == end:  # the database changed or deleted this document
+            yield (line_sort_key(line, fields) if keyed else ()), None, line
+            continue
+        held.append(line)
+        if len(held) == STRIDE:
+            position = yield from _paired(held, encoded, position, fields, name, unchanged, keyed)
+            held = []
+    position = yield from _paired(held, encoded, position, fields, name, unchanged, keyed)
+    for key, line in encoded[position:]:
+        yield key, line, None
+
+
+def _paired(
+    held: list[bytes],
+    encoded: list[tuple[SortKey, bytes]],
+    position: int,
+    fields: Sequence[str],
+    name: str,
+    unchanged: set[bytes],
+    keyed: bool,
+) -> Generator[Row3, None, int]:
+    """``_placed`` for ``changed_rows``: the changed records among the held lines, each paired
+    with the snapshot's line on its key (None: none there); the held lines of unchanged
+    documents left out."""
+
+    def alone(lines: list[bytes]) -> Iterator[Row3]:
+        for line in lines:
+            if line[6:22] not in unchanged:
+                yield (line_sort_key(line, fields) if keyed else ()), None, line
+
+    start = 0
+    for at, line, (key, record) in _positions(held, encoded, position, fields):
+        yield from alone(held[start:at])
+        start = at
+        if line is None:
+            yield key, record, None
+        elif line[6:22] in unchanged:
+            raise IndexMismatch(_SHARED_KEY.format(name=name))
+        else:
+            yield key, record, line
+            start = at + 1
+        position += 1
+    yield from alone(held[start:])
+    return position
 
 
 def _indexed_lines(
@@ -177,20 +289,27 @@ def _indexed_lines(
     def part(index: int, path: Path, keyed: bool) -> Iterator[tuple[SortKey, bytes]]:
         encoded = changes.encoded[index]
         position, end = 0, len(encoded)
+        held: list[bytes] = []
         for line in file_lines(path, name):
             if line[6:22] not in changes.unchanged:
                 continue  # a document changed or gone since this line was written
             kept[0] += 1
-            if position < end or keyed:  # keys only while needed
+            if keyed:  # merged with the other parts by key: every line's key
                 key = line_sort_key(line, fields)
                 while position < end and encoded[position][0] < key:
                     yield encoded[position]
                     position += 1
                 if position < end and encoded[position][0] == key:
-                    raise IndexMismatch(f"{name}: a changed record shares the key of a kept line")
+                    raise IndexMismatch(_SHARED_KEY.format(name=name))
                 yield key, line
-            else:
+            elif position == end:
                 yield (), line
+            else:
+                held.append(line)
+                if len(held) == STRIDE:
+                    position = yield from _placed(held, encoded, position, fields, name)
+                    held = []
+        position = yield from _placed(held, encoded, position, fields, name)
         yield from encoded[position:]
 
     if files.count == 1:
@@ -205,6 +324,68 @@ def _indexed_lines(
             yield line
     if kept[0] != len(changes.unchanged):
         raise IndexMismatch(f"{name}: the snapshot lacks lines of unchanged documents")
+
+
+STRIDE = 64
+"""Kept lines held before their last one's key is computed: a changed record is put among
+them by a binary search, so a sparse change costs a few keys per ``STRIDE`` lines, not one
+per line."""
+
+_SHARED_KEY = "{name}: a changed record shares the key of a kept line"
+
+
+def _placed(
+    held: list[bytes],
+    encoded: list[tuple[SortKey, bytes]],
+    position: int,
+    fields: Sequence[str],
+    name: str,
+) -> Generator[tuple[SortKey, bytes], None, int]:
+    """The held lines (in key order) with the changed records from ``position`` that sort
+    before the last of them, each in its place; returns the position of the next record."""
+    start = 0
+    for at, line, record in _positions(held, encoded, position, fields):
+        if line is not None:
+            raise IndexMismatch(_SHARED_KEY.format(name=name))
+        for other in held[start:at]:
+            yield (), other
+        yield record
+        start = at
+        position += 1
+    for other in held[start:]:
+        yield (), other
+    return position
+
+
+def _positions(
+    held: list[bytes], encoded: list[tuple[SortKey, bytes]], position: int, fields: Sequence[str]
+) -> Iterator[tuple[int, bytes | None, tuple[SortKey, bytes]]]:
+    """For each changed record from ``position`` that sorts no later than the last held line:
+    the index of the first held line not below it, that line if it has the record's key (else
+    None), and the record (its key and line). A binary search: a few keys computed per record."""
+    end = len(encoded)
+    if not held or position >= end:
+        return
+    keys: dict[int, SortKey] = {}
+
+    def key_at(i: int) -> SortKey:
+        found = keys.get(i)
+        if found is None:
+            found = keys[i] = line_sort_key(held[i], fields)
+        return found
+
+    start, last = 0, len(held) - 1
+    while position < end and encoded[position][0] <= key_at(last):
+        target = encoded[position][0]
+        low, high = start, last
+        while low < high:
+            middle = (low + high) // 2
+            if key_at(middle) < target:
+                low = middle + 1
+            else:
+                high = middle
+        yield low, held[low] if key_at(low) == target else None, encoded[position]
+        position, start = position + 1, low
 
 
 def first_of(pair: tuple[SortKey, bytes]) -> SortKey:

@@ -18,6 +18,7 @@ from dbsync.edges.parts import (
     check_file_name,
     collection_files,
     file_lines,
+    verified_file_lines,
 )
 from dbsync.edges.snapshot_files import read_sections, snapshot_files, verify_file
 from dbsync.errors import InvalidInput
@@ -50,6 +51,13 @@ class SourceSection:
             if section.header.collection == self.header.collection:
                 yield from section.records
                 return
+
+    def file_lines(self) -> list[Iterator[bytes]]:
+        """The lines of each of a snapshot directory's files of the collection (one, or each
+        part), verified as read where ``lines`` would verify them."""
+        assert self.files is not None
+        read = verified_file_lines if self.verified_as_read else file_lines
+        return [read(path, self.header.collection) for path in self.files.paths]
 
     def verify(self) -> None:
         """Verify now what ``lines`` would verify as it reads (nothing if it was before)."""

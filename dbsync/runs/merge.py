@@ -20,7 +20,13 @@ import orjson
 from dbsync.config import Config
 from dbsync.core import extjson
 from dbsync.core.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
-from dbsync.core.merge import Decision, MergeCounts, decide
+from dbsync.core.merge import (
+    Decision,
+    MergeCounts,
+    decide,
+    decide_three_way,
+    decide_two_way,
+)
 from dbsync.core.notes import RecordNotes
 from dbsync.core.report import (
     DRY_RUN,
@@ -36,7 +42,13 @@ from dbsync.edges import backups, journal
 from dbsync.edges.change_index import ChangeIndex, holds_exported
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.conflict_spool import SpooledConflicts
-from dbsync.edges.indexed_reads import IndexMismatch, indexed_collection_lines
+from dbsync.edges.indexed_reads import (
+    Changes,
+    IndexMismatch,
+    changed_rows,
+    indexed_changes,
+    indexed_collection_lines,
+)
 from dbsync.edges.parts import CollectionFiles, collection_files
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
@@ -171,17 +183,30 @@ def plan_collection(
     the folder ``backup``, else ``work``); nothing touches the database here. ``ours`` is the
     database's side: its key-sorted lines, or a snapshot file holding them."""
     ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
+    base_lines = base.lines() if base is not None else None
+    decisions = decide(base_lines, ours_lines, theirs.lines(), rules)
+    return _planned(name, rules, decisions, theirs, work, backup)
+
+
+def _planned(
+    name: str,
+    rules: Rules,
+    decisions: Iterable[Decision],
+    theirs: SourceSection,
+    work: Path,
+    backup: Path | None,
+) -> CollectionPlan:
+    """The plan of these decisions (in key order): the writes spooled, their backup written."""
     counts = MergeCounts(conflicts=SpooledConflicts())
     plan = CollectionPlan(name, rules, counts, work / f"{name}.changes")
     plan.theirs = theirs
     plan.notes = RecordNotes(name, rules, "record(s) this merge writes")
     note = plan.notes.see_document if plan.notes.wanted else None
     moves = IdMoves() if rules.key != ("_id",) else None
-    base_lines = base.lines() if base is not None else None
     preimages = backups.collection_file(backup or work, name)
     writer = ChangeWriter(plan.spool, preimages, Header(name, rules))
     try:
-        for decision in decide(base_lines, ours_lines, theirs.lines(), rules):
+        for decision in decisions:
             plan.counts.add(decision, rules.key)
             if decision.changes_ours:
                 if moves is not None:
@@ -193,6 +218,49 @@ def plan_collection(
         writer.close()
     plan.backup_bytes = writer.backup_bytes()
     plan.moves = moves
+    return plan
+
+
+def _same_records(files: CollectionFiles, *others: SourceSection | None) -> bool:
+    """Whether each of ``others`` (a snapshot directory's section, verified before anything is
+    written) holds the records of ``files`` in the same files, as their trailers state."""
+    digest = files.digest()
+    layout = [header.part for _, header in files.files]
+    for other in others:
+        if other is None:
+            continue
+        theirs = other.files
+        if theirs is None or [header.part for _, header in theirs.files] != layout:
+            return False
+        if theirs.digest() != digest:
+            return False
+    return digest is not None
+
+
+def sparse_plan(
+    name: str,
+    rules: Rules,
+    base: SourceSection | None,
+    changes: Changes,
+    theirs: SourceSection,
+    work: Path,
+    backup: Path,
+) -> CollectionPlan:
+    """The plan when the snapshot (and the base, if any) holds the very records the database's
+    change index was read against: a line of an unchanged document is common and is only
+    counted; only the keys the database changed are decided. One walk of the snapshot, which
+    verifies it; no other file is read. Raises ``IndexMismatch`` as the indexed read does."""
+    rows = changed_rows(theirs.file_lines(), changes, name, rules.key)
+    if base is None:
+        decisions: Iterator[Decision] = (decide_two_way(o, t, rules) for o, t in rows)
+    else:  # the base is the snapshot: its line is the snapshot's on every key
+        found = (decide_three_way(t, o, t, rules) for o, t in rows)
+        decisions = (decision for decision in found if decision is not None)
+    plan = _planned(name, rules, decisions, theirs, work, backup)
+    kept = len(changes.unchanged)  # each one's line met in the snapshot, or it raised
+    plan.counts.common += kept
+    plan.counts.total += kept
+    plan.ours_count = kept + sum(len(encoded) for encoded in changes.encoded)
     return plan
 
 
@@ -434,17 +502,25 @@ def _plan_one(
         return unchanged_plan(name, rules, theirs[name], work, folder)
     clashes = KeyClashes(rules.key)
     lines = None
-    if index is not None:
+    base = bases.get(name)
+    if index is not None and files is not None and _same_records(files, theirs[name], base):
+        changes = indexed_changes(index, store, name, rules, files, progress)
+        if changes is not None:
+            try:
+                return sparse_plan(name, rules, base, changes, theirs[name], work, folder)
+            except IndexMismatch:
+                pass
+    elif index is not None:
         lines = indexed_collection_lines(index, store, name, rules, files, progress)
     if lines is not None:
         ours = _Counted(lines)
         try:
-            plan = plan_collection(name, rules, bases.get(name), ours, theirs[name], work, folder)
+            plan = plan_collection(name, rules, base, ours, theirs[name], work, folder)
         except IndexMismatch:
             lines = None
     if lines is None:
         ours = _Counted(unique_lines(collection_lines(store, name, rules, progress), clashes))
-        plan = plan_collection(name, rules, bases.get(name), ours, theirs[name], work, folder)
+        plan = plan_collection(name, rules, base, ours, theirs[name], work, folder)
     if clashes.groups:  # set aside while streaming; refused before anything is written
         raise InvalidInput(
             clashes.message(name) + "\nthe database already holds these duplicates",
