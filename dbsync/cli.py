@@ -519,11 +519,14 @@ def export(
         )
         for result in results:
             run.done(result.collection, result.records, result.digest)
+        skipped = [] if collection else export_service.skipped_notes(configuration, store)
     if json:
         print_json([render.exported_json(result) for result in results])
         return
     if not results:
         warn(render.nothing_exported(configuration.database))
+    for note in skipped:
+        warn(note)
     for result in results:
         for note in result.notes:
             warn(note)
@@ -819,6 +822,12 @@ def restore(
     if json:
         print_json(render.restored_json(result))
         return
+    for name, counts in result.kept.items():
+        if counts.left:
+            warn(
+                f"{name}: {counts.left} record(s) the application changed since were kept as "
+                f"it wrote them{merge_service.kept_ids(counts)}"
+            )
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"

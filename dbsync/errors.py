@@ -32,6 +32,12 @@ class DatabaseUnreachable(DbsyncError):
     exit_code = 3
 
 
+class DatabaseBusy(DatabaseUnreachable):
+    """The database answers, but another transaction kept the records locked past the wait
+    (exit 3 like an unreachable one: the run could not get to the data; the message says
+    which it was)."""
+
+
 class InvalidInput(DbsyncError):
     """A file, a document or a configuration that cannot be trusted; nothing was written."""
 

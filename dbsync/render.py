@@ -25,6 +25,7 @@ def exported_json(result: ExportedCollection) -> dict[str, Any]:
         "deleted": result.deleted,
         "digest": result.digest,
         "notes": list(result.notes),
+        "read": result.read,
     }
 
 
@@ -59,6 +60,7 @@ def restored_json(result: RestoreResult) -> dict[str, Any]:
         "restored": list(result.restored),
         "records": dict(result.records),
         "safety_backup": result.safety_backup,
+        "kept": {name: counts.left for name, counts in result.kept.items()},
     }
 
 

@@ -611,6 +611,9 @@ class ItemDatabase:
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
 
+    def list_collections(self, filter: Any = None) -> list[dict[str, Any]]:
+        return []  # no capped collection among the fakes'
+
 
 def replica_set_store(client: ReplicaSetClient) -> MongoStore:
     return MongoStore(client, "db", retry=no_sleep_policy())  # type: ignore[arg-type]
@@ -878,7 +881,7 @@ def test_a_non_transient_error_names_the_host_without_password() -> None:
     ("error", "kind", "text"),
     [
         (OperationFailure("Authentication failed.", code=18), DatabaseUnreachable, "log in"),
-        (OperationFailure("not authorized", code=13), DbsyncError, "readWrite"),
+        (OperationFailure("requires authentication", code=13), DatabaseUnreachable, "PASSWORD@"),
         (
             BulkWriteError({"writeErrors": [{"code": 2, "errmsg": "bad op"}]}),
             DbsyncError,
@@ -891,6 +894,15 @@ def test_translate_pymongo_error(error: Exception, kind: type, text: str) -> Non
 
     assert type(translated) is kind
     assert text in str(translated)
+
+
+def test_a_user_without_the_role_is_told_to_grant_it_not_to_report_a_bug() -> None:
+    refused = OperationFailure("not authorized on shop to execute command", code=13)
+
+    translated = translate_pymongo_error(refused, "count", "mongodb://u:***@h", ("pw",))
+
+    assert type(translated) is DatabaseUnreachable  # exit 3: not a bug (1)
+    assert "readWrite" in str(translated)
 
 
 def test_a_duplicate_key_from_mongodb_becomes_invalid_input(mongo_store: MongoStore) -> None:

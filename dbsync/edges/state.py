@@ -115,7 +115,13 @@ CREATE TABLE journal (
 """Merges and restores that write the database: a row is written before the first write and
 finished after the last, so a row left unfinished by a dead process is an interrupted run."""
 
-_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2, _JOURNAL_V3)
+_PENDING_BEFORE_V4 = """
+ALTER TABLE pending_merges ADD COLUMN before_sha TEXT;
+"""
+"""Where HEAD was before the pull a pending merge comes from (ORIG_HEAD): with the commit, what
+finds the same three-way base the hook's merge had."""
+
+_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2, _JOURNAL_V3, _PENDING_BEFORE_V4)
 """Schema version N is reached by running the first N scripts; append, never edit."""
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -189,6 +195,7 @@ class PendingMerge:
     attempts: int
     next_retry: str | None
     last_error: str | None
+    before: str | None = None
 
 
 @dataclass(frozen=True)
@@ -411,13 +418,17 @@ class StateStore:
     # ------------------------------------------------------------ pending merges
 
     def add_pending(
-        self, source: str, base: str | None = None, commit: str | None = None
+        self,
+        source: str,
+        base: str | None = None,
+        commit: str | None = None,
+        before: str | None = None,
     ) -> PendingMerge:
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO pending_merges (source, base, commit_sha, created) "
-                "VALUES (?, ?, ?, ?)",
-                (source, base, commit, now_text()),
+                "INSERT INTO pending_merges (source, base, commit_sha, created, before_sha) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (source, base, commit, now_text(), before),
             )
         return self.pending(int(cursor.lastrowid or 0))
 
@@ -560,7 +571,7 @@ def _losing(row: tuple[object, ...]) -> LosingVersion:
 
 
 _PENDING_SELECT = (
-    "SELECT id, source, base, commit_sha, created, attempts, next_retry, last_error "
+    "SELECT id, source, base, commit_sha, created, attempts, next_retry, last_error, before_sha "
     "FROM pending_merges"
 )
 

@@ -31,7 +31,13 @@ from dbsync.core.conflict import obvious_timestamp
 from dbsync.core.snapshot import SUFFIX
 from dbsync.edges.files import write_bytes_atomically
 from dbsync.edges.git import toplevel
-from dbsync.edges.store import EMBEDDED_SCHEME, RetryPolicy, embedded_path, open_store
+from dbsync.edges.store import (
+    EMBEDDED_SCHEME,
+    RetryPolicy,
+    embedded_path,
+    open_store,
+    validate_database_name,
+)
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DbsyncError
 from dbsync.integration import installer as hooks
@@ -150,6 +156,8 @@ def init_project(
     ``dbsync.toml`` that adds only local parts (git config, hooks, ``dbsync.local.toml``), as the
     tracked ones came with the clone.
     """
+    if database is not None:  # refused now, not by the first export
+        validate_database_name(database)
     git_root = toplevel(cwd)
     root = git_root or cwd
     result = InitResult(root)

@@ -6,8 +6,9 @@ is one function appended to ``CHECKS``. ``status`` only reads: it takes no lock,
 file, retries no pending merge, and gives the database a short budget to answer.
 
 It never reads the whole database either (the agent's ``/status`` polls it): whether the
-database moved since its last export is told by the store's cheap fingerprint (counts, file
-figures, the server's ``dbHash``) recorded by that export in the change index. Reading and
+database moved since its last export is told by the store's cheap fingerprint recorded by that
+export in the change index (the embedded store's file figures; on a MongoDB replica set, a
+change stream resume token: any event since means it moved). Reading and
 encoding every document, as an export would, is ``status --deep``, and what a plain status
 falls back to when nothing was recorded (no export yet, or a store without fingerprints).
 """
@@ -24,7 +25,7 @@ from dbsync.config import Config
 from dbsync.core.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.edges import git, journal
 from dbsync.edges.backups import list_backups
-from dbsync.edges.change_index import ChangeIndex, database_fingerprint
+from dbsync.edges.change_index import ChangeIndex, moved_since
 from dbsync.edges.parts import collection_files
 from dbsync.edges.state import INTERRUPTED, HistoryEntry, StateStore, open_state_read_only
 from dbsync.edges.store import (
@@ -184,7 +185,9 @@ def check_pending_merges(context: StatusContext) -> list[Reason]:
             f"({pending.attempts} attempts{last})"
         )
         base = f" --base {pending.base}" if pending.base else ""
-        fix = f"when the database is reachable, run 'dbsync merge {pending.source}{base}'"
+        fix = f"run 'dbsync merge {pending.source}{base}'"
+        if pending.commit:
+            fix += " (three-way against the base the pull's merge had, deletions included)"
         reasons.append(Reason(WARNING, "pending", message, fix))
     return reasons
 
@@ -287,10 +290,10 @@ def _recorded_digest(context: StatusContext, store: Store, name: str) -> str | N
     recorded = context.index.recorded(name)
     if recorded is None or recorded.fingerprint is None or recorded.digest is None:
         return None
-    now = database_fingerprint(store, name)
-    if now is None:
+    moved = moved_since(store, name, recorded.fingerprint)
+    if moved is None:
         return None
-    return recorded.digest if now == recorded.fingerprint else _MOVED
+    return _MOVED if moved else recorded.digest
 
 
 def _merged_since_export(context: StatusContext, name: str) -> bool:
