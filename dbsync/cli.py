@@ -37,6 +37,7 @@ from dbsync.config import Config, find_root, load_config
 from dbsync.core.report import MergeReport
 from dbsync.edges import git
 from dbsync.edges.backups import list_backups
+from dbsync.edges.sources import require_snapshot
 from dbsync.edges.state import HistoryEntry, reading_state
 from dbsync.edges.store import Store
 from dbsync.errors import DbsyncError, InvalidInput
@@ -773,6 +774,9 @@ def merge(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
     path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
+    for source in (path, base):  # a typo or a folder with no snapshot: refused before the run
+        if source is not None:
+            require_snapshot(source)
     if base is None and not resume:  # a pull's merge that was pending stays three-way
         merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):

@@ -42,6 +42,9 @@ RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
     "refused",
     "interrupted",
 )
+CANCELLED, REJECTED = "cancelled", "rejected"
+"""Runs stopped by Ctrl-C, and runs a usage error rejected (a mistyped collection, say): in the
+history, but not failures of the asset, so ``consecutive_failures`` does not count them."""
 
 _SCHEMA_V1 = """
 CREATE TABLE history (

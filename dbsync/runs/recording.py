@@ -21,9 +21,18 @@ from functools import partial
 from dbsync.config import Config
 from dbsync.core.guards import TooManyDeletes
 from dbsync.core.report import MergeReport
-from dbsync.edges.state import FAILED, REFUSED, SUCCESS, CollectionResult, StateStore, open_state
+from dbsync.edges.state import (
+    CANCELLED,
+    FAILED,
+    REFUSED,
+    REJECTED,
+    SUCCESS,
+    CollectionResult,
+    StateStore,
+    open_state,
+)
 from dbsync.edges.store import scrub_secrets, uri_secrets
-from dbsync.errors import DbsyncError, SafetyRefusal
+from dbsync.errors import DbsyncError, SafetyRefusal, UsageError
 
 Warn = Callable[[str], None]
 
@@ -54,13 +63,23 @@ def error_text(error: BaseException, config: Config) -> str:
     return scrub_secrets(text, uri_secrets(config.uri or ""))
 
 
+def failure_status(error: BaseException) -> str:
+    """How a run that raised ended: only ``failed`` and ``refused`` are failures of the asset
+    (``status`` counts them); Ctrl-C and a usage error say nothing about its health."""
+    if isinstance(error, KeyboardInterrupt):
+        return CANCELLED
+    if isinstance(error, UsageError):
+        return REJECTED
+    return REFUSED if isinstance(error, SafetyRefusal) else FAILED
+
+
 def failure_results(
     run: RunRecord, error: BaseException, config: Config, state: StateStore
 ) -> list[CollectionResult]:
     """One row per collection the run was about: the one a guard names, those the command
     named, else every collection this operation has handled before (a database that is down
     fails them all); at least one row."""
-    status = REFUSED if isinstance(error, SafetyRefusal) else FAILED
+    status = failure_status(error)
     text = error_text(error, config)
     names: Sequence[str | None] = run.collections or state.known_collections(run.operation)
     if isinstance(error, TooManyDeletes):
