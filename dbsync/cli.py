@@ -565,9 +565,7 @@ def export(
     for result in results:
         for note in result.notes:
             warn(note)
-        state = "changed" if result.changed else "unchanged"
-        deleted = f", {result.deleted} deleted" if result.deleted else ""
-        say(f"{result.collection}: {result.records} records → {result.path} ({state}{deleted})")
+        say(render.exported_line(result))
 
 
 @command(name="import")

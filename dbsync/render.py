@@ -28,6 +28,20 @@ def exported_json(result: ExportedCollection) -> dict[str, Any]:
     }
 
 
+def exported_line(result: ExportedCollection) -> str:
+    """One line per collection: where its records went, every file named (a collection past
+    50 MB is written in parts: naming one would hide the others)."""
+    state = "changed" if result.changed else "unchanged"
+    deleted = f", {result.deleted} deleted" if result.deleted else ""
+    files = result.paths or [result.path]
+    if len(files) == 1:
+        where = str(files[0])
+    else:
+        names = ", ".join(path.name for path in files)
+        where = f"{len(files)} parts in {files[0].parent}: {names}"
+    return f"{result.collection}: {result.records} records → {where} ({state}{deleted})"
+
+
 def nothing_exported(database: str | None) -> str:
     """An empty export is almost always a wrong --database or URI: say so instead of nothing."""
     return (
