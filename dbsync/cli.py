@@ -563,7 +563,7 @@ def export(
     if not results:
         warn(render.nothing_exported(configuration.database))
     for result in results:
-        for note in result.notes:
+        for note in render.export_notes(result):
             warn(note)
         say(render.exported_line(result))
 

@@ -57,3 +57,59 @@ def test_an_export_in_parts_names_every_part(tmp_path, monkeypatch):
         assert name in said, said
     (exported,) = json.loads(project.ok("export", "--json").out)
     assert sorted(Path(file).name for file in exported["files"]) == names
+
+
+# ---------------------------------------------------------------- a timestamp field to configure
+
+DATED = [
+    {
+        "_id": n,
+        "text": f"event {n}",
+        "updated_at": {"$date": f"2026-0{1 + n % 9}-0{1 + n % 7}T10:00:00Z"},
+    }
+    for n in range(8)
+] + [{"_id": 8, "text": "undated"}, {"_id": 9, "text": "undated"}]
+
+
+def suggestions(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "no timestamp is configured" in line]
+
+
+def test_a_first_export_of_dated_records_suggests_the_timestamp_line_once(tmp_path):
+    project = new_project(tmp_path / "p")  # init before the data: nothing to propose then
+    project.ok("import", str(write_documents(tmp_path / "events.json", DATED)), "-c", "events")
+    first = project.ok("export")
+    (said,) = suggestions(first.err)
+    assert "8 of 10 records" in said and "'updated_at'" in said
+    assert 'add timestamp = "updated_at" under [collections.events] in dbsync.toml' in said
+    edited = [{**DATED[0], "text": "edited"}]
+    project.ok(
+        "import",
+        str(write_documents(tmp_path / "edit.json", edited)),
+        "-c",
+        "events",
+        "--mode",
+        "upsert",
+    )
+    again = project.ok("export")
+    assert "(changed)" in again.out and suggestions(again.err) == []  # said once, not each time
+
+
+def test_iso_text_in_most_records_is_a_timestamp_too(tmp_path, pnl_records):
+    project = new_project(tmp_path / "p")
+    project.ok("import", str(write_documents(tmp_path / "pnls.json", pnl_records)), "-c", "pnls")
+    (exported,) = json.loads(project.ok("export", "--json").out)
+    (said,) = suggestions("\n".join(exported["notes"]))
+    assert 'add timestamp = "timestamp" under [collections.pnls] in dbsync.toml' in said
+
+
+def test_no_suggestion_when_a_timestamp_is_configured_or_nothing_is_dated(tmp_path):
+    configured = new_project(
+        tmp_path / "a", toml='\n[collections.events]\ntimestamp = "updated_at"\n'
+    )
+    configured.ok("import", str(write_documents(tmp_path / "e.json", DATED)), "-c", "events")
+    assert suggestions(configured.ok("export").err) == []
+    plain = new_project(tmp_path / "b")
+    undated = [{"_id": n, "code": "2024", "n": 1_700_000_000 + n} for n in range(10)]
+    plain.ok("import", str(write_documents(tmp_path / "u.json", undated)), "-c", "codes")
+    assert suggestions(plain.ok("export").err) == []
