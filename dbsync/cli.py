@@ -257,9 +257,15 @@ _CONTEXT_PARAMETER = inspect.Parameter(
 )
 
 
-def _with_global_options(add: Callable[[Callable[..., Any]], Any]) -> Callable[[F], F]:
+def _with_global_options(
+    add: Callable[[Callable[..., Any]], Any], *, set_up: bool = False
+) -> Callable[[F], F]:
     """Register a function with ``add`` so that it also accepts the global options
-    (``dbsync export --uri X``), and so that its errors end in their exit codes."""
+    (``dbsync export --uri X``), and so that its errors end in their exit codes.
+
+    ``set_up``: the command touches a store, so it first refuses a folder that is not a
+    project, or a clone never set up, before it opens or writes anything.
+    """
 
     def register(function: F) -> F:
         signature = inspect.signature(function)
@@ -274,6 +280,8 @@ def _with_global_options(add: Callable[[Callable[..., Any]], Any]) -> Callable[[
                 return None
             _CURRENT.append(merged)
             try:
+                if set_up:
+                    config().require_set_up()
                 return function(*args, **kwargs)
             except DbsyncError as error:
                 report_error(error)
@@ -295,13 +303,18 @@ def _with_global_options(add: Callable[[Callable[..., Any]], Any]) -> Callable[[
 
 
 def command(
-    target: typer.Typer = app, name: str | None = None, *, hidden: bool = False
+    target: typer.Typer = app,
+    name: str | None = None,
+    *,
+    hidden: bool = False,
+    set_up: bool = False,
 ) -> Callable[[F], F]:
     """Register a command (see ``_with_global_options``).
 
     ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
     """
-    return _with_global_options(target.command(name, hidden=hidden, cls=ManPageCommand))
+    add = target.command(name, hidden=hidden, cls=ManPageCommand)
+    return _with_global_options(add, set_up=set_up)
 
 
 def group_callback(target: typer.Typer) -> Callable[[F], F]:
@@ -333,7 +346,9 @@ def changing(
     *,
     merging: Path | None = None,
 ) -> AbstractContextManager[tuple[pipeline_service.ChangingRun, Store]]:
-    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal."""
+    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal;
+    refused before the lock when this folder cannot run one (``Config.require_set_up``)."""
+    configuration.require_set_up()
     return pipeline_service.changing_store_run(
         configuration,
         operation,
@@ -505,10 +520,19 @@ def init(
     """
     given = options()
     result = init_service.init_project(
-        Path.cwd(), uri=given.uri, database=given.database, asset=asset
+        Path.cwd(), uri=given.uri, database=given.database, asset=asset, config_file=given.config
     )
+    for line in result.warnings:
+        warn(line)
     if json:
-        print_json({"created": result.created, "kept": result.kept, "notes": result.notes})
+        print_json(
+            {
+                "created": result.created,
+                "kept": result.kept,
+                "notes": result.notes,
+                "warnings": result.warnings,
+            }
+        )
         return
     for name in result.created:
         say(f"created {name}")
@@ -518,7 +542,7 @@ def init(
         say(note)
 
 
-@command()
+@command(set_up=True)
 def export(
     *,
     collection: Collections = None,
@@ -568,7 +592,7 @@ def export(
         say(render.exported_line(result))
 
 
-@command(name="import")
+@command(name="import", set_up=True)
 def import_(
     file: Annotated[
         Path,
@@ -617,7 +641,7 @@ def import_(
         warn(f"{result.collection}: {len(result.converted) - 20} more deprecated values converted")
 
 
-@command()
+@command(set_up=True)
 def dump(
     collection: Annotated[
         str,
@@ -670,7 +694,7 @@ def verify(
         raise InvalidInput(f"{len(report.problems)} problem(s) in {path}")
 
 
-@command()
+@command(set_up=True)
 def stats(
     *,
     json: JsonFlag = False,
@@ -723,7 +747,7 @@ def render_merge(report: MergeReport) -> None:
         say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
 
 
-@command()
+@command(set_up=True)
 def merge(
     path: Annotated[
         Path | None,
@@ -832,7 +856,7 @@ def backups(*, json: JsonFlag = False) -> None:
         out.print(f"{info.id}  {', '.join(info.collections)}  ({info.reason})", markup=False)
 
 
-@command()
+@command(set_up=True)
 def restore(
     backup_id: Annotated[
         str,
@@ -864,7 +888,7 @@ def restore(
     )
 
 
-@command()
+@command(set_up=True)
 def prune(
     *,
     keep: Annotated[
@@ -907,7 +931,7 @@ def prune(
     )
 
 
-@command()
+@command(set_up=True)
 def status(
     *,
     json: JsonFlag = False,
@@ -1139,15 +1163,20 @@ def hooks_install(*, json: JsonFlag = False) -> None:
 def hooks_uninstall(*, json: JsonFlag = False) -> None:
     """Remove dbsync's hooks and put back the ones they replaced.
 
-    The drivers stay configured: they run only when git merges or diffs a snapshot.
+    The drivers stay configured: they run only when git merges or diffs a snapshot. The
+    pull.rebase that 'dbsync init' set is removed too (not one set or changed by anyone else).
     """
-    changes = hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd()))
+    root = git.require_toplevel(Path.cwd())
+    changes = hooks_service.uninstall_hooks(root)
+    pull_setting = hooks_service.undo_pull_setting(root)
     if json:
         print_json(render.hook_changes_json(changes))
         return
     for change in changes:
         restored = f" ({change.legacy.name} put back)" if change.legacy else ""
         say(f"{change.name}: {change.action}{restored}")
+    if pull_setting is not None:
+        say(pull_setting)
 
 
 @command(hooks_app, "status")
@@ -1227,7 +1256,7 @@ def diff_driver(
     sys.stdout.flush()
 
 
-@command()
+@command(set_up=True)
 def sync(*, json: JsonFlag = False) -> None:
     """Pull, export, commit and push: the whole cycle in one command.
 
@@ -1242,7 +1271,7 @@ def sync(*, json: JsonFlag = False) -> None:
         say(step)
 
 
-@command()
+@command(set_up=True)
 def agent(
     *,
     every: Annotated[

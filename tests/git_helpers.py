@@ -1,7 +1,9 @@
 """Real git repositories and the real ``dbsync`` console script, isolated from the user's setup.
 
 Every subprocess gets a temporary ``HOME`` (so the user's git config never leaks in), no system
-git config, a pinned identity, and the test virtualenv's ``bin`` first on PATH.
+git config, a pinned identity, and the test virtualenv's ``bin`` first on PATH. Nothing about
+pulls is configured: the tests meet git's defaults, as a new user does (``dbsync init`` sets
+``pull.rebase false`` in each repository it sets up).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ DBSYNC = str(Path(BIN) / "dbsync")
 GITCONFIG = """\
 [init]
     defaultBranch = main
-[pull]
-    rebase = false
 [advice]
     detachedHead = false
     skippedCherryPicks = false
@@ -116,8 +116,9 @@ def real_records() -> list[dict[str, Any]]:
     return records
 
 
-def init_pair(folder: Path, env: dict[str, str]) -> tuple[Repo, Repo]:
-    """A bare remote, asset ``a`` (dbsync init, committed, pushed) and its clone ``b`` (init)."""
+def init_pair(folder: Path, env: dict[str, str], *, set_up_clone: bool = True) -> tuple[Repo, Repo]:
+    """A bare remote, asset ``a`` (dbsync init, committed, pushed) and its clone ``b`` (where
+    ``dbsync init`` runs unless ``set_up_clone`` is False)."""
     subprocess.run(["git", "init", "-q", "--bare", str(folder / "remote.git")], env=env, check=True)
     a, b = Repo(folder / "a", env), Repo(folder / "b", env)
     Repo(folder, env).git("clone", "-q", "remote.git", "a")
@@ -128,7 +129,8 @@ def init_pair(folder: Path, env: dict[str, str]) -> tuple[Repo, Repo]:
     a.git("commit", "-q", "-m", "dbsync init")
     a.git("push", "-q", "origin", "main")
     Repo(folder, env).git("clone", "-q", "remote.git", "b")
-    b.dbsync("init", "--asset", "b")
+    if set_up_clone:
+        b.dbsync("init", "--asset", "b")
     return a, b
 
 

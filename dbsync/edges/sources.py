@@ -88,7 +88,6 @@ def index_sections(source: Path, *, verify_as_read: bool = False) -> dict[str, S
     one of them is still verified here). Whoever reads such a section must read all its lines
     before writing anything, or call its ``verify``.
     """
-    _require_snapshot_files(source)
     found: dict[str, SourceSection] = {}
     deferred = _deferred_files(source) if verify_as_read else {}
     for path in snapshot_files(source):
@@ -138,30 +137,26 @@ FIRST_LINE_LOOKED_AT = 1 << 16
 
 
 def require_snapshot(source: Path) -> None:
-    """Refuse at once, before any lock, backup or history row, what holds no snapshot at all:
-    a path that does not exist (a typo: a usage error), a folder without snapshot files, or a
-    file that is Extended JSON documents (mongoexport output, which ``dbsync import`` loads).
-    Any other file is verified by whoever reads it, naming its line."""
+    """Refuse at once, before any lock, backup or history row, a source given to ``merge``
+    that holds no snapshot at all: a path that does not exist (a typo: a usage error), a folder
+    without snapshot files, or a file of Extended JSON documents (mongoexport output, which
+    ``dbsync import`` loads). Any other file is verified by whoever reads it, naming its line.
+    (``index_sections`` takes an empty folder as no collection: ``diff`` compares with one.)"""
     if not source.exists():
         raise UsageError(
             f"{source} does not exist",
             hint="give a snapshot file or folder, e.g. 'dbsync merge database_backup'",
         )
-    _require_snapshot_files(source)
+    if source.is_dir() and not snapshot_files(source):  # would merge nothing, and say merged
+        raise InvalidInput(
+            f"{source} holds no dbsync snapshot (no *{SUFFIX} file); nothing was written",
+            hint="give the snapshot folder (database_backup by default) or a snapshot file",
+        )
     if source.is_file() and _looks_like_documents(_first_line(source)):
         raise InvalidInput(
             f"{source} is not a dbsync snapshot: it holds Extended JSON documents "
             "(mongoexport output, say), which merge does not take; nothing was written",
             hint=f"load it with 'dbsync import {source} --collection NAME'",
-        )
-
-
-def _require_snapshot_files(source: Path) -> None:
-    """A folder without snapshot files: "merging" it would merge nothing and say merged."""
-    if source.is_dir() and not snapshot_files(source):
-        raise InvalidInput(
-            f"{source} holds no dbsync snapshot (no *{SUFFIX} file); nothing was written",
-            hint="give the snapshot folder (database_backup by default) or a snapshot file",
         )
 
 

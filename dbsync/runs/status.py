@@ -430,6 +430,26 @@ def check_asset_name(context: StatusContext) -> list[Reason]:
     return [Reason(WARNING, "asset", message, fix)]
 
 
+def check_pull_setting(context: StatusContext) -> list[Reason]:
+    """WARNING on a clone where a plain ``git pull`` stops on divergent branches, as it does
+    once two assets have each committed a snapshot (``dbsync init`` sets ``pull.rebase false``
+    where nothing is set; an older clone, or a user's ``pull.ff=only``, may still stop)."""
+    root = git.toplevel(context.config.root)
+    why = hooks.pull_would_stop(root) if root is not None else None
+    if why is None:
+        return []
+    message = (
+        f"a plain 'git pull' here stops on divergent branches ({why}), and two assets' "
+        "snapshot commits diverge by design: the pull would not merge the other asset's "
+        "snapshot"
+    )
+    fix = (
+        "run 'git config pull.rebase false' (what 'dbsync init' sets where nothing is set), "
+        "or pull with 'git pull --no-rebase --no-ff'; 'dbsync sync' pulls either way"
+    )
+    return [Reason(WARNING, "pull", message, fix)]
+
+
 CHECKS: list[Check] = [
     check_database,
     check_state_store,
@@ -439,6 +459,7 @@ CHECKS: list[Check] = [
     check_snapshot_matches_database,
     check_git_setup,
     check_asset_name,
+    check_pull_setting,
 ]
 
 
