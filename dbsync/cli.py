@@ -65,6 +65,7 @@ from dbsync.runs import status as status_service
 from dbsync.runs import sync as sync_service
 from dbsync.runs import verify as verify_service
 from dbsync.runs.common import open_configured_store
+from dbsync.runs.recording import disk_full
 
 # ---------------------------------------------------------------- help that reads like a man page
 
@@ -252,6 +253,19 @@ def report_bug(error: Exception) -> None:
     raise typer.Exit(1)
 
 
+def report_unexpected(error: Exception, command_name: str) -> None:
+    """An error no service turned into a ``DbsyncError``: a full disk met outside a changing
+    run (which turns its own, ``runs.recording.disk_full``) is expected (exit 5); anything
+    else is a bug."""
+    try:
+        full = disk_full(error, config(), command_name)
+    except DbsyncError:  # no configuration to say where: a bug report says it all the same
+        full = None
+    if full is not None:
+        report_error(full)
+    report_bug(error)
+
+
 _CONTEXT_PARAMETER = inspect.Parameter(
     "_dbsync_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
 )
@@ -290,7 +304,7 @@ def _with_global_options(
             except (typer.Exit, typer.Abort):
                 raise
             except Exception as error:
-                report_bug(error)
+                report_unexpected(error, context.info_name or "command")
             finally:
                 _CURRENT.pop()
 

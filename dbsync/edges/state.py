@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbsync.errors import InvalidInput
+from dbsync.errors import DbsyncError, DiskFull, InvalidInput, full_disk_error
 
 STATE_FILE = "state.sqlite"
 HISTORY_KEPT = 10_000
@@ -45,6 +45,9 @@ RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
 CANCELLED, REJECTED = "cancelled", "rejected"
 """Runs stopped by Ctrl-C, and runs a usage error rejected (a mistyped collection, say): in the
 history, but not failures of the asset, so ``consecutive_failures`` does not count them."""
+NO_SPACE = "no space"
+"""A run the disk filling up stopped: a failure (counted), told apart so ``status`` says so."""
+FAILURES = (FAILED, REFUSED, NO_SPACE)
 
 _SCHEMA_V1 = """
 CREATE TABLE history (
@@ -333,7 +336,7 @@ class StateStore:
                 "WHERE collection = ? AND operation = ?",
                 (when, outcome.records, duration_ms, outcome.digest, outcome.collection, operation),
             )
-        elif outcome.status in (FAILED, REFUSED):
+        elif outcome.status in FAILURES:
             self._db.execute(
                 "UPDATE collection_state SET consecutive_failures = consecutive_failures + 1, "
                 "last_failure = ?, last_error = ? WHERE collection = ? AND operation = ?",
@@ -568,7 +571,14 @@ _PENDING_SELECT = (
 )
 
 
-def _damaged(path: Path, error: Exception) -> InvalidInput:
+def _damaged(path: Path, error: Exception) -> DbsyncError:
+    """A state database SQLite cannot use: damaged, or on a disk too full to open it (then
+    nothing is wrong with the file, and moving it away would lose the history for nothing)."""
+    if full_disk_error(error, path.parent) is not None:
+        return DiskFull(
+            f"the state database {path} cannot be opened: the disk is full ({error})",
+            hint="free space on that disk; nothing is wrong with the file",
+        )
     return InvalidInput(
         f"the state database {path} cannot be used: {error}",
         hint=f"move it away (mv {path} {path}.broken): dbsync starts a new one; "
