@@ -132,7 +132,7 @@ def read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{path}: not valid TOML: {error}") from None
     _check_table(path, data, _TOP_LEVEL, "")
     for name, table in data.get("collections", {}).items():

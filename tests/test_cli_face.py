@@ -135,3 +135,12 @@ def test_a_bug_outside_a_project_writes_a_temporary_log_and_names_it(tmp_path: P
     finally:
         log.unlink(missing_ok=True)
     assert not (tmp_path / "database_sync").exists()
+
+
+def test_a_config_file_that_is_not_utf8_is_invalid_input_not_a_bug(tmp_path: Path) -> None:
+    project = new_project(tmp_path / "p")
+    (project.root / "dbsync.toml").write_bytes(b'database = "caf\xe9"\n')  # Latin-1, not UTF-8
+    result = project.run("stats")
+    assert result.code == 4, result.output
+    assert "dbsync.toml: not valid TOML" in result.err and "unexpected error" not in result.err
+    assert not (project.root / "database_sync" / "dbsync.log").exists()
