@@ -259,7 +259,7 @@ def report_unexpected(error: Exception, command_name: str) -> None:
     else is a bug."""
     try:
         full = disk_full(error, config(), command_name)
-    except DbsyncError:  # no configuration to say where: a bug report says it all the same
+    except Exception:  # the configuration may be what is broken: then it is a bug to report
         full = None
     if full is not None:
         report_error(full)
