@@ -82,9 +82,7 @@ def test_typos_do_not_degrade_the_asset(pnl_project):
         pnl_project.run("export", "-c", "pnll", expect=2)
     document = status(pnl_project)
     assert failures(document) == [] and document["status"] == "HEALTHY", document
-    rejected = [row for row in pnl_project.history() if row["status"] == "rejected"]
-    assert [row["operation"] for row in rejected] == ["export"] * (FAILURES_DEGRADED + 1)
-    assert "unknown collection(s): pnll" in rejected[0]["error"]
+    assert [row["operation"] for row in pnl_project.history()] == ["merge"]  # typos did nothing
 
 
 def test_lock_waits_do_not_degrade_the_asset(pnl_project):

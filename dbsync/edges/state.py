@@ -42,9 +42,9 @@ RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
     "refused",
     "interrupted",
 )
-CANCELLED, REJECTED = "cancelled", "rejected"
-"""Runs stopped by Ctrl-C, and runs a usage error rejected (a mistyped collection, say): in the
-history, but not failures of the asset, so ``consecutive_failures`` does not count them."""
+CANCELLED = "cancelled"
+"""A run stopped by Ctrl-C: in the history, but not a failure of the asset, so
+``consecutive_failures`` does not count it."""
 NO_SPACE = "no space"
 """A run the disk filling up stopped: a failure (counted), told apart so ``status`` says so."""
 FAILURES = (FAILED, REFUSED, NO_SPACE)
@@ -342,6 +342,11 @@ class StateStore:
                 "last_failure = ?, last_error = ? WHERE collection = ? AND operation = ?",
                 (when, outcome.error, outcome.collection, operation),
             )
+
+    def discard_run(self, run_id: int) -> None:
+        """Forget a run that did nothing (a usage error refused it): no row at all."""
+        with self._db:
+            self._db.execute("DELETE FROM history WHERE id = ? AND status = ?", (run_id, RUNNING))
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Newest first; a placeholder whose process is gone reads as ``interrupted``."""

@@ -3,7 +3,8 @@
 ``recorded_run`` (called by ``dbsync.runs.pipeline`` for every changing run, under the asset's lock)
 writes a placeholder history row (so a killed run shows as interrupted), runs the block, then
 records how each collection fared, with the duration and record counts, or the error without any
-URI password.
+URI password. A usage error leaves no row (the run did nothing); Ctrl-C leaves ``cancelled``,
+a full disk ``no space`` (with the message ``disk_full`` makes of it).
 
 Recording is bookkeeping: if the state database cannot be written, the command still does its
 work and the problem is reported through ``warn``.
@@ -27,7 +28,6 @@ from dbsync.edges.state import (
     FAILED,
     NO_SPACE,
     REFUSED,
-    REJECTED,
     SUCCESS,
     CollectionResult,
     StateStore,
@@ -74,11 +74,9 @@ def error_text(error: BaseException, config: Config) -> str:
 
 def failure_status(error: BaseException) -> str:
     """How a run that raised ended: ``failed``, ``refused`` and ``no space`` are failures of
-    the asset (``status`` counts them); Ctrl-C and a usage error say nothing about its health."""
+    the asset (``status`` counts them); Ctrl-C says nothing about its health."""
     if isinstance(error, KeyboardInterrupt):
         return CANCELLED
-    if isinstance(error, UsageError):
-        return REJECTED
     if isinstance(error, DiskFull):
         return NO_SPACE
     return REFUSED if isinstance(error, SafetyRefusal) else FAILED
@@ -190,6 +188,10 @@ def recorded_run(
     started = time.monotonic()
     try:
         yield run
+    except UsageError:  # refused for its options or arguments: it did nothing, says nothing
+        if run_ids:
+            recorder.attempt(lambda state: state.discard_run(run_ids[0]))
+        raise
     except BaseException as error:
         full = disk_full(error, config, operation) if isinstance(error, Exception) else None
         failure = full or error
