@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -28,19 +27,20 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 from rich.table import Table
-from typer.core import TyperArgument, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from dbsync import __version__, render
+from dbsync import __version__, crash_log, render
 from dbsync import completion as completion_service
 from dbsync.agent import schedule as agent_service
 from dbsync.agent.api import require_key_for
-from dbsync.config import Config, load_config
+from dbsync.config import Config, find_root, load_config
 from dbsync.core.report import MergeReport
 from dbsync.edges import git
 from dbsync.edges.backups import list_backups
+from dbsync.edges.sources import require_snapshot
 from dbsync.edges.state import HistoryEntry, reading_state
 from dbsync.edges.store import Store
-from dbsync.errors import DbsyncError, InvalidInput, UsageError
+from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.integration import diff_driver as diff_driver_service
 from dbsync.integration import hook_runs as hook_service
 from dbsync.integration import installer as hooks_service
@@ -65,32 +65,56 @@ from dbsync.runs import status as status_service
 from dbsync.runs import sync as sync_service
 from dbsync.runs import verify as verify_service
 from dbsync.runs.common import open_configured_store
+from dbsync.runs.recording import disk_full
 
 # ---------------------------------------------------------------- help that reads like a man page
 
 
-def _usage_name(self: TyperArgument) -> str:
+def _argument_name(argument: TyperArgument) -> str:
+    """Its metavar, else its name in capitals, as a man page writes a placeholder."""
+    return argument.metavar or (argument.name or "value").upper()
+
+
+def _usage_name(argument: TyperArgument) -> str:
     """``FILE`` when required, ``[FILE]`` when not: typer writes ``{FILE}`` for the first."""
-    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-    return name + ("..." if self.nargs != 1 else "")
+    name = _argument_name(argument)
+    name = name if argument.required else f"[{name}]"
+    return name + ("..." if argument.nargs != 1 else "")
 
 
-def _no_type(self: TyperArgument, ctx: Any) -> str | None:
-    """The metavar already says what an argument is; typer would add ``<str>`` after it."""
-    return None
+class ManPageCommand(TyperCommand):
+    """A command whose help reads like a man page: ``FILE`` and ``[FILE]`` in the usage line,
+    ``--limit LIMIT`` for an option, no Python type anywhere (typer >= 0.2x draws ``<int>``,
+    ``<list[str]>``, ``{FILE}``). Only the formatting hooks every command class has are
+    overridden; typer's own classes are left as they are."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for parameter in self.params:  # an option without a metavar shows its name, not <int>
+            if isinstance(parameter, TyperOption) and not (parameter.is_flag or parameter.count):
+                parameter.metavar = parameter.metavar or (parameter.name or "value").upper()
 
-def _option_placeholder(self: TyperOption, ctx: Any) -> str | None:
-    """An option without a metavar shows its name (``--limit LIMIT``), not ``<int>``."""
-    return self.metavar or (self.name or "value").upper()
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        arguments = (p for p in self.get_params(ctx) if isinstance(p, TyperArgument))
+        return pieces + [_usage_name(argument) for argument in arguments]
 
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """Arguments by their metavar alone (the metavar says what one is), then options."""
+        arguments, options = [], []
+        for parameter in self.get_params(ctx):
+            record = parameter.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(parameter, TyperArgument):
+                arguments.append((_argument_name(parameter), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
 
-# typer >= 0.2x draws every parameter's Python type (``<bool>`` on flags, ``<list[str]>``);
-# the plain (click) formatter with these overrides prints what man pages print.
-if hasattr(TyperArgument, "_usage_display_name"):
-    TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
-TyperArgument.display_type_rich = _no_type  # type: ignore[method-assign, assignment]
-TyperOption.display_type_rich = _option_placeholder  # type: ignore[method-assign]
 
 HELP_SETTINGS: dict[str, Any] = {
     "no_args_is_help": True,
@@ -112,6 +136,40 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # ---------------------------------------------------------------- global options
 
+UriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--uri",
+        metavar="URI",
+        help="The database: mongodb://, mongodb+srv:// or embedded://PATH. "
+        "Overrides DBSYNC_URI and the config files.",
+        show_default=False,
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        metavar="NAME",
+        help="The database name. Overrides DBSYNC_DATABASE and the config files.",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="The dbsync.toml to use (default: the nearest one upwards).",
+    ),
+]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")]
+VerboseFlag = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Print more, with the traceback of a bug on stderr."),
+]
+"""The global options, declared once: ``main_callback`` takes them before the command, and
+``command`` gives every command the same ones, so that they are accepted after it too."""
+
 
 @dataclass(frozen=True)
 class GlobalOptions:
@@ -123,64 +181,14 @@ class GlobalOptions:
 
 
 _GLOBAL_PARAMETERS = [
-    inspect.Parameter(
-        "uri",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            str | None,
-            typer.Option(
-                "--uri",
-                metavar="URI",
-                help="The database: mongodb://, mongodb+srv:// or embedded://PATH. "
-                "Overrides DBSYNC_URI and the config files.",
-                show_default=False,
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "database",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            str | None,
-            typer.Option(
-                "--database",
-                metavar="NAME",
-                help="The database name. Overrides DBSYNC_DATABASE and the config files.",
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "config",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            Path | None,
-            typer.Option(
-                "--config",
-                metavar="FILE",
-                help="The dbsync.toml to use (default: the nearest one upwards).",
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "quiet",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=False,
-        annotation=Annotated[
-            bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")
-        ],
-    ),
-    inspect.Parameter(
-        "verbose",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=False,
-        annotation=Annotated[
-            bool,
-            typer.Option("--verbose", "-v", help="Print more, with a traceback on a bug."),
-        ],
-    ),
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+    for name, option, default in (
+        ("uri", UriOption, None),
+        ("database", DatabaseOption, None),
+        ("config", ConfigOption, None),
+        ("quiet", QuietFlag, False),
+        ("verbose", VerboseFlag, False),
+    )
 ]
 _GLOBAL_NAMES = [parameter.name for parameter in _GLOBAL_PARAMETERS]
 
@@ -212,17 +220,65 @@ def report_interrupt() -> None:
     raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
+def _project_root() -> Path | None:
+    given = options().config
+    if given is not None and given.is_file():
+        return given.resolve().parent
+    return find_root(Path.cwd())
+
+
+def _uris_in_use() -> list[str]:
+    """The URIs whose passwords must not reach a log: given, in the environment, configured."""
+    uris = [options().uri or "", os.environ.get("DBSYNC_URI", "")]
+    try:
+        uris.append(config().uri or "")
+    except Exception:  # the configuration may be what is broken: scrub what is known
+        pass
+    return [uri for uri in uris if uri]
+
+
+def report_bug(error: Exception) -> None:
+    """A bug (exit 1, and nothing else exits 1): its traceback goes to a log file the message
+    names (``dbsync.crash_log``), so that whoever met it, a git hook or the agent too, can
+    report it; ``-v`` prints it on stderr as well."""
+    uris = _uris_in_use()
+    report = crash_log.crash_report(error, sys.argv, uris)
+    path = crash_log.write_crash_log(report, _project_root())
+    summary = crash_log.scrubbed(f"{type(error).__name__}: {error}", uris)
+    err.print(f"unexpected error: {summary}", markup=False)
+    if options().verbose or path is None:
+        err.print(report, markup=False, end="")
+    where = f"its traceback is in {path}" if path else "no log file could be written"
+    err.print(f"this is a bug in dbsync: {where}; please include it in a bug report", markup=False)
+    raise typer.Exit(1)
+
+
+def report_unexpected(error: Exception, command_name: str) -> None:
+    """An error no service turned into a ``DbsyncError``: a full disk met outside a changing
+    run (which turns its own, ``runs.recording.disk_full``) is expected (exit 5); anything
+    else is a bug."""
+    try:
+        full = disk_full(error, config(), command_name)
+    except Exception:  # the configuration may be what is broken: then it is a bug to report
+        full = None
+    if full is not None:
+        report_error(full)
+    report_bug(error)
+
+
 _CONTEXT_PARAMETER = inspect.Parameter(
     "_dbsync_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
 )
 
 
-def command(
-    target: typer.Typer = app, name: str | None = None, *, hidden: bool = False
+def _with_global_options(
+    add: Callable[[Callable[..., Any]], Any], *, set_up: bool = False
 ) -> Callable[[F], F]:
-    """Register a command that also accepts the global options (``dbsync export --uri X``).
+    """Register a function with ``add`` so that it also accepts the global options
+    (``dbsync export --uri X``), and so that its errors end in their exit codes.
 
-    ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
+    ``set_up``: the command touches a store, so it first refuses a folder that is not a
+    project, or a clone never set up, before it opens or writes anything.
     """
 
     def register(function: F) -> F:
@@ -232,8 +288,14 @@ def command(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             context = kwargs.pop(_CONTEXT_PARAMETER.name)
             given = {name: kwargs.pop(name) for name in _GLOBAL_NAMES}
-            _CURRENT.append(_merged_options(context, given))
+            merged = _merged_options(context, given)
+            if context.invoked_subcommand is not None:  # a group's: its sub-command runs next
+                context.obj = merged
+                return None
+            _CURRENT.append(merged)
             try:
+                if set_up:
+                    config().require_set_up()
                 return function(*args, **kwargs)
             except DbsyncError as error:
                 report_error(error)
@@ -241,21 +303,37 @@ def command(
                 report_interrupt()
             except (typer.Exit, typer.Abort):
                 raise
-            except Exception as error:  # a bug: say so briefly; -v shows the traceback
-                if options().verbose:
-                    raise
-                err.print(f"unexpected error: {type(error).__name__}: {error}", markup=False)
-                err.print("hint: run again with -v for the traceback", markup=False)
-                raise typer.Exit(1) from None
+            except Exception as error:
+                report_unexpected(error, context.info_name or "command")
             finally:
                 _CURRENT.pop()
 
         parameters = [*signature.parameters.values(), *_GLOBAL_PARAMETERS, _CONTEXT_PARAMETER]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        target.command(name, hidden=hidden)(wrapper)
+        add(wrapper)
         return function
 
     return register
+
+
+def command(
+    target: typer.Typer = app,
+    name: str | None = None,
+    *,
+    hidden: bool = False,
+    set_up: bool = False,
+) -> Callable[[F], F]:
+    """Register a command (see ``_with_global_options``).
+
+    ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
+    """
+    add = target.command(name, hidden=hidden, cls=ManPageCommand)
+    return _with_global_options(add, set_up=set_up)
+
+
+def group_callback(target: typer.Typer) -> Callable[[F], F]:
+    """Register what a command group does without a sub-command (``dbsync conflicts``)."""
+    return _with_global_options(target.callback(invoke_without_command=True))
 
 
 _CURRENT: list[GlobalOptions] = []
@@ -282,7 +360,9 @@ def changing(
     *,
     merging: Path | None = None,
 ) -> AbstractContextManager[tuple[pipeline_service.ChangingRun, Store]]:
-    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal."""
+    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal;
+    refused before the lock when this folder cannot run one (``Config.require_set_up``)."""
+    configuration.require_set_up()
     return pipeline_service.changing_store_run(
         configuration,
         operation,
@@ -296,24 +376,11 @@ def changing(
 @app.callback(invoke_without_command=True)
 def main_callback(
     context: typer.Context,
-    uri: Annotated[
-        str | None,
-        typer.Option(
-            "--uri", metavar="URI", help="The database: mongodb://, mongodb+srv:// or embedded://."
-        ),
-    ] = None,
-    database: Annotated[
-        str | None, typer.Option("--database", metavar="NAME", help="The database name.")
-    ] = None,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", metavar="FILE", help="The dbsync.toml to use.")
-    ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Print more, with a traceback on a bug.")
-    ] = False,
+    uri: UriOption = None,
+    database: DatabaseOption = None,
+    config_file: ConfigOption = None,
+    quiet: QuietFlag = False,
+    verbose: VerboseFlag = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Keep the MongoDB databases of several machines identical through an ordinary git remote.
@@ -467,10 +534,19 @@ def init(
     """
     given = options()
     result = init_service.init_project(
-        Path.cwd(), uri=given.uri, database=given.database, asset=asset
+        Path.cwd(), uri=given.uri, database=given.database, asset=asset, config_file=given.config
     )
+    for line in result.warnings:
+        warn(line)
     if json:
-        print_json({"created": result.created, "kept": result.kept, "notes": result.notes})
+        print_json(
+            {
+                "created": result.created,
+                "kept": result.kept,
+                "notes": result.notes,
+                "warnings": result.warnings,
+            }
+        )
         return
     for name in result.created:
         say(f"created {name}")
@@ -480,7 +556,7 @@ def init(
         say(note)
 
 
-@command()
+@command(set_up=True)
 def export(
     *,
     collection: Collections = None,
@@ -528,14 +604,12 @@ def export(
     for note in skipped:
         warn(note)
     for result in results:
-        for note in result.notes:
+        for note in render.export_notes(result):
             warn(note)
-        state = "changed" if result.changed else "unchanged"
-        deleted = f", {result.deleted} deleted" if result.deleted else ""
-        say(f"{result.collection}: {result.records} records → {result.path} ({state}{deleted})")
+        say(render.exported_line(result))
 
 
-@command(name="import")
+@command(name="import", set_up=True)
 def import_(
     file: Annotated[
         Path,
@@ -584,7 +658,7 @@ def import_(
         warn(f"{result.collection}: {len(result.converted) - 20} more deprecated values converted")
 
 
-@command()
+@command(set_up=True)
 def dump(
     collection: Annotated[
         str,
@@ -637,7 +711,7 @@ def verify(
         raise InvalidInput(f"{len(report.problems)} problem(s) in {path}")
 
 
-@command()
+@command(set_up=True)
 def stats(
     *,
     json: JsonFlag = False,
@@ -690,7 +764,7 @@ def render_merge(report: MergeReport) -> None:
         say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
 
 
-@command()
+@command(set_up=True)
 def merge(
     path: Annotated[
         Path | None,
@@ -739,6 +813,9 @@ def merge(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
     path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
+    for source in (path, base):  # a typo or a folder with no snapshot: refused before the run
+        if source is not None:
+            require_snapshot(source)
     if base is None and not resume:  # a pull's merge that was pending stays three-way
         merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
@@ -796,7 +873,7 @@ def backups(*, json: JsonFlag = False) -> None:
         out.print(f"{info.id}  {', '.join(info.collections)}  ({info.reason})", markup=False)
 
 
-@command()
+@command(set_up=True)
 def restore(
     backup_id: Annotated[
         str,
@@ -834,7 +911,7 @@ def restore(
     )
 
 
-@command()
+@command(set_up=True)
 def prune(
     *,
     keep: Annotated[
@@ -877,7 +954,7 @@ def prune(
     )
 
 
-@command()
+@command(set_up=True)
 def status(
     *,
     json: JsonFlag = False,
@@ -1010,56 +1087,67 @@ def render_brought_back(result: bring_back_service.BroughtBack, what: str, json:
         say(note)
 
 
-class ConflictAction(str, Enum):
-    show = "show"
-    restore = "restore"
+conflicts_app = typer.Typer(
+    subcommand_metavar="[show ID | restore ID]", **{**HELP_SETTINGS, "no_args_is_help": False}
+)
+app.add_typer(conflicts_app, name="conflicts")
+ConflictId = Annotated[
+    int, typer.Argument(metavar="ID", help="A losing version's id, as 'dbsync conflicts' lists it.")
+]
 
 
-@command()
+@group_callback(conflicts_app)
 def conflicts(
-    action: Annotated[
-        ConflictAction | None,
-        typer.Argument(
-            help="What to do with losing version ID: show it against its winner, or restore it."
-        ),
-    ] = None,
-    conflict_id: Annotated[
-        int | None, typer.Argument(metavar="ID", help="A losing version's id.")
-    ] = None,
     *,
     collection: Annotated[
-        str | None, typer.Option("--collection", "-c", help="Only this collection.")
+        str | None,
+        typer.Option("--collection", "-c", metavar="COLLECTION", help="Only this collection."),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only those decided since: 2026-11-30, 2026-11-30T12:00, 7d."),
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only those decided since: 2026-11-30, 2026-11-30T12:00, 7d.",
+        ),
     ] = None,
     json: JsonFlag = False,
 ) -> None:
-    """The losing versions of every conflict decided on this asset, newest first."""
+    """The losing versions of every conflict decided on this asset, newest first.
+
+    'dbsync conflicts show ID' compares one with the version that won; 'dbsync conflicts
+    restore ID' makes it the current version again.
+    """
+    found = conflicts_service.list_conflicts(config(), collection, since)
+    if json:
+        print_json([conflicts_service.conflict_json(version) for version in found])
+        return
+    if not found:
+        say("no losing versions recorded")
+    for version in found:
+        out.print(conflicts_service.conflict_line(version), markup=False)
+
+
+@command(conflicts_app, "show")
+def conflicts_show(conflict_id: ConflictId, *, json: JsonFlag = False) -> None:
+    """Show a losing version against the version that won, field by field."""
+    version = conflicts_service.find_conflict(config(), conflict_id)
+    comparison = conflicts_service.compare(version)
+    if json:
+        changes = [change.to_json() for change in comparison.changes]
+        print_json({**conflicts_service.conflict_json(version), "changes": changes})
+        return
+    for line in conflicts_service.comparison_text(comparison):
+        out.print(line, markup=False)
+
+
+@command(conflicts_app, "restore")
+def conflicts_restore(conflict_id: ConflictId, *, json: JsonFlag = False) -> None:
+    """Make a losing version the current version again, with its timestamp set to now.
+
+    Backed up first and merged like any merge, so 'dbsync restore ID' undoes it.
+    """
     configuration = config()
-    if action is None:
-        found = conflicts_service.list_conflicts(configuration, collection, since)
-        if json:
-            print_json([conflicts_service.conflict_json(version) for version in found])
-        elif not found:
-            say("no losing versions recorded")
-        for version in [] if json else found:
-            out.print(conflicts_service.conflict_line(version), markup=False)
-        return
-    if conflict_id is None:
-        raise UsageError(f"'dbsync conflicts {action.value}' needs the ID of a losing version")
-    if action is ConflictAction.show:
-        comparison = conflicts_service.compare(
-            conflicts_service.find_conflict(configuration, conflict_id)
-        )
-        if json:
-            changes = [change.to_json() for change in comparison.changes]
-            print_json({**conflicts_service.conflict_json(comparison.version), "changes": changes})
-            return
-        for line in conflicts_service.comparison_text(comparison):
-            out.print(line, markup=False)
-        return
     name = conflicts_service.find_conflict(configuration, conflict_id).collection
     with changing(configuration, "restore", [name]) as (run, store):
         result = conflicts_service.restore_conflict(configuration, store, conflict_id)
@@ -1098,15 +1186,20 @@ def hooks_install(*, json: JsonFlag = False) -> None:
 def hooks_uninstall(*, json: JsonFlag = False) -> None:
     """Remove dbsync's hooks and put back the ones they replaced.
 
-    The drivers stay configured: they run only when git merges or diffs a snapshot.
+    The drivers stay configured: they run only when git merges or diffs a snapshot. The
+    pull.rebase that 'dbsync init' set is removed too (not one set or changed by anyone else).
     """
-    changes = hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd()))
+    root = git.require_toplevel(Path.cwd())
+    changes = hooks_service.uninstall_hooks(root)
+    pull_setting = hooks_service.undo_pull_setting(root)
     if json:
         print_json(render.hook_changes_json(changes))
         return
     for change in changes:
         restored = f" ({change.legacy.name} put back)" if change.legacy else ""
         say(f"{change.name}: {change.action}{restored}")
+    if pull_setting is not None:
+        say(pull_setting)
 
 
 @command(hooks_app, "status")
@@ -1186,7 +1279,7 @@ def diff_driver(
     sys.stdout.flush()
 
 
-@command()
+@command(set_up=True)
 def sync(*, json: JsonFlag = False) -> None:
     """Pull, export, commit and push: the whole cycle in one command.
 
@@ -1201,7 +1294,7 @@ def sync(*, json: JsonFlag = False) -> None:
         say(step)
 
 
-@command()
+@command(set_up=True)
 def agent(
     *,
     every: Annotated[

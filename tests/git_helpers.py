@@ -1,7 +1,9 @@
 """Real git repositories and the real ``dbsync`` console script, isolated from the user's setup.
 
 Every subprocess gets a temporary ``HOME`` (so the user's git config never leaks in), no system
-git config, a pinned identity, and the test virtualenv's ``bin`` first on PATH.
+git config, a pinned identity, and the test virtualenv's ``bin`` first on PATH. Nothing about
+pulls is configured: the tests meet git's defaults, as a new user does (``dbsync init`` sets
+``pull.rebase false`` in each repository it sets up).
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ DBSYNC = str(Path(BIN) / "dbsync")
 GITCONFIG = """\
 [init]
     defaultBranch = main
-[pull]
-    rebase = false
 [advice]
     detachedHead = false
     skippedCherryPicks = false
@@ -120,12 +120,18 @@ def real_records() -> list[dict[str, Any]]:
 
 
 def init_pair(
-    folder: Path, env: dict[str, str], server: MongoServer | None = None
+    folder: Path,
+    env: dict[str, str],
+    server: MongoServer | None = None,
+    *,
+    set_up_clone: bool = True,
 ) -> tuple[Repo, Repo]:
-    """A bare remote, asset ``a`` (dbsync init, committed, pushed) and its clone ``b`` (init).
+    """A bare remote, asset ``a`` (dbsync init, committed, pushed) and its clone ``b`` (where
+    ``dbsync init`` runs unless ``set_up_clone`` is False).
 
     Each asset has its own embedded store; with ``server``, each has a database of its own on
-    that MongoDB server instead (``b`` names its own in its untracked ``dbsync.local.toml``).
+    that MongoDB server instead (``b``'s ``init --database`` keeps its own in its untracked
+    ``dbsync.local.toml``).
     """
     subprocess.run(["git", "init", "-q", "--bare", str(folder / "remote.git")], env=env, check=True)
     a, b = Repo(folder / "a", env), Repo(folder / "b", env)
@@ -140,10 +146,9 @@ def init_pair(
     a.git("commit", "-q", "-m", "dbsync init")
     a.git("push", "-q", "origin", "main")
     Repo(folder, env).git("clone", "-q", "remote.git", "b")
-    b.dbsync("init", *uri, "--asset", "b")
-    if server:
-        with (b.root / "dbsync.local.toml").open("a") as handle:
-            handle.write(f'database = "{server.new_database()}"\n')
+    if set_up_clone:
+        own = ["--database", server.new_database()] if server else []
+        b.dbsync("init", *uri, *own, "--asset", "b")
     return a, b
 
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbsync.errors import InvalidInput
+from dbsync.errors import DbsyncError, DiskFull, InvalidInput, full_disk_error
 
 STATE_FILE = "state.sqlite"
 HISTORY_KEPT = 10_000
@@ -42,6 +42,12 @@ RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
     "refused",
     "interrupted",
 )
+CANCELLED = "cancelled"
+"""A run stopped by Ctrl-C: in the history, but not a failure of the asset, so
+``consecutive_failures`` does not count it."""
+NO_SPACE = "no space"
+"""A run the disk filling up stopped: a failure (counted), told apart so ``status`` says so."""
+FAILURES = (FAILED, REFUSED, NO_SPACE)
 
 _SCHEMA_V1 = """
 CREATE TABLE history (
@@ -337,12 +343,17 @@ class StateStore:
                 "WHERE collection = ? AND operation = ?",
                 (when, outcome.records, duration_ms, outcome.digest, outcome.collection, operation),
             )
-        elif outcome.status in (FAILED, REFUSED):
+        elif outcome.status in FAILURES:
             self._db.execute(
                 "UPDATE collection_state SET consecutive_failures = consecutive_failures + 1, "
                 "last_failure = ?, last_error = ? WHERE collection = ? AND operation = ?",
                 (when, outcome.error, outcome.collection, operation),
             )
+
+    def discard_run(self, run_id: int) -> None:
+        """Forget a run that did nothing (a usage error refused it): no row at all."""
+        with self._db:
+            self._db.execute("DELETE FROM history WHERE id = ? AND status = ?", (run_id, RUNNING))
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Newest first; a placeholder whose process is gone reads as ``interrupted``."""
@@ -576,7 +587,14 @@ _PENDING_SELECT = (
 )
 
 
-def _damaged(path: Path, error: Exception) -> InvalidInput:
+def _damaged(path: Path, error: Exception) -> DbsyncError:
+    """A state database SQLite cannot use: damaged, or on a disk too full to open it (then
+    nothing is wrong with the file, and moving it away would lose the history for nothing)."""
+    if full_disk_error(error, path.parent) is not None:
+        return DiskFull(
+            f"the state database {path} cannot be opened: the disk is full ({error})",
+            hint="free space on that disk; nothing is wrong with the file",
+        )
     return InvalidInput(
         f"the state database {path} cannot be used: {error}",
         hint=f"move it away (mv {path} {path}.broken): dbsync starts a new one; "
