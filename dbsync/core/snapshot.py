@@ -348,6 +348,38 @@ def read_lines(handle: BinaryIO) -> Iterator[bytes]:
         yield line
 
 
+def checked_document(line: bytes) -> JsonDoc | str:
+    """A record line's document, checked deeply (valid JSON, every value its type's, storable,
+    written the way dbsync writes it), or what is wrong with it. Its hash is checked apart."""
+    body = line_body(line)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        return f"the document is not valid JSON ({error})"
+    if not isinstance(doc, dict):
+        return "the document is not a JSON object"
+    try:
+        decoded = extjson.from_json_value(doc)
+        canonical = extjson.encode_document(decoded) if isinstance(decoded, dict) else b""
+    except InvalidInput as error:
+        return f"a value lies about its type: {error.message}"
+    try:
+        extjson.check_storable(decoded)
+    except InvalidInput as error:
+        return f"no store can hold this document: {error.message}"
+    if canonical != body and extjson.written_before_escape(decoded) != body:
+        return "the document is not written the way dbsync writes it (was it hand-edited?)"
+    return doc
+
+
+def _part_problem(
+    doc: JsonDoc, key: SortKey, fields: Sequence[str], part: tuple[int, int]
+) -> str | None:
+    if part_of(key, part[1]) == part[0]:
+        return None
+    return f"{describe_key(doc, fields)} belongs in part {part_of(key, part[1])}, not {part[0]}"
+
+
 class _Checker:
     """Checks the lines of one record stream; ``deep`` adds types, canonical form and order."""
 
@@ -368,31 +400,15 @@ class _Checker:
         return problem
 
     def deep_problem(self, line: bytes, number: int) -> str | None:
-        body = line_body(line)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            return f"the document is not valid JSON ({error})"
-        if not isinstance(doc, dict):
-            return "the document is not a JSON object"
-        try:
-            decoded = extjson.from_json_value(doc)
-            canonical = extjson.encode_document(decoded) if isinstance(decoded, dict) else b""
-        except InvalidInput as error:
-            return f"a value lies about its type: {error.message}"
-        try:
-            extjson.check_storable(decoded)
-        except InvalidInput as error:
-            return f"no store can hold this document: {error.message}"
-        if canonical != body and extjson.written_before_escape(decoded) != body:
-            return "the document is not written the way dbsync writes it (was it hand-edited?)"
+        doc = checked_document(line)
+        if isinstance(doc, str):
+            return doc
         return self._order_problem(doc, number)
 
     def _order_problem(self, doc: JsonDoc, number: int) -> str | None:
         key = sort_key(doc, self.fields)
-        if self.part is not None and part_of(key, self.part[1]) != self.part[0]:
-            shown = describe_key(doc, self.fields)
-            return f"{shown} belongs in part {part_of(key, self.part[1])}, not {self.part[0]}"
+        if self.part is not None and (problem := _part_problem(doc, key, self.fields, self.part)):
+            return problem
         previous, self.previous = self.previous, (key, number, doc)
         if previous is None or previous[0] < key:
             return None
@@ -418,6 +434,63 @@ class _Checker:
         if line != self.digest.trailer():
             return "the trailer is not in canonical form: it was edited"
         return None
+
+
+class ChangedLineChecks:
+    """The deep checks of record streams walked together, for a merge that decodes only what
+    changed (the merge driver; ``core.merge.align`` walks the streams).
+
+    Every line's shape and hash are checked as it is read (``check_sections``, not deep). On
+    top of that, a line that is not the same on every side is checked here as ``verify``
+    checks it (``changed``: types, canonical form, part), and so is the order of every pair of
+    neighbouring lines of one side of which one changed: all that the walk's alignment relies
+    on. A line the same on every side is passed on as bytes, unread (``same``): the merge
+    changes nothing about it, and whatever reads the result into a database checks it there.
+    """
+
+    def __init__(self, header: Header, sides: int) -> None:
+        self.fields, self.part = header.rules.key, header.part
+        self.last_same: bytes | None = None
+        """The last line found the same on every side."""
+        self.pending = False
+        """Lines changed since ``last_same``: the next same line's order is checked."""
+        self._changed: list[SortKey | None] = [None] * sides
+        self._same_key: tuple[bytes | None, SortKey | None] = (None, None)
+
+    def same_after_changes(self, line: bytes) -> str | None:
+        """A line the same on every side, after changed ones: it must sort after each of them."""
+        self.last_same, self.pending = line, False
+        key = self._key_of_same()
+        changed, self._changed = self._changed, [None] * len(self._changed)
+        if any(before is not None and not before < key for before in changed):
+            return "out of order, or a key that appears twice, next to a changed record"
+        return None
+
+    def changed(self, side: int, line: bytes) -> str | None:
+        """A line of one side that is not the same on every side: checked deeply, and after the
+        line before it on its side."""
+        doc = checked_document(line)
+        if isinstance(doc, str):
+            return doc
+        key = sort_key(doc, self.fields)
+        if self.part is not None and (problem := _part_problem(doc, key, self.fields, self.part)):
+            return problem
+        before = self._changed[side]
+        if before is None and self.last_same is not None:
+            before = self._key_of_same()
+        self._changed[side], self.pending = key, True
+        if before is not None and not before < key:
+            shown = describe_key(doc, self.fields)
+            return f"{shown} is out of order, or its key appears twice"
+        return None
+
+    def _key_of_same(self) -> SortKey:
+        line, key = self._same_key
+        if line is not self.last_same or key is None:
+            assert self.last_same is not None
+            key = line_sort_key(self.last_same, self.fields)
+            self._same_key = (self.last_same, key)
+        return key
 
 
 def check_sections(
