@@ -448,9 +448,10 @@ class ChangedLineChecks:
     Every line's shape and hash are checked as it is read (``check_sections``, not deep). On
     top of that, a line that is not the same on every side is checked here as ``verify``
     checks it (``changed``: types, canonical form, part), and so is the order of every pair of
-    neighbouring lines of one side of which one changed: all that the walk's alignment relies
-    on. A line the same on every side is passed on as bytes, unread (``same``): the merge
-    changes nothing about it, and whatever reads the result into a database checks it there.
+    neighbouring lines of one side of which one changed (``changed``, ``same_after_changes``):
+    all that the walk's alignment relies on. A line the same on every side is passed on as
+    bytes, unread (the walk only notes it as ``last_same``): the merge changes nothing about
+    it, and whatever reads the result into a database checks it there.
     """
 
     def __init__(self, header: Header, sides: int) -> None:
