@@ -4,7 +4,10 @@ Each command reads its options, calls one service in ``dbsync.runs``, and render
 result. Errors are ``DbsyncError`` subclasses, turned into exit codes in ``main`` only.
 """
 
+from __future__ import annotations
+
 import functools
+import importlib
 import inspect
 import os
 import signal
@@ -12,60 +15,100 @@ import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import orjson
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
-from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from dbsync import __version__, crash_log, render
-from dbsync import completion as completion_service
-from dbsync.agent import schedule as agent_service
-from dbsync.agent.api import require_key_for
-from dbsync.config import Config, find_root, load_config
-from dbsync.core.report import MergeReport
-from dbsync.edges import git
-from dbsync.edges.backups import list_backups
-from dbsync.edges.sources import require_snapshot
-from dbsync.edges.state import HistoryEntry, reading_state
-from dbsync.edges.store import Store
+from dbsync import __version__
 from dbsync.errors import DbsyncError, InvalidInput
-from dbsync.integration import diff_driver as diff_driver_service
-from dbsync.integration import hook_runs as hook_service
-from dbsync.integration import installer as hooks_service
-from dbsync.integration import merge_driver as merge_driver_service
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs import bring_back as bring_back_service
-from dbsync.runs import conflicts as conflicts_service
-from dbsync.runs import demo as demo_service
-from dbsync.runs import diff as diff_service
-from dbsync.runs import dump as dump_service
-from dbsync.runs import export as export_service
-from dbsync.runs import import_file as import_service
-from dbsync.runs import init as init_service
-from dbsync.runs import log as log_service
-from dbsync.runs import merge as merge_service
-from dbsync.runs import pending as pending_service
-from dbsync.runs import pipeline as pipeline_service
-from dbsync.runs import prune as prune_service
-from dbsync.runs import restore as restore_service
-from dbsync.runs import stats as stats_service
-from dbsync.runs import status as status_service
-from dbsync.runs import sync as sync_service
-from dbsync.runs import verify as verify_service
-from dbsync.runs.common import open_configured_store
-from dbsync.runs.recording import disk_full
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+
+    from dbsync import completion as completion_service
+    from dbsync import crash_log, render
+    from dbsync.agent import api as agent_api
+    from dbsync.agent import schedule as agent_service
+    from dbsync.config import Config
+    from dbsync.core.report import MergeReport
+    from dbsync.edges import backups as backups_store
+    from dbsync.edges import git
+    from dbsync.edges import sources as sources_store
+    from dbsync.edges import state as state_store
+    from dbsync.edges.state import HistoryEntry
+    from dbsync.edges.store import Store
+    from dbsync.integration import diff_driver as diff_driver_service
+    from dbsync.integration import hook_runs as hook_service
+    from dbsync.integration import installer as hooks_service
+    from dbsync.integration import merge_driver as merge_driver_service
+    from dbsync.runs import bring_back as bring_back_service
+    from dbsync.runs import common as common_service
+    from dbsync.runs import conflicts as conflicts_service
+    from dbsync.runs import demo as demo_service
+    from dbsync.runs import diff as diff_service
+    from dbsync.runs import dump as dump_service
+    from dbsync.runs import export as export_service
+    from dbsync.runs import import_file as import_service
+    from dbsync.runs import init as init_service
+    from dbsync.runs import log as log_service
+    from dbsync.runs import merge as merge_service
+    from dbsync.runs import pending as pending_service
+    from dbsync.runs import pipeline as pipeline_service
+    from dbsync.runs import recording as recording_service
+    from dbsync.runs import restore as restore_service
+    from dbsync.runs import stats as stats_service
+    from dbsync.runs import status as status_service
+    from dbsync.runs import sync as sync_service
+    from dbsync.runs import verify as verify_service
+else:
+
+    class _Later:
+        """A module imported when a command first uses it: every git hook and driver starts
+        the CLI, which so imports only what the command it runs needs."""
+
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(importlib.import_module(self._name), attribute)
+
+    completion_service = _Later("dbsync.completion")
+    crash_log = _Later("dbsync.crash_log")
+    render = _Later("dbsync.render")
+    agent_api = _Later("dbsync.agent.api")
+    agent_service = _Later("dbsync.agent.schedule")
+    backups_store = _Later("dbsync.edges.backups")
+    git = _Later("dbsync.edges.git")
+    sources_store = _Later("dbsync.edges.sources")
+    state_store = _Later("dbsync.edges.state")
+    diff_driver_service = _Later("dbsync.integration.diff_driver")
+    hook_service = _Later("dbsync.integration.hook_runs")
+    hooks_service = _Later("dbsync.integration.installer")
+    merge_driver_service = _Later("dbsync.integration.merge_driver")
+    bring_back_service = _Later("dbsync.runs.bring_back")
+    common_service = _Later("dbsync.runs.common")
+    conflicts_service = _Later("dbsync.runs.conflicts")
+    demo_service = _Later("dbsync.runs.demo")
+    diff_service = _Later("dbsync.runs.diff")
+    dump_service = _Later("dbsync.runs.dump")
+    export_service = _Later("dbsync.runs.export")
+    import_service = _Later("dbsync.runs.import_file")
+    init_service = _Later("dbsync.runs.init")
+    log_service = _Later("dbsync.runs.log")
+    merge_service = _Later("dbsync.runs.merge")
+    pending_service = _Later("dbsync.runs.pending")
+    pipeline_service = _Later("dbsync.runs.pipeline")
+    recording_service = _Later("dbsync.runs.recording")
+    restore_service = _Later("dbsync.runs.restore")
+    stats_service = _Later("dbsync.runs.stats")
+    status_service = _Later("dbsync.runs.status")
+    sync_service = _Later("dbsync.runs.sync")
+    verify_service = _Later("dbsync.runs.verify")
 
 # ---------------------------------------------------------------- help that reads like a man page
 
@@ -130,8 +173,35 @@ app = typer.Typer(
     **HELP_SETTINGS,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console:
+    """A rich ``Console`` made when first used: rich is imported only by a command that prints."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True, **self._settings)
+        return self._console
+
+    def print(self, *objects: Any, **settings: Any) -> None:
+        self._made().print(*objects, **settings)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._made().is_terminal
+
+    @property
+    def console(self) -> Console:
+        return self._made()
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 
 # ---------------------------------------------------------------- global options
@@ -224,6 +294,8 @@ def _project_root() -> Path | None:
     given = options().config
     if given is not None and given.is_file():
         return given.resolve().parent
+    from dbsync.config import find_root
+
     return find_root(Path.cwd())
 
 
@@ -258,7 +330,7 @@ def report_unexpected(error: Exception, command_name: str) -> None:
     run (which turns its own, ``runs.recording.disk_full``) is expected (exit 5); anything
     else is a bug."""
     try:
-        full = disk_full(error, config(), command_name)
+        full = recording_service.disk_full(error, config(), command_name)
     except Exception:  # the configuration may be what is broken: then it is a bug to report
         full = None
     if full is not None:
@@ -282,7 +354,7 @@ def _with_global_options(
     """
 
     def register(function: F) -> F:
-        signature = inspect.signature(function)
+        signature = inspect.signature(function, eval_str=True)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -292,21 +364,8 @@ def _with_global_options(
             if context.invoked_subcommand is not None:  # a group's: its sub-command runs next
                 context.obj = merged
                 return None
-            _CURRENT.append(merged)
-            try:
-                if set_up:
-                    config().require_set_up()
-                return function(*args, **kwargs)
-            except DbsyncError as error:
-                report_error(error)
-            except KeyboardInterrupt:
-                report_interrupt()
-            except (typer.Exit, typer.Abort):
-                raise
-            except Exception as error:
-                report_unexpected(error, context.info_name or "command")
-            finally:
-                _CURRENT.pop()
+            name = context.info_name or "command"
+            return run_command(function, merged, args, kwargs, set_up=set_up, name=name)
 
         parameters = [*signature.parameters.values(), *_GLOBAL_PARAMETERS, _CONTEXT_PARAMETER]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
@@ -339,11 +398,42 @@ def group_callback(target: typer.Typer) -> Callable[[F], F]:
 _CURRENT: list[GlobalOptions] = []
 
 
+def run_command(
+    function: Callable[..., Any],
+    given: GlobalOptions,
+    args: tuple[Any, ...] | list[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    set_up: bool = False,
+    name: str = "command",
+) -> Any:
+    """Run a command under the options it was given: the one place its errors become exit
+    codes (``typer.Exit``). ``set_up``: the command touches a store, so a folder that is not
+    a project, or a clone never set up, is refused first."""
+    _CURRENT.append(given)
+    try:
+        if set_up:
+            config().require_set_up()
+        return function(*args, **(kwargs or {}))
+    except DbsyncError as error:
+        report_error(error)
+    except KeyboardInterrupt:
+        report_interrupt()
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as error:
+        report_unexpected(error, name)
+    finally:
+        _CURRENT.pop()
+
+
 def options() -> GlobalOptions:
     return _CURRENT[-1] if _CURRENT else GlobalOptions()
 
 
 def config() -> Config:
+    from dbsync.config import load_config
+
     given = options()
     flags = {"uri": given.uri, "database": given.database}
     return load_config(config_file=given.config, flags=flags)
@@ -409,6 +499,8 @@ def say(message: str) -> None:
 
 
 def print_json(value: Any) -> None:
+    import orjson
+
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.buffer.flush()
 
@@ -421,6 +513,15 @@ class BarProgress:
         self._task: Any = None
 
     def start(self, label: str, total: int | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         self._bar = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -428,7 +529,7 @@ class BarProgress:
             TimeElapsedColumn(),
             TextColumn("eta"),  # a long import or export says when it will be done
             TimeRemainingColumn(),
-            console=err,
+            console=err.console,
             transient=True,
         )
         self._bar.start()
@@ -454,6 +555,8 @@ def progress() -> Progress:
 
 
 def _completion_config() -> Config | None:
+    from dbsync.config import load_config
+
     try:
         return load_config(flags={})
     except DbsyncError:
@@ -471,6 +574,18 @@ def complete_backup_ids(incomplete: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- commands
+
+
+class ImportMode(str, Enum):
+    """``import --mode``: ``runs.import_file.ImportMode``'s choices, here because typer reads
+    them when it builds the command tree, and that module imports the stores."""
+
+    insert = "insert"
+    upsert = "upsert"
+
+
+DEFAULT_KEEP = 10
+"""``prune --keep``'s default: ``runs.prune.DEFAULT_KEEP`` (that module imports the state store)."""
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 Collections = Annotated[
@@ -629,14 +744,14 @@ def import_(
         ),
     ],
     mode: Annotated[
-        import_service.ImportMode,
+        ImportMode,
         typer.Option(
             "--mode",
             metavar="MODE",
             help="What to do with a document whose _id exists: insert refuses the file, "
             "upsert replaces the document.",
         ),
-    ] = import_service.ImportMode.insert,
+    ] = ImportMode.insert,
     json: JsonFlag = False,
 ) -> None:
     """Load an Extended JSON file into a collection.
@@ -646,7 +761,8 @@ def import_(
     """
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
-        result = import_service.import_file(store, file, collection, mode, progress())
+        wanted = import_service.ImportMode(mode.value)
+        result = import_service.import_file(store, file, collection, wanted, progress())
         run.done(result.collection, result.documents)
     if json:
         print_json(render.imported_json(result))
@@ -674,7 +790,7 @@ def dump(
     Documents are sorted by the collection's key, so two dumps compare with diff.
     """
     configuration = config()
-    with open_configured_store(configuration) as store:
+    with common_service.open_configured_store(configuration) as store:
         for line in dump_service.dump_lines(configuration, store, collection):
             sys.stdout.buffer.write(line)
     sys.stdout.buffer.flush()
@@ -718,7 +834,7 @@ def stats(
 ) -> None:
     """Show per collection the documents, size, snapshot state, last export and merge."""
     configuration = config()
-    with open_configured_store(configuration) as store:
+    with common_service.open_configured_store(configuration) as store:
         document = stats_service.collection_stats(configuration, store)
     if json:
         print_json(document)
@@ -740,6 +856,8 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         sys.stdout.write(render.table_text(columns, rows) + "\n")
         sys.stdout.flush()
         return
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -815,7 +933,7 @@ def merge(
     path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
     for source in (path, base):  # a typo or a folder with no snapshot: refused before the run
         if source is not None:
-            require_snapshot(source)
+            sources_store.require_snapshot(source)
     if base is None and not resume:  # a pull's merge that was pending stays three-way
         merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
@@ -846,7 +964,7 @@ def diff(
     """
     configuration = config()
     changes = diff_service.diff(
-        configuration, lambda: open_configured_store(configuration), first, second
+        configuration, lambda: common_service.open_configured_store(configuration), first, second
     )
     if json:
         print_json([diff_service.change_json(change) for change in changes])
@@ -861,7 +979,7 @@ def diff(
 @command()
 def backups(*, json: JsonFlag = False) -> None:
     """List the backups taken before merges and restores, newest first."""
-    found = list_backups(config().state_dir)
+    found = backups_store.list_backups(config().state_dir)
     if json:
         print_json(
             [{"id": b.id, "created": b.created, "collections": b.collections} for b in found]
@@ -922,7 +1040,7 @@ def prune(
             metavar="N",
             help="How many backups and merge reports to keep (never fewer than one backup).",
         ),
-    ] = prune_service.DEFAULT_KEEP,
+    ] = DEFAULT_KEEP,
     conflicts_older_than: Annotated[
         int | None,
         typer.Option(
@@ -992,7 +1110,7 @@ def history(
     json: JsonFlag = False,
 ) -> None:
     """Show every export, merge, import and restore, failures included, newest first."""
-    with reading_state(config().state_dir) as state:
+    with state_store.reading_state(config().state_dir) as state:
         entries = state.history(limit) if state is not None else []
     if json:
         print_json([entry.to_json() for entry in entries])
@@ -1322,7 +1440,7 @@ def agent(
     """
     interval = agent_service.parse_interval(every)
     api_key = os.environ.get("DBSYNC_API_KEY") or None
-    require_key_for(bind, api_key)
+    agent_api.require_key_for(bind, api_key)
     worker = agent_service.Agent(config, interval, lambda line: out.print(line, markup=False))
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, worker.stop_from_signal)
@@ -1355,8 +1473,35 @@ def demo(
 # ---------------------------------------------------------------- entry point
 
 
+def called_by_git(arguments: list[str]) -> Callable[[], Any] | None:
+    """The calls git makes on every pull, push and commit, as the hook scripts and the driver
+    settings write them (``hook NAME ARGS...``, ``merge-driver %O %A %B %P``), and
+    ``--version``: run as typer would run them, without building its command tree and
+    checking every parameter (a tenth of a second a process). None for any other form (an
+    option, a wrong count of arguments), which typer parses as always."""
+    if arguments == ["--version"]:
+        return lambda: print(f"dbsync {__version__}")
+    if not arguments or any(argument.startswith("-") for argument in arguments):
+        return None
+    name, *rest = arguments
+    if name == "hook" and rest:
+        return lambda: run_command(hook, GlobalOptions(), [rest[0], rest[1:] or None], name="hook")
+    if name == "merge-driver" and len(rest) in (3, 4):
+        paths = [Path(argument) for argument in rest[:3]]
+        merged = [*paths, *rest[3:]]
+        return lambda: run_command(merge_driver, GlobalOptions(), merged, name="merge-driver")
+    return None
+
+
 def main() -> None:
     """The console script. Usage errors exit 2 (typer's own handling); ``DbsyncError``s are
     mapped to their exit codes by ``report_error``, Ctrl-C to 130 by ``report_interrupt``;
     anything else is a bug and exits 1."""
-    app()
+    run = called_by_git(sys.argv[1:])
+    if run is None:
+        app()
+        return
+    try:
+        run()
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
