@@ -762,7 +762,9 @@ def import_(
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
         wanted = import_service.ImportMode(mode.value)
-        result = import_service.import_file(store, file, collection, wanted, progress())
+        result = import_service.import_file(
+            configuration, store, file, collection, wanted, progress()
+        )
         run.done(result.collection, result.documents)
     if json:
         print_json(render.imported_json(result))

@@ -2,8 +2,8 @@
 deletion, the first time, on the embedded store and on MongoDB.
 
 The merge is the real post-merge hook of a real ``git pull``, killed with SIGKILL at a chosen
-point: git's environment for that pull puts a ``sitecustomize`` on ``PYTHONPATH`` that makes one
-internal function kill its own process (nothing in dbsync knows about it). Then the test runs,
+point (``tests/killpoints.py``: git's environment for that pull makes one internal function
+kill its own process; nothing in dbsync knows about it). Then the test runs,
 literally, each command ``dbsync status`` names as the fix, until status is HEALTHY.
 """
 
@@ -12,34 +12,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import killpoints
 from tests.git_helpers import DBSYNC, Repo, init_pair
 from tests.mongo_servers import MongoServer
-
-SITECUSTOMIZE = """
-import importlib, os, signal
-
-spec = os.environ.get("DBSYNC_TEST_KILL")
-if spec:
-    module_name, attribute, calls = spec.split(":")
-    owner = importlib.import_module(module_name)
-    *path, name = attribute.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    function, seen = getattr(owner, name), []
-
-    def killing(*args, **kwargs):
-        seen.append(1)
-        if len(seen) > int(calls):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return function(*args, **kwargs)
-
-    setattr(owner, name, killing)
-"""
 
 RECORDS = 2500
 DELETED = 40
@@ -59,13 +38,6 @@ def assets(request, tmp_path, git_env) -> tuple[str, Repo, Repo]:
     if request.param != "embedded":
         server = request.getfixturevalue("replica_set")
     return (request.param, *init_pair(tmp_path / "assets", git_env, server))
-
-
-def killer(tmp_path: Path) -> Path:
-    folder = tmp_path / "killer"
-    folder.mkdir(exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return folder
 
 
 def follow_status(repo: Repo, rounds: int = 4) -> list[str]:
@@ -110,7 +82,7 @@ def test_following_status_after_a_killed_hook_merge_keeps_every_deletion(assets,
     b.import_records(edited, mode="upsert")
     b.push_snapshot()
 
-    pulled = a.git("pull", "-q", PYTHONPATH=str(killer(tmp_path)), DBSYNC_TEST_KILL=kill)
+    pulled = a.git("pull", "-q", **killpoints.at(tmp_path / "killer", kill))
     assert pulled.code == 0
     assert follow_status(a), "the kill left nothing to recover: it did not happen"
 
