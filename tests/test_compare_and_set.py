@@ -18,6 +18,7 @@ from dbsync.core.snapshot import encode_record
 from dbsync.edges.changes import redecider
 from dbsync.edges.mongo import CAS_ROUNDS, MongoStore, cas_operation, open_mongo
 from dbsync.edges.store import Change, Document, Redecision
+from dbsync.runs.dedupe import dedupe
 from dbsync.runs.import_file import ImportCounts, ImportMode, import_file
 from tests.conftest import no_sleep_policy
 from tests.mongo_servers import MongoServer
@@ -221,3 +222,26 @@ def test_every_version_decided_against_again_is_counted_as_a_conflict_with_its_l
     losers = {entry["key"]["_id"]: entry["loser"]["name"] for entry in counts.conflicts}
     assert losers == {1: "merge older", 2: "user2"}
     assert {entry["rule"] for entry in counts.conflicts} == {"newer timestamp"}
+
+
+def test_dedupe_never_deletes_a_member_the_application_changed_after_it_read(
+    store: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "dbsync.toml").write_text(
+        'database = "shop"\n[collections.items]\nkey = ["user"]\ntimestamp = "ts"\n'
+    )
+    config = load_config(cwd=folder, environ={})
+    store.insert_many(
+        "items",
+        [{"_id": 1, "user": "a", "ts": "2024-01-01"}, {"_id": 2, "user": "a", "ts": "2024-02-01"}],
+    )
+    changed = {"_id": 1, "user": "a", "ts": "2024-01-01", "note": "the application's"}
+
+    report = dedupe(config, WritesFirst(store, [changed]), ["items"])
+
+    kept = sorted(store.iter_documents("items"), key=lambda document: document["_id"])
+    assert kept == [changed, {"_id": 2, "user": "a", "ts": "2024-02-01"}]
+    assert report is not None
+    assert any("left as it wrote them" in note for note in report.notes)
