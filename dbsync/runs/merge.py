@@ -23,6 +23,7 @@ from dbsync.core.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
 from dbsync.core.merge import (
     Decision,
     MergeCounts,
+    conflict_entry,
     decide,
     decide_three_way,
     decide_two_way,
@@ -185,8 +186,13 @@ def plan_collection(
     database's side: its key-sorted lines, or a snapshot file holding them."""
     ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
     base_lines = base.lines() if base is not None else None
-    decisions = decide(base_lines, ours_lines, theirs.lines(), rules)
-    return _planned(name, rules, decisions, theirs, work, backup)
+    folded: list[Decision] = []  # a key in two of the snapshot's part layouts: one version lost
+    decisions = decide(base_lines, ours_lines, theirs.lines(folded.append), rules)
+    plan = _planned(name, rules, decisions, theirs, work, backup)
+    for decision in folded:
+        plan.counts.conflicts_resolved += 1
+        plan.counts.conflicts.append(conflict_entry(decision, rules.key))
+    return plan
 
 
 def _planned(
