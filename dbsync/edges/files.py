@@ -1,13 +1,28 @@
-"""File I/O that must never leave half a file behind."""
+"""File I/O that must never leave half a file behind, nor a temporary file where git looks.
+
+A file is written through a temporary file, fsynced, then renamed over its name. Inside a
+dbsync project the temporary file lives in ``database_sync/tmp/`` (``.gitignore``d by ``dbsync
+init``, and never under the snapshot folder that dbsync commits), so a killed run cannot leave
+half a snapshot where ``git add`` would pick it up. Its name carries the writer's process id:
+``prune`` removes it once that process is gone, and never while it may still be writing.
+
+Scratch folders (a merge's work files, a diff's export) go to the system's temporary folder,
+named ``dbsync-<kind>-<pid>-...`` for the same reason.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from dbsync.config import CONFIG_FILE, STATE_DIR
+from dbsync.edges.state import process_alive
 
 
 def _file_mode() -> int:
@@ -19,18 +34,52 @@ def _file_mode() -> int:
 
 FILE_MODE = _file_mode()
 STAGED_BUFFER = 1 << 18  # per file: a collection in 64 parts has 64 of them open at once
+TEMPORARY_FOLDER = "tmp"
+"""Under the project's ``database_sync/``: where atomic writes stage their files."""
+TEMPORARY_SUFFIX = ".tmp"
+_OWNED_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)\.[^.]+\.tmp")
+_SCRATCH_PREFIX = "dbsync-"
+_OWNED_SCRATCH = re.compile(r"dbsync-[a-z-]+?-(?P<pid>\d+)-[^-]+")
+
+
+def temporary_folder(path: Path) -> Path:
+    """Where the temporary file for ``path`` is written: the project's ``database_sync/tmp``
+    when ``path`` is inside a dbsync project and on the same file system (a rename cannot
+    cross file systems); otherwise ``path``'s own folder."""
+    for folder in (path.parent, *path.parent.parents):
+        if (folder / CONFIG_FILE).is_file():
+            staging = folder / STATE_DIR / TEMPORARY_FOLDER
+            staging.mkdir(parents=True, exist_ok=True)
+            same_device = staging.stat().st_dev == path.parent.stat().st_dev
+            return staging if same_device else path.parent
+    return path.parent
+
+
+def _temporary_file(path: Path) -> tuple[int, str]:
+    """A new temporary file for ``path``, named after it and after this process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=TEMPORARY_SUFFIX, dir=temporary_folder(path)
+    )
+    os.fchmod(fd, FILE_MODE)
+    return fd, temporary
+
+
+def writer_pid(name: str) -> int | None:
+    """The process that writes (or wrote) the temporary file ``name``; None for a name
+    without one (written by an older dbsync)."""
+    match = _OWNED_TEMPORARY.fullmatch(name)
+    return int(match["pid"]) if match else None
 
 
 @contextlib.contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Write ``path`` through a temporary file in the same folder, fsync it, then rename.
+    """Write ``path`` through a temporary file (``temporary_folder``), fsync it, then rename.
 
     A crash at any moment leaves either the old file or the new one, never a mix; on an
     exception inside the block the temporary file is removed and ``path`` is untouched.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, FILE_MODE)
+    fd, temporary = _temporary_file(path)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as handle:
             yield handle
@@ -76,9 +125,7 @@ class StagedFiles:
 
     @contextlib.contextmanager
     def open(self, path: Path) -> Iterator[BinaryIO]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, FILE_MODE)
+        fd, temporary = _temporary_file(path)
         self._staged.append((path, temporary))
         with os.fdopen(fd, "wb", buffering=STAGED_BUFFER) as handle:
             yield handle
@@ -125,3 +172,40 @@ class StagedFiles:
             self.commit()
         else:
             self.abort()
+
+
+# ---------------------------------------------------------------- scratch folders
+
+
+@contextlib.contextmanager
+def scratch_folder(kind: str) -> Iterator[Path]:
+    """A folder of the system's temporary folder for one run's work files, removed after the
+    block; named ``dbsync-<kind>-<pid>-...`` so that once this process is gone (killed, where
+    nothing could remove it) ``stale_scratch_folders`` finds it."""
+    with tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{kind}-{os.getpid()}-") as folder:
+        yield Path(folder)
+
+
+def stale_scratch_folders(parent: Path | None = None) -> list[Path]:
+    """Scratch folders whose process is gone (``scratch_folder``); others' runs are left."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        match = _OWNED_SCRATCH.fullmatch(name)
+        if match and int(match["pid"]) != os.getpid() and not process_alive(int(match["pid"])):
+            stale.append(parent / name)
+    return stale
+
+
+def remove_stale_scratch_folders(parent: Path | None = None) -> list[Path]:
+    """Remove the scratch folders killed runs left; returns those that went."""
+    removed = []
+    for folder in stale_scratch_folders(parent):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
