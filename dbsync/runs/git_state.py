@@ -16,6 +16,7 @@ that changed since. A lock file is removed only when no git process runs in the 
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import os
 import time
@@ -28,7 +29,7 @@ from dbsync.edges import git
 from dbsync.edges.files import write_bytes_atomically
 from dbsync.edges.parts import collection_files
 from dbsync.edges.state import process_alive
-from dbsync.edges.synced import load_synced
+from dbsync.edges.synced import load_synced, synced_dir
 from dbsync.errors import DbsyncError, SafetyRefusal
 from dbsync.integration.hook_runs import merge_into_database
 
@@ -103,13 +104,24 @@ def _own_merge(config: Config, marker: PullMarker | None) -> bool:
 
 
 def exported_here(config: Config) -> bool:
-    """Whether the snapshot folder holds exactly what this asset last exported or merged (an
-    uncommitted snapshot that is provably dbsync's own, to commit)."""
-    synced = load_synced(config.state_dir)
+    """Whether the snapshot folder holds, byte for byte, what this asset last exported or
+    merged (its copy under ``database_sync/synced``): an uncommitted snapshot that is provably
+    dbsync's own, to commit. A trailer alone proves nothing: a hand edit keeps it."""
     on_disk = collection_files(config.snapshot_dir)
-    if synced is None or set(on_disk) != set(synced.digests):
+    kept = collection_files(synced_dir(config.state_dir))
+    if set(on_disk) != set(kept):
         return False
-    return all(files.digest() == synced.digests[name] for name, files in on_disk.items())
+    for name, files in on_disk.items():
+        names = [path.name for path in files.paths]
+        if names != [path.name for path in kept[name].paths]:
+            return False
+        if not all(same_bytes(a, b) for a, b in zip(files.paths, kept[name].paths, strict=True)):
+            return False
+    return True
+
+
+def same_bytes(first: Path, second: Path) -> bool:
+    return filecmp.cmp(first, second, shallow=False)
 
 
 # ---------------------------------------------------------------- what status says

@@ -468,11 +468,14 @@ def check_git_left_mid_operation(context: StatusContext) -> list[Reason]:
 
 def check_uncommitted_snapshot(context: StatusContext) -> list[Reason]:
     """WARNING when the snapshot folder has changes that are not committed on a branch that
-    pulls from an upstream: a pull that brings snapshot changes stops on them."""
+    pulls from an upstream: a pull that brings snapshot changes stops on them. (Not while git
+    is mid-merge: that is ``check_git_left_mid_operation``'s, with its own fix.)"""
     config = context.config
     root = git.toplevel(config.root)
     folder = config.snapshot_dir
     if root is None or not folder.is_dir() or git.rev_parse(root, "@{upstream}") is None:
+        return []
+    if git.operation_in_progress(root) is not None:
         return []
     relative = str(folder.relative_to(root)) if folder.is_relative_to(root) else None
     if relative is None or not git.has_changes(root, relative):
