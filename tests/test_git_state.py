@@ -189,3 +189,33 @@ def test_a_snapshot_change_dbsync_did_not_write_is_not_committed_by_sync(pair):
     refused = a.dbsync("sync", ok=False)
     assert refused.code == 5 and "not what this asset exported" in refused.err
     assert a.git("status", "--porcelain").out.strip() == "M database_backup/pnls.jsonl"
+
+
+KILLED_BEFORE_RECORDING = """
+import os, signal, sys
+from dbsync.runs import export
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+export.record_synced = die  # the new snapshot is in place; what it is, is not recorded yet
+from dbsync.cli import main
+sys.argv = ["dbsync", "export"]
+main()
+"""
+
+
+def test_an_export_killed_before_it_recorded_its_snapshot_is_committed_by_sync(pair):
+    a, b = pair
+    a.import_records(RECORDS[:20])
+    a.dbsync("sync", "-q")
+    a.import_records(RECORDS[20:30])
+    killed = a.run([sys.executable, "-c", KILLED_BEFORE_RECORDING], ok=False)
+    assert killed.code == -signal.SIGKILL, killed.output
+    assert a.git("status", "--porcelain").out.strip() == "M database_backup/pnls.jsonl"
+    assert "dbsync sync" in reasons(a)[0]["fix"]
+
+    synced = a.dbsync("sync")
+    assert "repair: recorded the export a killed run had written" in synced.out
+    b.dbsync("sync", "-q")
+    assert a.dump() == b.dump() and len(b.dump()) == 30

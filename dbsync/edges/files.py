@@ -13,6 +13,7 @@ named ``dbsync-<kind>-<pid>-...`` for the same reason.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -145,6 +146,7 @@ class StagedFiles:
             self._staged.remove((path, temporary))
 
     def commit(self) -> None:
+        record_renames([(Path(temporary), path) for path, temporary in self._staged])
         for path, temporary in self._staged:
             os.replace(temporary, path)
         written = {path.resolve() for path, _ in self._staged}
@@ -172,6 +174,46 @@ class StagedFiles:
             self.commit()
         else:
             self.abort()
+
+
+# ---------------------------------------------------------------- renames, remembered
+
+RENAMES = "renamed.json"
+"""In a project's ``database_sync/tmp``: the files the last ``StagedFiles.commit`` renamed."""
+
+
+def _identity(stat: os.stat_result) -> list[int]:
+    """What a rename keeps of a file and an edit changes: its size, time and inode."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def record_renames(renames: list[tuple[Path, Path]]) -> None:
+    """Before renaming staged files into place: which files they are (``_identity``), so
+    that a writer killed after the renames but before its own bookkeeping (an export before
+    it records what it exported) leaves files that can be told to be dbsync's. Only inside a
+    project (where ``temporary_folder`` is ``database_sync/tmp``)."""
+    if not renames:
+        return
+    folder = temporary_folder(renames[0][1])
+    if folder.name != TEMPORARY_FOLDER:
+        return
+    files = {str(target): _identity(os.stat(staged)) for staged, target in renames}
+    document = {"pid": os.getpid(), "files": files}
+    (folder / RENAMES).write_text(json.dumps(document))  # a hint: torn, it proves nothing
+
+
+def renamed_by_a_dead_writer(paths: list[Path]) -> bool:
+    """Whether every one of ``paths`` is, untouched since, a file the last ``StagedFiles``
+    commit renamed into place, and the process that did it is gone."""
+    if not paths:
+        return False
+    try:
+        document = json.loads((temporary_folder(paths[0]) / RENAMES).read_text())
+        files, pid = document["files"], int(document["pid"])
+        same = all(files.get(str(path)) == _identity(os.stat(path)) for path in paths)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return same and pid != os.getpid() and not process_alive(pid)
 
 
 # ---------------------------------------------------------------- scratch folders

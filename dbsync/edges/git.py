@@ -7,6 +7,7 @@ redacted: a remote URL can carry a password.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -274,6 +275,21 @@ def _runs_git_in(process: Path, places: Sequence[Path]) -> bool:
     except OSError:  # gone meanwhile, a zombie, or another user's
         return False
     return any(cwd == place or place in cwd.parents for place in places)
+
+
+MERGE_FILE = re.compile(r"\.merge_file_[A-Za-z0-9]{6}")
+"""The name of the files git writes for a merge driver (``%O %A %B``) at the root of the
+work tree, and removes after it: left only by a git that was killed."""
+
+
+def stale_merge_files(worktree: Path) -> list[Path]:
+    """Merge driver files a killed git left at the root of the work tree (untracked, no git
+    running here: never a file of the user's by that name)."""
+    found = [path for path in worktree.iterdir() if MERGE_FILE.fullmatch(path.name)]
+    if not found or git_processes(worktree):
+        return []
+    tracked = run_git(["ls-files", "--", *(path.name for path in found)], worktree).stdout
+    return [path for path in found if path.name not in tracked.split("\n")]
 
 
 def stale_locks(worktree: Path, *, now: float | None = None) -> list[Path]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dbsync.config import Config
 from dbsync.edges import git
-from dbsync.edges.files import write_bytes_atomically
+from dbsync.edges.files import renamed_by_a_dead_writer, write_bytes_atomically
 from dbsync.edges.parts import collection_files
 from dbsync.edges.state import process_alive
 from dbsync.edges.synced import load_synced, synced_dir
@@ -90,7 +90,8 @@ def pulling(config: Config) -> Iterator[None]:
 
 def abort_own_merge(config: Config, marker: PullMarker) -> bool:
     """Abort the merge sync's pull left under way (git stopped on a conflict the merge driver
-    could not merge, say); False when there is none of sync's to abort."""
+    could not merge, say); False when there is none of sync's to abort. A merge git had
+    already committed when it was killed keeps its commit: only git's merge state goes."""
     if not _own_merge(config, marker):
         return False
     git.run_git(["merge", "--abort"], config.root)
@@ -98,9 +99,14 @@ def abort_own_merge(config: Config, marker: PullMarker) -> bool:
 
 
 def _own_merge(config: Config, marker: PullMarker | None) -> bool:
-    operation = git.operation_in_progress(config.root)
+    """Whether the merge under way is the one sync's pull started: HEAD is where the marker
+    says it was, or is the merge of it with MERGE_HEAD (committed, its state not yet cleared)."""
+    if marker is None or git.operation_in_progress(config.root) != git.MERGE:
+        return False
     head = git.rev_parse(config.root, "HEAD")
-    return marker is not None and operation == git.MERGE and head == marker.head
+    merging = git.rev_parse(config.root, "MERGE_HEAD")
+    committed = head is not None and git.parents(config.root, head) == [marker.head, merging]
+    return head == marker.head or committed
 
 
 def exported_here(config: Config) -> bool:
@@ -120,6 +126,17 @@ def exported_here(config: Config) -> bool:
     return True
 
 
+def export_killed_before_recording(config: Config, changed: list[str]) -> bool:
+    """Whether the changed snapshot files are an export of this asset killed after it renamed
+    them into place and before it recorded them (``files.renamed_by_a_dead_writer``)."""
+    return renamed_by_a_dead_writer([config.root / path for path in changed])
+
+
+def own_uncommitted_snapshot(config: Config, changed: list[str]) -> bool:
+    """Whether the uncommitted snapshot changes are provably this asset's own export."""
+    return exported_here(config) or export_killed_before_recording(config, changed)
+
+
 def same_bytes(first: Path, second: Path) -> bool:
     return filecmp.cmp(first, second, shallow=False)
 
@@ -136,6 +153,7 @@ def leftovers(config: Config) -> list[Leftover]:
     if marker is not None and marker.pid != os.getpid() and process_alive(marker.pid):
         return []  # a sync is pulling right now: what it does is not left over
     found = [_stale_lock(config, lock) for lock in git.stale_locks(config.root)]
+    found += _merge_files_left(config)
     operation = git.operation_in_progress(config.root)
     if operation is not None:
         found.append(_operation_left(config, operation, marker))
@@ -154,6 +172,21 @@ def _stale_lock(config: Config, lock: os.PathLike[str]) -> Leftover:
     )
     fix = f"{RUN_SYNC} (it removes a lock no process holds), or remove it: rm {shown}"
     return Leftover(DEGRADED, message, fix)
+
+
+def _merge_files_left(config: Config) -> list[Leftover]:
+    left = [path.name for path in git.stale_merge_files(config.root)]
+    if not left:
+        return []
+    message = (
+        f"git's temporary merge files are left in the work tree ({', '.join(left)}): a git "
+        "merge was killed; 'git add -A' would commit them"
+    )
+    return [
+        Leftover(
+            WARNING, message, f"{RUN_SYNC} (it removes them), or remove them: rm .merge_file_*"
+        )
+    ]
 
 
 def _operation_left(config: Config, operation: str, marker: PullMarker | None) -> Leftover:
@@ -216,13 +249,14 @@ def repair(
     not provably dbsync's is refused (exit 5) with the commands that end it."""
     _wait_for_git(config, clock, sleep)
     done = [_remove_lock(config, lock) for lock in git.stale_locks(config.root)]
+    done += [_remove_lock(config, path) for path in git.stale_merge_files(config.root)]
     marker = load_marker(config)
     operation = git.operation_in_progress(config.root)
     if operation is not None:
         if marker is None or not abort_own_merge(config, marker):
             raise _refusal(config, operation)
         done.append("repair: aborted the merge a killed 'dbsync sync' had left under way")
-    elif marker is not None:
+    if marker is not None:
         done += _finish_pull(config, marker)
     conflicted = git.unmerged_paths(config.root, _folder(config))
     if conflicted:
@@ -253,6 +287,7 @@ def _wait_for_git(
 
 
 def _remove_lock(config: Config, lock: os.PathLike[str]) -> str:
+    """Remove a file a killed git left (a lock, a merge driver's file); says so."""
     os.unlink(lock)
     shown = os.path.relpath(lock, config.root)
     return f"repair: removed {shown}, which no git process held (a git command was killed)"

@@ -478,11 +478,12 @@ def check_uncommitted_snapshot(context: StatusContext) -> list[Reason]:
     if git.operation_in_progress(root) is not None:
         return []
     relative = str(folder.relative_to(root)) if folder.is_relative_to(root) else None
-    if relative is None or not git.has_changes(root, relative):
+    changed = git.changed_paths(root, relative) if relative is not None else []
+    if not changed:
         return []
     message = f"{relative} has changes that are not committed: a git pull that brings snapshot "
     message += "changes stops on them"
-    if git_state.exported_here(config):
+    if git_state.own_uncommitted_snapshot(config, changed):
         fix = "run 'dbsync sync' (it commits this asset's export, pulls and pushes)"
     else:
         fix = f"look at them ('git status {relative}'), then commit them or drop them "

@@ -38,6 +38,7 @@ from dbsync.core.merge import OURS
 from dbsync.edges import git
 from dbsync.edges.files import remove_stale_scratch_folders
 from dbsync.edges.parts import collection_files
+from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.state import now_text
 from dbsync.edges.sync_log import (
     FAILED,
@@ -134,15 +135,12 @@ def _upstream(root: Path) -> str:
 def pull(config: Config, result: SyncResult) -> None:
     """``git pull`` (merging); what the merge driver and the hooks said goes into ``result``;
     the snapshot is merged here only when no post-merge hook of ours did it."""
-    before = _pull(config, result)
-    head = git.rev_parse(config.root, "HEAD")
-    if head == before:
-        return
-    changed = before is None or git.tree_changed(
-        config.root, before, head or "HEAD", _snapshot_path(config)
-    )
-    if changed and not hooks.merge_hooks_installed(config.root):
-        merge_pulled(config, result, head, before)
+    with git_state.pulling(config):
+        before, head = _pull(config, result)
+        if head == before or hooks.merge_hooks_installed(config.root):
+            return
+        if before is None or git.tree_changed(config.root, before, head, _snapshot_path(config)):
+            merge_pulled(config, result, head, before)
 
 
 def pull_files_only(config: Config, result: SyncResult) -> None:
@@ -150,10 +148,10 @@ def pull_files_only(config: Config, result: SyncResult) -> None:
     (the post-merge hook is told to stand aside): the push that follows goes at once, and
     ``merge_pulled`` merges the database after it. Queued as a pending merge meanwhile, so that
     a sync killed between the two leaves the merge to the next command, not to nobody."""
-    before = _pull(config, result, {**os.environ, IN_HOOK: "sync"})
-    head = git.rev_parse(config.root, "HEAD")
-    if head != before:
-        queue_pending(config, config.snapshot_dir, head, "pulled while pushing; not merged yet")
+    with git_state.pulling(config):
+        before, head = _pull(config, result, {**os.environ, IN_HOOK: "sync"})
+        if head != before:
+            queue_pending(config, config.snapshot_dir, head, "pulled while pushing; not merged yet")
 
 
 def merge_pulled(config: Config, result: SyncResult, head: str | None, before: str | None) -> None:
@@ -162,25 +160,26 @@ def merge_pulled(config: Config, result: SyncResult, head: str | None, before: s
     heard_from_hooks("\n".join(outcome.lines), result)
 
 
-def _pull(config: Config, result: SyncResult, env: dict[str, str] | None = None) -> str | None:
-    """Run the pull (marked, see ``git_state.pulling``); returns where HEAD was before."""
+def _pull(
+    config: Config, result: SyncResult, env: dict[str, str] | None = None
+) -> tuple[str | None, str]:
+    """Run ``git pull`` (inside ``git_state.pulling``); where HEAD was before, and is now."""
     before = git.rev_parse(config.root, "HEAD")
-    with git_state.pulling(config):
-        pulled = git.run_git(["pull", *PULL_MODE], config.root, check=False, env=env)
-        if pulled.returncode != 0:
-            raise git.failed(
-                "git pull",
-                pulled,
-                hint="if git stopped in the middle of the merge, dbsync aborted it (nothing "
-                "changed here); resolve what git says, then run dbsync sync again",
-            )
-    head = git.rev_parse(config.root, "HEAD")
+    pulled = git.run_git(["pull", *PULL_MODE], config.root, check=False, env=env)
+    if pulled.returncode != 0:
+        raise git.failed(
+            "git pull",
+            pulled,
+            hint="if git stopped in the middle of the merge, dbsync aborted it (nothing "
+            "changed here); resolve what git says, then run dbsync sync again",
+        )
+    head = git.rev_parse(config.root, "HEAD") or "HEAD"
     if head == before:
         result.steps.append("pull: already up to date")
     else:
-        result.steps.append(f"pull: {before and before[:10]} → {head and head[:10]}")
+        result.steps.append(f"pull: {before and before[:10]} → {head[:10]}")
     heard_from_hooks(pulled.stderr, result)
-    return before
+    return before, head
 
 
 def heard_from_hooks(output: str, result: SyncResult) -> None:
@@ -232,18 +231,31 @@ def commit_own_export(config: Config, result: SyncResult) -> None:
     changed = git.changed_paths(config.root, folder)
     if not changed:
         return
-    if not git_state.exported_here(config):
-        raise SafetyRefusal(
-            f"{folder} has changes that are not committed and that are not what this asset "
-            f"exported ({', '.join(changed[:3])}{'...' if len(changed) > 3 else ''}): a pull "
-            "would stop on them",
-            hint=f"look at them ('git status {folder}', 'dbsync diff {folder} db'), then commit "
-            f"them or drop them ('git checkout -- {folder}'), and run dbsync sync again",
-        )
     on_disk = collection_files(config.snapshot_dir)
-    commit = _commit(config, sum(files.count for files in on_disk.values()))
+    if not git_state.exported_here(config):
+        if not git_state.export_killed_before_recording(config, changed):
+            raise _not_own(folder, changed)
+        sections = (
+            (section.header, section.records)
+            for files in on_disk.values()
+            for path in files.paths
+            for section in read_sections(path)
+        )
+        save_synced(config.state_dir, sections, None)  # what the killed export did not record
+        result.steps.append("repair: recorded the export a killed run had written")
+    commit = _commit(config, sum(files.records() or 0 for files in on_disk.values()))
     save_synced(config.state_dir, [], commit)
     result.steps.append(f"export: committed {commit[:10]}, left uncommitted by an earlier export")
+
+
+def _not_own(folder: str, changed: list[str]) -> SafetyRefusal:
+    shown = ", ".join(changed[:3]) + ("..." if len(changed) > 3 else "")
+    return SafetyRefusal(
+        f"{folder} has changes that are not committed and that are not what this asset "
+        f"exported ({shown}): a pull would stop on them",
+        hint=f"look at them ('git status {folder}', 'dbsync diff {folder} db'), then commit "
+        f"them or drop them ('git checkout -- {folder}'), and run dbsync sync again",
+    )
 
 
 # ---------------------------------------------------------------- push
