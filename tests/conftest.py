@@ -20,6 +20,14 @@ from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 pytest_plugins = ["project"]  # end-to-end fixtures: a dbsync project driven by the console script
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "liveness: the short form of the benchmark's five-asset liveness run; it runs in CI "
+        "(never deselect it there)",
+    )
+
+
 def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` taking the ``sort`` keyword pymongo >= 4.11 passes, when it is None.
 
