@@ -385,6 +385,25 @@ def rows(figures: dict[str, Any] | None) -> list[list[str]]:
     ]
 
 
+TARGET_WAIT_SECONDS = 120.0
+
+
+def targets(figures: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
+    """Issue 25's targets, as ``bench.report`` lists them (name, figure, met)."""
+    names = (
+        f"liveness: every asset completes a sync at least once every {TARGET_WAIT_SECONDS:g} s",
+        f"liveness: at least {MIN_SUCCESS_RATIO:.0%} of the sync runs succeed",
+    )
+    if not figures:
+        return [(name, "not measured", None) for name in names]
+    wait = max(seen["longest_wait_seconds"] for seen in figures["assets"].values())
+    ratio = figures["success_ratio"]
+    return [
+        (names[0], f"longest wait {wait:.0f} s", wait <= TARGET_WAIT_SECONDS),
+        (names[1], f"{ratio:.0%}", ratio >= MIN_SUCCESS_RATIO),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.liveness", description=__doc__)
     parser.add_argument("--seconds", type=float, default=Plan.seconds)

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import liveness
 from bench import log as log_bench
 
 README_START = "<!-- bench:start (written by python -m bench --write-readme) -->"
@@ -32,6 +33,8 @@ class Run:
     seconds: float = 0.0
     log: Figures | None = None
     """``dbsync log`` on a long history (``bench.log``)."""
+    liveness: Figures | None = None
+    """Five assets writing and syncing at once (``bench.liveness``)."""
 
     @classmethod
     def start(
@@ -41,13 +44,17 @@ class Run:
         return cls(sizes, kinds, command, today, clock)
 
     def failed_checks(self) -> list[str]:
-        return [
-            f"{kind} {size:,} {phase}: {name}"
-            for (size, kind), phases in self.results.items()
-            for phase, figures in phases.items()
-            for name, ok in figures.get("checks", {}).items()
-            if not ok
-        ] + [f"log: {name}" for name, ok in (self.log or {}).get("checks", {}).items() if not ok]
+        return (
+            [
+                f"{kind} {size:,} {phase}: {name}"
+                for (size, kind), phases in self.results.items()
+                for phase, figures in phases.items()
+                for name, ok in figures.get("checks", {}).items()
+                if not ok
+            ]
+            + [f"log: {name}" for name, ok in (self.log or {}).get("checks", {}).items() if not ok]
+            + [f"liveness: {problem}" for problem in (self.liveness or {}).get("problems", [])]
+        )
 
     def all_checks_pass(self) -> bool:
         return not self.failed_checks()
@@ -60,6 +67,7 @@ class Run:
             "seconds": self.seconds,
             "results": {f"{kind}-{size}": r for (size, kind), r in self.results.items()},
             "log": self.log,
+            "liveness": self.liveness,
         }
 
 
@@ -276,7 +284,31 @@ def targets(run: Run) -> list[Target]:
         )
     )
     found.append(Target(*log_bench.target(run.log)))
+    found += [Target(*target) for target in liveness.targets(run.liveness)]
     return found
+
+
+def liveness_section(figures: Figures | None) -> list[str]:
+    """The liveness run's table: per asset, its syncs, successes and longest wait."""
+    if not figures:
+        return []
+    plan = figures["plan"]
+    intro = (
+        f"Liveness: {plan['assets']} assets, each application writing every "
+        f"{plan['write_pause'][0]}–{plan['write_pause'][1]} s and `dbsync sync` every "
+        f"{plan['sync_pause'][0]}–{plan['sync_pause'][1]} s, for {plan['seconds']:g} s: "
+        f"{figures['runs']} syncs, {figures['success_ratio']:.0%} succeeded, "
+        f"{figures['pushes_per_success']} pushes per success, a sync took "
+        f"{figures['mean_sync_seconds']} s on average; {figures['writes']:,} writes. "
+        + (
+            "Problems: " + "; ".join(figures["problems"]) + "."
+            if figures["problems"]
+            else "Every target met; once the writers stopped and every asset synced twice "
+            "round, identical databases and snapshots, nothing lost."
+        )
+    )
+    header = ["asset", "syncs", "succeeded", "longest stretch without a success"]
+    return [intro, markdown_table(header, liveness.rows(figures))]
 
 
 CLI_RATIOS = (
@@ -396,6 +428,7 @@ def render(run: Run) -> str:
             + "; sizes in documents; peak RSS is each phase's own process (VmHWM).",
             markdown_table(header, rows(run)),
             markdown_table(["target", "measured", "verdict"], target_rows),
+            *liveness_section(run.liveness),
             "Every check passed." if not failed else "Failed checks: " + "; ".join(failed),
         ]
     )
