@@ -51,9 +51,16 @@ def temporary_folder(path: Path) -> Path:
         if (folder / CONFIG_FILE).is_file():
             staging = folder / STATE_DIR / TEMPORARY_FOLDER
             staging.mkdir(parents=True, exist_ok=True)
-            same_device = staging.stat().st_dev == path.parent.stat().st_dev
-            return staging if same_device else path.parent
+            return staging if _device(staging) == _device(path.parent) else path.parent
     return path.parent
+
+
+def _device(path: Path) -> int:
+    """The file system ``path`` is (or would be) on: that of its nearest existing folder."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder.stat().st_dev
+    return -1
 
 
 def _temporary_file(path: Path) -> tuple[int, str]:
