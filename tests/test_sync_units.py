@@ -99,3 +99,21 @@ def test_a_lock_is_stale_only_while_no_git_runs_in_the_repository(tmp_path):
     finally:
         waiting.communicate(b"")
     assert git.stale_locks(tmp_path) == [lock]
+
+
+def test_the_agents_page_names_the_last_cycles_error():
+    import datetime
+
+    from dbsync.agent.status_page import PageInput, render_page
+
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    failing = {
+        "cycles": 5,
+        "consecutive_failures": 5,
+        "last_cycle": {"time": now.isoformat(), "outcome": "failed", "error": "git pull <failed>"},
+    }
+    status = {"status": "DEGRADED", "reasons": [], "collections": {}, "pending_merges": []}
+    page = render_page(PageInput(status, [], [], now, failing))
+    assert "last error" in page and "git pull &lt;failed&gt;" in page
+    working = {**failing, "last_cycle": {"time": now.isoformat(), "outcome": "success"}}
+    assert "last error" not in render_page(PageInput(status, [], [], now, working))
