@@ -8,8 +8,9 @@ and the merge driver said; without hooks, this command merges itself.
 Several assets syncing at once: a push refused because another asset pushed first (git's
 "fetch first" or "non-fast-forward", or "cannot lock ref": the other push landed while ours was
 being received) is answered by pulling what it pushed — the merge driver merges the snapshot
-files record by record, the post-merge hook merges them into the database — and pushing again
-at once, without exporting again: what the application wrote since belongs to the next cycle.
+files record by record — and pushing again at once, without exporting again: what the
+application wrote since belongs to the next cycle. The database is merged with what those pulls
+brought once, after the last push, in this process (the post-merge hook stands aside for them).
 The push tells the pre-push hook so (``SYNC_EXPORTED``), so that the hook lets it go instead of
 exporting and stopping it. Before each new attempt sync waits a random moment, up to a backoff
 that doubles (assets that lost together must not collide again together), and it keeps trying
@@ -69,7 +70,8 @@ MAX_BACKOFF_SECONDS = 2.0
 _LOST_RACE = ("cannot lock ref", "failed to update ref", "failed to lock", "incorrect old value")
 """How a remote says another push updated the branch while ours was being received."""
 _REPORT_STAMP = "%Y%m%dT%H%M%S%f"  # the time in a merge report's name (``runs.merge``)
-_HOOK_SAID, _HOOK_WARNING = "dbsync: ", "dbsync: warning: "
+_HOOK_SAID = "dbsync: "
+_WARNINGS = ("dbsync: warning: ", "warning: ")  # the hooks', the merge driver's (and git's)
 
 Say = Callable[[str], None]
 
@@ -187,9 +189,10 @@ def heard_from_hooks(output: str, result: SyncResult) -> None:
     and the ``hint:`` after a warning), as merge steps and warnings."""
     previous = ""
     for line in output.splitlines():
-        if line.startswith(_HOOK_WARNING):
-            result.warnings.append(line.removeprefix(_HOOK_WARNING))
-        elif line.startswith("hint: ") and previous.startswith((_HOOK_WARNING, "hint: ")):
+        warning = next((line[len(p) :] for p in _WARNINGS if line.startswith(p)), None)
+        if warning is not None:
+            result.warnings.append(warning)
+        elif line.startswith("hint: ") and previous.startswith((*_WARNINGS, "hint: ")):
             result.warnings[-1] += f" ({line})"
         elif line.startswith(_HOOK_SAID):
             said = line.removeprefix(_HOOK_SAID)
@@ -268,12 +271,20 @@ def push(config: Config, result: SyncResult, retry: PushRetry, say: Say) -> None
     first = git.rev_parse(config.root, "HEAD")
     try:
         pushed = _push_until_accepted(config, result, retry, say)
-    finally:
-        head = git.rev_parse(config.root, "HEAD")
-        if head != first:
-            merge_pulled(config, result, head, first)
+    except DbsyncError:
+        _merge_since(config, result, first)
+        raise
+    _merge_since(config, result, first)
     if not pushed:
         raise not_pushed(config, result, retry)
+
+
+def _merge_since(config: Config, result: SyncResult, first: str | None) -> None:
+    """Merge into the database what the pulls of the push retries brought, if any. (Not on
+    Ctrl-C: the merge stays queued as pending for the next command.)"""
+    head = git.rev_parse(config.root, "HEAD")
+    if head != first:
+        merge_pulled(config, result, head, first)
 
 
 def _push_until_accepted(config: Config, result: SyncResult, retry: PushRetry, say: Say) -> bool:
@@ -331,10 +342,8 @@ def lost_push_race(porcelain: str, stderr: str = "") -> bool:
     received (``[remote rejected] (failed to update ref)``, "cannot lock ref ... is at X but
     expected Y"), not for a reason of its own (a hook, a protected branch)."""
     for summary in _refused(porcelain):
-        if summary.startswith("[remote rejected]") and (
-            any(words in summary for words in _LOST_RACE)
-            or any(words in stderr for words in _LOST_RACE[:1])
-        ):
+        said = f"{summary}\n{stderr}"
+        if summary.startswith("[remote rejected]") and any(w in said for w in _LOST_RACE):
             return True
     return False
 
@@ -388,14 +397,11 @@ def sync_run(
             decided, lost = conflicts_since(config, started)
             _record(config, SyncCycle(now_text(), FAILED, error.message, error.hint, decided, lost))
             raise
-        result.conflicts, result.own_lost = conflicts_since(config, started)
-        _record(config, SyncCycle(now_text(), SUCCEEDED, None, None, *conflicts_of(result)))
+        decided, lost = conflicts_since(config, started)
+        result.conflicts, result.own_lost = decided, lost
+        _record(config, SyncCycle(now_text(), SUCCEEDED, conflicts=decided, own_lost=lost))
         tell_losses(config, result)
         return result
-
-
-def conflicts_of(result: SyncResult) -> tuple[int, int]:
-    return result.conflicts, result.own_lost
 
 
 def _record(config: Config, cycle: SyncCycle) -> None:
