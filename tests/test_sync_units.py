@@ -38,7 +38,7 @@ def test_a_ref_another_push_updated_meanwhile_counts_as_another_asset_first():
 
 def test_the_backoff_is_a_random_share_of_a_doubling_capped_wait():
     full = PushRetry(draw=lambda: 1.0)
-    assert [full.pause(n) for n in range(8)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert [full.pause(n) for n in range(5)] == [0.05, 0.1, 0.2, 0.4, 0.5]
     assert full.pause(1000) == MAX_BACKOFF_SECONDS
     assert PushRetry(draw=lambda: 0.0).pause(5) == 0.0
     assert PushRetry(draw=lambda: 0.5).pause(2) == 0.1
@@ -117,3 +117,22 @@ def test_the_agents_page_names_the_last_cycles_error():
     assert "last error" in page and "git pull &lt;failed&gt;" in page
     working = {**failing, "last_cycle": {"time": now.isoformat(), "outcome": "success"}}
     assert "last error" not in render_page(PageInput(status, [], [], now, working))
+
+
+def test_an_asset_that_just_won_a_race_lets_the_others_go_first():
+    import datetime
+
+    from dbsync.runs.sync import COURTESY_SECONDS, JUST_WON_SECONDS
+
+    moment = datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.timezone.utc)
+    retry = PushRetry(draw=lambda: 0.5, now=lambda: moment)
+
+    def cycle(seconds_ago: float, outcome: str = "success", pushes: int = 2) -> SyncCycle:
+        when = (moment - datetime.timedelta(seconds=seconds_ago)).isoformat()
+        return SyncCycle(when, outcome, pushes=pushes)
+
+    assert retry.courtesy([cycle(1)]) == COURTESY_SECONDS * 1.5
+    assert retry.courtesy([cycle(1, pushes=1)]) == 0.0  # no race: nobody to let go first
+    assert retry.courtesy([cycle(JUST_WON_SECONDS + 1)]) == 0.0  # not lately
+    assert retry.courtesy([cycle(1, outcome="failed")]) == 0.0
+    assert retry.courtesy([]) == 0.0

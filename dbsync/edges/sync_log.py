@@ -40,6 +40,8 @@ class SyncCycle:
     """Conflicts decided on this asset during the cycle (merge driver and database merge)."""
     own_lost: int = 0
     """Of those, the ones this asset's own version lost."""
+    pushes: int = 0
+    """The pushes it tried: more than one when other assets pushed first."""
 
 
 def log_path(state_dir: Path) -> Path:

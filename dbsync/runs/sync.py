@@ -66,7 +66,12 @@ PULL_MODE = ("--no-rebase", "--ff", "--no-edit")
 PUSH_RETRY_VARIABLE = "DBSYNC_PUSH_RETRY_SECONDS"
 DEFAULT_PUSH_RETRY_SECONDS = 120.0
 FIRST_BACKOFF_SECONDS = 0.05
-MAX_BACKOFF_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 0.5
+JUST_WON_SECONDS = 10.0
+COURTESY_SECONDS = 1.5
+"""An asset whose last sync won a push race (it had lost one first) less than
+``JUST_WON_SECONDS`` ago waits this long, and up to as long again, before it pulls: what those
+it beat need to merge its commit and push."""
 _LOST_RACE = ("cannot lock ref", "failed to update ref", "failed to lock", "incorrect old value")
 """How a remote says another push updated the branch while ours was being received."""
 _REPORT_STAMP = "%Y%m%dT%H%M%S%f"  # the time in a merge report's name (``runs.merge``)
@@ -104,17 +109,31 @@ class SyncResult:
 
 @dataclass(frozen=True)
 class PushRetry:
-    """How long, and how, a push refused for another asset's push is tried again."""
+    """How long, and how, a push refused for another asset's push is tried again; and how long
+    an asset that has just won waits before it races again."""
 
     seconds: float = DEFAULT_PUSH_RETRY_SECONDS
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     draw: Callable[[], float] = random.random
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc)
 
     def pause(self, attempt: int) -> float:
         """Full jitter: a random wait up to a backoff doubling from the first retry."""
         doubled = FIRST_BACKOFF_SECONDS * (1 << min(attempt, 16))
         return self.draw() * min(MAX_BACKOFF_SECONDS, doubled)
+
+    def courtesy(self, cycles: list[SyncCycle]) -> float:
+        """How long to let others go first: an asset whose last push won a race moments ago is
+        ready again long before those it beat (each must merge its commit first), and would
+        win every race; it waits about as long as their merge takes. Otherwise (no race, or
+        not lately) nothing."""
+        if not cycles or cycles[0].outcome != SUCCEEDED or cycles[0].pushes < 2:
+            return 0.0
+        since = (self.now() - datetime.datetime.fromisoformat(cycles[0].time)).total_seconds()
+        if not 0 <= since < JUST_WON_SECONDS:
+            return 0.0
+        return COURTESY_SECONDS * (1 + self.draw())
 
 
 def _snapshot_path(config: Config) -> str:
@@ -373,6 +392,10 @@ def sync(config: Config, retry: PushRetry, say: Say) -> SyncResult:
     result.steps.append(f"upstream: {upstream}")
     result.steps += git_state.repair(config)
     commit_own_export(config, result)
+    courtesy = retry.courtesy(recent_cycles(config.state_dir))
+    if courtesy:
+        say(f"waiting {courtesy:.1f} s: this asset pushed moments ago, the others go first")
+        retry.sleep(courtesy)
     pull(config, result)
     export_and_commit(config, result)
     push(config, result, retry, say)
@@ -399,7 +422,8 @@ def sync_run(
             raise
         decided, lost = conflicts_since(config, started)
         result.conflicts, result.own_lost = decided, lost
-        _record(config, SyncCycle(now_text(), SUCCEEDED, conflicts=decided, own_lost=lost))
+        pushes = result.push_attempts
+        _record(config, SyncCycle(now_text(), SUCCEEDED, None, None, decided, lost, pushes))
         tell_losses(config, result)
         return result
 
