@@ -303,8 +303,8 @@ def liveness_section(figures: Figures | None) -> list[str]:
         + (
             "Problems: " + "; ".join(figures["problems"]) + "."
             if figures["problems"]
-            else "Every target met; once the writers stopped and every asset synced twice "
-            "round, identical databases and snapshots, nothing lost."
+            else "Every target met; once the writers stopped and every asset synced in turn "
+            "(the last once, the others twice), identical databases and snapshots, nothing lost."
         )
     )
     header = ["asset", "syncs", "succeeded", "longest stretch without a success"]
