@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -37,7 +38,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import bson
 import montydb
@@ -85,34 +86,52 @@ def timed(root: Path, *args: str, timeout: float = TIMEOUT) -> Figures:
     command = [sys.executable, "-m", "bench.peak", "--quiet", *args]
     path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
     env = {**os.environ, PEAK_FILE: str(peak), "PYTHONPATH": path}
-    started = time.perf_counter()
     with (root / "last-output.txt").open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=root, stdout=output, stderr=subprocess.STDOUT, env=env
-        )
-        killer = threading.Timer(timeout, os.kill, (process.pid, signal.SIGKILL))
-        killer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            killer.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
+        seconds, usage, code = wait_measured(command, root, env, output, timeout)
     return {
         "command": " ".join(["dbsync", *args]),
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": int(peak.read_text()) / 1024 if peak.is_file() else None,
-        "code": process.returncode,
-        "timed_out": process.returncode == -signal.SIGKILL,
+        "code": code,
+        "timed_out": code == -signal.SIGKILL,
     }
+
+
+def wait_measured(
+    command: list[str], cwd: Path, env: dict[str, str] | None, output: IO[bytes], timeout: float
+) -> tuple[float, resource.struct_rusage, int]:
+    """Run a command to its end (killed past ``timeout``): its wall seconds, its resource usage
+    and that of every process it waited for (``wait4``), its exit code."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env,
+    )  # fmt: skip
+    killer = threading.Timer(timeout, os.kill, (process.pid, signal.SIGKILL))
+    killer.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        killer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - started, usage, process.returncode
 
 
 def _project(folder: Path, params: Params) -> Path:
     root = folder / "project"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    init = [DBSYNC, "init", "--database", "bench", "--asset", "bench"]
-    subprocess.run(init, cwd=root, check=True, capture_output=True)
+    init_project(root, params)
+    return root
+
+
+def init_project(
+    root: Path, params: Params, asset: str = "bench", env: dict[str, str] | None = None
+) -> None:
+    """``dbsync init`` in ``root`` (embedded store), and the collection's rules in dbsync.toml."""
+    init = [DBSYNC, "init", "--database", "bench", "--asset", asset]
+    subprocess.run(init, cwd=root, check=True, capture_output=True, env=env)
     rules = params.rules
     with (root / "dbsync.toml").open("a") as config:
         config.write(f"\n[collections.{params.collection}]\n")
@@ -120,7 +139,6 @@ def _project(folder: Path, params: Params) -> Path:
         if rules.timestamp:
             config.write(f"timestamp = {json.dumps(rules.timestamp)}\n")
         config.write(f"preserve = {json.dumps(list(rules.preserve))}\n")
-    return root
 
 
 def _documents_file(folder: Path, path: Path, every: int = 1) -> Path:

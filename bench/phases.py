@@ -293,7 +293,7 @@ def plain(folder: Path) -> Result:
     }
 
 
-def _merged_documents(path: Path) -> Iterator[Any]:
+def merged_documents(path: Path) -> Iterator[Any]:
     with path.open("rb") as handle:
         next(handle)  # the header
         for line in handle:
@@ -304,8 +304,8 @@ def _merged_documents(path: Path) -> Iterator[Any]:
 
 def compare(folder: Path) -> Result:
     """Not timed: dbsync's merged file and the plain one hold the same documents, in order."""
-    merged = _merged_documents(folder / "merged.jsonl")
-    other = _merged_documents(folder / "plain.jsonl")
+    merged = merged_documents(folder / "merged.jsonl")
+    other = merged_documents(folder / "plain.jsonl")
     compared, difference = 0, None
     for mine, theirs in itertools.zip_longest(merged, other):
         if mine is None or theirs is None:

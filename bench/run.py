@@ -1,13 +1,18 @@
 """``python -m bench``: prepare the data, run every phase in a fresh process, print the results.
 
-For each size and kind of document: ``prepare`` (not measured), then the phases of
-``bench.phases``, each in its own subprocess. The results table and the targets go to the
-terminal, optionally to a JSON file and to the README's "Benchmark" section.
+dbsync's Python files are byte-compiled first (as installing it does): otherwise every ``dbsync``
+process of the end-to-end rows would compile them again (this environment sets
+``PYTHONDONTWRITEBYTECODE``). Then the start-up rows (``bench.pull``), and for each size and
+kind of document: ``prepare`` (not measured), the phases of ``bench.phases``, each in its own
+subprocess, and up to ``--cli-max`` the end-to-end rows (``bench.cli``) and the rows git drives
+(``bench.pull``: the merge driver, a real pull). The results table and the targets go to the
+terminal, optionally to a JSON file and to ``docs/benchmark.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -22,9 +27,11 @@ from typing import Any
 from bench import liveness
 from bench import log as log_bench
 from bench.data import KINDS
-from bench.report import Run, render, write_readme
+from bench.pull import START_RUNS as START_UP_RUNS
+from bench.report import Run, render, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmark.md"
 FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 100_000)
 EMBEDDED_STORE_MAX = 10_000
@@ -73,15 +80,18 @@ def run_size(
     results["apply"] = run_phase("apply", folder, store, clock=clock)
     say(f"  {kind} {size:,}: apply ({store}) {results['apply']['seconds']:.2f} s")
     if size <= cli_max:
-        results["cli"] = run_cli(folder)
+        results["cli"] = run_module("bench.cli", str(folder))
         total = sum(step["seconds"] for step in results["cli"].values())
         say(f"  {kind} {size:,}: the CLI end to end {total:.1f} s")
+        results["git"] = run_module("bench.pull", str(folder))
+        say(f"  {kind} {size:,}: the merge driver and a git pull measured")
     return results
 
 
-def run_cli(folder: Path) -> dict[str, Any]:
-    """The end-to-end rows (``bench.cli``): a driver process starting one dbsync per step."""
-    command = [sys.executable, "-m", "bench.cli", str(folder)]
+def run_module(module: str, *args: str) -> dict[str, Any]:
+    """The end-to-end rows (``bench.cli``, ``bench.pull``): one process starting the commands,
+    each measured alone; its figures come back as JSON on stdout."""
+    command = [sys.executable, "-m", module, *args]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PhaseFailed(f"{' '.join(command)} failed:\n{done.stderr}")
@@ -134,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the data to profile phases")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument(
-        "--write-readme", action="store_true", help="write the results into README.md"
+        "--write-docs", action="store_true", help="write the results into docs/benchmark.md"
     )
     return parser.parse_args(argv)
 
@@ -151,6 +161,7 @@ def measure(
     clock: str = "wall",
     command: str = "python -m bench",
     say: Callable[[str], None] = lambda message: None,
+    start_up_runs: int = START_UP_RUNS,
     liveness_seconds: float = 0.0,
 ) -> Run:
     """Run every phase for every size and kind, then (``liveness_seconds``) the liveness run;
@@ -158,7 +169,11 @@ def measure(
     root = workdir or Path(tempfile.mkdtemp(prefix="dbsync-bench-"))
     run = Run.start(sizes, kinds, command, clock)
     started = time.perf_counter()
+    compileall.compile_dir(ROOT / "dbsync", quiet=1)  # as installing dbsync does
+    compileall.compile_dir(ROOT / "bench", quiet=1)
     try:
+        run.start_up = run_module("bench.pull", "--start-up", str(root), str(start_up_runs))
+        say(f"  start-up: dbsync --version {run.start_up['version']['cpu_seconds']:.3f} s CPU")
         for size in sizes:
             for kind in kinds:
                 folder = root / f"{kind}-{size}"
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render(run))
     if args.json:
         args.json.write_text(json.dumps(run.as_json(), indent=1))
-    if args.write_readme:
-        write_readme(ROOT / "README.md", run)
-        print("README.md: the Benchmark section is updated", file=sys.stderr)
+    if args.write_docs:
+        write_docs(DOCS, run)
+        print(f"{DOCS.relative_to(ROOT)}: the results are updated", file=sys.stderr)
     return 0 if run.all_checks_pass() else 2

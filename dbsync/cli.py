@@ -4,7 +4,10 @@ Each command reads its options, calls one service in ``dbsync.runs``, and render
 result. Errors are ``DbsyncError`` subclasses, turned into exit codes in ``main`` only.
 """
 
+from __future__ import annotations
+
 import functools
+import importlib
 import inspect
 import os
 import signal
@@ -14,83 +17,147 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import orjson
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
-from rich.table import Table
-from typer.core import TyperArgument, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from dbsync import __version__, render
-from dbsync import completion as completion_service
-from dbsync.agent import schedule as agent_service
-from dbsync.agent.api import require_key_for
-from dbsync.config import Config, load_config
-from dbsync.core.report import MergeReport
-from dbsync.edges import git
-from dbsync.edges.backups import list_backups
-from dbsync.edges.state import HistoryEntry, reading_state
-from dbsync.edges.store import Store
-from dbsync.errors import DbsyncError, InvalidInput, UsageError
-from dbsync.integration import diff_driver as diff_driver_service
-from dbsync.integration import hook_runs as hook_service
-from dbsync.integration import installer as hooks_service
-from dbsync.integration import merge_driver as merge_driver_service
+from dbsync import __version__
+from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs import bring_back as bring_back_service
-from dbsync.runs import conflicts as conflicts_service
-from dbsync.runs import demo as demo_service
-from dbsync.runs import diff as diff_service
-from dbsync.runs import dump as dump_service
-from dbsync.runs import export as export_service
-from dbsync.runs import import_file as import_service
-from dbsync.runs import init as init_service
-from dbsync.runs import log as log_service
-from dbsync.runs import merge as merge_service
-from dbsync.runs import pending as pending_service
-from dbsync.runs import pipeline as pipeline_service
-from dbsync.runs import prune as prune_service
-from dbsync.runs import restore as restore_service
-from dbsync.runs import stats as stats_service
-from dbsync.runs import status as status_service
-from dbsync.runs import sync as sync_service
-from dbsync.runs import verify as verify_service
-from dbsync.runs.common import open_configured_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+
+    from dbsync import completion as completion_service
+    from dbsync import crash_log, render
+    from dbsync.agent import api as agent_api
+    from dbsync.agent import schedule as agent_service
+    from dbsync.config import Config
+    from dbsync.core.report import MergeReport
+    from dbsync.edges import backups as backups_store
+    from dbsync.edges import git
+    from dbsync.edges import sources as sources_store
+    from dbsync.edges import state as state_store
+    from dbsync.edges.state import HistoryEntry
+    from dbsync.edges.store import Store
+    from dbsync.integration import diff_driver as diff_driver_service
+    from dbsync.integration import hook_runs as hook_service
+    from dbsync.integration import installer as hooks_service
+    from dbsync.integration import merge_driver as merge_driver_service
+    from dbsync.runs import bring_back as bring_back_service
+    from dbsync.runs import common as common_service
+    from dbsync.runs import conflicts as conflicts_service
+    from dbsync.runs import demo as demo_service
+    from dbsync.runs import diff as diff_service
+    from dbsync.runs import dump as dump_service
+    from dbsync.runs import export as export_service
+    from dbsync.runs import import_file as import_service
+    from dbsync.runs import init as init_service
+    from dbsync.runs import log as log_service
+    from dbsync.runs import merge as merge_service
+    from dbsync.runs import pending as pending_service
+    from dbsync.runs import pipeline as pipeline_service
+    from dbsync.runs import recording as recording_service
+    from dbsync.runs import restore as restore_service
+    from dbsync.runs import stats as stats_service
+    from dbsync.runs import status as status_service
+    from dbsync.runs import sync as sync_service
+    from dbsync.runs import verify as verify_service
+else:
+
+    class _Later:
+        """A module imported when a command first uses it: every git hook and driver starts
+        the CLI, which so imports only what the command it runs needs."""
+
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attribute: str) -> Any:
+            return getattr(importlib.import_module(self._name), attribute)
+
+    completion_service = _Later("dbsync.completion")
+    crash_log = _Later("dbsync.crash_log")
+    render = _Later("dbsync.render")
+    agent_api = _Later("dbsync.agent.api")
+    agent_service = _Later("dbsync.agent.schedule")
+    backups_store = _Later("dbsync.edges.backups")
+    git = _Later("dbsync.edges.git")
+    sources_store = _Later("dbsync.edges.sources")
+    state_store = _Later("dbsync.edges.state")
+    diff_driver_service = _Later("dbsync.integration.diff_driver")
+    hook_service = _Later("dbsync.integration.hook_runs")
+    hooks_service = _Later("dbsync.integration.installer")
+    merge_driver_service = _Later("dbsync.integration.merge_driver")
+    bring_back_service = _Later("dbsync.runs.bring_back")
+    common_service = _Later("dbsync.runs.common")
+    conflicts_service = _Later("dbsync.runs.conflicts")
+    demo_service = _Later("dbsync.runs.demo")
+    diff_service = _Later("dbsync.runs.diff")
+    dump_service = _Later("dbsync.runs.dump")
+    export_service = _Later("dbsync.runs.export")
+    import_service = _Later("dbsync.runs.import_file")
+    init_service = _Later("dbsync.runs.init")
+    log_service = _Later("dbsync.runs.log")
+    merge_service = _Later("dbsync.runs.merge")
+    pending_service = _Later("dbsync.runs.pending")
+    pipeline_service = _Later("dbsync.runs.pipeline")
+    recording_service = _Later("dbsync.runs.recording")
+    restore_service = _Later("dbsync.runs.restore")
+    stats_service = _Later("dbsync.runs.stats")
+    status_service = _Later("dbsync.runs.status")
+    sync_service = _Later("dbsync.runs.sync")
+    verify_service = _Later("dbsync.runs.verify")
 
 # ---------------------------------------------------------------- help that reads like a man page
 
 
-def _usage_name(self: TyperArgument) -> str:
+def _argument_name(argument: TyperArgument) -> str:
+    """Its metavar, else its name in capitals, as a man page writes a placeholder."""
+    return argument.metavar or (argument.name or "value").upper()
+
+
+def _usage_name(argument: TyperArgument) -> str:
     """``FILE`` when required, ``[FILE]`` when not: typer writes ``{FILE}`` for the first."""
-    name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-    return name + ("..." if self.nargs != 1 else "")
+    name = _argument_name(argument)
+    name = name if argument.required else f"[{name}]"
+    return name + ("..." if argument.nargs != 1 else "")
 
 
-def _no_type(self: TyperArgument, ctx: Any) -> str | None:
-    """The metavar already says what an argument is; typer would add ``<str>`` after it."""
-    return None
+class ManPageCommand(TyperCommand):
+    """A command whose help reads like a man page: ``FILE`` and ``[FILE]`` in the usage line,
+    ``--limit LIMIT`` for an option, no Python type anywhere (typer >= 0.2x draws ``<int>``,
+    ``<list[str]>``, ``{FILE}``). Only the formatting hooks every command class has are
+    overridden; typer's own classes are left as they are."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for parameter in self.params:  # an option without a metavar shows its name, not <int>
+            if isinstance(parameter, TyperOption) and not (parameter.is_flag or parameter.count):
+                parameter.metavar = parameter.metavar or (parameter.name or "value").upper()
 
-def _option_placeholder(self: TyperOption, ctx: Any) -> str | None:
-    """An option without a metavar shows its name (``--limit LIMIT``), not ``<int>``."""
-    return self.metavar or (self.name or "value").upper()
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        arguments = (p for p in self.get_params(ctx) if isinstance(p, TyperArgument))
+        return pieces + [_usage_name(argument) for argument in arguments]
 
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """Arguments by their metavar alone (the metavar says what one is), then options."""
+        arguments, options = [], []
+        for parameter in self.get_params(ctx):
+            record = parameter.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(parameter, TyperArgument):
+                arguments.append((_argument_name(parameter), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
 
-# typer >= 0.2x draws every parameter's Python type (``<bool>`` on flags, ``<list[str]>``);
-# the plain (click) formatter with these overrides prints what man pages print.
-if hasattr(TyperArgument, "_usage_display_name"):
-    TyperArgument._usage_display_name = _usage_name  # type: ignore[method-assign]
-TyperArgument.display_type_rich = _no_type  # type: ignore[method-assign, assignment]
-TyperOption.display_type_rich = _option_placeholder  # type: ignore[method-assign]
 
 HELP_SETTINGS: dict[str, Any] = {
     "no_args_is_help": True,
@@ -106,11 +173,72 @@ app = typer.Typer(
     **HELP_SETTINGS,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console:
+    """A rich ``Console`` made when first used: rich is imported only by a command that prints."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._console: Console | None = None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True, **self._settings)
+        return self._console
+
+    def print(self, *objects: Any, **settings: Any) -> None:
+        self._made().print(*objects, **settings)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self._made().is_terminal
+
+    @property
+    def console(self) -> Console:
+        return self._made()
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 
 # ---------------------------------------------------------------- global options
+
+UriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--uri",
+        metavar="URI",
+        help="The database: mongodb://, mongodb+srv:// or embedded://PATH. "
+        "Overrides DBSYNC_URI and the config files.",
+        show_default=False,
+    ),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        metavar="NAME",
+        help="The database name. Overrides DBSYNC_DATABASE and the config files.",
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="The dbsync.toml to use (default: the nearest one upwards).",
+    ),
+]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")]
+VerboseFlag = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Print more, with the traceback of a bug on stderr."),
+]
+"""The global options, declared once: ``main_callback`` takes them before the command, and
+``command`` gives every command the same ones, so that they are accepted after it too."""
 
 
 @dataclass(frozen=True)
@@ -123,64 +251,14 @@ class GlobalOptions:
 
 
 _GLOBAL_PARAMETERS = [
-    inspect.Parameter(
-        "uri",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            str | None,
-            typer.Option(
-                "--uri",
-                metavar="URI",
-                help="The database: mongodb://, mongodb+srv:// or embedded://PATH. "
-                "Overrides DBSYNC_URI and the config files.",
-                show_default=False,
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "database",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            str | None,
-            typer.Option(
-                "--database",
-                metavar="NAME",
-                help="The database name. Overrides DBSYNC_DATABASE and the config files.",
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "config",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            Path | None,
-            typer.Option(
-                "--config",
-                metavar="FILE",
-                help="The dbsync.toml to use (default: the nearest one upwards).",
-            ),
-        ],
-    ),
-    inspect.Parameter(
-        "quiet",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=False,
-        annotation=Annotated[
-            bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")
-        ],
-    ),
-    inspect.Parameter(
-        "verbose",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=False,
-        annotation=Annotated[
-            bool,
-            typer.Option("--verbose", "-v", help="Print more, with a traceback on a bug."),
-        ],
-    ),
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=option)
+    for name, option, default in (
+        ("uri", UriOption, None),
+        ("database", DatabaseOption, None),
+        ("config", ConfigOption, None),
+        ("quiet", QuietFlag, False),
+        ("verbose", VerboseFlag, False),
+    )
 ]
 _GLOBAL_NAMES = [parameter.name for parameter in _GLOBAL_PARAMETERS]
 
@@ -212,53 +290,141 @@ def report_interrupt() -> None:
     raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
+def _project_root() -> Path | None:
+    given = options().config
+    if given is not None and given.is_file():
+        return given.resolve().parent
+    from dbsync.config import find_root
+
+    return find_root(Path.cwd())
+
+
+def _uris_in_use() -> list[str]:
+    """The URIs whose passwords must not reach a log: given, in the environment, configured."""
+    uris = [options().uri or "", os.environ.get("DBSYNC_URI", "")]
+    try:
+        uris.append(config().uri or "")
+    except Exception:  # the configuration may be what is broken: scrub what is known
+        pass
+    return [uri for uri in uris if uri]
+
+
+def report_bug(error: Exception) -> None:
+    """A bug (exit 1, and nothing else exits 1): its traceback goes to a log file the message
+    names (``dbsync.crash_log``), so that whoever met it, a git hook or the agent too, can
+    report it; ``-v`` prints it on stderr as well."""
+    uris = _uris_in_use()
+    report = crash_log.crash_report(error, sys.argv, uris)
+    path = crash_log.write_crash_log(report, _project_root())
+    summary = crash_log.scrubbed(f"{type(error).__name__}: {error}", uris)
+    err.print(f"unexpected error: {summary}", markup=False)
+    if options().verbose or path is None:
+        err.print(report, markup=False, end="")
+    where = f"its traceback is in {path}" if path else "no log file could be written"
+    err.print(f"this is a bug in dbsync: {where}; please include it in a bug report", markup=False)
+    raise typer.Exit(1)
+
+
+def report_unexpected(error: Exception, command_name: str) -> None:
+    """An error no service turned into a ``DbsyncError``: a full disk met outside a changing
+    run (which turns its own, ``runs.recording.disk_full``) is expected (exit 5); anything
+    else is a bug."""
+    try:
+        full = recording_service.disk_full(error, config(), command_name)
+    except Exception:  # the configuration may be what is broken: then it is a bug to report
+        full = None
+    if full is not None:
+        report_error(full)
+    report_bug(error)
+
+
 _CONTEXT_PARAMETER = inspect.Parameter(
     "_dbsync_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
 )
 
 
-def command(
-    target: typer.Typer = app, name: str | None = None, *, hidden: bool = False
+def _with_global_options(
+    add: Callable[[Callable[..., Any]], Any], *, set_up: bool = False
 ) -> Callable[[F], F]:
-    """Register a command that also accepts the global options (``dbsync export --uri X``).
+    """Register a function with ``add`` so that it also accepts the global options
+    (``dbsync export --uri X``), and so that its errors end in their exit codes.
 
-    ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
+    ``set_up``: the command touches a store, so it first refuses a folder that is not a
+    project, or a clone never set up, before it opens or writes anything.
     """
 
     def register(function: F) -> F:
-        signature = inspect.signature(function)
+        signature = inspect.signature(function, eval_str=True)
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             context = kwargs.pop(_CONTEXT_PARAMETER.name)
             given = {name: kwargs.pop(name) for name in _GLOBAL_NAMES}
-            _CURRENT.append(_merged_options(context, given))
-            try:
-                return function(*args, **kwargs)
-            except DbsyncError as error:
-                report_error(error)
-            except KeyboardInterrupt:
-                report_interrupt()
-            except (typer.Exit, typer.Abort):
-                raise
-            except Exception as error:  # a bug: say so briefly; -v shows the traceback
-                if options().verbose:
-                    raise
-                err.print(f"unexpected error: {type(error).__name__}: {error}", markup=False)
-                err.print("hint: run again with -v for the traceback", markup=False)
-                raise typer.Exit(1) from None
-            finally:
-                _CURRENT.pop()
+            merged = _merged_options(context, given)
+            if context.invoked_subcommand is not None:  # a group's: its sub-command runs next
+                context.obj = merged
+                return None
+            name = context.info_name or "command"
+            return run_command(function, merged, args, kwargs, set_up=set_up, name=name)
 
         parameters = [*signature.parameters.values(), *_GLOBAL_PARAMETERS, _CONTEXT_PARAMETER]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        target.command(name, hidden=hidden)(wrapper)
+        add(wrapper)
         return function
 
     return register
 
 
+def command(
+    target: typer.Typer = app,
+    name: str | None = None,
+    *,
+    hidden: bool = False,
+    set_up: bool = False,
+) -> Callable[[F], F]:
+    """Register a command (see ``_with_global_options``).
+
+    ``hidden``: called by git, not by people (drivers, hooks); left out of ``--help``.
+    """
+    add = target.command(name, hidden=hidden, cls=ManPageCommand)
+    return _with_global_options(add, set_up=set_up)
+
+
+def group_callback(target: typer.Typer) -> Callable[[F], F]:
+    """Register what a command group does without a sub-command (``dbsync conflicts``)."""
+    return _with_global_options(target.callback(invoke_without_command=True))
+
+
 _CURRENT: list[GlobalOptions] = []
+
+
+def run_command(
+    function: Callable[..., Any],
+    given: GlobalOptions,
+    args: tuple[Any, ...] | list[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    set_up: bool = False,
+    name: str = "command",
+) -> Any:
+    """Run a command under the options it was given: the one place its errors become exit
+    codes (``typer.Exit``). ``set_up``: the command touches a store, so a folder that is not
+    a project, or a clone never set up, is refused first."""
+    _CURRENT.append(given)
+    try:
+        if set_up:
+            config().require_set_up()
+        return function(*args, **(kwargs or {}))
+    except DbsyncError as error:
+        report_error(error)
+    except KeyboardInterrupt:
+        report_interrupt()
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as error:
+        report_unexpected(error, name)
+    finally:
+        _CURRENT.pop()
 
 
 def options() -> GlobalOptions:
@@ -266,6 +432,8 @@ def options() -> GlobalOptions:
 
 
 def config() -> Config:
+    from dbsync.config import load_config
+
     given = options()
     flags = {"uri": given.uri, "database": given.database}
     return load_config(config_file=given.config, flags=flags)
@@ -282,7 +450,9 @@ def changing(
     *,
     merging: Path | None = None,
 ) -> AbstractContextManager[tuple[pipeline_service.ChangingRun, Store]]:
-    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal."""
+    """A command's changing run (``dbsync.runs.pipeline``), saying and warning on the terminal;
+    refused before the lock when this folder cannot run one (``Config.require_set_up``)."""
+    configuration.require_set_up()
     return pipeline_service.changing_store_run(
         configuration,
         operation,
@@ -296,24 +466,11 @@ def changing(
 @app.callback(invoke_without_command=True)
 def main_callback(
     context: typer.Context,
-    uri: Annotated[
-        str | None,
-        typer.Option(
-            "--uri", metavar="URI", help="The database: mongodb://, mongodb+srv:// or embedded://."
-        ),
-    ] = None,
-    database: Annotated[
-        str | None, typer.Option("--database", metavar="NAME", help="The database name.")
-    ] = None,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", metavar="FILE", help="The dbsync.toml to use.")
-    ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only errors and JSON.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Print more, with a traceback on a bug.")
-    ] = False,
+    uri: UriOption = None,
+    database: DatabaseOption = None,
+    config_file: ConfigOption = None,
+    quiet: QuietFlag = False,
+    verbose: VerboseFlag = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Keep the MongoDB databases of several machines identical through an ordinary git remote.
@@ -342,6 +499,8 @@ def say(message: str) -> None:
 
 
 def print_json(value: Any) -> None:
+    import orjson
+
     sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.buffer.flush()
 
@@ -354,6 +513,15 @@ class BarProgress:
         self._task: Any = None
 
     def start(self, label: str, total: int | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         self._bar = RichProgress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -361,7 +529,7 @@ class BarProgress:
             TimeElapsedColumn(),
             TextColumn("eta"),  # a long import or export says when it will be done
             TimeRemainingColumn(),
-            console=err,
+            console=err.console,
             transient=True,
         )
         self._bar.start()
@@ -387,6 +555,8 @@ def progress() -> Progress:
 
 
 def _completion_config() -> Config | None:
+    from dbsync.config import load_config
+
     try:
         return load_config(flags={})
     except DbsyncError:
@@ -404,6 +574,18 @@ def complete_backup_ids(incomplete: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- commands
+
+
+class ImportMode(str, Enum):
+    """``import --mode``: ``runs.import_file.ImportMode``'s choices, here because typer reads
+    them when it builds the command tree, and that module imports the stores."""
+
+    insert = "insert"
+    upsert = "upsert"
+
+
+DEFAULT_KEEP = 10
+"""``prune --keep``'s default: ``runs.prune.DEFAULT_KEEP`` (that module imports the state store)."""
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 Collections = Annotated[
@@ -467,10 +649,19 @@ def init(
     """
     given = options()
     result = init_service.init_project(
-        Path.cwd(), uri=given.uri, database=given.database, asset=asset
+        Path.cwd(), uri=given.uri, database=given.database, asset=asset, config_file=given.config
     )
+    for line in result.warnings:
+        warn(line)
     if json:
-        print_json({"created": result.created, "kept": result.kept, "notes": result.notes})
+        print_json(
+            {
+                "created": result.created,
+                "kept": result.kept,
+                "notes": result.notes,
+                "warnings": result.warnings,
+            }
+        )
         return
     for name in result.created:
         say(f"created {name}")
@@ -480,7 +671,7 @@ def init(
         say(note)
 
 
-@command()
+@command(set_up=True)
 def export(
     *,
     collection: Collections = None,
@@ -519,20 +710,21 @@ def export(
         )
         for result in results:
             run.done(result.collection, result.records, result.digest)
+        skipped = [] if collection else export_service.skipped_notes(configuration, store)
     if json:
         print_json([render.exported_json(result) for result in results])
         return
     if not results:
         warn(render.nothing_exported(configuration.database))
+    for note in skipped:
+        warn(note)
     for result in results:
-        for note in result.notes:
+        for note in render.export_notes(result):
             warn(note)
-        state = "changed" if result.changed else "unchanged"
-        deleted = f", {result.deleted} deleted" if result.deleted else ""
-        say(f"{result.collection}: {result.records} records → {result.path} ({state}{deleted})")
+        say(render.exported_line(result))
 
 
-@command(name="import")
+@command(name="import", set_up=True)
 def import_(
     file: Annotated[
         Path,
@@ -552,14 +744,14 @@ def import_(
         ),
     ],
     mode: Annotated[
-        import_service.ImportMode,
+        ImportMode,
         typer.Option(
             "--mode",
             metavar="MODE",
             help="What to do with a document whose _id exists: insert refuses the file, "
             "upsert replaces the document.",
         ),
-    ] = import_service.ImportMode.insert,
+    ] = ImportMode.insert,
     json: JsonFlag = False,
 ) -> None:
     """Load an Extended JSON file into a collection.
@@ -569,7 +761,8 @@ def import_(
     """
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
-        result = import_service.import_file(store, file, collection, mode, progress())
+        wanted = import_service.ImportMode(mode.value)
+        result = import_service.import_file(store, file, collection, wanted, progress())
         run.done(result.collection, result.documents)
     if json:
         print_json(render.imported_json(result))
@@ -581,7 +774,7 @@ def import_(
         warn(f"{result.collection}: {len(result.converted) - 20} more deprecated values converted")
 
 
-@command()
+@command(set_up=True)
 def dump(
     collection: Annotated[
         str,
@@ -597,7 +790,7 @@ def dump(
     Documents are sorted by the collection's key, so two dumps compare with diff.
     """
     configuration = config()
-    with open_configured_store(configuration) as store:
+    with common_service.open_configured_store(configuration) as store:
         for line in dump_service.dump_lines(configuration, store, collection):
             sys.stdout.buffer.write(line)
     sys.stdout.buffer.flush()
@@ -634,14 +827,14 @@ def verify(
         raise InvalidInput(f"{len(report.problems)} problem(s) in {path}")
 
 
-@command()
+@command(set_up=True)
 def stats(
     *,
     json: JsonFlag = False,
 ) -> None:
     """Show per collection the documents, size, snapshot state, last export and merge."""
     configuration = config()
-    with open_configured_store(configuration) as store:
+    with common_service.open_configured_store(configuration) as store:
         document = stats_service.collection_stats(configuration, store)
     if json:
         print_json(document)
@@ -663,6 +856,8 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         sys.stdout.write(render.table_text(columns, rows) + "\n")
         sys.stdout.flush()
         return
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -687,7 +882,7 @@ def render_merge(report: MergeReport) -> None:
         say(f"merged ({report.mode}); 'dbsync restore {report.backup}' undoes it")
 
 
-@command()
+@command(set_up=True)
 def merge(
     path: Annotated[
         Path | None,
@@ -736,6 +931,9 @@ def merge(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
     path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
+    for source in (path, base):  # a typo or a folder with no snapshot: refused before the run
+        if source is not None:
+            sources_store.require_snapshot(source)
     if base is None and not resume:  # a pull's merge that was pending stays three-way
         merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
@@ -766,7 +964,7 @@ def diff(
     """
     configuration = config()
     changes = diff_service.diff(
-        configuration, lambda: open_configured_store(configuration), first, second
+        configuration, lambda: common_service.open_configured_store(configuration), first, second
     )
     if json:
         print_json([diff_service.change_json(change) for change in changes])
@@ -781,7 +979,7 @@ def diff(
 @command()
 def backups(*, json: JsonFlag = False) -> None:
     """List the backups taken before merges and restores, newest first."""
-    found = list_backups(config().state_dir)
+    found = backups_store.list_backups(config().state_dir)
     if json:
         print_json(
             [{"id": b.id, "created": b.created, "collections": b.collections} for b in found]
@@ -793,7 +991,7 @@ def backups(*, json: JsonFlag = False) -> None:
         out.print(f"{info.id}  {', '.join(info.collections)}  ({info.reason})", markup=False)
 
 
-@command()
+@command(set_up=True)
 def restore(
     backup_id: Annotated[
         str,
@@ -819,13 +1017,19 @@ def restore(
     if json:
         print_json(render.restored_json(result))
         return
+    for name, counts in result.kept.items():
+        if counts.left:
+            warn(
+                f"{name}: {counts.left} record(s) the application changed since were kept as "
+                f"it wrote them{merge_service.kept_ids(counts)}"
+            )
     say(
         f"restored {', '.join(result.restored)} from {result.backup}; "
         f"the state before is in backup {result.safety_backup}"
     )
 
 
-@command()
+@command(set_up=True)
 def prune(
     *,
     keep: Annotated[
@@ -836,7 +1040,7 @@ def prune(
             metavar="N",
             help="How many backups and merge reports to keep (never fewer than one backup).",
         ),
-    ] = prune_service.DEFAULT_KEEP,
+    ] = DEFAULT_KEEP,
     conflicts_older_than: Annotated[
         int | None,
         typer.Option(
@@ -868,7 +1072,7 @@ def prune(
     )
 
 
-@command()
+@command(set_up=True)
 def status(
     *,
     json: JsonFlag = False,
@@ -906,7 +1110,7 @@ def history(
     json: JsonFlag = False,
 ) -> None:
     """Show every export, merge, import and restore, failures included, newest first."""
-    with reading_state(config().state_dir) as state:
+    with state_store.reading_state(config().state_dir) as state:
         entries = state.history(limit) if state is not None else []
     if json:
         print_json([entry.to_json() for entry in entries])
@@ -1001,56 +1205,67 @@ def render_brought_back(result: bring_back_service.BroughtBack, what: str, json:
         say(note)
 
 
-class ConflictAction(str, Enum):
-    show = "show"
-    restore = "restore"
+conflicts_app = typer.Typer(
+    subcommand_metavar="[show ID | restore ID]", **{**HELP_SETTINGS, "no_args_is_help": False}
+)
+app.add_typer(conflicts_app, name="conflicts")
+ConflictId = Annotated[
+    int, typer.Argument(metavar="ID", help="A losing version's id, as 'dbsync conflicts' lists it.")
+]
 
 
-@command()
+@group_callback(conflicts_app)
 def conflicts(
-    action: Annotated[
-        ConflictAction | None,
-        typer.Argument(
-            help="What to do with losing version ID: show it against its winner, or restore it."
-        ),
-    ] = None,
-    conflict_id: Annotated[
-        int | None, typer.Argument(metavar="ID", help="A losing version's id.")
-    ] = None,
     *,
     collection: Annotated[
-        str | None, typer.Option("--collection", "-c", help="Only this collection.")
+        str | None,
+        typer.Option("--collection", "-c", metavar="COLLECTION", help="Only this collection."),
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only those decided since: 2026-11-30, 2026-11-30T12:00, 7d."),
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only those decided since: 2026-11-30, 2026-11-30T12:00, 7d.",
+        ),
     ] = None,
     json: JsonFlag = False,
 ) -> None:
-    """The losing versions of every conflict decided on this asset, newest first."""
+    """The losing versions of every conflict decided on this asset, newest first.
+
+    'dbsync conflicts show ID' compares one with the version that won; 'dbsync conflicts
+    restore ID' makes it the current version again.
+    """
+    found = conflicts_service.list_conflicts(config(), collection, since)
+    if json:
+        print_json([conflicts_service.conflict_json(version) for version in found])
+        return
+    if not found:
+        say("no losing versions recorded")
+    for version in found:
+        out.print(conflicts_service.conflict_line(version), markup=False)
+
+
+@command(conflicts_app, "show")
+def conflicts_show(conflict_id: ConflictId, *, json: JsonFlag = False) -> None:
+    """Show a losing version against the version that won, field by field."""
+    version = conflicts_service.find_conflict(config(), conflict_id)
+    comparison = conflicts_service.compare(version)
+    if json:
+        changes = [change.to_json() for change in comparison.changes]
+        print_json({**conflicts_service.conflict_json(version), "changes": changes})
+        return
+    for line in conflicts_service.comparison_text(comparison):
+        out.print(line, markup=False)
+
+
+@command(conflicts_app, "restore")
+def conflicts_restore(conflict_id: ConflictId, *, json: JsonFlag = False) -> None:
+    """Make a losing version the current version again, with its timestamp set to now.
+
+    Backed up first and merged like any merge, so 'dbsync restore ID' undoes it.
+    """
     configuration = config()
-    if action is None:
-        found = conflicts_service.list_conflicts(configuration, collection, since)
-        if json:
-            print_json([conflicts_service.conflict_json(version) for version in found])
-        elif not found:
-            say("no losing versions recorded")
-        for version in [] if json else found:
-            out.print(conflicts_service.conflict_line(version), markup=False)
-        return
-    if conflict_id is None:
-        raise UsageError(f"'dbsync conflicts {action.value}' needs the ID of a losing version")
-    if action is ConflictAction.show:
-        comparison = conflicts_service.compare(
-            conflicts_service.find_conflict(configuration, conflict_id)
-        )
-        if json:
-            changes = [change.to_json() for change in comparison.changes]
-            print_json({**conflicts_service.conflict_json(comparison.version), "changes": changes})
-            return
-        for line in conflicts_service.comparison_text(comparison):
-            out.print(line, markup=False)
-        return
     name = conflicts_service.find_conflict(configuration, conflict_id).collection
     with changing(configuration, "restore", [name]) as (run, store):
         result = conflicts_service.restore_conflict(configuration, store, conflict_id)
@@ -1089,15 +1304,20 @@ def hooks_install(*, json: JsonFlag = False) -> None:
 def hooks_uninstall(*, json: JsonFlag = False) -> None:
     """Remove dbsync's hooks and put back the ones they replaced.
 
-    The drivers stay configured: they run only when git merges or diffs a snapshot.
+    The drivers stay configured: they run only when git merges or diffs a snapshot. The
+    pull.rebase that 'dbsync init' set is removed too (not one set or changed by anyone else).
     """
-    changes = hooks_service.uninstall_hooks(git.require_toplevel(Path.cwd()))
+    root = git.require_toplevel(Path.cwd())
+    changes = hooks_service.uninstall_hooks(root)
+    pull_setting = hooks_service.undo_pull_setting(root)
     if json:
         print_json(render.hook_changes_json(changes))
         return
     for change in changes:
         restored = f" ({change.legacy.name} put back)" if change.legacy else ""
         say(f"{change.name}: {change.action}{restored}")
+    if pull_setting is not None:
+        say(pull_setting)
 
 
 @command(hooks_app, "status")
@@ -1177,24 +1397,28 @@ def diff_driver(
     sys.stdout.flush()
 
 
+PUSH_RETRY_SECONDS = 120.0
+"""``--push-retry``'s default: ``runs.sync.DEFAULT_PUSH_RETRY_SECONDS`` (typer reads it when it
+builds the command tree, before any service is imported)."""
+PUSH_RETRY_VARIABLE = "DBSYNC_PUSH_RETRY_SECONDS"  # runs.sync.PUSH_RETRY_VARIABLE
 PushRetryOption = Annotated[
     float,
     typer.Option(
         "--push-retry",
         metavar="SECONDS",
         min=0,
-        envvar=sync_service.PUSH_RETRY_VARIABLE,
+        envvar=PUSH_RETRY_VARIABLE,
         help="How long to keep merging and pushing again while other assets push first "
         "(0: push once).",
     ),
 ]
 
 
-@command()
+@command(set_up=True)
 def sync(
     *,
     json: JsonFlag = False,
-    push_retry: PushRetryOption = sync_service.DEFAULT_PUSH_RETRY_SECONDS,
+    push_retry: PushRetryOption = PUSH_RETRY_SECONDS,
 ) -> None:
     """Pull, export, commit and push: the whole cycle in one command.
 
@@ -1219,7 +1443,7 @@ def tell(message: str) -> None:
         err.print(message, markup=False)
 
 
-@command()
+@command(set_up=True)
 def agent(
     *,
     every: Annotated[
@@ -1240,7 +1464,7 @@ def agent(
             help="The address to serve on; beyond 127.0.0.1 it needs DBSYNC_API_KEY.",
         ),
     ] = "127.0.0.1",
-    push_retry: PushRetryOption = sync_service.DEFAULT_PUSH_RETRY_SECONDS,
+    push_retry: PushRetryOption = PUSH_RETRY_SECONDS,
 ) -> None:
     """Sync on a schedule, serve a status page and API, and alert when the status degrades.
 
@@ -1248,7 +1472,7 @@ def agent(
     """
     interval = agent_service.parse_interval(every)
     api_key = os.environ.get("DBSYNC_API_KEY") or None
-    require_key_for(bind, api_key)
+    agent_api.require_key_for(bind, api_key)
     cycle = functools.partial(agent_service.sync_cycle, retry=sync_service.PushRetry(push_retry))
     worker = agent_service.Agent(
         config, interval, lambda line: out.print(line, markup=False), cycle_runner=cycle
@@ -1284,8 +1508,35 @@ def demo(
 # ---------------------------------------------------------------- entry point
 
 
+def called_by_git(arguments: list[str]) -> Callable[[], Any] | None:
+    """The calls git makes on every pull, push and commit, as the hook scripts and the driver
+    settings write them (``hook NAME ARGS...``, ``merge-driver %O %A %B %P``), and
+    ``--version``: run as typer would run them, without building its command tree and
+    checking every parameter (a tenth of a second a process). None for any other form (an
+    option, a wrong count of arguments), which typer parses as always."""
+    if arguments == ["--version"]:
+        return lambda: print(f"dbsync {__version__}")
+    if not arguments or any(argument.startswith("-") for argument in arguments):
+        return None
+    name, *rest = arguments
+    if name == "hook" and rest:
+        return lambda: run_command(hook, GlobalOptions(), [rest[0], rest[1:] or None], name="hook")
+    if name == "merge-driver" and len(rest) in (3, 4):
+        paths = [Path(argument) for argument in rest[:3]]
+        merged = [*paths, *rest[3:]]
+        return lambda: run_command(merge_driver, GlobalOptions(), merged, name="merge-driver")
+    return None
+
+
 def main() -> None:
     """The console script. Usage errors exit 2 (typer's own handling); ``DbsyncError``s are
     mapped to their exit codes by ``report_error``, Ctrl-C to 130 by ``report_interrupt``;
     anything else is a bug and exits 1."""
-    app()
+    run = called_by_git(sys.argv[1:])
+    if run is None:
+        app()
+        return
+    try:
+        run()
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None

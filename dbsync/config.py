@@ -70,6 +70,9 @@ class Config:
     alert_command: str | None = None
     collections: Mapping[str, CollectionConfig] = field(default_factory=dict)
     config_file: Path | None = None
+    not_set_up: tuple[str, str] | None = None
+    """Why no command may touch a store here, and the fix (``set_up_problem``); None when one
+    may."""
 
     @property
     def state_dir(self) -> Path:
@@ -81,8 +84,16 @@ class Config:
     def excluded(self, collection: str) -> bool:
         return self.collections.get(collection, CollectionConfig()).exclude
 
+    def require_set_up(self) -> None:
+        """Refuse, before anything is opened or written, a folder that is not a dbsync project
+        or a clone that was never set up (``set_up_problem``)."""
+        if self.not_set_up is not None:
+            message, hint = self.not_set_up
+            raise UsageError(message, hint=hint)
+
     def require_database(self) -> tuple[str, str]:
         """The URI and database name, or a usage error saying how to set them."""
+        self.require_set_up()
         if not self.database:
             raise UsageError(
                 "no database configured",
@@ -121,7 +132,7 @@ def read_toml(path: Path) -> dict[str, Any]:
             data = tomllib.load(handle)
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{path}: not valid TOML: {error}") from None
     _check_table(path, data, _TOP_LEVEL, "")
     for name, table in data.get("collections", {}).items():
@@ -178,6 +189,34 @@ def _lock_timeout(merged: Mapping[str, Any], environ: Mapping[str, str]) -> floa
     return seconds
 
 
+def set_up_problem(
+    cwd: Path, root: Path, config_file: Path | None, merged: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """Why a command that touches a store must not run here, and the fix; None when it may.
+
+    No ``dbsync.toml`` (and no database given): not a project. A git clone whose
+    ``dbsync.toml`` came with it but whose ``dbsync.local.toml`` did not, and no URI anywhere
+    (flag, ``DBSYNC_URI``, either file): ``dbsync init`` never ran in it, and going on would
+    put the records in a new, empty embedded store while the machine's MongoDB stays as it was.
+    """
+    if config_file is None and not merged.get("database"):
+        return (
+            f"not a dbsync project: no {CONFIG_FILE} in {cwd} or above",
+            "run 'dbsync init' to set one up here, or run dbsync inside the project",
+        )
+    local = root / LOCAL_CONFIG_FILE
+    clone = config_file is not None and (root / ".git").exists()
+    if clone and not local.is_file() and not merged.get("uri"):
+        return (
+            f"this clone is not set up: {CONFIG_FILE} came with it, but {LOCAL_CONFIG_FILE} "
+            "(this machine's database URI and name) did not, so its records would go to a new, "
+            "empty embedded store",
+            "run 'dbsync init --uri mongodb://HOST/' here (or 'dbsync init' for the embedded "
+            "store); --uri or DBSYNC_URI also do for one command",
+        )
+    return None
+
+
 def load_config(
     *,
     cwd: Path | None = None,
@@ -223,4 +262,5 @@ def load_config(
         alert_command=merged.get("alert_command"),
         collections=_collections(merged.get("collections", {})),
         config_file=config_file,
+        not_set_up=set_up_problem(cwd, root, config_file, merged),
     )

@@ -9,10 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dbsync.core.notes import OnceNote
 from dbsync.integration.installer import HookChange
 from dbsync.runs.export import ExportedCollection
 from dbsync.runs.import_file import ImportResult
 from dbsync.runs.restore import RestoreResult
+
+
+def export_notes(result: ExportedCollection) -> list[str]:
+    """The notes an export says: a suggestion (``OnceNote``) on the collection's first export
+    only, when no snapshot of it existed before."""
+    first = result.previous_digest is None
+    return [note for note in result.notes if first or not isinstance(note, OnceNote)]
 
 
 def exported_json(result: ExportedCollection) -> dict[str, Any]:
@@ -24,8 +32,23 @@ def exported_json(result: ExportedCollection) -> dict[str, Any]:
         "changed": result.changed,
         "deleted": result.deleted,
         "digest": result.digest,
-        "notes": list(result.notes),
+        "notes": export_notes(result),
+        "read": result.read,
     }
+
+
+def exported_line(result: ExportedCollection) -> str:
+    """One line per collection: where its records went, every file named (a collection past
+    50 MB is written in parts: naming one would hide the others)."""
+    state = "changed" if result.changed else "unchanged"
+    deleted = f", {result.deleted} deleted" if result.deleted else ""
+    files = result.paths or [result.path]
+    if len(files) == 1:
+        where = str(files[0])
+    else:
+        names = ", ".join(path.name for path in files)
+        where = f"{len(files)} parts in {files[0].parent}: {names}"
+    return f"{result.collection}: {result.records} records → {where} ({state}{deleted})"
 
 
 def nothing_exported(database: str | None) -> str:
@@ -59,6 +82,7 @@ def restored_json(result: RestoreResult) -> dict[str, Any]:
         "restored": list(result.restored),
         "records": dict(result.records),
         "safety_backup": result.safety_backup,
+        "kept": {name: counts.left for name, counts in result.kept.items()},
     }
 
 

@@ -12,12 +12,16 @@ import mongomock
 import pytest
 from mongomock.collection import BulkOperationBuilder
 
-from dbsync.edges.mongo import MongoStore
+from dbsync.edges.mongo import MongoStore, open_mongo
 from dbsync.edges.store import EmbeddedStore, RetryPolicy
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
+from tests.mongo_servers import MODES, SERVER_FIXTURES, MongoServer
 
-pytest_plugins = ["project"]  # end-to-end fixtures: a dbsync project driven by the console script
+pytest_plugins = [
+    "project",  # end-to-end fixtures: a dbsync project driven by the console script
+    "mongo_servers",  # MongoDB servers: SecantusDB on port 0, or the mongod you name
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,10 +77,28 @@ def embedded_store(tmp_path: Path) -> Iterator[EmbeddedStore]:
     store.close()
 
 
-@pytest.fixture(params=["mongo_store", "embedded_store"])
+def store_on(request: pytest.FixtureRequest, mode: str) -> MongoStore:
+    """A MongoStore on this module's server in ``mode``, on a database of the test's own."""
+    server: MongoServer = request.getfixturevalue(SERVER_FIXTURES[mode])
+    store = open_mongo(server.uri, server.new_database(), no_sleep_policy())
+    request.addfinalizer(store.close)
+    return store
+
+
+@pytest.fixture(params=MODES)
+def server_store(request: pytest.FixtureRequest) -> MongoStore:
+    """A MongoStore on a real MongoDB wire-protocol server, in replica-set and in standalone
+    mode."""
+    return store_on(request, request.param)
+
+
+@pytest.fixture(params=[*MODES, "embedded"])
 def store(request: pytest.FixtureRequest) -> Any:
-    """Each test using ``store`` runs once on each implementation."""
-    return request.getfixturevalue(request.param)
+    """Each test using ``store`` runs on each implementation: a MongoDB server (replica set
+    and standalone) and the embedded store."""
+    if request.param == "embedded":
+        return request.getfixturevalue("embedded_store")
+    return store_on(request, request.param)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Real git repositories and the real ``dbsync`` console script, isolated from the user's setup.
 
 Every subprocess gets a temporary ``HOME`` (so the user's git config never leaks in), no system
-git config, a pinned identity, and the test virtualenv's ``bin`` first on PATH.
+git config, a pinned identity, and the test virtualenv's ``bin`` first on PATH. Nothing about
+pulls is configured: the tests meet git's defaults, as a new user does (``dbsync init`` sets
+``pull.rebase false`` in each repository it sets up).
 """
 
 from __future__ import annotations
@@ -15,21 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbsync.config import resolve_uri
+from dbsync.config import load_config
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, encode_record
 from dbsync.edges.snapshot_files import write_snapshot as write_snapshot_file
 from dbsync.edges.store import open_store
 from tests.cli_helpers import DATA
 from tests.cli_helpers import Result as Run
+from tests.mongo_servers import MongoServer
 
 BIN = str(Path(sys.executable).parent)
 DBSYNC = str(Path(BIN) / "dbsync")
 GITCONFIG = """\
 [init]
     defaultBranch = main
-[pull]
-    rebase = false
 [advice]
     detachedHead = false
     skippedCherryPicks = false
@@ -96,11 +97,13 @@ class Repo:
     def snapshot(self) -> bytes:
         return (self.root / "database_backup" / "pnls.jsonl").read_bytes()
 
-    def delete_records(self, ids: list[str]) -> None:
-        """Delete in the asset's embedded database directly: dbsync has no delete command."""
-        store = open_store(resolve_uri("embedded://database_sync/db", self.root), "shop")
+    def delete_records(self, ids: list[str], collection: str = "pnls") -> None:
+        """Delete in the asset's database directly, as its application would: dbsync has no
+        delete command."""
+        uri, database = load_config(cwd=self.root, environ={}).require_database()
+        store = open_store(uri, database)
         try:
-            store.apply("pnls", [], ids)
+            store.apply(collection, [], ids)
         finally:
             store.close()
 
@@ -116,19 +119,36 @@ def real_records() -> list[dict[str, Any]]:
     return records
 
 
-def init_pair(folder: Path, env: dict[str, str]) -> tuple[Repo, Repo]:
-    """A bare remote, asset ``a`` (dbsync init, committed, pushed) and its clone ``b`` (init)."""
+def init_pair(
+    folder: Path,
+    env: dict[str, str],
+    server: MongoServer | None = None,
+    *,
+    set_up_clone: bool = True,
+) -> tuple[Repo, Repo]:
+    """A bare remote, asset ``a`` (dbsync init, committed, pushed) and its clone ``b`` (where
+    ``dbsync init`` runs unless ``set_up_clone`` is False).
+
+    Each asset has its own embedded store; with ``server``, each has a database of its own on
+    that MongoDB server instead (``b``'s ``init --database`` keeps its own in its untracked
+    ``dbsync.local.toml``).
+    """
     subprocess.run(["git", "init", "-q", "--bare", str(folder / "remote.git")], env=env, check=True)
     a, b = Repo(folder / "a", env), Repo(folder / "b", env)
     Repo(folder, env).git("clone", "-q", "remote.git", "a")
-    a.dbsync("init", "--database", "shop", "--asset", "a")
+    uri = ["--uri", server.uri] if server else []
+    a.dbsync(
+        "init", *uri, "--database", server.new_database() if server else "shop", "--asset", "a"
+    )
     with (a.root / "dbsync.toml").open("a") as handle:
         handle.write(PNL_RULES)
     a.git("add", "-A")
     a.git("commit", "-q", "-m", "dbsync init")
     a.git("push", "-q", "origin", "main")
     Repo(folder, env).git("clone", "-q", "remote.git", "b")
-    b.dbsync("init", "--asset", "b")
+    if set_up_clone:
+        own = ["--database", server.new_database()] if server else []
+        b.dbsync("init", *uri, *own, "--asset", "b")
     return a, b
 
 

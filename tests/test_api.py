@@ -2,9 +2,9 @@
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -131,21 +131,37 @@ def test_each_client_is_rate_limited():
 
 
 def test_the_api_keeps_answering_while_a_slow_backend_call_runs(serve):
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     class SlowSync(FakeBackend):
         def trigger_sync(self):
-            release.wait(5)
+            started.set()
+            assert release.wait(30), "the test never released the slow call"
             return super().trigger_sync()
 
-    server, _ = serve(backend=SlowSync())
-    slow = threading.Thread(target=call, args=(server, "POST", "/sync"))
+    server, backend = serve(backend=SlowSync())
+    slow_answer = []
+    slow = threading.Thread(target=lambda: slow_answer.append(call(server, "POST", "/sync")))
     slow.start()
-    time.sleep(0.1)
+    assert started.wait(30), "the slow call never reached the backend"
     answers = [call(server, "GET", "/health")[0] for _ in range(30)]
+    still_running = slow.is_alive() and backend.syncs == 0
     release.set()
-    slow.join()
+    slow.join(30)
+    assert still_running, "the slow call ended before the other requests were answered"
     assert answers == [200] * 30
+    assert slow_answer == [(202, {"started": True})] and backend.syncs == 1
+
+
+def test_requests_past_a_client_s_burst_are_refused_at_once_not_queued(serve):
+    """A frozen clock: the bucket never refills, so exactly ``burst`` requests pass, from any
+    number of threads, and every other one is answered 429 at once."""
+    limiter = RateLimiter(rate=2.0, burst=5.0, clock=lambda: 100.0)
+    server, _ = serve(limiter=limiter)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: call(server, "GET", "/health")[0], range(40)))
+    assert sorted(answers) == [200] * 5 + [429] * 35
+    assert call(server, "GET", "/health") == (429, {"error": "too many requests; slow down"})
 
 
 def fetch_text(server, path, key=None):

@@ -1,14 +1,17 @@
 """The benchmark at a tiny size: every phase runs and its results agree (no timing asserted)."""
 
+from pathlib import Path
+
 from bench.cli import STEPS
-from bench.report import render
-from bench.run import measure
+from bench.report import DOCS_END, DOCS_START, render, write_docs
+from bench.run import DOCS, measure
 
 SIZE = 300
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
-    run = measure((SIZE,), ("pnl", "mixed"), workdir=tmp_path, cli_max=SIZE)
+    run = measure((SIZE,), ("pnl", "mixed"), workdir=tmp_path, cli_max=SIZE, start_up_runs=2)
 
     assert run.failed_checks() == []
     for kind in ("pnl", "mixed"):
@@ -29,8 +32,38 @@ def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
         cli = results["cli"]
         assert list(cli) == list(STEPS)
         assert all(step["code"] == 0 for step in cli.values()), cli
+        # the merge driver merged as dbsync's merge of files does; the real pull went through
+        # the driver and the hook, three-way, and left the merged snapshot
+        git = results["git"]
+        assert set(git) == {"driver", "plain", "pull", "first-export"}
+        assert all(git["driver"]["checks"].values()), git["driver"]
+        assert all(git["pull"]["checks"].values()), git["pull"]["output"]
+    assert {name: figures["code"] for name, figures in (run.start_up or {}).items()} == {
+        "python": 0,
+        "version": 0,
+        "hook": 0,
+        "hook-script": 0,
+    }
     text = render(run)
     assert "encode (per document, first 300)" in text
     assert "CLI `dbsync export` (export-same)" in text
     assert "re-export with nothing changed" in text
     assert "dbsync log KEY: 100 commits" in text and run.log is not None
+    assert "start-up: `dbsync --version` (median of 2)" in text
+    assert "merge driver, three-way, as git runs it" in text
+    assert "`git pull`: 1 % changed on each asset" in text
+    assert "the merge driver (a process) ≥ 4x the plain merge" in text
+
+    docs = tmp_path / "benchmark.md"
+    docs.write_text(f"# Benchmark\n\nprose\n\n{DOCS_START}\nold\n{DOCS_END}\n\nmore prose\n")
+    write_docs(docs, run)
+    written = docs.read_text()
+    assert written.startswith("# Benchmark\n\nprose\n\n") and written.endswith("\nmore prose\n")
+    assert text in written and "\nold\n" not in written
+
+
+def test_the_results_live_in_docs_and_the_readme_links_there():
+    assert DOCS_START in DOCS.read_text() and DOCS_END in DOCS.read_text()
+    readme = README.read_text()
+    assert "](docs/benchmark.md)" in readme
+    assert DOCS_START not in readme and "bench:start" not in readme

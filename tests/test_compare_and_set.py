@@ -3,20 +3,23 @@ record again, and the counts of an import."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import bson
 import pytest
 
-from dbsync.core.merge import MergeCounts
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import encode_record
 from dbsync.edges.changes import redecider
-from dbsync.edges.mongo import CAS_ROUNDS, cas_operation
-from dbsync.edges.store import Change, Document
+from dbsync.edges.mongo import CAS_ROUNDS, MongoStore, cas_operation, open_mongo
+from dbsync.edges.store import Change, Document, Redecision
 from dbsync.runs.import_file import ImportCounts, ImportMode, import_file
+from tests.conftest import no_sleep_policy
+from tests.mongo_servers import MongoServer
 
 RULES = Rules(key=("_id",), timestamp="ts")
 
@@ -39,7 +42,7 @@ class Calls:
         self.seen: list[tuple[Any, Document | None]] = []
         self._decide = redecider(RULES)
 
-    def __call__(self, planned: Change, current: Document | None) -> Change | None:
+    def __call__(self, planned: Change, current: Document | None) -> Redecision:
         self.seen.append((planned.id, current))
         return self._decide(planned, current)
 
@@ -108,9 +111,19 @@ def test_a_record_the_application_deleted_meanwhile_gets_the_merge_s_version(sto
     assert [doc["name"] for doc in store.iter_documents("items")] == ["merge"]
 
 
-def test_the_compare_and_set_filter_matches_only_the_document_as_read(mongo_store: Any) -> None:
+@pytest.fixture
+def standalone_store(standalone: MongoServer) -> Iterator[MongoStore]:
+    """A MongoStore on a standalone server: no transactions, writes filtered on the bytes read."""
+    store = open_mongo(standalone.uri, standalone.new_database(), no_sleep_policy())
+    yield store
+    store.close()
+
+
+def test_the_compare_and_set_filter_matches_only_the_document_as_read(
+    standalone_store: MongoStore,
+) -> None:
     stored = {"_id": 1, "a": 1, "query": {"$gt": 0}}  # $literal: not read as an operator
-    collection = mongo_store._db["items"]
+    collection = standalone_store._db["items"]
     collection.insert_one(dict(stored))
 
     same = cas_operation(change(stored, {"_id": 1, "a": 2}))
@@ -121,18 +134,20 @@ def test_the_compare_and_set_filter_matches_only_the_document_as_read(mongo_stor
 
 
 def test_a_record_that_keeps_changing_fails_the_apply_after_bounded_rounds(
-    mongo_store: Any,
+    standalone_store: MongoStore,
 ) -> None:
-    mongo_store.insert_many("items", [record(1, "2024-01-01")])
+    standalone_store.insert_many("items", [record(1, "2024-01-01")])
+    collection = standalone_store._db["items"]
     rounds = []
 
-    def stale_every_time(planned: Change, current: Document | None) -> Change:
-        rounds.append(1)
-        return change(record(1, f"2020-01-0{len(rounds)}"), planned.document)
+    def rewritten_every_time(planned: Change, current: Document | None) -> Redecision:
+        rounds.append(1)  # the application writes it again before each round's write
+        collection.replace_one({"_id": 1}, record(1, f"2020-01-0{len(rounds)}"))
+        return Redecision(dataclasses.replace(planned, expected=None))
 
     with pytest.raises(Exception, match="kept changing"):
-        mongo_store.apply_changes(
-            "items", [change(record(1, "1999"), record(1, "2024-02-01"))], stale_every_time
+        standalone_store.apply_changes(
+            "items", [change(record(1, "1999"), record(1, "2024-02-01"))], rewritten_every_time
         )
     assert len(rounds) == CAS_ROUNDS
 
@@ -154,17 +169,15 @@ def test_every_version_decided_against_again_is_counted_as_a_conflict_with_its_l
     store: Any,
 ) -> None:
     store.insert_many("items", [record(1, "2024-03-01", "app newer"), record(2, "2023-01-01")])
-    counts = MergeCounts()
     read = [record(1, "2024-01-01"), record(2, "2024-01-01")]
-    store.apply_changes(
+    counts = store.apply_changes(
         "items",
         [
             change(read[0], record(1, "2024-02-01", "merge older")),
             change(read[1], record(2, "2024-02-01", "merge newer")),
         ],
-        redecider(RULES, counts),
+        redecider(RULES),
     )
     losers = {entry["key"]["_id"]: entry["loser"]["name"] for entry in counts.conflicts}
     assert losers == {1: "merge older", 2: "user2"}
-    assert counts.conflicts_resolved == 2
     assert {entry["rule"] for entry in counts.conflicts} == {"newer timestamp"}

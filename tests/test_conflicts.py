@@ -99,7 +99,7 @@ def test_show_compares_winner_and_loser_field_by_field(
     assert f"dbsync conflicts restore {conflict_id}" in text
     missing = project.run("conflicts", "show", "999", expect=2)
     assert "no losing version 999" in missing.stderr
-    assert "needs the ID" in project.run("conflicts", "show", expect=2).stderr
+    assert "Missing argument 'ID'" in project.run("conflicts", "show", expect=2).stderr
 
 
 def test_restore_makes_the_loser_current_with_its_timestamp_set_to_now(

@@ -13,7 +13,7 @@ from dbsync.config import load_config
 from dbsync.core import snapshot
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, SnapshotError, record_line, write_section
-from dbsync.edges.mongo import MongoStore
+from dbsync.edges.mongo import MongoStore, open_mongo
 from dbsync.errors import InvalidInput
 from dbsync.runs.export import export
 from dbsync.runs.merge import MergeOptions, merge_snapshot
@@ -217,7 +217,9 @@ def test_two_records_missing_the_key_clash_and_are_refused_naming_both(keyed, mo
     assert not (keyed.snapshot_dir / "pnl.jsonl").exists()
 
 
-def test_merging_a_version_without_timestamp_is_the_same_whichever_side_has_it(keyed, tmp_path):
+def test_merging_a_version_without_timestamp_is_the_same_whichever_side_has_it(
+    keyed, tmp_path, replica_set
+):
     dated = {"_id": 1, "user": "a", "ts": "2024-01-01T00:00:00", "v": "dated"}
     undated = {"_id": 1, "user": "a", "v": "undated", "extra": "more complete"}
     outcomes = []
@@ -225,7 +227,7 @@ def test_merging_a_version_without_timestamp_is_the_same_whichever_side_has_it(k
         other = MongoStore(mongomock.MongoClient(), "theirs", retry=no_sleep_policy())
         other.insert_many("pnl", [theirs])
         export(keyed, other, target_dir=tmp_path / "theirs")
-        store = MongoStore(mongomock.MongoClient(), "ours", retry=no_sleep_policy())
+        store = open_mongo(replica_set.uri, replica_set.new_database(), no_sleep_policy())
         store.insert_many("pnl", [ours])
         report = merge_snapshot(keyed, store, tmp_path / "theirs")
         outcomes.append((store.find_by_ids("pnl", [1]), report))

@@ -49,5 +49,5 @@ def test_ctrl_c_during_an_import_exits_130_and_writes_nothing(pnl_project):
     assert "interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
     assert "other" not in pnl_project.json("stats")["collections"]
     last = pnl_project.history()[0]
-    assert (last["operation"], last["status"]) == ("import", "failed")
+    assert (last["operation"], last["status"]) == ("import", "cancelled")
     assert last["error"] == "interrupted (Ctrl-C)"

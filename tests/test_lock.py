@@ -119,9 +119,15 @@ def test_a_second_dbsync_waits_then_exits_5_naming_the_holder(pnl_project, holde
 
 
 def test_the_lock_is_free_as_soon_as_the_holder_is_killed(pnl_project, holder):
+    at_once = clean_env(DBSYNC_LOCK_TIMEOUT="0")
+    refused = pnl_project.run("export", expect=5, env=at_once)  # held: the holder is alive
+    assert f"pid {holder.pid}" in refused.stderr
     holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    pnl_project.run("export", env=clean_env(DBSYNC_LOCK_TIMEOUT="0"))  # free at the first try
+    assert holder.wait() == -signal.SIGKILL
+    pnl_project.run("export", env=at_once)  # free at the first try, no file to clean up
+    (exported,) = pnl_project.history()
+    assert (exported["operation"], exported["status"]) == ("export", "success")
+    assert read_holder(lock_path(pnl_project.state)) is None  # released by the export itself
 
 
 def test_a_dbsync_started_by_the_holder_does_not_deadlock(pnl_project):

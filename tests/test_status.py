@@ -59,7 +59,8 @@ def test_each_pending_merge_is_a_warning_that_says_what_to_run(config, db):
     assert "database_backup (commit 0123456789ab)" in message
     assert "1 attempts; last error: connection refused" in message
     assert fix == (
-        "when the database is reachable, run 'dbsync merge database_backup --base /tmp/base'"
+        "run 'dbsync merge database_backup --base /tmp/base' (three-way against the base the "
+        "pull's merge had, deletions included)"
     )
 
 

@@ -398,8 +398,35 @@ def test_field_names_with_dots_and_dollars_are_stored(store: Any) -> None:
     assert bson.encode(back) == bson.encode({**original, "v": 2})
 
 
-def test_ping_succeeds_on_a_reachable_store(store: Any) -> None:
-    store.ping()
+class CountingAdminClient:
+    """A mongomock client whose ``admin`` commands are recorded, and fail when told to."""
+
+    def __init__(self) -> None:
+        self.client, self.commands, self.down = mongomock.MongoClient(), list[str](), False
+        self.admin = SimpleNamespace(command=self.command)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.client[name]
+
+    def command(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.commands.append(name)
+        if self.down:
+            raise ServerSelectionTimeoutError("127.0.0.1:27017: [Errno 111] Connection refused")
+        return self.client.admin.command(name, *args, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def test_a_mongo_store_pings_the_server_and_says_when_it_does_not_answer() -> None:
+    admin = CountingAdminClient()
+    store = MongoStore(admin, "db", retry=no_sleep_policy(budget_seconds=0))  # type: ignore[arg-type]
+
+    assert store.ping() is None
+    assert admin.commands == ["ping"]  # it asked the server; it did not assume an answer
+    admin.down = True
+    with pytest.raises(DatabaseUnreachable, match="Connection refused"):
+        store.ping()
 
 
 # --- The embedded store ----------------------------------------------------------------------
@@ -610,6 +637,9 @@ class ItemDatabase:
 
     def __getitem__(self, name: str) -> Any:
         return self.get(name)
+
+    def list_collections(self, filter: Any = None) -> list[dict[str, Any]]:
+        return []  # no capped collection among the fakes'
 
 
 def replica_set_store(client: ReplicaSetClient) -> MongoStore:
@@ -878,7 +908,7 @@ def test_a_non_transient_error_names_the_host_without_password() -> None:
     ("error", "kind", "text"),
     [
         (OperationFailure("Authentication failed.", code=18), DatabaseUnreachable, "log in"),
-        (OperationFailure("not authorized", code=13), DbsyncError, "readWrite"),
+        (OperationFailure("requires authentication", code=13), DatabaseUnreachable, "PASSWORD@"),
         (
             BulkWriteError({"writeErrors": [{"code": 2, "errmsg": "bad op"}]}),
             DbsyncError,
@@ -891,6 +921,15 @@ def test_translate_pymongo_error(error: Exception, kind: type, text: str) -> Non
 
     assert type(translated) is kind
     assert text in str(translated)
+
+
+def test_a_user_without_the_role_is_told_to_grant_it_not_to_report_a_bug() -> None:
+    refused = OperationFailure("not authorized on shop to execute command", code=13)
+
+    translated = translate_pymongo_error(refused, "count", "mongodb://u:***@h", ("pw",))
+
+    assert type(translated) is DatabaseUnreachable  # exit 3: not a bug (1)
+    assert "readWrite" in str(translated)
 
 
 def test_a_duplicate_key_from_mongodb_becomes_invalid_input(mongo_store: MongoStore) -> None:
@@ -1140,8 +1179,14 @@ def test_database_names_mongodb_refuses_are_usage_errors(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["telegram", "x" * 63, "my-db_2", "données"])
-def test_database_names_mongodb_accepts(name: str) -> None:
-    validate_database_name(name)
+def test_database_names_mongodb_accepts_open_that_database(name: str) -> None:
+    assert validate_database_name(name) is None
+    client = mongomock.MongoClient()
+    store = MongoStore(client, name, retry=no_sleep_policy())
+    store.insert_many("items", [{"_id": 1}])
+    assert client.list_database_names() == [name]  # used as given: not cut, not escaped
+    assert list(client[name]["items"].find()) == [{"_id": 1}]
+    store.close()
 
 
 # --- Redaction -------------------------------------------------------------------------------

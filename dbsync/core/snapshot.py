@@ -102,10 +102,15 @@ def encode_record(
     whole and the key is read from the document's own values: the same line and key, without
     building the JSON values of every field.
     """
-    if raw is not None and (extjson.plain_bson(raw) or extjson.plain_document(doc)):
-        native_key = _LAST_KEY[1] if fields is _LAST_KEY[0] else _native_key_for(fields)
+    if raw is not None and (_plain_bson(raw) or extjson.plain_document(doc)):
+        if fields is not _LAST_KEY[0]:
+            _remember_key(fields)
+        native_key = _LAST_KEY[1]
         if native_key is not None:
-            body = extjson.encode_plain(doc)
+            try:  # extjson.encode_plain, inline: a call is a twentieth of a PNL line
+                body = _dumps(doc, default=_write_wrapped, option=_PLAIN_OPTIONS)
+            except orjson.JSONEncodeError:
+                body = extjson.encode_document(doc)
             line = b"".join((_RECORD_PREFIX, _hex_hash(body).encode(), _RECORD_MIDDLE, body, _END))
             return native_key(doc), line
     json_doc = extjson.to_json_value(doc)
@@ -113,12 +118,12 @@ def encode_record(
 
 
 _LAST_KEY: list[Any] = [None, None]  # (fields, key function): one export asks for one key
+_plain_bson, _dumps, _write_wrapped = extjson.plain_bson, orjson.dumps, extjson.write_wrapped
+_PLAIN_OPTIONS = extjson.PLAIN_OPTIONS
 
 
-def _native_key_for(fields: Sequence[str]) -> Callable[[Mapping[str, Any]], SortKey] | None:
-    function = native_key(tuple(fields))
-    _LAST_KEY[:] = [fields, function]
-    return function
+def _remember_key(fields: Sequence[str]) -> None:
+    _LAST_KEY[:] = [fields, native_key(tuple(fields))]
 
 
 def line_hash(line: bytes) -> str:
@@ -227,15 +232,15 @@ class Digest:
     """The running digest of a section: its header line and the hash of every record in order."""
 
     def __init__(self, header_line: bytes) -> None:
-        self._hasher = xxhash.xxh3_128(header_line)
+        self.hasher = xxhash.xxh3_128(header_line)
         self.count = 0
 
     def add(self, line: bytes) -> None:
-        self._hasher.update(line[6:22])
+        self.hasher.update(line[6:22])
         self.count += 1
 
     def hexdigest(self) -> str:
-        return self._hasher.hexdigest()
+        return self.hasher.hexdigest()
 
     def trailer(self) -> bytes:
         return trailer_line(self.count, self.hexdigest())
@@ -348,6 +353,38 @@ def read_lines(handle: BinaryIO) -> Iterator[bytes]:
         yield line
 
 
+def checked_document(line: bytes) -> JsonDoc | str:
+    """A record line's document, checked deeply (valid JSON, every value its type's, storable,
+    written the way dbsync writes it), or what is wrong with it. Its hash is checked apart."""
+    body = line_body(line)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        return f"the document is not valid JSON ({error})"
+    if not isinstance(doc, dict):
+        return "the document is not a JSON object"
+    try:
+        decoded = extjson.from_json_value(doc)
+        canonical = extjson.encode_document(decoded) if isinstance(decoded, dict) else b""
+    except InvalidInput as error:
+        return f"a value lies about its type: {error.message}"
+    try:
+        extjson.check_storable(decoded)
+    except InvalidInput as error:
+        return f"no store can hold this document: {error.message}"
+    if canonical != body and extjson.written_before_escape(decoded) != body:
+        return "the document is not written the way dbsync writes it (was it hand-edited?)"
+    return doc
+
+
+def _part_problem(
+    doc: JsonDoc, key: SortKey, fields: Sequence[str], part: tuple[int, int]
+) -> str | None:
+    if part_of(key, part[1]) == part[0]:
+        return None
+    return f"{describe_key(doc, fields)} belongs in part {part_of(key, part[1])}, not {part[0]}"
+
+
 class _Checker:
     """Checks the lines of one record stream; ``deep`` adds types, canonical form and order."""
 
@@ -368,31 +405,15 @@ class _Checker:
         return problem
 
     def deep_problem(self, line: bytes, number: int) -> str | None:
-        body = line_body(line)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            return f"the document is not valid JSON ({error})"
-        if not isinstance(doc, dict):
-            return "the document is not a JSON object"
-        try:
-            decoded = extjson.from_json_value(doc)
-            canonical = extjson.encode_document(decoded) if isinstance(decoded, dict) else b""
-        except InvalidInput as error:
-            return f"a value lies about its type: {error.message}"
-        try:
-            extjson.check_storable(decoded)
-        except InvalidInput as error:
-            return f"no store can hold this document: {error.message}"
-        if canonical != body and extjson.written_before_escape(decoded) != body:
-            return "the document is not written the way dbsync writes it (was it hand-edited?)"
+        doc = checked_document(line)
+        if isinstance(doc, str):
+            return doc
         return self._order_problem(doc, number)
 
     def _order_problem(self, doc: JsonDoc, number: int) -> str | None:
         key = sort_key(doc, self.fields)
-        if self.part is not None and part_of(key, self.part[1]) != self.part[0]:
-            shown = describe_key(doc, self.fields)
-            return f"{shown} belongs in part {part_of(key, self.part[1])}, not {self.part[0]}"
+        if self.part is not None and (problem := _part_problem(doc, key, self.fields, self.part)):
+            return problem
         previous, self.previous = self.previous, (key, number, doc)
         if previous is None or previous[0] < key:
             return None
@@ -418,6 +439,64 @@ class _Checker:
         if line != self.digest.trailer():
             return "the trailer is not in canonical form: it was edited"
         return None
+
+
+class ChangedLineChecks:
+    """The deep checks of record streams walked together, for a merge that decodes only what
+    changed (the merge driver; ``core.merge.align`` walks the streams).
+
+    Every line's shape and hash are checked as it is read (``check_sections``, not deep). On
+    top of that, a line that is not the same on every side is checked here as ``verify``
+    checks it (``changed``: types, canonical form, part), and so is the order of every pair of
+    neighbouring lines of one side of which one changed (``changed``, ``same_after_changes``):
+    all that the walk's alignment relies on. A line the same on every side is passed on as
+    bytes, unread (the walk only notes it as ``last_same``): the merge changes nothing about
+    it, and whatever reads the result into a database checks it there.
+    """
+
+    def __init__(self, header: Header, sides: int) -> None:
+        self.fields, self.part = header.rules.key, header.part
+        self.last_same: bytes | None = None
+        """The last line found the same on every side."""
+        self.pending = False
+        """Lines changed since ``last_same``: the next same line's order is checked."""
+        self._changed: list[SortKey | None] = [None] * sides
+        self._same_key: tuple[bytes | None, SortKey | None] = (None, None)
+
+    def same_after_changes(self, line: bytes) -> str | None:
+        """A line the same on every side, after changed ones: it must sort after each of them."""
+        self.last_same, self.pending = line, False
+        key = self._key_of_same()
+        changed, self._changed = self._changed, [None] * len(self._changed)
+        if any(before is not None and not before < key for before in changed):
+            return "out of order, or a key that appears twice, next to a changed record"
+        return None
+
+    def changed(self, side: int, line: bytes) -> str | None:
+        """A line of one side that is not the same on every side: checked deeply, and after the
+        line before it on its side."""
+        doc = checked_document(line)
+        if isinstance(doc, str):
+            return doc
+        key = sort_key(doc, self.fields)
+        if self.part is not None and (problem := _part_problem(doc, key, self.fields, self.part)):
+            return problem
+        before = self._changed[side]
+        if before is None and self.last_same is not None:
+            before = self._key_of_same()
+        self._changed[side], self.pending = key, True
+        if before is not None and not before < key:
+            shown = describe_key(doc, self.fields)
+            return f"{shown} is out of order, or its key appears twice"
+        return None
+
+    def _key_of_same(self) -> SortKey:
+        line, key = self._same_key
+        if line is not self.last_same or key is None:
+            assert self.last_same is not None
+            key = line_sort_key(self.last_same, self.fields)
+            self._same_key = (self.last_same, key)
+        return key
 
 
 def check_sections(
@@ -456,7 +535,9 @@ def _section_records(
     ending: list[tuple[int, bytes] | None],
 ) -> Iterator[bytes]:
     last = 0
-    add_hash, deep = checker.digest.add, checker.deep
+    digest, deep = checker.digest, checker.deep
+    add_hash, counted = digest.hasher.update, 0  # Digest.add inline: a call per line less
+    hex_hash, limit, start = _hex_hash, MAX_LINE_BYTES, _BODY_START
     for number, line in lines:
         last = number
         # The usual line, tested inline (a call per line costs more than the test): the shape
@@ -464,20 +545,25 @@ def _section_records(
         # Anything else goes the long way, which names the problem.
         if (
             line[-2:] == b"}\n"
-            and line[22:_BODY_START] == _RECORD_MIDDLE
-            and line[:6] == _RECORD_PREFIX
-            and len(line) <= MAX_LINE_BYTES
-            and _hex_hash(line[_BODY_START:-2]).encode() == line[6:22]
+            and line[22:start] == b'","d":'
+            and line[:6] == b'{"h":"'
+            and len(line) <= limit
+            and hex_hash(line[start:-2]).encode() == line[6:22]
         ):
-            add_hash(line)
-            problem = checker.deep_problem(line, number) if deep else None
-        elif _is_trailer(line):
-            problem = checker.trailer_problem(line)
-            if problem:
-                on_problem(Problem(path, number, problem))
-            ending.append(_after_trailer(path, lines, on_problem))
-            return
+            add_hash(line[6:22])
+            counted += 1
+            if not deep:
+                yield line
+                continue
+            problem = checker.deep_problem(line, number)
         else:
+            digest.count, counted = digest.count + counted, 0
+            if _is_trailer(line):
+                problem = checker.trailer_problem(line)
+                if problem:
+                    on_problem(Problem(path, number, problem))
+                ending.append(_after_trailer(path, lines, on_problem))
+                return
             problem = checker.check(line, number)
         if problem:
             on_problem(Problem(path, number, problem))

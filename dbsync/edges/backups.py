@@ -2,10 +2,15 @@
 
 A backup is a folder ``database_sync/backups/<id>/`` holding one snapshot file per collection
 (the same verified format as ``database_backup/``) and ``backup.json`` describing it. The id
-sorts by creation time. A ``full`` backup holds whole collections (``restore`` takes one before
-it writes); a merge's backup is ``changes``: the pre-images of the records the merge changed or
-deleted, and ``<collection>.jsonl.inserted``, the ``_id`` of each record it inserted, which is
-what undoing it needs, at the cost of the change.
+sorts by creation time. A ``full`` backup holds whole collections; a merge's backup is
+``changes``: the pre-images of the records the merge changed or deleted, the post-images of the
+records it wrote (``<collection>.jsonl.written``) and the ``_id`` of each record it inserted
+(``<collection>.jsonl.inserted``), which is what undoing it needs, at the cost of the change.
+
+Restoring a ``changes`` backup writes into a live database as a merge does: a record goes back
+only if it still holds what the run wrote (compare-and-set); one the application changed since
+keeps the application's version, and the restore names it. The restore's own backup is the
+same backup the other way round, so a restore is undone the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +28,17 @@ import orjson
 
 from dbsync.core import extjson
 from dbsync.core.snapshot import line_document, snapshot_filename
-from dbsync.edges.changes import inserted_file, overwrite, undo_changes
+from dbsync.edges.changes import (
+    inserted_file,
+    keep_current,
+    overwrite,
+    undo_changes,
+    undo_without_postimages,
+    written_file,
+)
 from dbsync.edges.files import write_bytes_atomically
-from dbsync.edges.parts import collection_files
-from dbsync.edges.store import Document, Store
+from dbsync.edges.parts import collection_files, file_lines
+from dbsync.edges.store import ChangeCounts, Document, Store
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 
 META = "backup.json"
@@ -100,21 +112,52 @@ def backup_documents(folder: Path, collection: str) -> Iterator[Document]:
         yield document
 
 
-def restore_collections(store: Store, folder: Path, collections: list[str]) -> dict[str, int]:
-    """Put the backed-up collections back exactly as they were (a full backup: every document;
-    a merge's: the pre-images put back and the inserts undone); documents per collection."""
+def restore_collections(
+    store: Store, folder: Path, collections: list[str]
+) -> dict[str, ChangeCounts]:
+    """Put the backed-up collections back (a full backup: every document; a merge's: each
+    record the merge changed back to its pre-image, unless the application changed it since);
+    what was done, per collection."""
     return {collection: restore_collection(store, folder, collection) for collection in collections}
 
 
-def restore_collection(store: Store, folder: Path, collection: str) -> int:
-    """One collection, in one transaction where the store has them."""
-    documents = backup_documents(folder, collection)
+def restore_collection(store: Store, folder: Path, collection: str) -> ChangeCounts:
+    """One collection, in one transaction where the store has them (per batch on MongoDB)."""
     files = collection_files(folder)[collection]
-    inserted = inserted_file(files.files[0][0])
+    preimages = files.files[0][0]
+    written = written_file(preimages)
+    if written.is_file():
+        changes = undo_changes(
+            lambda: files.lines(deep=True),
+            lambda: file_lines(written, collection, deep=True),
+            files.rules.key,
+        )
+        return store.apply_changes(collection, changes, keep_current)
+    documents = backup_documents(folder, collection)
+    inserted = inserted_file(preimages)
     if not inserted.is_file():
-        return store.replace_collection(collection, documents)
-    store.apply_changes(collection, undo_changes(documents, inserted), overwrite)
-    return store.count(collection)
+        return ChangeCounts(written=store.replace_collection(collection, documents))
+    return store.apply_changes(collection, undo_without_postimages(documents, inserted), overwrite)
+
+
+def reversible_by_comparison(folder: Path, collections: list[str]) -> bool:
+    """Whether every collection of a backup kept its post-images (made by this dbsync)."""
+    found = collection_files(folder)
+    return all(
+        name in found and written_file(found[name].files[0][0]).is_file() for name in collections
+    )
+
+
+def write_reversed(source: Path, target: Path, collections: list[str]) -> None:
+    """A ``changes`` backup the other way round (pre-images and post-images swapped): the
+    backup of restoring ``source``, which undoes the restore as ``source`` undoes its run."""
+    target.mkdir(parents=True, exist_ok=True)
+    found = collection_files(source)
+    for name in collections:
+        preimages = found[name].files[0][0]
+        reversed_pre = collection_file(target, name)
+        shutil.copyfile(written_file(preimages), reversed_pre)
+        shutil.copyfile(preimages, written_file(reversed_pre))
 
 
 def check_inserted_ids(folder: Path, collection: str) -> None:

@@ -26,17 +26,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import bson
 import xxhash
 from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.code import Code
 
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import content_hash, encode_record
-from dbsync.edges.store import Store
+from dbsync.edges.store import STREAM_MARK, Store, change_feed
 
 INDEX_FILE = "change-index.sqlite"
 LOOKUP_BATCH = 500
 """Raw hashes per lookup query: below SQLite's oldest limit of 999 parameters."""
+
+SCHEMA_VERSION = 2
+"""Version 2 added each row's ``_id``. The file is a cache: an older one is emptied, and the next
+export fills it again."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -50,17 +55,47 @@ CREATE TABLE IF NOT EXISTS lines (
     raw BLOB NOT NULL,
     h BLOB NOT NULL,
     flagged INTEGER NOT NULL,
+    id BLOB NOT NULL,
     PRIMARY KEY (collection, raw)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS lines_by_h ON lines (collection, h);
+CREATE INDEX IF NOT EXISTS lines_by_id ON lines (collection, id);
 """
 
-Row = tuple[bytes, bytes, int]
-"""(xxh3-128 of the raw BSON, the line's 16-hex-digit ``h``, 1 when the record is noted)."""
+Row = tuple[bytes, bytes, int, bytes]
+"""(xxh3-128 of the raw BSON, the line's 16-hex-digit ``h``, 1 when the record is noted, the
+document's ``_id`` as a BSON element, ``id_bytes``)."""
+
+STREAM = STREAM_MARK
+
+
+def id_bytes(value: object) -> bytes:
+    """An ``_id`` as the BSON of ``{"": value}``: what a change stream's ``documentKey`` and a
+    decoded document give alike (the same type, the same bytes)."""
+    return bson.encode({"": value})
 
 
 def raw_hash(raw: bytes) -> bytes:
     return xxhash.xxh3_128_digest(raw)
+
+
+def moved_since(store: Store, collection: str, fingerprint: str | None) -> bool | None:
+    """Whether the collection changed since ``fingerprint`` was taken, told without reading a
+    document: an event on its change stream since (a replica set), or other figures (the
+    embedded store). None when this cannot be told (no fingerprint, a token gone from the
+    server's history): only reading every document tells then."""
+    if fingerprint is None:
+        return None
+    if fingerprint.startswith(STREAM):
+        feed = change_feed(store)
+        return None if feed is None else feed.changed_since(collection, fingerprint[len(STREAM) :])
+    now = database_fingerprint(store, collection)
+    return None if now is None else now != fingerprint
+
+
+def unchanged_since(store: Store, collection: str, fingerprint: str | None) -> bool:
+    """Whether the collection is known to be as it was when ``fingerprint`` was taken."""
+    return moved_since(store, collection, fingerprint) is False
 
 
 def database_fingerprint(store: Store, collection: str) -> str | None:
@@ -91,7 +126,7 @@ def holds_exported(
     recorded = index.recorded(collection)
     if recorded is None or recorded.fingerprint is None or recorded.digest != digest:
         return False
-    return database_fingerprint(store, collection) == recorded.fingerprint
+    return unchanged_since(store, collection, recorded.fingerprint)
 
 
 def _probe_document() -> dict[str, object]:
@@ -145,6 +180,12 @@ class ChangeIndex:
     def open(cls, state_dir: Path) -> ChangeIndex:
         state_dir.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(state_dir / INDEX_FILE)
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:  # a cache: start afresh rather than migrate
+            connection.executescript(
+                "DROP TABLE IF EXISTS lines; DROP TABLE IF EXISTS collections;"
+            )
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.executescript(_SCHEMA)
         return cls(connection)
 
@@ -156,8 +197,12 @@ class ChangeIndex:
             return None
         try:
             connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            (version,) = connection.execute("PRAGMA user_version").fetchone()
             connection.execute("SELECT 1 FROM collections LIMIT 1")
         except sqlite3.Error:
+            return None
+        if version != SCHEMA_VERSION:
+            connection.close()
             return None
         return cls(connection)
 
@@ -212,8 +257,37 @@ class ChangeIndex:
 
     def add(self, collection: str, rows: Iterable[Row]) -> None:
         self._db.executemany(
-            "INSERT OR REPLACE INTO lines (collection, raw, h, flagged) VALUES (?, ?, ?, ?)",
-            ((collection, raw, h, flagged) for raw, h, flagged in rows),
+            "INSERT OR REPLACE INTO lines (collection, raw, h, flagged, id) VALUES (?, ?, ?, ?, ?)",
+            ((collection, raw, h, flagged, key) for raw, h, flagged, key in rows),
+        )
+
+    def line_hashes(self, collection: str) -> set[bytes]:
+        """The line hash of every document the index knows (one row each)."""
+        query = "SELECT h FROM lines WHERE collection = ?"
+        return {h for (h,) in self._db.execute(query, (collection,))}
+
+    def by_ids(self, collection: str, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The known ones of ``ids`` (``id_bytes``): id → line hash."""
+        found: dict[bytes, bytes] = {}
+        for start in range(0, len(ids), LOOKUP_BATCH):
+            batch = ids[start : start + LOOKUP_BATCH]
+            marks = ",".join("?" * len(batch))
+            query = f"SELECT id, h FROM lines WHERE collection = ? AND id IN ({marks})"
+            for key, h in self._db.execute(query, (collection, *batch)):
+                found[key] = h
+        return found
+
+    def flagged_ids(self, collection: str) -> list[bytes]:
+        """The ``_id`` of the documents noted when they were encoded (encoded again each time,
+        so that the notes say what a full export says)."""
+        query = "SELECT id FROM lines WHERE collection = ? AND flagged = 1"
+        return [key for (key,) in self._db.execute(query, (collection,))]
+
+    def forget_ids(self, collection: str, ids: Iterable[bytes]) -> None:
+        """Drop the rows of these documents (changed or gone: their new rows come after)."""
+        self._db.executemany(
+            "DELETE FROM lines WHERE collection = ? AND id = ?",
+            ((collection, key) for key in ids),
         )
 
     def forget(self, collection: str, line_hashes: Iterable[bytes]) -> None:

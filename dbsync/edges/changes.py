@@ -3,25 +3,28 @@
 A merge decides every record from what it read; the records it changes are spooled here, two
 lines each (what it read, what it writes), and become ``Change``s only when applied, so memory
 does not grow with the change. The same walk writes the merge's backup: the pre-images of the
-records it changes or deletes (a snapshot section, verified like any other) and the ``_id`` of
-each record it inserts, which is all an undo needs.
+records it changes or deletes and the post-images of the records it writes (two snapshot
+sections, verified like any other), and the ``_id`` of each record it inserts.
+
+Undoing is a write into a live database like the merge itself: each record goes back to its
+pre-image only if it still holds the post-image (compare-and-set); a record the application
+changed since is left as the application wrote it, and named.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import bson
 import orjson
 
 from dbsync.core import extjson
-from dbsync.core.merge import MergeCounts, Outcome, conflict_entry, decide_two_way
+from dbsync.core.merge import Outcome, align, conflict_entry, decide_two_way
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, SectionWriter, encode_record, line_body, line_document
-from dbsync.edges.store import Change, Document, Redecide, encode_document, same_id
+from dbsync.edges.store import Change, Document, Redecide, Redecision, encode_document, same_id
 from dbsync.errors import InvalidInput
 
 NO_LINE = b"-\n"
@@ -30,6 +33,11 @@ NO_LINE = b"-\n"
 INSERTED_SUFFIX = ".inserted"
 """Next to a backup's pre-images (``<collection>.jsonl``): the ``_id`` of every record the merge
 inserted, one Extended JSON value a line (not ``.jsonl``, so no snapshot reader takes it)."""
+
+WRITTEN_SUFFIX = ".written"
+"""Next to a backup's pre-images: the post-images, every record the run wrote, as a snapshot
+section (what an undo expects to find before it puts a pre-image back). Backups made before
+dbsync kept them have none: those are undone as they always were, without the comparison."""
 
 
 def line_value(line: bytes) -> Document:
@@ -50,15 +58,21 @@ def inserted_file(preimages: Path) -> Path:
     return preimages.with_name(preimages.name + INSERTED_SUFFIX)
 
 
+def written_file(preimages: Path) -> Path:
+    return preimages.with_name(preimages.name + WRITTEN_SUFFIX)
+
+
 class ChangeWriter:
     """Spools one collection's changes and writes its backup (pre-images and inserted ids)."""
 
     def __init__(self, spool: Path, preimages: Path, header: Header) -> None:
         self._spool: BinaryIO = spool.open("wb")
         self._preimage_file: BinaryIO = preimages.open("wb")
+        self._postimage_file: BinaryIO = written_file(preimages).open("wb")
         self._inserted: BinaryIO = inserted_file(preimages).open("wb")
         self._preimages = SectionWriter(self._preimage_file, header)
-        self.paths = (spool, preimages, inserted_file(preimages))
+        self._postimages = SectionWriter(self._postimage_file, header)
+        self.paths = (spool, preimages, inserted_file(preimages), written_file(preimages))
 
     def add(self, ours: bytes | None, result: bytes | None) -> None:
         """One record the merge changes: ``ours`` as read (None: absent), ``result`` written."""
@@ -67,18 +81,20 @@ class ChangeWriter:
         if ours is not None:
             self._preimages.add(ours)
         if result is not None:
+            self._postimages.add(result)
             result_id = record_id(line_value(result))
             if ours is None or not same_id(record_id(line_value(ours)), result_id):
                 self._inserted.write(orjson.dumps(extjson.value_to_json(result_id)) + b"\n")
 
     def close(self) -> None:
         self._preimages.finish()
-        for handle in (self._spool, self._preimage_file, self._inserted):
+        self._postimages.finish()
+        for handle in (self._spool, self._preimage_file, self._postimage_file, self._inserted):
             handle.close()
 
     def backup_bytes(self) -> int:
-        """What the backup takes on disk: the pre-images and the inserted ids."""
-        return self.paths[1].stat().st_size + self.paths[2].stat().st_size
+        """What the backup takes on disk: the pre- and post-images and the inserted ids."""
+        return sum(path.stat().st_size for path in self.paths[1:])
 
 
 def _spooled(spool: Path) -> Iterator[tuple[bytes | None, bytes | None]]:
@@ -109,37 +125,82 @@ def spooled_changes(spool: Path) -> Iterator[Change]:
         yield Change(record_id(written), expected, written, result)
 
 
-def redecider(rules: Rules, counts: MergeCounts | None = None) -> Redecide:
+def redecider(rules: Rules) -> Redecide:
     """How a record the application changed after the merge read it is decided again: by the
     conflict rules, two-way, against its new version (a newer edit wins; changed beats
     deleted), so the application's write is never overwritten blindly. A conflict decided
-    here goes into ``counts`` like any other, so its losing version is reported and kept."""
+    here is returned with the decision, so that its losing version is reported and kept once
+    the decision holds."""
 
-    def redecide(change: Change, current: Document | None) -> Change | None:
+    def redecide(change: Change, current: Document | None) -> Redecision:
         if change.document is None:
-            return None  # the merge deleted (or moved) it; the application changed it: kept
+            return Redecision(None)  # the merge deleted (or moved) it; the application changed it
         if current is None:
-            return dataclasses.replace(change, expected=None)  # deleted meanwhile: changed wins
+            return Redecision(dataclasses.replace(change, expected=None))  # changed beats deleted
         assert change.line is not None
         current_line = encode_record(current, rules.key)[1]
         decision = decide_two_way(current_line, change.line, rules)
-        if counts is not None and decision.outcome is Outcome.CONFLICT:
-            counts.conflicts_resolved += 1
-            counts.conflicts.append(conflict_entry(decision, rules.key))
+        conflict = None
+        if decision.outcome is Outcome.CONFLICT:
+            conflict = conflict_entry(decision, rules.key)
         if decision.result is None or line_body(decision.result) == line_body(current_line):
-            return None
-        return Change(change.id, bson.encode(current), line_value(decision.result), decision.result)
+            return Redecision(None, conflict)
+        written = line_value(decision.result)
+        return Redecision(Change(change.id, None, written, decision.result), conflict)
 
     return redecide
 
 
-def overwrite(change: Change, current: Document | None) -> Change:
-    """For a restore: the change is made whatever the record holds now."""
-    return dataclasses.replace(change, expected=None if current is None else bson.encode(current))
+def keep_current(change: Change, current: Document | None) -> Redecision:
+    """For an undo: a record the application changed since the run wrote it keeps the
+    application's version (the store counts and names it)."""
+    return Redecision(None)
 
 
-def undo_changes(preimages: Iterator[Document], inserted: Path) -> Iterator[Change]:
-    """The changes that undo a merge: its inserted records deleted, its pre-images put back."""
+def overwrite(change: Change, current: Document | None) -> Redecision:
+    """For a backup made before post-images were kept (nothing to compare with): the change
+    is made whatever the record holds now."""
+    return Redecision(change)
+
+
+Lines = Callable[[], Iterable[bytes]]
+
+
+def undo_changes(preimages: Lines, postimages: Lines, fields: Sequence[str]) -> Iterator[Change]:
+    """The changes that undo a run, from its pre- and post-images (key-sorted sections, each
+    read twice): each record back to its pre-image if it still holds its post-image. Records
+    that go (the ones the run inserted) come first, so that a record coming back under an
+    ``_id`` finds it free."""
+    for before, after in _paired(preimages, postimages, fields):
+        if after is not None and not _same_record(before, after):
+            yield Change(record_id(after), encode_document(after), None)
+    for before, after in _paired(preimages, postimages, fields):
+        if before is not None:
+            same = after is not None and _same_record(before, after)
+            expected = encode_document(after) if after is not None and same else None
+            yield Change(record_id(before), expected, before)
+
+
+def _same_record(before: Document | None, after: Document | None) -> bool:
+    """Whether a pre-image and a post-image on one key are one record (the same ``_id``)."""
+    if before is None or after is None:
+        return False
+    return bool(same_id(record_id(before), record_id(after)))
+
+
+def _paired(
+    preimages: Lines, postimages: Lines, fields: Sequence[str]
+) -> Iterator[tuple[Document | None, Document | None]]:
+    for before, after in align([preimages(), postimages()], fields):
+        yield (
+            None if before is None else line_value(before),
+            None if after is None else line_value(after),
+        )
+
+
+def undo_without_postimages(preimages: Iterator[Document], inserted: Path) -> Iterator[Change]:
+    """The changes that undo a run whose backup kept no post-images: its inserted records
+    deleted, its pre-images put back (``overwrite``)."""
     with inserted.open("rb") as handle:
         for line in handle:
             value = extjson.from_json_value(orjson.loads(line))

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+
+import bson
 
 from dbsync.core.notes import RecordNotes
 from dbsync.core.ordering import SortKey, part_of
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import encode_record, line_sort_key
-from dbsync.edges.change_index import ChangeIndex, Row, raw_hash
+from dbsync.edges.change_index import STREAM, ChangeIndex, Row, id_bytes, raw_hash
 from dbsync.edges.parts import CollectionFiles, file_lines
 from dbsync.edges.snapshot_files import sorted_lines
-from dbsync.edges.store import Store, chunks, decode_raw
+from dbsync.edges.store import Store, change_feed, chunks, decode_raw
 from dbsync.progress import Progress
 
 
@@ -39,9 +41,9 @@ def exported_lines(
 
     def encoded() -> Iterator[tuple[SortKey, bytes]]:
         for raw in store.iter_raw_documents(name):
-            key, line, flagged = encoded_record(raw, rules, notes)
+            key, line, flagged, identity = encoded_record(raw, rules, notes)
             if rows is not None:
-                rows.add((raw_hash(raw), line[6:22], flagged))
+                rows.add((raw_hash(raw), line[6:22], flagged, identity))
             yield key, line
             progress.advance()
 
@@ -51,17 +53,19 @@ def exported_lines(
 
 def encoded_record(
     raw: bytes, rules: Rules, notes: RecordNotes | None
-) -> tuple[SortKey, bytes, int]:
-    """A raw document's key and line, and 1 if ``notes`` noted it (0 otherwise)."""
+) -> tuple[SortKey, bytes, int, bytes]:
+    """A raw document's key and line, 1 if ``notes`` noted it (0 otherwise), and its ``_id``
+    (``id_bytes``)."""
     document = decode_raw(raw)
     key, line = encode_record(document, rules.key, raw)
+    identity = id_bytes(document.get("_id"))
     if notes is None:
-        return key, line, 0
+        return key, line, 0, identity
     before = _noted(notes)
     if notes.wanted:
         notes.see_bson(document, key)
     notes.see_raw(raw, document)
-    return key, line, int(_noted(notes) > before)
+    return key, line, int(_noted(notes) > before), identity
 
 
 def _noted(notes: RecordNotes) -> int:
@@ -96,6 +100,9 @@ class Changes:
     unchanged: set[bytes]  # line hashes of documents the index knows: taken from the snapshot
     encoded: list[list[tuple[SortKey, bytes]]]  # the others, encoded, by part
     rows: list[Row]  # what the index learns
+    forgotten: list[bytes] = field(default_factory=list)
+    """The ``_id`` of the documents read again through the change stream: their old rows go
+    before ``rows`` are added."""
 
 
 def read_changes(
@@ -120,14 +127,45 @@ def read_changes(
             if hit is not None and not hit[1] and hit[0] not in changes.unchanged:
                 changes.unchanged.add(hit[0])
                 continue
-            key, line, flagged = encoded_record(raw, rules, notes)
+            key, line, flagged, identity = encoded_record(raw, rules, notes)
             if hit is None:
-                changes.rows.append((hashed, line[6:22], flagged))
+                changes.rows.append((hashed, line[6:22], flagged, identity))
             changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
             held += 1
             if held > MISSES_HELD:
                 return None
         progress.advance(len(batch))
+    return changes
+
+
+def read_changes_by_feed(
+    index: ChangeIndex,
+    store: Store,
+    name: str,
+    rules: Rules,
+    notes: RecordNotes | None,
+    count: int,
+    since: str | None,
+) -> Changes | None:
+    """``read_changes`` reading only the documents changed since the change stream's token
+    ``since`` (a fingerprint ``STREAM...``): the index's other rows are the unchanged ones. None
+    when the store has no change stream, the token is gone from the server's history, or too
+    many documents changed to hold: read every document instead."""
+    feed = change_feed(store)
+    if feed is None or since is None or not since.startswith(STREAM):
+        return None
+    changed = feed.changed_ids(name, since[len(STREAM) :], MISSES_HELD)
+    if changed is None:
+        return None
+    identities = list(dict.fromkeys([*changed, *index.flagged_ids(name)]))
+    changes = Changes(index.line_hashes(name), [[] for _ in range(count)], [])
+    changes.unchanged -= set(index.by_ids(name, identities).values())
+    for batch in chunks(identities):
+        for raw in feed.raw_by_ids(name, [bson.decode(key)[""] for key in batch]):
+            key, line, flagged, identity = encoded_record(raw, rules, notes)
+            changes.rows.append((raw_hash(raw), line[6:22], flagged, identity))
+            changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+    changes.forgotten = identities
     return changes
 
 
@@ -172,9 +210,12 @@ def indexed_changes(
     if not index.holds(name, rules):
         return None
     progress.start(f"export {name}", files.records())
-    changes = read_changes(
-        index, store, name, rules, RecordNotes(name, rules), files.count, progress
-    )
+    notes = RecordNotes(name, rules)
+    recorded = index.recorded(name)
+    since = recorded.fingerprint if recorded is not None else None
+    changes = read_changes_by_feed(index, store, name, rules, notes, files.count, since)
+    if changes is None:
+        changes = read_changes(index, store, name, rules, notes, files.count, progress)
     progress.finish()
     if changes is None:
         return None

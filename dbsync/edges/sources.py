@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dbsync.core.snapshot import Header, SnapshotError
+import orjson
+
+from dbsync.core.snapshot import SUFFIX, Header, SnapshotError
 from dbsync.edges.parts import (
     CollectionFiles,
     check_file_name,
@@ -21,7 +23,7 @@ from dbsync.edges.parts import (
     verified_file_lines,
 )
 from dbsync.edges.snapshot_files import read_sections, snapshot_files, verify_file
-from dbsync.errors import InvalidInput
+from dbsync.errors import InvalidInput, UsageError
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,51 @@ def _check_complete(files: CollectionFiles) -> None:
             f"{files.paths[0].parent}: {missing[0]}: the snapshot is incomplete",
             hint="restore the missing part from git (git checkout -- FOLDER); nothing was written",
         )
+
+
+# ---------------------------------------------------------------- a source with no snapshot
+
+FIRST_LINE_LOOKED_AT = 1 << 16
+
+
+def require_snapshot(source: Path) -> None:
+    """Refuse at once, before any lock, backup or history row, a source given to ``merge``
+    that holds no snapshot at all: a path that does not exist (a typo: a usage error), a folder
+    without snapshot files, or a file of Extended JSON documents (mongoexport output, which
+    ``dbsync import`` loads). Any other file is verified by whoever reads it, naming its line.
+    (``index_sections`` takes an empty folder as no collection: ``diff`` compares with one.)"""
+    if not source.exists():
+        raise UsageError(
+            f"{source} does not exist",
+            hint="give a snapshot file or folder, e.g. 'dbsync merge database_backup'",
+        )
+    if source.is_dir() and not snapshot_files(source):  # would merge nothing, and say merged
+        raise InvalidInput(
+            f"{source} holds no dbsync snapshot (no *{SUFFIX} file); nothing was written",
+            hint="give the snapshot folder (database_backup by default) or a snapshot file",
+        )
+    if source.is_file() and _looks_like_documents(_first_line(source)):
+        raise InvalidInput(
+            f"{source} is not a dbsync snapshot: it holds Extended JSON documents "
+            "(mongoexport output, say), which merge does not take; nothing was written",
+            hint=f"load it with 'dbsync import {source} --collection NAME'",
+        )
+
+
+def _first_line(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.readline(FIRST_LINE_LOOKED_AT).strip()
+    except OSError:
+        return b""  # unreadable: the verification that follows says why
+
+
+def _looks_like_documents(line: bytes) -> bool:
+    """A JSON array, or a JSON object that is not a snapshot header."""
+    if line.startswith(b"["):
+        return True
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and "format" not in value

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbsync.errors import InvalidInput
+from dbsync.errors import DbsyncError, DiskFull, InvalidInput, full_disk_error
 
 STATE_FILE = "state.sqlite"
 HISTORY_KEPT = 10_000
@@ -42,6 +42,12 @@ RUNNING, SUCCESS, FAILED, REFUSED, INTERRUPTED = (
     "refused",
     "interrupted",
 )
+CANCELLED = "cancelled"
+"""A run stopped by Ctrl-C: in the history, but not a failure of the asset, so
+``consecutive_failures`` does not count it."""
+NO_SPACE = "no space"
+"""A run the disk filling up stopped: a failure (counted), told apart so ``status`` says so."""
+FAILURES = (FAILED, REFUSED, NO_SPACE)
 
 _SCHEMA_V1 = """
 CREATE TABLE history (
@@ -115,7 +121,13 @@ CREATE TABLE journal (
 """Merges and restores that write the database: a row is written before the first write and
 finished after the last, so a row left unfinished by a dead process is an interrupted run."""
 
-_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2, _JOURNAL_V3)
+_PENDING_BEFORE_V4 = """
+ALTER TABLE pending_merges ADD COLUMN before_sha TEXT;
+"""
+"""Where HEAD was before the pull a pending merge comes from (ORIG_HEAD): with the commit, what
+finds the same three-way base the hook's merge had."""
+
+_MIGRATIONS = (_SCHEMA_V1, _LOSING_VERSIONS_V2, _JOURNAL_V3, _PENDING_BEFORE_V4)
 """Schema version N is reached by running the first N scripts; append, never edit."""
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -189,6 +201,7 @@ class PendingMerge:
     attempts: int
     next_retry: str | None
     last_error: str | None
+    before: str | None = None
 
 
 @dataclass(frozen=True)
@@ -330,12 +343,17 @@ class StateStore:
                 "WHERE collection = ? AND operation = ?",
                 (when, outcome.records, duration_ms, outcome.digest, outcome.collection, operation),
             )
-        elif outcome.status in (FAILED, REFUSED):
+        elif outcome.status in FAILURES:
             self._db.execute(
                 "UPDATE collection_state SET consecutive_failures = consecutive_failures + 1, "
                 "last_failure = ?, last_error = ? WHERE collection = ? AND operation = ?",
                 (when, outcome.error, outcome.collection, operation),
             )
+
+    def discard_run(self, run_id: int) -> None:
+        """Forget a run that did nothing (a usage error refused it): no row at all."""
+        with self._db:
+            self._db.execute("DELETE FROM history WHERE id = ? AND status = ?", (run_id, RUNNING))
 
     def history(self, limit: int | None = None) -> list[HistoryEntry]:
         """Newest first; a placeholder whose process is gone reads as ``interrupted``."""
@@ -411,13 +429,17 @@ class StateStore:
     # ------------------------------------------------------------ pending merges
 
     def add_pending(
-        self, source: str, base: str | None = None, commit: str | None = None
+        self,
+        source: str,
+        base: str | None = None,
+        commit: str | None = None,
+        before: str | None = None,
     ) -> PendingMerge:
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO pending_merges (source, base, commit_sha, created) "
-                "VALUES (?, ?, ?, ?)",
-                (source, base, commit, now_text()),
+                "INSERT INTO pending_merges (source, base, commit_sha, created, before_sha) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (source, base, commit, now_text(), before),
             )
         return self.pending(int(cursor.lastrowid or 0))
 
@@ -560,12 +582,19 @@ def _losing(row: tuple[object, ...]) -> LosingVersion:
 
 
 _PENDING_SELECT = (
-    "SELECT id, source, base, commit_sha, created, attempts, next_retry, last_error "
+    "SELECT id, source, base, commit_sha, created, attempts, next_retry, last_error, before_sha "
     "FROM pending_merges"
 )
 
 
-def _damaged(path: Path, error: Exception) -> InvalidInput:
+def _damaged(path: Path, error: Exception) -> DbsyncError:
+    """A state database SQLite cannot use: damaged, or on a disk too full to open it (then
+    nothing is wrong with the file, and moving it away would lose the history for nothing)."""
+    if full_disk_error(error, path.parent) is not None:
+        return DiskFull(
+            f"the state database {path} cannot be opened: the disk is full ({error})",
+            hint="free space on that disk; nothing is wrong with the file",
+        )
     return InvalidInput(
         f"the state database {path} cannot be used: {error}",
         hint=f"move it away (mv {path} {path}.broken): dbsync starts a new one; "

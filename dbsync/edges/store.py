@@ -12,6 +12,7 @@ password is ever printed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
@@ -142,6 +143,38 @@ class Store(Protocol):
     def __exit__(self, *exc_info: object) -> None: ...
 
 
+STREAM_MARK = "stream:"
+"""A fingerprint that is a change stream's resume token (MongoDB replica sets): the database did
+not change since it was taken if the stream has no event after it."""
+
+
+class ChangeFeed(Protocol):
+    """What a store with change streams (a MongoDB replica set) can tell without reading the
+    collection: which documents changed since a resume token, and those documents alone."""
+
+    def changed_since(self, collection: str, token: str) -> bool | None:
+        """Whether anything changed in the collection after ``token`` (None: cannot tell)."""
+        ...
+
+    def changed_ids(self, collection: str, token: str, limit: int) -> list[bytes] | None:
+        """The ``_id`` (``{"": _id}`` as BSON) of every document inserted, changed or deleted
+        after ``token``; None when the stream cannot tell (the token is gone from the
+        server's history, the collection was dropped or renamed) or more than ``limit``
+        changed."""
+        ...
+
+    def raw_by_ids(self, collection: str, ids: Sequence[Any]) -> list[bytes]:
+        """The stored BSON of the documents whose ``_id`` is in ``ids`` (absent ones left out)."""
+        ...
+
+
+def change_feed(store: Store) -> ChangeFeed | None:
+    """The store's change feed, if it has one (stores without one are still stores)."""
+    if all(hasattr(store, name) for name in ("changed_since", "changed_ids", "raw_by_ids")):
+        return store  # type: ignore[return-value]
+    return None
+
+
 # --- Opening a store -------------------------------------------------------------------------
 
 
@@ -268,6 +301,9 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     rng: Callable[[], float] = random.random
+    announce: Callable[[str], None] | None = None
+    """Told once, at the first retry of a kind of failure, what is retried and for how long,
+    so that a wait is never silent."""
 
     def __post_init__(self) -> None:
         if self.budget_seconds < 0 or self.initial_delay <= 0 or self.max_delay < 0:
@@ -463,9 +499,24 @@ class Change:
     line: bytes | None = None
 
 
-Redecide = Callable[[Change, "Document | None"], "Change | None"]
-"""Called for a change whose record no longer holds ``expected``, with what it holds now:
-returns the change to make instead (expecting the new version), or None to leave it."""
+@dataclass(frozen=True)
+class Redecision:
+    """What a record the application changed meanwhile becomes: ``change`` to make instead
+    (expecting the record's new version), or None to leave the record as the application
+    wrote it; ``conflict``, the conflict this decision settled, which the store reports once
+    the decision holds (a transaction retried after a write conflict decides again, and its
+    first decisions are forgotten)."""
+
+    change: Change | None
+    conflict: Any = None
+
+
+Redecide = Callable[[Change, "Document | None"], Redecision]
+"""Called for a change whose record no longer holds ``expected``, with what it holds now."""
+
+KEPT_LISTED = 20
+"""Records left as the application wrote them that ``ChangeCounts.kept`` names (the rest are
+only counted): enough for a message, bounded whatever the run's size."""
 
 
 @dataclass
@@ -477,6 +528,45 @@ class ChangeCounts:
     deleted: int = 0
     redecided: int = 0
     left: int = 0  # decided again, and the application's version kept
+    conflicts: list[Any] = field(default_factory=list)
+    """The conflicts settled by the decisions made again, in the order they were made."""
+    kept: list[Any] = field(default_factory=list)
+    """The ``_id`` of the first ``KEPT_LISTED`` records left as the application wrote them."""
+
+    def add(self, other: ChangeCounts) -> None:
+        self.written += other.written
+        self.deleted += other.deleted
+        self.redecided += other.redecided
+        self.left += other.left
+        self.conflicts += other.conflicts
+        self.kept += other.kept[: max(0, KEPT_LISTED - len(self.kept))]
+
+    def leave(self, record_id: Any) -> None:
+        """A record decided again is left as the application wrote it."""
+        self.left += 1
+        if len(self.kept) < KEPT_LISTED:
+            self.kept.append(record_id)
+
+
+def settle(
+    change: Change, now: bytes | None, redecide: Redecide, counts: ChangeCounts
+) -> tuple[Change | None, Any]:
+    """What to write for ``change`` when its record holds ``now`` (its stored BSON, None:
+    absent), and the conflict that settled it, if any; counted in ``counts``.
+
+    The change itself while the record is still what was read; nothing when the record
+    already holds what the change writes; else what ``redecide`` makes of the record's new
+    version, expecting those very bytes (the application changed it meanwhile)."""
+    if now == change.expected:
+        return change, None
+    if now == (None if change.document is None else bson.encode(change.document)):
+        return None, None  # already so: nothing to write, nothing overwritten
+    counts.redecided += 1
+    again = redecide(change, None if now is None else decode_raw(now))
+    if again.change is None:
+        counts.leave(change.id)
+        return None, again.conflict
+    return dataclasses.replace(again.change, expected=now), again.conflict
 
 
 def encode_document(document: Document) -> bytes:
@@ -601,11 +691,9 @@ class EmbeddedStore:
             for planned in changes:
                 row = _find_row(connection, planned.id)
                 current = None if row is None else bytes(row[1])
-                change: Change | None = planned
-                if current != planned.expected:
-                    counts.redecided += 1
-                    change = redecide(planned, None if current is None else decode_raw(current))
-                    counts.left += change is None
+                change, conflict = settle(planned, current, redecide, counts)
+                if conflict is not None:
+                    counts.conflicts.append(conflict)
                 if change is not None:
                     _write_change(connection, row, change, counts)
         return counts

@@ -184,17 +184,24 @@ def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
 
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
-    """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run."""
+    """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run.
+
+    The merge is queued as pending before it starts (and settled when it succeeds): a hook
+    killed at any point leaves it for the next command, three-way against the same base."""
     driven = queued_driver_decisions(config)
     base = base_for(config, head, before)
     options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
     source = config.snapshot_dir
+    try:
+        queue_pending(config, source, head, UNFINISHED, before)
+    except Exception:  # the state store is unusable: the merge below says so, git goes on
+        pass
     merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
     try:
         with merging as (run, store):
             report = run.merge(store, source, options)
     except Exception as error:  # git has moved on: whatever failed, the user must learn it
-        return merge_pending(config, head, error)
+        return merge_pending(config, head, error, before)
     summary = merge_summary(config, report, driven.total if driven else 0)
     lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
     return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
@@ -213,12 +220,18 @@ def _warn(message: str) -> None:
     print(f"dbsync: warning: {message}", file=sys.stderr)
 
 
-def merge_pending(config: Config, head: str | None, error: Exception) -> HookOutcome:
+UNFINISHED = "the merge after the pull did not finish (the process was killed or crashed)"
+"""What a merge queued as it starts says, if nothing replaces it: a hook killed mid-merge."""
+
+
+def merge_pending(
+    config: Config, head: str | None, error: Exception, before: str | None = None
+) -> HookOutcome:
     """The one place a failed merge after a pull is handled: queue it, warn, exit 0."""
     reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
     folder = _snapshot_path(config)
     try:
-        queue_pending(config, config.snapshot_dir, head, reason)
+        queue_pending(config, config.snapshot_dir, head, reason, before)
     except Exception as failure:  # the state store itself is unusable: still never fail git
         reason += f"; and it could not be queued ({failure})"
     lines = [

@@ -131,10 +131,13 @@ class Installed:
     place: HookPlace
     hooks: list[HookChange]
     drivers_changed: bool
+    pull_rebase_set: bool = False
+    """``pull.rebase false`` was set in the repository's config by this install."""
 
 
 def install(root: Path, python: str = sys.executable) -> Installed:
-    """The local, untracked parts of the integration: the drivers' git config and the hooks.
+    """The local, untracked parts of the integration: the drivers' git config, the pull
+    setting a plain ``git pull`` needs, and the hooks.
 
     Idempotent: a reinstall refreshes the baked Python (after a virtualenv moved, say).
     """
@@ -142,7 +145,7 @@ def install(root: Path, python: str = sys.executable) -> Installed:
     _check_installable(place.directory)
     baked = None if place.in_work_tree else python
     hooks = [_install_one(place.directory / name, script_text(name, baked)) for name in HOOK_NAMES]
-    return Installed(place, hooks, configure_drivers(root, python))
+    return Installed(place, hooks, configure_drivers(root, python), configure_pull(root))
 
 
 def _uninstall_one(hook: Path) -> HookChange:
@@ -225,6 +228,62 @@ def snapshot_attributes(root: Path, snapshot_dir: str) -> dict[str, str]:
     return found
 
 
+# ---------------------------------------------------------------- git pull on git's defaults
+
+PULL_MARK = "dbsync.pullrebase"
+"""Set next to ``pull.rebase`` when dbsync set it, so that ``uninstall`` removes only its own."""
+
+
+def configure_pull(root: Path) -> bool:
+    """``pull.rebase false`` in the repository's config when nothing says how to pull.
+
+    Two assets' snapshot commits diverge by design (every pre-push commits one), and git
+    (since 2.33) stops a plain ``git pull`` of diverged branches unless ``pull.rebase`` or
+    ``pull.ff`` says how to reconcile them. A user's own choice, in any config, is left alone.
+    True when it was set now.
+    """
+    if any(git.config_get(root, key) is not None for key in ("pull.rebase", "pull.ff")):
+        return False
+    git.config_set(root, "pull.rebase", "false")
+    git.config_set(root, PULL_MARK, "false")
+    return True
+
+
+def _local_config(root: Path, key: str) -> str | None:
+    result = git.run_git(["config", "--local", "--get", key], root, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def undo_pull_setting(root: Path) -> str | None:
+    """Remove the ``pull.rebase`` that ``install`` set (not one the user set or changed
+    since); what was done, or None when dbsync had set nothing."""
+    mark = _local_config(root, PULL_MARK)
+    if mark is None:
+        return None
+    git.run_git(["config", "--local", "--unset", PULL_MARK], root, check=False)
+    if _local_config(root, "pull.rebase") != mark:
+        return "pull.rebase: left as it is (changed since dbsync init set it)"
+    git.run_git(["config", "--local", "--unset", "pull.rebase"], root, check=False)
+    return "pull.rebase: removed from the repository's git config (dbsync init had set it)"
+
+
+def pull_would_stop(root: Path) -> str | None:
+    """Why a plain ``git pull`` here stops on diverged branches, or None when it does not:
+    neither ``pull.rebase`` (nor the branch's ``rebase``) nor ``pull.ff`` is set, or
+    ``pull.ff=only`` without a rebase."""
+    branch = git.run_git(["symbolic-ref", "--quiet", "--short", "HEAD"], root, check=False)
+    keys = ["pull.rebase", *([f"branch.{branch.stdout.strip()}.rebase"] if branch.stdout else [])]
+    rebase = [git.config_get(root, key) for key in keys]
+    if any(value not in (None, "false") for value in rebase):
+        return None
+    fast_forward = git.config_get(root, "pull.ff")
+    if fast_forward == "only":
+        return "pull.ff=only is set"
+    if fast_forward is None and all(value is None for value in rebase):
+        return "neither pull.rebase nor pull.ff is set (git's default)"
+    return None
+
+
 # ---------------------------------------------------------------- status
 
 
@@ -296,6 +355,12 @@ def describe(installed: Installed) -> list[str]:
     lines.append(
         f"merge and diff drivers for snapshot files {state} in the repository's git config"
     )
+    if installed.pull_rebase_set:
+        lines.append(
+            "pull.rebase false set in the repository's git config: a plain 'git pull' merges "
+            "the other assets' snapshot commits, where git's default stops on divergent "
+            "branches ('dbsync hooks uninstall' removes it)"
+        )
     return lines
 
 

@@ -10,6 +10,16 @@ versions cannot be merged safely (they name different collections, keys or rules
 fails verification) OURS is left untouched — still a valid snapshot — and git reports a conflict.
 The result is written atomically: a crash never leaves half a file.
 
+The merge costs what changed: the three versions are read once, every line's shape and hash
+checked; a line that is the same in all three is passed on as bytes, and only the others are
+decoded and checked as ``dbsync verify`` checks them (types, canonical form, order next to them).
+A lying line among those is refused as before, named with its side and line: on any doubt the
+driver verifies the three versions in full first, as it always did, which names the problem. A
+line the same in all three is not read: the merge changes nothing about it (OURS, this clone's
+own commit, holds it already, and the result holds it as OURS did), refusing would leave git a
+conflict over a record no side changed, and every way into a database (the hook's merge that
+follows, ``dbsync merge``) and ``dbsync verify`` still check it and name it.
+
 In a dbsync project (git runs the driver at the root of the work tree) a merge is recorded like
 ``dbsync merge``'s: a report (``.txt`` and ``.json``) with every conflict and its losing
 version, the losing versions in the state store, and a history row (operation
@@ -29,12 +39,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbsync.config import Config, load_config
-from dbsync.core.merge import Decision, MergeCounts, decide
+from dbsync.core.merge import (
+    Decision,
+    MergeCounts,
+    align,
+    decide,
+    decide_three_way,
+    decide_two_way,
+)
 from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
 from dbsync.core.rules import Rules
-from dbsync.core.snapshot import SnapshotError, write_section
+from dbsync.core.snapshot import ChangedLineChecks, Header, SnapshotError, write_section
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import atomic_writer
+from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.runs.losing import MERGE_DRIVER
@@ -144,11 +162,100 @@ def _index(side: str, path: Path) -> dict[str, SourceSection]:
         raise InvalidInput(f"{side}{where}: {error.problem}") from None
 
 
-def _merge(
-    base: Path, ours: Path, theirs: Path
-) -> tuple[dict[str, MergeCounts], str, dict[str, Rules]]:
+Merged = tuple[dict[str, MergeCounts], str, dict[str, Rules]]
+
+
+def _merge(base: Path, ours: Path, theirs: Path) -> Merged:
+    """The merge at the cost of the change (``_merge_changes``). Should it meet anything amiss,
+    the merge as it was before: every line of the three versions verified first, the first
+    problem named (side, line, what), or a merge of what the quick walk does not take on (a
+    base that lacks a collection, say)."""
     two_way = not base.is_file() or base.stat().st_size == 0
-    bases = {} if two_way else _index("the common ancestor", base)
+    ancestor = None if two_way else base
+    try:
+        counts, rules = _merge_changes(ancestor, ours, theirs)
+    except Exception:  # whatever the walk could not read: the full verification names it
+        counts, rules = _merge_verified(ancestor, ours, theirs)
+    return counts, "two-way" if two_way else "three-way", rules
+
+
+Counted = tuple[dict[str, MergeCounts], dict[str, Rules]]
+
+
+class _NotTakenOn(Exception):
+    """What the quick walk leaves to the full verification."""
+
+
+def _merge_changes(base: Path | None, ours: Path, theirs: Path) -> Counted:
+    """One walk of the three versions, each line's shape and hash checked as it is read; only
+    the lines that differ between them are decoded and checked deeply (``ChangedLineChecks``).
+    Each version holds the same collections in the same order (one, in a git repository)."""
+    mine, *others = (read_sections(p) for p in (ours, theirs, *([base] if base else [])))
+    counts: dict[str, MergeCounts] = {}
+    rules: dict[str, Rules] = {}
+    with atomic_writer(ours) as handle:
+        for section in mine:
+            theirs_section, *bases = (next(reader, None) for reader in others)
+            header = section.header
+            if theirs_section is None or theirs_section.header.collection != header.collection:
+                raise _NotTakenOn("the two versions hold other collections")
+            if theirs_section.header.rules != header.rules:
+                raise _NotTakenOn("the two versions disagree on the rules")
+            streams = [section.records, theirs_section.records]
+            if bases:
+                if bases[0] is None or bases[0].header.collection != header.collection:
+                    raise _NotTakenOn("the ancestor holds other collections")
+                if bases[0].header.rules.key != header.rules.key:
+                    raise _NotTakenOn("the ancestor is keyed otherwise")
+                streams.insert(0, bases[0].records)
+            name = header.collection
+            counts[name], rules[name] = MergeCounts(conflicts=SpooledConflicts()), header.rules
+            write_section(handle, header, _walk(streams, header, counts[name]))
+        if any(next(reader, None) is not None for reader in others):
+            raise _NotTakenOn("the versions hold other collections")
+    return counts, rules
+
+
+def _walk(streams: list[Iterator[bytes]], header: Header, counts: MergeCounts) -> Iterator[bytes]:
+    """The merged lines of one collection: ``decide``'s, a line the same on every side passed
+    on as bytes, every other line checked deeply before it is decided on."""
+    rules, width = header.rules, len(streams)
+    checks = ChangedLineChecks(header, width)
+    same = 0
+    for row in align(streams, rules.key):
+        first = row[0]
+        if first is not None and row.count(first) == width:
+            if checks.pending:
+                _refuse(checks.same_after_changes(first))
+            else:
+                checks.last_same = first
+            same += 1
+            yield first
+            continue
+        for side, line in enumerate(row):
+            if line is not None:
+                _refuse(checks.changed(side, line))
+        if width == 3:
+            decision = decide_three_way(row[0], row[1], row[2], rules)
+        else:
+            decision = decide_two_way(row[0], row[1], rules)
+        if decision is not None:
+            counts.add(decision, rules.key)
+            if decision.result is not None:
+                yield decision.result
+    counts.common += same
+    counts.total += same
+
+
+def _refuse(problem: str | None) -> None:
+    if problem is not None:
+        raise _NotTakenOn(problem)
+
+
+def _merge_verified(base: Path | None, ours: Path, theirs: Path) -> Counted:
+    """Every line of the three versions verified before the merge reads them (the way before
+    ``_merge_changes``): a problem is named with its side and line."""
+    bases = {} if base is None else _index("the common ancestor", base)
     our_sections, their_sections = _index("our version", ours), _index("their version", theirs)
     _check_same_collections(our_sections, their_sections)
     _check_bases(our_sections, bases)
@@ -160,8 +267,7 @@ def _merge(
                 base_lines, section.lines(), their_sections[name].lines(), section.header.rules
             )
             write_section(handle, section.header, _results(decisions, counts[name], section))
-    rules = {name: section.header.rules for name, section in our_sections.items()}
-    return counts, "two-way" if two_way else "three-way", rules
+    return counts, {name: section.header.rules for name, section in our_sections.items()}
 
 
 def _results(

@@ -24,6 +24,7 @@ from dbsync.core.snapshot import (
 )
 from dbsync.edges import git
 from dbsync.edges.change_index import ChangeIndex, database_fingerprint, raw_hash
+from dbsync.edges.collection_options import write_options
 from dbsync.edges.files import StagedFiles
 from dbsync.edges.indexed_reads import (
     Changes,
@@ -32,6 +33,7 @@ from dbsync.edges.indexed_reads import (
     exported_lines,
     first_of,
     read_changes,
+    read_changes_by_feed,
 )
 from dbsync.edges.journal import refuse_over_interrupted
 from dbsync.edges.parts import (
@@ -69,6 +71,9 @@ class ExportedCollection:
     previous_digest: str | None = None
     paths: list[Path] = field(default_factory=list)
     """Every file written: one, or the parts of a collection past ``parts.MAX_FILE_BYTES``."""
+    read: str = "every document read"
+    """How the database was read: through its change stream (only what changed since the
+    last export), or every document."""
 
 
 def snapshot_collections(folder: Path) -> list[str]:
@@ -90,6 +95,10 @@ def select_collections(
         existing = sorted(set(existing) | set(snapshot_collections(config.snapshot_dir)))
     if not wanted:
         return [name for name in existing if not config.excluded(name)]
+    special = special_collections(store)
+    for name in wanted:
+        if name in special:
+            raise UsageError(f"{name} is {special[name]}: dbsync does not export it")
     unknown = [name for name in wanted if name not in existing]
     if unknown:
         raise UsageError(
@@ -97,6 +106,32 @@ def select_collections(
             hint=f"the database has: {', '.join(existing) or '(no collections)'}",
         )
     return list(dict.fromkeys(wanted))
+
+
+def special_collections(store: Store) -> dict[str, str]:
+    """The database's views and time-series collections, each with why it is not synced
+    (a store without them has none)."""
+    method = getattr(store, "special_collections", None)
+    return {} if method is None else dict(method())
+
+
+def skipped_notes(config: Config, store: Store) -> list[str]:
+    """One note per collection an export leaves out because of what it is (not excluded by
+    dbsync.toml: those are the user's choice, said nowhere)."""
+    return [
+        f"{name} is not exported: it is {reason} (exclude = true under [collections.{name}] "
+        "in dbsync.toml silences this note)"
+        for name, reason in sorted(special_collections(store).items())
+        if not config.excluded(name)
+    ]
+
+
+def carry_options(folder: Path, store: Store, names: Sequence[str]) -> None:
+    """Write beside each collection's snapshot the options its copies must be created with
+    (a capped collection's size), or remove a stale file."""
+    method = getattr(store, "collection_options", None)
+    for name in names:
+        write_options(folder, name, {} if method is None else dict(method(name)))
 
 
 def export(
@@ -142,6 +177,7 @@ def export(
                 staged, config, store, names, rules_of, None, progress, index, allow_deletes
             )
         record_synced(config, results)
+        carry_options(config.snapshot_dir, store, [result.collection for result in results])
         for result in results:
             index.record(result.collection, figures[result.collection], result.digest)
     finally:
@@ -486,6 +522,7 @@ class _IndexedExport:
         self.index, self.name, self.rules, self.store = index, name, rules, store
         self.existing = existing
         self.notes = RecordNotes(name, rules)
+        self.read = ""
 
     def rows(self) -> IndexRows:
         """The rows of a full export: the collection's index starts afresh."""
@@ -519,11 +556,26 @@ class _IndexedExport:
             return None
         summaries, dropped, replaced, layout = written
         self.index.forget(self.name, dropped)
+        self.index.forget_ids(self.name, changes.forgotten)
         self.index.add(self.name, changes.rows)
         deleted = len(dropped) - replaced
-        return _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
+        result = _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
+        return replace(result, read=self.read)
 
     def _read(self, count: int, progress: Progress) -> Changes | None:
+        """Through the change stream when the store has one and the last export's token is
+        still in the server's history (only the documents changed since are read); else
+        every document, hashed (only the changed ones are encoded)."""
+        recorded = self.index.recorded(self.name)
+        since = recorded.fingerprint if recorded is not None else None
+        changes = read_changes_by_feed(
+            self.index, self.store, self.name, self.rules, self.notes, count, since
+        )
+        if changes is not None:
+            self.read = f"change stream: {len(changes.forgotten)} document(s) read"
+            progress.advance((self.existing.records() or 0) if self.existing else 0)
+            return changes
+        self.read = "every document read"
         return read_changes(
             self.index, self.store, self.name, self.rules, self.notes, count, progress
         )
@@ -562,7 +614,7 @@ class _IndexedExport:
             for raw in batch:
                 hit = known.get(raw_hash(raw))
                 if hit is not None and hit[0] in lost:
-                    key, line, _ = encoded_record(raw, self.rules, None)
+                    key, line, _, _ = encoded_record(raw, self.rules, None)
                     changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
         return True
 

@@ -40,6 +40,7 @@ from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
 from dbsync.edges.change_index import ChangeIndex, holds_exported
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.collection_options import read_options
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import scratch_folder
 from dbsync.edges.indexed_reads import (
@@ -53,7 +54,7 @@ from dbsync.edges.parts import CollectionFiles, collection_files
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
-from dbsync.edges.store import ChangeCounts, Store
+from dbsync.edges.store import ChangeCounts, Store, describe_id
 from dbsync.edges.synced import is_tracked_snapshot, save_synced, synced_dir
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
@@ -312,9 +313,24 @@ def apply_plan(store: Store, plan: CollectionPlan) -> None:
     application changed since it was read is decided again against its new version."""
     plan.touched = not store.atomic_changes  # a failure part-way leaves writes to undo
     plan.applied = store.apply_changes(
-        plan.name, spooled_changes(plan.spool), redecider(plan.rules, plan.counts)
+        plan.name, spooled_changes(plan.spool), redecider(plan.rules)
     )
     plan.touched = True
+    for conflict in plan.applied.conflicts:  # decided again against the application's version
+        plan.counts.conflicts_resolved += 1
+        plan.counts.conflicts.append(conflict)
+
+
+def create_if_carried(store: Store, plan: CollectionPlan) -> None:
+    """A collection the snapshot carries options for (capped) is created with them before its
+    first record is written, where the database lacks it; a store that cannot (embedded) has
+    plain collections only."""
+    create = getattr(store, "create_collection", None)
+    if plan.theirs is None or create is None or not plan.counts.writes:
+        return
+    options = read_options(plan.theirs.path.parent, plan.name)
+    if options:
+        create(plan.name, options)
 
 
 def _redecided_note(plan: CollectionPlan) -> list[str]:
@@ -324,8 +340,17 @@ def _redecided_note(plan: CollectionPlan) -> list[str]:
     return [
         f"{plan.name}: {applied.redecided} record(s) changed by the application during the "
         f"merge were decided again against their new version ({applied.left} kept as the "
-        "application wrote them)"
+        f"application wrote them{kept_ids(applied)})"
     ]
+
+
+def kept_ids(counts: ChangeCounts) -> str:
+    """``: _id 1, 2, 3`` for the records an apply left as the application wrote them."""
+    if not counts.kept:
+        return ""
+    shown = ", ".join(describe_id(value) for value in counts.kept)
+    more = f" and {counts.left - len(counts.kept)} more" if counts.left > len(counts.kept) else ""
+    return f": _id {shown}{more}"
 
 
 def _now() -> datetime.datetime:
@@ -555,6 +580,7 @@ def _apply_all(
     )
     try:
         for plan in plans.values():
+            create_if_carried(store, plan)
             apply_plan(store, plan)
     except BaseException as error:
         touched = [plan.name for plan in plans.values() if plan.touched]
@@ -575,13 +601,20 @@ def _roll_back(
     if not touched:
         return True, "nothing had been written"
     try:
-        backups.restore_collections(store, folder, touched)
+        undone = backups.restore_collections(store, folder, touched)
     except DbsyncError as failure:
         return False, (
             f"restoring {', '.join(touched)} failed too ({failure.message}): "
             f"run 'dbsync restore {report.backup}' when the database is back"
         )
-    return True, f"restored {', '.join(touched)} from backup {report.backup}"
+    kept = [
+        f"{name}: {counts.left} record(s) the application changed since kept as it wrote "
+        f"them{kept_ids(counts)}"
+        for name, counts in undone.items()
+        if counts.left
+    ]
+    outcome = f"restored {', '.join(touched)} from backup {report.backup}"
+    return True, "; ".join([outcome, *kept])
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:

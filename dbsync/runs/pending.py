@@ -38,14 +38,20 @@ def _state(config: Config) -> Iterator[StateStore]:
         state.close()
 
 
-def queue_pending(config: Config, source: Path, commit: str | None, error: str) -> int:
-    """Remember a merge to retry; one entry per source (a newer pull replaces the older)."""
+def queue_pending(
+    config: Config, source: Path, commit: str | None, error: str, before: str | None = None
+) -> int:
+    """Remember a merge to retry; one entry per source (a newer pull replaces the older).
+
+    ``commit`` and ``before`` (HEAD after and before the pull) find the three-way base the
+    merge had, for every retry; the hook queues its merge before it starts, so that one killed
+    at any point is retried the same way, never two-way."""
     relative = _relative(config, source)
     with _state(config) as state:
         for waiting in state.list_pending():
             if waiting.source == relative:
                 state.remove_pending(waiting.id)
-        added = state.add_pending(relative, None, commit)
+        added = state.add_pending(relative, None, commit, before)
         state.mark_pending_attempt(added.id, error, None)
         return added.id
 
@@ -84,7 +90,7 @@ def as_pending_pull(config: Config, source: Path, options: MergeOptions) -> Merg
     if not waiting:
         return options
     commit = waiting[-1].commit
-    base = base_for(config, commit)
+    base = base_for(config, commit, waiting[-1].before)
     return replace(options, base=base, commit=commit, merge_driver=queued_driver_decisions(config))
 
 
@@ -113,7 +119,7 @@ def retry_pending(
                 store = opened.enter_context(open_configured_store(config))
             say(f"retrying the pending merge of {waiting.source} (waiting since {waiting.created})")
             options = MergeOptions(
-                base=base_for(config, waiting.commit),
+                base=base_for(config, waiting.commit, waiting.before),
                 commit=waiting.commit,
                 place=HOOK,
                 merge_driver=queued_driver_decisions(config),

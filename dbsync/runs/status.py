@@ -6,8 +6,9 @@ is one function appended to ``CHECKS``. ``status`` only reads: it takes no lock,
 file, retries no pending merge, and gives the database a short budget to answer.
 
 It never reads the whole database either (the agent's ``/status`` polls it): whether the
-database moved since its last export is told by the store's cheap fingerprint (counts, file
-figures, the server's ``dbHash``) recorded by that export in the change index. Reading and
+database moved since its last export is told by the store's cheap fingerprint recorded by that
+export in the change index (the embedded store's file figures; on a MongoDB replica set, a
+change stream resume token: any event since means it moved). Reading and
 encoding every document, as an export would, is ``status --deep``, and what a plain status
 falls back to when nothing was recorded (no export yet, or a store without fingerprints).
 """
@@ -24,9 +25,15 @@ from dbsync.config import Config
 from dbsync.core.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.edges import git, journal
 from dbsync.edges.backups import list_backups
-from dbsync.edges.change_index import ChangeIndex, database_fingerprint
+from dbsync.edges.change_index import ChangeIndex, moved_since
 from dbsync.edges.parts import collection_files
-from dbsync.edges.state import INTERRUPTED, HistoryEntry, StateStore, open_state_read_only
+from dbsync.edges.state import (
+    INTERRUPTED,
+    NO_SPACE,
+    HistoryEntry,
+    StateStore,
+    open_state_read_only,
+)
 from dbsync.edges.store import (
     EMBEDDED_SCHEME,
     DamagedStore,
@@ -37,10 +44,11 @@ from dbsync.edges.store import (
 )
 from dbsync.edges.sync_log import FAILED, LOSING_FIX, losing_streak, recent_cycles
 from dbsync.edges.synced import load_synced
-from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput
+from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, free_bytes
 from dbsync.integration import installer as hooks
 from dbsync.runs import git_state
 from dbsync.runs.export import current_summary, snapshot_collections
+from dbsync.runs.recording import MERGE_MARGIN_BYTES, size_text
 
 HEALTHY, WARNING, DEGRADED = "HEALTHY", "WARNING", "DEGRADED"
 _SEVERITY = {HEALTHY: 0, WARNING: 1, DEGRADED: 2}
@@ -186,7 +194,9 @@ def check_pending_merges(context: StatusContext) -> list[Reason]:
             f"({pending.attempts} attempts{last})"
         )
         base = f" --base {pending.base}" if pending.base else ""
-        fix = f"when the database is reachable, run 'dbsync merge {pending.source}{base}'"
+        fix = f"run 'dbsync merge {pending.source}{base}'"
+        if pending.commit:
+            fix += " (three-way against the base the pull's merge had, deletions included)"
         reasons.append(Reason(WARNING, "pending", message, fix))
     return reasons
 
@@ -289,10 +299,10 @@ def _recorded_digest(context: StatusContext, store: Store, name: str) -> str | N
     recorded = context.index.recorded(name)
     if recorded is None or recorded.fingerprint is None or recorded.digest is None:
         return None
-    now = database_fingerprint(store, name)
-    if now is None:
+    moved = moved_since(store, name, recorded.fingerprint)
+    if moved is None:
         return None
-    return recorded.digest if now == recorded.fingerprint else _MOVED
+    return _MOVED if moved else recorded.digest
 
 
 def _merged_since_export(context: StatusContext, name: str) -> bool:
@@ -432,6 +442,70 @@ def check_asset_name(context: StatusContext) -> list[Reason]:
     return [Reason(WARNING, "asset", message, fix)]
 
 
+def check_pull_setting(context: StatusContext) -> list[Reason]:
+    """WARNING on a clone where a plain ``git pull`` stops on divergent branches, as it does
+    once two assets have each committed a snapshot (``dbsync init`` sets ``pull.rebase false``
+    where nothing is set; an older clone, or a user's ``pull.ff=only``, may still stop)."""
+    root = git.toplevel(context.config.root)
+    why = hooks.pull_would_stop(root) if root is not None else None
+    if why is None:
+        return []
+    message = (
+        f"a plain 'git pull' here stops on divergent branches ({why}), and two assets' "
+        "snapshot commits diverge by design: the pull would not merge the other asset's "
+        "snapshot"
+    )
+    fix = (
+        "run 'git config pull.rebase false' (what 'dbsync init' sets where nothing is set), "
+        "or pull with 'git pull --no-rebase --no-ff'; 'dbsync sync' pulls either way"
+    )
+    return [Reason(WARNING, "pull", message, fix)]
+
+
+DISK_OPERATIONS = ("export", "merge", "import", "restore", "sync")
+
+
+def check_full_disk_runs(context: StatusContext) -> list[Reason]:
+    """DEGRADED while the newest run of an operation is one a full disk stopped and none of
+    that operation has succeeded since: its error says what was and was not written."""
+    state = context.state
+    if state is None:
+        return []
+    reasons = []
+    for operation in DISK_OPERATIONS:
+        run = state.last_run(operation)
+        if run is None or run.status != NO_SPACE or state.succeeded_since(run.time, [operation]):
+            continue
+        free = free_bytes(context.config.root)
+        now = "" if free is None else f" ({size_text(free)} free now)"
+        message = f"the {operation} of {run.time} stopped: {run.error}"
+        fix = f"free space on the disk of {context.config.root}{now}, then run "
+        reasons.append(
+            Reason(DEGRADED, "disk", message, fix + f"'{_rerun(context.config, operation)}'")
+        )
+    return reasons
+
+
+def check_free_space(context: StatusContext) -> list[Reason]:
+    """WARNING when the project's disk has less room than any merge asks for (its guard keeps
+    16 MiB beyond its backup): the next merge would be refused, the next export may fail."""
+    free = free_bytes(context.config.root)
+    if free is None or free >= MERGE_MARGIN_BYTES:
+        return []
+    message = (
+        f"only {size_text(free)} free on the disk of {context.config.root}: a merge needs "
+        f"{size_text(MERGE_MARGIN_BYTES)} beyond its backup, an export room for a new snapshot"
+    )
+    return [
+        Reason(
+            WARNING,
+            "space",
+            message,
+            "free space on that disk ('dbsync prune' removes old backups and reports)",
+        )
+    ]
+
+
 def check_sync_cycles(context: StatusContext) -> list[Reason]:
     """WARNING when the last sync cycle (``dbsync sync`` or the agent's) failed, DEGRADED when
     the last ``FAILURES_DEGRADED`` did: the asset no longer shares its changes nor receives
@@ -500,6 +574,9 @@ CHECKS: list[Check] = [
     check_snapshot_matches_database,
     check_git_setup,
     check_asset_name,
+    check_pull_setting,
+    check_full_disk_runs,
+    check_free_space,
     check_sync_cycles,
     check_own_edits_losing,
     check_git_left_mid_operation,
