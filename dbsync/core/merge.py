@@ -41,6 +41,9 @@ class Outcome(str, Enum):
 
 
 MODIFIED_BEATS_DELETED = "changed beats deleted"
+OURS, THEIRS = "ours", "theirs"
+"""The sides of a merge: ours is this asset's (its database, or its commit in the merge
+driver), theirs what came from another asset."""
 
 
 @dataclass(slots=True)
@@ -232,7 +235,16 @@ def conflict_entry(decision: Decision, fields: Sequence[str]) -> dict[str, Any]:
         "winner": _document(decision.result),
         "loser": _document(decision.loser),
         "rule": decision.rule,
+        "lost": losing_side(decision),
     }
+
+
+def losing_side(decision: Decision) -> str:
+    """Whose version a conflict decided against: ``OURS`` or ``THEIRS`` (so that an asset
+    whose own edits keep losing can be told, whichever rule decided)."""
+    if decision.loser is None:  # changed beats deleted: the deletion lost
+        return OURS if decision.ours is None else THEIRS
+    return OURS if decision.loser == decision.ours else THEIRS
 
 
 def _document(line: bytes | None) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +43,7 @@ from dbsync.edges.change_index import ChangeIndex, holds_exported
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.collection_options import read_options
 from dbsync.edges.conflict_spool import SpooledConflicts
+from dbsync.edges.files import scratch_folder
 from dbsync.edges.indexed_reads import (
     Changes,
     IndexMismatch,
@@ -425,7 +425,7 @@ def merge_snapshot(
         merge_driver=options.merge_driver,
     )
     rules = {name: _rules_for(config, theirs[name]) for name in names}
-    with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
+    with scratch_folder("merge") as scratch:
         work = Path(scratch)
         folder = work / "backup" if options.dry_run else _start_backup(config, report)
         try:
