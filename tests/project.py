@@ -102,9 +102,16 @@ def make_project(root: Path, documents: list[dict] | None = None) -> Project:
 def pnl_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("template") / "project"
     make_project(root, json.loads(DATA.read_text()))
+    forget_history(root)
+    return root
+
+
+def forget_history(root: Path) -> None:
+    """A project as if its records had always been there: no history, and no backup (the
+    import that filled it made one, which an undo could use)."""
     for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
         (root / "database_sync" / name).unlink(missing_ok=True)
-    return root
+    shutil.rmtree(root / "database_sync" / "backups", ignore_errors=True)
 
 
 @pytest.fixture

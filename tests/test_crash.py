@@ -28,7 +28,7 @@ from pathlib import Path
 import mongomock
 import pytest
 from conftest import no_sleep_policy
-from project import Project, clean_env
+from project import Project, clean_env, forget_history
 
 from dbsync.config import load_config
 from dbsync.edges.mongo import MongoStore
@@ -116,8 +116,7 @@ def crash_template(tmp_path_factory):
     extra = [{"_id": i, "name": f"theirs{i}", "ts": "2024-01-02T00:00:00"} for i in THEIRS_NEW]
     theirs.insert_many("items", documents(2) + extra)
     export(load_config(cwd=root, environ={}), theirs, target_dir=root / "theirs")
-    for name in ("state.sqlite", "state.sqlite-wal", "state.sqlite-shm"):
-        (root / "database_sync" / name).unlink(missing_ok=True)
+    forget_history(root)
     return root
 
 
