@@ -288,4 +288,6 @@ def test_an_application_writing_inside_the_hook_s_compare_and_set_loses_nothing(
     assert "merged database_backup into the database (three-way)" in pulled.err, pulled.err
     assert len(json.loads((b.root / "writer.json").read_text())) == 7  # it wrote, mid-merge
     assert "5 record(s) changed by the application" in pulled.err
+    if server.replicated:  # the application's write aborted the batch's transaction: said so
+        assert "another client wrote them meanwhile" in pulled.err, pulled.err
     assert_every_write_survived(documents_of(b.root))
