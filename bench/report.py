@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import liveness
 from bench import log as log_bench
 
 DOCS_START = "<!-- bench:start (written by python -m bench --write-docs) -->"
@@ -34,6 +35,8 @@ class Run:
     """``dbsync log`` on a long history (``bench.log``)."""
     start_up: Figures | None = None
     """The start-up rows (``bench.pull.start_up``)."""
+    liveness: Figures | None = None
+    """Five assets writing and syncing at once (``bench.liveness``)."""
 
     @classmethod
     def start(
@@ -63,6 +66,7 @@ class Run:
                 for name, figures in (self.start_up or {}).items()
                 if figures["code"] != 0
             ]
+            + [f"liveness: {problem}" for problem in (self.liveness or {}).get("problems", [])]
         )
 
     def all_checks_pass(self) -> bool:
@@ -77,6 +81,7 @@ class Run:
             "results": {f"{kind}-{size}": r for (size, kind), r in self.results.items()},
             "log": self.log,
             "start_up": self.start_up,
+            "liveness": self.liveness,
         }
 
 
@@ -358,7 +363,31 @@ def targets(run: Run) -> list[Target]:
         )
     )
     found.append(Target(*log_bench.target(run.log)))
+    found += [Target(*target) for target in liveness.targets(run.liveness)]
     return found
+
+
+def liveness_section(figures: Figures | None) -> list[str]:
+    """The liveness run's table: per asset, its syncs, successes and longest wait."""
+    if not figures:
+        return []
+    plan = figures["plan"]
+    intro = (
+        f"Liveness: {plan['assets']} assets, each application writing every "
+        f"{plan['write_pause'][0]}–{plan['write_pause'][1]} s and `dbsync sync` every "
+        f"{plan['sync_pause'][0]}–{plan['sync_pause'][1]} s, for {plan['seconds']:g} s: "
+        f"{figures['runs']} syncs, {figures['success_ratio']:.0%} succeeded, "
+        f"{figures['pushes_per_success']} pushes per success, a sync took "
+        f"{figures['mean_sync_seconds']} s on average; {figures['writes']:,} writes. "
+        + (
+            "Problems: " + "; ".join(figures["problems"]) + "."
+            if figures["problems"]
+            else "Every target met; once the writers stopped and every asset synced in turn "
+            "(the last once, the others twice), identical databases and snapshots, nothing lost."
+        )
+    )
+    header = ["asset", "syncs", "succeeded", "longest stretch without a success"]
+    return [intro, markdown_table(header, liveness.rows(figures))]
 
 
 CLI_RATIOS = (
@@ -518,6 +547,7 @@ def render(run: Run) -> str:
             + "; sizes in documents; peak RSS is each phase's own process (VmHWM).",
             markdown_table(header, rows(run)),
             markdown_table(["target", "measured", "verdict"], target_rows),
+            *liveness_section(run.liveness),
             "Every check passed." if not failed else "Failed checks: " + "; ".join(failed),
         ]
     )

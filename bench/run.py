@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import liveness
 from bench import log as log_bench
 from bench.data import KINDS
 from bench.pull import START_RUNS as START_UP_RUNS
@@ -132,6 +133,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the real CLI end to end (import, export, status, merge, restore) up to this "
         "size (default 100000; 1000000 adds the 1M rows)",
     )
+    parser.add_argument(
+        "--liveness-seconds",
+        type=float,
+        default=liveness.Plan.seconds,
+        help="how long five assets write and sync at once in the liveness run (default 180; "
+        "0 skips it)",
+    )
     parser.add_argument("--workdir", type=Path, help="where to put the data (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the data to profile phases")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
@@ -154,8 +162,10 @@ def measure(
     command: str = "python -m bench",
     say: Callable[[str], None] = lambda message: None,
     start_up_runs: int = START_UP_RUNS,
+    liveness_seconds: float = 0.0,
 ) -> Run:
-    """Run every phase for every size and kind; the data is deleted unless ``keep``."""
+    """Run every phase for every size and kind, then (``liveness_seconds``) the liveness run;
+    the data is deleted unless ``keep``."""
     root = workdir or Path(tempfile.mkdtemp(prefix="dbsync-bench-"))
     run = Run.start(sizes, kinds, command, clock)
     started = time.perf_counter()
@@ -180,6 +190,11 @@ def measure(
                 if not keep:
                     shutil.rmtree(folder, ignore_errors=True)
         run.log = log_bench.measure_for(root / "log", sizes, say)
+        if liveness_seconds > 0:
+            plan = liveness.Plan(seconds=liveness_seconds, seed=seed)
+            folder = root / "liveness"
+            folder.mkdir(parents=True, exist_ok=True)
+            run.liveness = liveness.measure(folder, plan, say).as_json()
     finally:
         if not keep and workdir is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -206,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             clock=args.clock,
             command=command,
             say=lambda message: print(message, file=sys.stderr, flush=True),
+            liveness_seconds=args.liveness_seconds,
         )
     except PhaseFailed as error:
         print(error, file=sys.stderr)

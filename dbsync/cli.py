@@ -762,7 +762,9 @@ def import_(
     configuration = config()
     with changing(configuration, "import", [collection]) as (run, store):
         wanted = import_service.ImportMode(mode.value)
-        result = import_service.import_file(store, file, collection, wanted, progress())
+        result = import_service.import_file(
+            configuration, store, file, collection, wanted, progress()
+        )
         run.done(result.collection, result.documents)
     if json:
         print_json(render.imported_json(result))
@@ -1397,19 +1399,50 @@ def diff_driver(
     sys.stdout.flush()
 
 
+PUSH_RETRY_SECONDS = 120.0
+"""``--push-retry``'s default: ``runs.sync.DEFAULT_PUSH_RETRY_SECONDS`` (typer reads it when it
+builds the command tree, before any service is imported)."""
+PUSH_RETRY_VARIABLE = "DBSYNC_PUSH_RETRY_SECONDS"  # runs.sync.PUSH_RETRY_VARIABLE
+PushRetryOption = Annotated[
+    float,
+    typer.Option(
+        "--push-retry",
+        metavar="SECONDS",
+        min=0,
+        envvar=PUSH_RETRY_VARIABLE,
+        help="How long to keep merging and pushing again while other assets push first "
+        "(0: push once).",
+    ),
+]
+
+
 @command(set_up=True)
-def sync(*, json: JsonFlag = False) -> None:
+def sync(
+    *,
+    json: JsonFlag = False,
+    push_retry: PushRetryOption = PUSH_RETRY_SECONDS,
+) -> None:
     """Pull, export, commit and push: the whole cycle in one command.
 
-    The pull's hooks merge what it brought; the export is committed only when the snapshot
-    changed.
+    The pull's hooks merge what it brought (their summary is shown); the export is committed
+    only when the snapshot changed. A push refused because another asset pushed first is
+    merged and pushed again, without exporting again.
     """
-    result = sync_service.sync_run(config(), warn)
+    retry = sync_service.PushRetry(push_retry)
+    result = sync_service.sync_run(config(), warn, say=tell, retry=retry)
+    for message in result.warnings:
+        warn(message)
     if json:
-        print_json({"steps": result.steps, "pushed": result.pushed})
+        print_json(result.to_json())
         return
     for step in result.steps:
         say(step)
+
+
+def tell(message: str) -> None:
+    """What a command is doing while it waits (on stderr: stdout may be --json)."""
+    if not options().quiet:
+        err.print(message, markup=False)
 
 
 @command(set_up=True)
@@ -1433,6 +1466,7 @@ def agent(
             help="The address to serve on; beyond 127.0.0.1 it needs DBSYNC_API_KEY.",
         ),
     ] = "127.0.0.1",
+    push_retry: PushRetryOption = PUSH_RETRY_SECONDS,
 ) -> None:
     """Sync on a schedule, serve a status page and API, and alert when the status degrades.
 
@@ -1441,7 +1475,10 @@ def agent(
     interval = agent_service.parse_interval(every)
     api_key = os.environ.get("DBSYNC_API_KEY") or None
     agent_api.require_key_for(bind, api_key)
-    worker = agent_service.Agent(config, interval, lambda line: out.print(line, markup=False))
+    cycle = functools.partial(agent_service.sync_cycle, retry=sync_service.PushRetry(push_retry))
+    worker = agent_service.Agent(
+        config, interval, lambda line: out.print(line, markup=False), cycle_runner=cycle
+    )
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, worker.stop_from_signal)
     agent_service.run_agent(worker, bind=bind, port=port, api_key=api_key)

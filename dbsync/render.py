@@ -66,13 +66,18 @@ def imported_json(result: ImportResult) -> dict[str, Any]:
         "documents": result.documents,
         "inserted": result.inserted,
         "replaced": result.replaced,
+        "kept": result.counts.kept,
+        "backup": result.backup,
     }
 
 
 def imported_line(result: ImportResult) -> str:
+    kept = result.counts.kept
+    left = f", {kept} left as the application wrote them meanwhile" if kept else ""
+    undo = f"; 'dbsync restore {result.backup}' undoes it" if result.backup else ""
     return (
         f"{result.collection}: {result.documents} documents imported ({result.mode.value}): "
-        f"{result.inserted} inserted, {result.replaced} replaced"
+        f"{result.inserted} inserted, {result.replaced} replaced{left}{undo}"
     )
 
 

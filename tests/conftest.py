@@ -24,6 +24,14 @@ pytest_plugins = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "liveness: the short form of the benchmark's five-asset liveness run; it runs in CI "
+        "(never deselect it there)",
+    )
+
+
 def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:
     """``method`` taking the ``sort`` keyword pymongo >= 4.11 passes, when it is None.
 

@@ -12,11 +12,13 @@ from typing import Any
 import bson
 import pytest
 
+from dbsync.config import Config, load_config
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import encode_record
 from dbsync.edges.changes import redecider
 from dbsync.edges.mongo import CAS_ROUNDS, MongoStore, cas_operation, open_mongo
 from dbsync.edges.store import Change, Document, Redecision
+from dbsync.runs.dedupe import dedupe
 from dbsync.runs.import_file import ImportCounts, ImportMode, import_file
 from tests.conftest import no_sleep_policy
 from tests.mongo_servers import MongoServer
@@ -152,17 +154,56 @@ def test_a_record_that_keeps_changing_fails_the_apply_after_bounded_rounds(
     assert len(rounds) == CAS_ROUNDS
 
 
+def project_config(folder: Path) -> Config:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dbsync.toml").write_text('database = "shop"\n')
+    return load_config(cwd=folder, environ={})
+
+
 def test_import_counts_inserted_and_replaced_documents(store: Any, tmp_path: Path) -> None:
+    config = project_config(tmp_path / "project")
     store.insert_many("items", [{"_id": 1, "v": 0}, {"_id": 2, "v": 0}])
     path = tmp_path / "items.json"
     path.write_text("".join(json.dumps({"_id": n, "v": 1}) + "\n" for n in (1, 3, 4)))
 
-    result = import_file(store, path, "items", ImportMode.upsert)
+    result = import_file(config, store, path, "items", ImportMode.upsert)
 
     assert (result.documents, result.counts) == (3, ImportCounts(inserted=2, replaced=1))
     path.write_text(json.dumps({"_id": 9}) + "\n")
-    inserted = import_file(store, path, "items", ImportMode.insert)
+    inserted = import_file(config, store, path, "items", ImportMode.insert)
     assert inserted.counts == ImportCounts(inserted=1, replaced=0)
+
+
+class WritesFirst:
+    """A store whose application writes ``documents`` just before the import's writes go in:
+    after the import read the collection, the worst moment."""
+
+    def __init__(self, inner: Any, documents: list[Document]) -> None:
+        self.inner, self.documents = inner, documents
+
+    def apply_changes(self, collection: str, changes: Any, redecide: Any) -> Any:
+        for document in self.documents:
+            self.inner.apply(collection, [document], [])
+        return self.inner.apply_changes(collection, changes, redecide)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_an_import_never_overwrites_what_the_application_wrote_after_it_read(
+    store: Any, tmp_path: Path
+) -> None:
+    config = project_config(tmp_path / "project")
+    store.insert_many("items", [{"_id": 1, "v": 0}, {"_id": 2, "v": 0}])
+    path = tmp_path / "items.json"
+    path.write_text("".join(json.dumps({"_id": n, "v": "file"}) + "\n" for n in (1, 2, 3)))
+    application = [{"_id": 2, "v": "app"}, {"_id": 3, "v": "app"}]
+
+    result = import_file(config, WritesFirst(store, application), path, "items", ImportMode.upsert)
+
+    values = {document["_id"]: document["v"] for document in store.iter_documents("items")}
+    assert values == {1: "file", 2: "app", 3: "app"}
+    assert result.counts == ImportCounts(inserted=1, replaced=2, kept=2)
 
 
 def test_every_version_decided_against_again_is_counted_as_a_conflict_with_its_loser(
@@ -181,3 +222,26 @@ def test_every_version_decided_against_again_is_counted_as_a_conflict_with_its_l
     losers = {entry["key"]["_id"]: entry["loser"]["name"] for entry in counts.conflicts}
     assert losers == {1: "merge older", 2: "user2"}
     assert {entry["rule"] for entry in counts.conflicts} == {"newer timestamp"}
+
+
+def test_dedupe_never_deletes_a_member_the_application_changed_after_it_read(
+    store: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "dbsync.toml").write_text(
+        'database = "shop"\n[collections.items]\nkey = ["user"]\ntimestamp = "ts"\n'
+    )
+    config = load_config(cwd=folder, environ={})
+    store.insert_many(
+        "items",
+        [{"_id": 1, "user": "a", "ts": "2024-01-01"}, {"_id": 2, "user": "a", "ts": "2024-02-01"}],
+    )
+    changed = {"_id": 1, "user": "a", "ts": "2024-01-01", "note": "the application's"}
+
+    report = dedupe(config, WritesFirst(store, [changed]), ["items"])
+
+    kept = sorted(store.iter_documents("items"), key=lambda document: document["_id"])
+    assert kept == [changed, {"_id": 2, "user": "a", "ts": "2024-02-01"}]
+    assert report is not None
+    assert any("left as it wrote them" in note for note in report.notes)

@@ -24,7 +24,7 @@ from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
-from dbsync.config import load_config
+from dbsync.config import Config, load_config
 from dbsync.core import extjson, snapshot
 from dbsync.edges.store import EmbeddedStore, decode_raw, id_key
 from dbsync.errors import InvalidInput
@@ -102,6 +102,11 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     opened.close()
 
 
+def corpus_config(folder: Path) -> Config:
+    (folder / "dbsync.toml").write_text('database = "corpus"\n')
+    return load_config(cwd=folder, environ={})
+
+
 @pytest.mark.parametrize("case", PARSE_ERRORS, ids=lambda case: case.name)
 def test_parse_error_is_refused_by_import_with_nothing_written(
     case: ParseError, store: EmbeddedStore, tmp_path: Path
@@ -110,7 +115,7 @@ def test_parse_error_is_refused_by_import_with_nothing_written(
     source.write_text('{"_id": 1, "fine": true}\n' + case.text.replace("\n", " ") + "\n")
     for mode in ImportMode:
         with pytest.raises(InvalidInput) as caught:
-            import_file(store, source, "bad", mode)
+            import_file(corpus_config(tmp_path), store, source, "bad", mode)
         assert f"{source}:2:" in caught.value.message
     assert store.count("bad") == 0
 

@@ -180,7 +180,7 @@ def test_a_killed_export_leaves_the_old_snapshot_or_the_new_one(crash_project, p
     leftovers = crash_project.json("prune")["removed"]["temporary_files"]
     if point == "export-mid-write":
         (leftover,) = leftovers
-        assert leftover.startswith("database_backup/.items.jsonl.") and leftover.endswith(".tmp")
+        assert leftover.startswith("database_sync/tmp/.items.jsonl.") and leftover.endswith(".tmp")
     assert [p.name for p in crash_project.snapshots.iterdir()] == ["items.jsonl"]
 
 

@@ -1,5 +1,6 @@
 import json
 import shutil
+import tempfile
 from collections import namedtuple
 
 import pytest
@@ -13,7 +14,10 @@ from dbsync.runs.prune import prune
 
 
 @pytest.fixture
-def config(tmp_path):
+def config(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmpdir"  # scratch folders of other runs on this machine stay out
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     (tmp_path / "dbsync.toml").write_text('database = "shop"\n')
     return load_config(cwd=tmp_path, environ={})
 
@@ -84,6 +88,7 @@ def test_prune_keeps_the_newest_n_and_clears_leftovers(cluttered):
         "unfinished_backups": [],
         "reports": [],
         "temporary_files": [],
+        "scratch_folders": [],
         "history_rows": 0,
         "losing_versions": 0,
     }

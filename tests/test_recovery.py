@@ -2,13 +2,13 @@
 deletion, the first time, on the embedded store and on MongoDB.
 
 The merge is the real post-merge hook of a real ``git pull``, killed with SIGKILL at a chosen
-point: git's environment for that pull puts a ``sitecustomize`` on ``PYTHONPATH`` that makes one
-internal function kill its own process (nothing in dbsync knows about it). Then the test runs,
-literally, each command ``dbsync status`` names as the fix, until status is HEALTHY.
+point (``tests/killpoints.py``: git's environment for that pull makes one internal function
+kill its own process; nothing in dbsync knows about it). Then the test runs, literally, each
+command ``dbsync status`` names as the fix, until status is HEALTHY.
 
-On MongoDB the same ``sitecustomize`` also kills the hook in the middle of a batch's writes (a
+On MongoDB the same kill points also stop the hook in the middle of a batch's writes (a
 transaction written and not committed on a replica set; written and not read back on a
-standalone server), and kills the *server* (SIGKILL, then started again on the same port and
+standalone server), and the *server* (SIGKILL, then started again on the same port and
 storage) before a pull and during its merge: the merge is pending, the pull still succeeds, and
 what ``status`` names completes it once the server is back.
 """
@@ -20,11 +20,11 @@ import os
 import re
 import shlex
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import killpoints
 from tests.git_helpers import DBSYNC, Repo, Run, init_pair
 from tests.mongo_servers import (
     EMBEDDED,
@@ -36,38 +36,6 @@ from tests.mongo_servers import (
     MongoServer,
     start_server,
 )
-
-SITECUSTOMIZE = """
-import importlib, os, signal, socket, time
-
-spec = os.environ.get("DBSYNC_TEST_KILL")
-if spec:
-    module_name, attribute, calls = spec.split(":")
-    victim = int(os.environ.get("DBSYNC_TEST_KILL_PID") or os.getpid())  # itself, or a server
-    owner = importlib.import_module(module_name)
-    *path, name = attribute.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    function, seen = getattr(owner, name), []
-
-    def gone(port):  # the killed server's port refuses connections: it is down
-        for _ in range(1000):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return
-            time.sleep(0.01)
-        raise RuntimeError(f"the server on port {port} still answers after SIGKILL")
-
-    def killing(*args, **kwargs):
-        seen.append(1)
-        if len(seen) == int(calls) + 1:
-            os.kill(victim, signal.SIGKILL)
-            gone(int(os.environ["DBSYNC_TEST_KILL_PORT"]))  # reached only when it is a server
-        return function(*args, **kwargs)
-
-    setattr(owner, name, killing)
-"""
 
 RECORDS = 2500
 DELETED = 40
@@ -114,13 +82,6 @@ def assert_converged(a: Repo, b: Repo, gone: list[str]) -> None:
     assert not [line for line in dump if any(key in line for key in gone)]
 
 
-def killer(tmp_path: Path) -> Path:
-    folder = tmp_path / "killer"
-    folder.mkdir(exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return folder
-
-
 def follow_status(repo: Repo, rounds: int = 4) -> list[tuple[str, Run]]:
     """Run every fix ``status`` names (``run 'dbsync ...'``) until it is HEALTHY; each command
     with what it printed."""
@@ -154,7 +115,7 @@ def test_following_status_after_a_killed_hook_merge_keeps_every_deletion(assets,
     kill = POINTS[point] or WHILE_WRITING[store]
     gone = diverge(a, b)
 
-    pulled = a.git("pull", "-q", PYTHONPATH=str(killer(tmp_path)), DBSYNC_TEST_KILL=kill)
+    pulled = a.git("pull", "-q", **killpoints.at(tmp_path / "killer", kill))
     assert pulled.code == 0
     assert follow_status(a), "the kill left nothing to recover: it did not happen"
 
@@ -194,7 +155,7 @@ def test_a_hook_merge_killed_mid_write_on_mongodb_is_recovered_the_first_time(
     gone = diverge(a, b, FEWER)
 
     kill = MID_WRITE[server.mode]
-    pulled = a.git("pull", "-q", PYTHONPATH=str(killer(tmp_path)), DBSYNC_TEST_KILL=kill)
+    pulled = a.git("pull", "-q", **killpoints.at(tmp_path / "killer", kill))
     assert pulled.code == 0
 
     fixes = follow_status(a)
@@ -241,15 +202,9 @@ def test_a_server_killed_during_a_pull_s_merge_leaves_it_pending_until_it_is_bac
     a, b = init_pair(tmp_path / "assets", git_env, own_server)
     quick_retries(a)
     gone = diverge(a, b, FEWER)
-    assert own_server.process is not None
 
-    pulled = a.git(
-        "pull",
-        PYTHONPATH=str(killer(tmp_path)),
-        DBSYNC_TEST_KILL="dbsync.edges.mongo:_write_in_transaction:0",
-        DBSYNC_TEST_KILL_PID=str(own_server.process.pid),
-        DBSYNC_TEST_KILL_PORT=str(own_server.port),
-    )
+    kill = "dbsync.edges.mongo:_write_in_transaction:0"
+    pulled = a.git("pull", **killpoints.at(tmp_path / "killer", kill, server=own_server))
 
     assert_pending(pulled)
     own_server.kill()  # reaps the process the hook killed

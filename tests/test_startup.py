@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dbsync import cli
-from dbsync.runs import import_file, prune
+from dbsync.runs import import_file, prune, sync
 from tests.git_helpers import DBSYNC
 
 LOADED = "import sys, dbsync.cli; print(__import__('json').dumps(sorted(sys.modules)))"
@@ -33,6 +33,8 @@ def test_the_cli_copies_of_two_service_values_agree_with_the_services():
     """Typer reads them when it builds the command tree, before any service is imported."""
     assert [mode.value for mode in cli.ImportMode] == [m.value for m in import_file.ImportMode]
     assert cli.DEFAULT_KEEP == prune.DEFAULT_KEEP
+    assert cli.PUSH_RETRY_SECONDS == sync.DEFAULT_PUSH_RETRY_SECONDS
+    assert cli.PUSH_RETRY_VARIABLE == sync.PUSH_RETRY_VARIABLE
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def test_sync_sends_local_records_and_brings_the_other_assets(pair):
     assert "export: committed" in out and "push: done" in out
     b.import_records(records[100:])
     out = b.dbsync("sync").out
-    assert "merge: done by the post-merge hook" in out
+    assert "merge: merged database_backup into the database (two-way): 100 record(s)" in out
     assert "push: done" in out
     assert len(reports(b)) == 1  # merged once, by the hook: sync did not merge again
     a.dbsync("sync")
@@ -90,7 +90,7 @@ def test_sync_reconciles_a_diverged_branch_on_a_stock_git_configuration(pair, tm
     a.push_snapshot()  # the remote now has a commit b lacks: the branches diverged
     b_stock, a_stock = stock(b, tmp_path / "home"), stock(a, tmp_path / "home")
     out = b_stock.dbsync("sync").out
-    assert "merge: done by the post-merge hook" in out and "push: done" in out
+    assert "merge: merged database_backup into the database" in out and "push: done" in out
     assert len(b.dump()) == 30
     a_stock.dbsync("sync")
     assert a.dump() == b.dump() and a.snapshot() == b.snapshot()

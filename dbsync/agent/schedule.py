@@ -232,10 +232,11 @@ def _quiet(message: str) -> None:
     """The agent's runs print nothing: their outcome is in its log line and the history."""
 
 
-def sync_cycle(config: Config) -> str:
-    """One ``dbsync sync``; its steps as a summary line."""
-    result = sync_service.sync_run(config, _quiet)
-    return ", ".join(result.steps[1:])
+def sync_cycle(config: Config, retry: sync_service.PushRetry | None = None) -> str:
+    """One ``dbsync sync``; its steps, and what it warned of, as a summary line."""
+    result = sync_service.sync_run(config, _quiet, retry=retry)
+    warnings = "".join(f"; warning: {message}" for message in result.warnings)
+    return ", ".join(result.steps[1:]) + warnings
 
 
 def retry_one_pending(config: Config, pending_id: int) -> dict[str, Any] | None:

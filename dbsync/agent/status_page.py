@@ -170,6 +170,10 @@ def agent_section(agent: Mapping[str, Any], now: datetime.datetime) -> str:
         ("syncing now", "yes" if agent.get("syncing") else "no"),
         ("up for", escape(_duration(int(agent.get("uptime_seconds", 0))))),
     ]
+    if last.get("error"):  # what failed, beside the count: the Health section has the fix
+        facts.append(
+            ("last error", f'<span class="bad">{escape(_shorten(last["error"], 160))}</span>')
+        )
     cells = "".join(f"<div><dt>{escape(k)}</dt><dd>{v}</dd></div>" for k, v in facts)
     return f'<dl class="facts">{cells}</dl>'
 

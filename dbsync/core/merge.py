@@ -17,7 +17,7 @@ case of a sync costs a comparison per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from dbsync.core.conflict import resolve
 from dbsync.core.ordering import SortKey, key_values
 from dbsync.core.rules import Rules
-from dbsync.core.snapshot import line_document, line_sort_key
+from dbsync.core.snapshot import line_body, line_document, line_sort_key
 from dbsync.errors import InvalidInput
 
 
@@ -41,6 +41,9 @@ class Outcome(str, Enum):
 
 
 MODIFIED_BEATS_DELETED = "changed beats deleted"
+OURS, THEIRS = "ours", "theirs"
+"""The sides of a merge: ours is this asset's (its database, or its commit in the merge
+driver), theirs what came from another asset."""
 
 
 @dataclass(slots=True)
@@ -232,8 +235,65 @@ def conflict_entry(decision: Decision, fields: Sequence[str]) -> dict[str, Any]:
         "winner": _document(decision.result),
         "loser": _document(decision.loser),
         "rule": decision.rule,
+        "lost": losing_side(decision),
     }
+
+
+def losing_side(decision: Decision) -> str:
+    """Whose version a conflict decided against: ``OURS`` or ``THEIRS`` (so that an asset
+    whose own edits keep losing can be told, whichever rule decided)."""
+    if decision.loser is None:  # changed beats deleted: the deletion lost
+        return OURS if decision.ours is None else THEIRS
+    return OURS if decision.loser == decision.ours else THEIRS
 
 
 def _document(line: bytes | None) -> dict[str, Any] | None:
     return None if line is None else line_document(line)
+
+
+def redecide(
+    current: bytes | None, planned: bytes | None, rules: Rules
+) -> tuple[bytes | None, Decision | None]:
+    """A record the application changed after a merge read it, decided again: ``current`` is
+    its line now (None: deleted meanwhile), ``planned`` the merge's result for it (None: the
+    merge deleted it). Returns the line to write (None: leave the record as the application
+    wrote it) and the conflict decided, if any.
+
+    Changed beats deleted, whichever side deleted; otherwise the conflict rule decides, two-way,
+    so that a newer edit of the application wins and an older one loses as it would have in the
+    merge itself."""
+    if planned is None:
+        return None, None  # the merge deleted (or moved) it; the application changed it: kept
+    if current is None:
+        return planned, None  # deleted meanwhile: the merge's change wins
+    decision = decide_two_way(current, planned, rules)
+    conflict = decision if decision.outcome is Outcome.CONFLICT else None
+    if decision.result is None or line_body(decision.result) == line_body(current):
+        return None, conflict
+    return decision.result, conflict
+
+
+def fold_equal_keys(
+    pairs: Iterable[tuple[SortKey, bytes]],
+    rules: Rules,
+    folded: Callable[[Decision], None] | None = None,
+) -> Iterator[bytes]:
+    """Key-sorted lines with each key once: the same key in two files (two part layouts met,
+    say after git merged two assets' snapshots) is one record, and the conflict rule decides
+    which version it keeps. ``folded`` is told every decision that drops a version, so that
+    the losing version is reported and kept like any other."""
+    current: tuple[SortKey, bytes] | None = None
+    for key, line in pairs:
+        if current is not None and key == current[0]:
+            if line != current[1]:
+                decision = _both_changed(current[1], line, rules)
+                if folded is not None:
+                    folded(decision)
+                assert decision.result is not None
+                current = (key, decision.result)
+            continue
+        if current is not None:
+            yield current[1]
+        current = (key, line)
+    if current is not None:
+        yield current[1]

@@ -13,7 +13,6 @@ changed since is left as the application wrote it, and named.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,9 +20,9 @@ from typing import Any, BinaryIO
 import orjson
 
 from dbsync.core import extjson
-from dbsync.core.merge import Outcome, align, conflict_entry, decide_two_way
+from dbsync.core.merge import align, conflict_entry, redecide
 from dbsync.core.rules import Rules
-from dbsync.core.snapshot import Header, SectionWriter, encode_record, line_body, line_document
+from dbsync.core.snapshot import Header, SectionWriter, encode_record, line_document
 from dbsync.edges.store import Change, Document, Redecide, Redecision, encode_document, same_id
 from dbsync.errors import InvalidInput
 
@@ -126,29 +125,20 @@ def spooled_changes(spool: Path) -> Iterator[Change]:
 
 
 def redecider(rules: Rules) -> Redecide:
-    """How a record the application changed after the merge read it is decided again: by the
-    conflict rules, two-way, against its new version (a newer edit wins; changed beats
-    deleted), so the application's write is never overwritten blindly. A conflict decided
-    here is returned with the decision, so that its losing version is reported and kept once
-    the decision holds."""
+    """How a record the application changed after the merge read it is decided again
+    (``core.merge.redecide``), as a ``Redecision`` the store can make: the application's write
+    is never overwritten blindly, and a conflict decided here is returned with the decision,
+    so that its losing version is reported and kept once the decision holds."""
 
-    def redecide(change: Change, current: Document | None) -> Redecision:
-        if change.document is None:
-            return Redecision(None)  # the merge deleted (or moved) it; the application changed it
-        if current is None:
-            return Redecision(dataclasses.replace(change, expected=None))  # changed beats deleted
-        assert change.line is not None
-        current_line = encode_record(current, rules.key)[1]
-        decision = decide_two_way(current_line, change.line, rules)
-        conflict = None
-        if decision.outcome is Outcome.CONFLICT:
-            conflict = conflict_entry(decision, rules.key)
-        if decision.result is None or line_body(decision.result) == line_body(current_line):
-            return Redecision(None, conflict)
-        written = line_value(decision.result)
-        return Redecision(Change(change.id, None, written, decision.result), conflict)
+    def redecide_change(change: Change, current: Document | None) -> Redecision:
+        current_line = None if current is None else encode_record(current, rules.key)[1]
+        result, conflict = redecide(current_line, change.line if change.document else None, rules)
+        entry = None if conflict is None else conflict_entry(conflict, rules.key)
+        if result is None:
+            return Redecision(None, entry)
+        return Redecision(Change(change.id, None, line_value(result), result), entry)
 
-    return redecide
+    return redecide_change
 
 
 def keep_current(change: Change, current: Document | None) -> Redecision:

@@ -7,7 +7,9 @@ redacted: a remote URL can carry a password.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,6 +120,12 @@ def rev_parse(worktree: Path, revision: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def rev_parse_object(worktree: Path, revision: str) -> str | None:
+    """The id of the object ``revision`` names (``COMMIT:path``: a blob), or None."""
+    result = run_git(["rev-parse", "--verify", "--quiet", revision], worktree, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def parents(worktree: Path, revision: str = "HEAD") -> list[str]:
     """The parents of the commit ``revision`` names (none: a root commit, or no such commit)."""
     result = run_git(["log", "-1", "--format=%P", revision, "--"], worktree, check=False)
@@ -139,20 +147,49 @@ def tree_changed(worktree: Path, old: str, new: str, path: str) -> bool:
     return result.returncode == 1
 
 
+def without_temporary_files(path: str) -> list[str]:
+    """Pathspecs for everything under ``path`` but a temporary file (``.NAME.XXXX.tmp``): one
+    left by a killed write of an older dbsync must never be committed as a snapshot."""
+    return [path, f":(exclude,glob){path}/**/.*.tmp"]
+
+
+def changed_paths(worktree: Path, path: str) -> list[str]:
+    """The files under ``path`` that differ from HEAD in the work tree (new, modified or
+    deleted), temporary files left out."""
+    args = ["status", "--porcelain", "-z", "--untracked-files=all", "--"]
+    output = run_git([*args, *without_temporary_files(path)], worktree).stdout
+    return parse_status(output)
+
+
+def parse_status(porcelain_z: str) -> list[str]:
+    """The paths of ``git status --porcelain -z``: ``XY path`` entries; a rename or copy is
+    followed by its source path, which is not listed."""
+    entries = iter(porcelain_z.split("\0"))
+    paths = []
+    for entry in entries:
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            if "R" in entry[:2] or "C" in entry[:2]:
+                next(entries, None)
+    return paths
+
+
 def has_changes(worktree: Path, path: str) -> bool:
     """Whether ``path`` differs from HEAD in the work tree (new, modified or deleted files)."""
-    args = ["status", "--porcelain", "--untracked-files=all", "--", path]
-    return bool(run_git(args, worktree).stdout.strip())
+    return bool(changed_paths(worktree, path))
 
 
-def commit_path(worktree: Path, path: str, message: str) -> str:
+def commit_path(
+    worktree: Path, path: str, message: str, *, env: Mapping[str, str] | None = None
+) -> str:
     """Commit everything under ``path``, and only that (other staged changes stay staged).
 
     ``--no-verify``: the commit is machine-made; a user's pre-commit checks must not rewrite or
-    refuse generated snapshot files.
+    refuse generated snapshot files. ``env``: the commit's environment (what its hooks see).
     """
-    run_git(["add", "--all", "--", path], worktree)
-    run_git(["commit", "--quiet", "--no-verify", "--message", message, "--", path], worktree)
+    run_git(["add", "--all", "--", *without_temporary_files(path)], worktree)
+    commit = ["commit", "--quiet", "--no-verify", "--message", message, "--", path]
+    run_git(commit, worktree, env=env)
     head = rev_parse(worktree, "HEAD")
     assert head is not None
     return head
@@ -167,6 +204,112 @@ def require_toplevel(path: Path) -> Path:
             hint="run this in the repository that holds dbsync.toml (or 'git init' first)",
         )
     return root
+
+
+# ---------------------------------------------------------------- the repository's own state
+
+MERGE, REBASE, CHERRY_PICK, REVERT = "merge", "rebase", "cherry-pick", "revert"
+_IN_PROGRESS = (
+    ("rebase-merge", REBASE),
+    ("rebase-apply", REBASE),
+    ("MERGE_HEAD", MERGE),
+    ("CHERRY_PICK_HEAD", CHERRY_PICK),
+    ("REVERT_HEAD", REVERT),
+)
+STALE_LOCK_SECONDS = 600.0
+"""Where running processes cannot be listed (no ``/proc``): a lock this old is stale."""
+
+
+def git_dir(worktree: Path) -> Path:
+    """This work tree's git directory (``.git``, or ``.git/worktrees/NAME`` for a worktree)."""
+    return Path(run_git(["rev-parse", "--absolute-git-dir"], worktree).stdout.strip())
+
+
+def operation_in_progress(worktree: Path) -> str | None:
+    """The git operation left under way here (a merge, rebase, cherry-pick or revert waiting
+    to be finished or aborted), or None."""
+    folder = git_dir(worktree)
+    for marker, operation in _IN_PROGRESS:
+        if (folder / marker).exists():
+            return operation
+    return None
+
+
+def unmerged_paths(worktree: Path, path: str) -> list[str]:
+    """The files under ``path`` that git left with a conflict (unmerged index entries)."""
+    output = run_git(["ls-files", "--unmerged", "-z", "--", path], worktree).stdout
+    names = (entry.split("\t", 1)[1] for entry in output.split("\0") if "\t" in entry)
+    return sorted(set(names))
+
+
+def lock_files(worktree: Path) -> list[Path]:
+    """The lock files git leaves when a command that writes is killed: the index, HEAD and the
+    current branch (the ones every commit, merge and pull needs)."""
+    folder = git_dir(worktree)
+    candidates = [folder / "index.lock", folder / "HEAD.lock"]
+    branch = run_git(["symbolic-ref", "--quiet", "HEAD"], worktree, check=False).stdout.strip()
+    if branch:
+        candidates.append(common_dir(worktree) / f"{branch}.lock")
+    return [path for path in candidates if path.exists()]
+
+
+def git_processes(worktree: Path) -> list[int] | None:
+    """The git processes working in this repository (their working folder is inside the work
+    tree or the git directory); None where this cannot be told (no ``/proc``)."""
+    processes = Path("/proc")
+    if not (processes / "self").exists():
+        return None
+    places = (worktree.resolve(), git_dir(worktree).resolve())
+    found = []
+    for entry in processes.iterdir():
+        if entry.name.isdigit() and _runs_git_in(entry, places):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _runs_git_in(process: Path, places: Sequence[Path]) -> bool:
+    try:
+        if not (process / "comm").read_text().startswith("git"):
+            return False
+        cwd = Path(os.readlink(process / "cwd"))
+    except OSError:  # gone meanwhile, a zombie, or another user's
+        return False
+    return any(cwd == place or place in cwd.parents for place in places)
+
+
+MERGE_FILE = re.compile(r"\.merge_file_[A-Za-z0-9]{6}")
+"""The name of the files git writes for a merge driver (``%O %A %B``) at the root of the
+work tree, and removes after it: left only by a git that was killed."""
+
+
+def stale_merge_files(worktree: Path) -> list[Path]:
+    """Merge driver files a killed git left at the root of the work tree (untracked, no git
+    running here: never a file of the user's by that name)."""
+    found = [path for path in worktree.iterdir() if MERGE_FILE.fullmatch(path.name)]
+    if not found or git_processes(worktree):
+        return []
+    tracked = run_git(["ls-files", "--", *(path.name for path in found)], worktree).stdout
+    return [path for path in found if path.name not in tracked.split("\n")]
+
+
+def stale_locks(worktree: Path, *, now: float | None = None) -> list[Path]:
+    """Lock files no git process holds: left by a git command that was killed. While git runs
+    here, none is stale; without ``/proc``, a lock older than ``STALE_LOCK_SECONDS`` is."""
+    locks = lock_files(worktree)
+    if not locks:
+        return []
+    running = git_processes(worktree)
+    if running is None:
+        moment = time.time() if now is None else now
+        return [lock for lock in locks if moment - _modified(lock) > STALE_LOCK_SECONDS]
+    return [] if running else locks
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()
 
 
 def recent_commits(worktree: Path, limit: int) -> list[tuple[str, int, str]]:

@@ -17,7 +17,7 @@ from dbsync.config import Config
 from dbsync.edges.state import JournalEntry, StateStore, open_state, reading_state
 from dbsync.errors import SafetyRefusal, UsageError
 
-MERGE, RESTORE = "merge", "restore"
+MERGE, RESTORE, IMPORT = "merge", "restore", "import"
 
 
 def interrupted_runs(state_dir: Path) -> list[JournalEntry]:
@@ -38,6 +38,8 @@ def recovery(entry: JournalEntry) -> str:
     if entry.operation == MERGE:
         undo = f", or 'dbsync restore {entry.backup}' to undo it" if entry.backup else ""
         return f"run 'dbsync merge --resume' to finish it{undo}"
+    if entry.operation == IMPORT:
+        return f"run 'dbsync restore {entry.backup}' to undo it, then import the file again"
     return f"run 'dbsync restore {entry.backup}' again to finish it"
 
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import xxhash
 
-from dbsync.core.conflict import resolve
+from dbsync.core.merge import Decision, fold_equal_keys
 from dbsync.core.ordering import SortKey, part_of
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
@@ -130,10 +130,17 @@ class CollectionFiles:
         return problems
 
     def lines(
-        self, rules: Rules | None = None, *, deep: bool = False, verified: bool = False
+        self,
+        rules: Rules | None = None,
+        *,
+        deep: bool = False,
+        verified: bool = False,
+        folded: Callable[[Decision], None] | None = None,
     ) -> Iterator[bytes]:
         """Every record line of the collection in key order, each key once; ``verified``:
-        each file checked as it is read (``verified_file_lines``)."""
+        each file checked as it is read (``verified_file_lines``). A key found in two files
+        (two layouts met) is decided by the conflict rule (``core.merge.fold_equal_keys``),
+        and ``folded`` told each decision, to report its losing version."""
         read = verified_file_lines if verified else partial(file_lines, deep=deep)
         if len(self.files) == 1:
             yield from read(self.files[0][0], self.collection)
@@ -143,7 +150,7 @@ class CollectionFiles:
             ((line_sort_key(line, rules.key), line) for line in read(p, self.collection))
             for p in self.paths
         ]
-        yield from _fold_equal_keys(heapq.merge(*streams, key=_first), rules)
+        yield from fold_equal_keys(heapq.merge(*streams, key=_first), rules, folded)
 
 
 def _first(pair: tuple[SortKey, bytes]) -> SortKey:
@@ -180,21 +187,6 @@ def check_file_name(path: Path, header: Header) -> None:
             hint=f"restore {path.name} from git (git checkout -- {path}) or remove it; "
             "nothing was written",
         )
-
-
-def _fold_equal_keys(pairs: Iterator[tuple[SortKey, bytes]], rules: Rules) -> Iterator[bytes]:
-    """The same key in two files (two layouts met) is one record: the conflict rule decides."""
-    current: tuple[SortKey, bytes] | None = None
-    for key, line in pairs:
-        if current is not None and key == current[0]:
-            if line != current[1]:
-                current = (key, resolve(current[1], line, rules).line)
-            continue
-        if current is not None:
-            yield current[1]
-        current = (key, line)
-    if current is not None:
-        yield current[1]
 
 
 def collection_files(folder: Path) -> dict[str, CollectionFiles]:

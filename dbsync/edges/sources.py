@@ -8,12 +8,13 @@ no part of a split collection is missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
+from dbsync.core.merge import Decision
 from dbsync.core.snapshot import SUFFIX, Header, SnapshotError
 from dbsync.edges.parts import (
     CollectionFiles,
@@ -45,9 +46,12 @@ class SourceSection:
         for path, header in self.files.files:
             yield header, file_lines(path, header.collection)
 
-    def lines(self) -> Iterator[bytes]:
+    def lines(self, folded: Callable[[Decision], None] | None = None) -> Iterator[bytes]:
+        """The section's lines, each key once (``folded``: see ``CollectionFiles.lines``)."""
         if self.files is not None:
-            yield from self.files.lines(self.header.rules, verified=self.verified_as_read)
+            yield from self.files.lines(
+                self.header.rules, verified=self.verified_as_read, folded=folded
+            )
             return
         for section in read_sections(self.path):
             if section.header.collection == self.header.collection:

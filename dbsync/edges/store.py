@@ -105,10 +105,12 @@ class Store(Protocol):
     def apply(
         self, collection: str, upserts: Sequence[Document], delete_ids: Sequence[Any]
     ) -> WriteCounts:
-        """Delete ``delete_ids``, then insert or replace each of ``upserts`` by its ``_id``.
+        """Delete ``delete_ids``, then insert or replace each of ``upserts`` by its ``_id``,
+        whatever the records hold: a blind write, which none of dbsync's runs makes (they
+        write by compare-and-set, ``apply_changes``); it stands in for an application in the
+        tests and tools.
 
-        Bulk writes; one transaction where the server supports it. Raises on any failure,
-        leaving recovery (restoring the backup) to the caller.
+        Bulk writes; one transaction where the server supports it. Raises on any failure.
         """
         ...
 

@@ -14,7 +14,6 @@ shown as plain text instead.
 from __future__ import annotations
 
 import difflib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import orjson
 
 from dbsync.core.ordering import describe_key
 from dbsync.core.snapshot import line_body, line_document
+from dbsync.edges.files import scratch_folder
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.errors import DbsyncError
 from dbsync.runs.diff import RecordChange, change_text, diff_paths
@@ -47,7 +47,7 @@ def external_diff(arguments: list[str]) -> Iterator[str]:
 
 
 def _record_changes(old: str, new: str) -> Iterator[RecordChange]:
-    with tempfile.TemporaryDirectory(prefix="dbsync-diff-") as empty:
+    with scratch_folder("diff") as empty:
         before = Path(empty if old == NO_FILE else old)
         after = Path(empty if new == NO_FILE else new)
         yield from diff_paths(before, after)

@@ -1,7 +1,10 @@
 """``dbsync hook NAME``: what the git hook scripts run.
 
 * ``pre-push``: export; a changed snapshot is committed and the push stopped with one line asking
-  to push again (git cannot add a commit to a push that has started).
+  to push again (git cannot add a commit to a push that has started). A push ``dbsync sync`` (or
+  the agent) makes carries the snapshot it has just exported and committed (it says so in
+  ``SYNC_EXPORTED``): that push goes on, and what the application wrote since belongs to the
+  next cycle — exporting it would stop every push of a busy asset.
 * ``post-merge``, ``post-rewrite`` (rebase) and ``post-commit`` (a cherry-pick only): when the
   snapshot folder changed, merge it into the database, three-way only against a true common
   ancestor (PRODUCT.md §4); a rebase or an amend first moves the synced commit to its rewrite.
@@ -36,6 +39,8 @@ from dbsync.runs.pending import base_for, queue_pending
 from dbsync.runs.pipeline import changing_store_run
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
+SYNC_EXPORTED = "DBSYNC_SYNC_EXPORTED"
+"""Set by ``dbsync sync`` on the pushes it makes: the snapshot was exported and committed."""
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
 POST_COMMIT = "post-commit"
 NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE, POST_COMMIT)
@@ -80,7 +85,7 @@ def _only_deletions(ref_lines: list[str]) -> bool:
 
 
 def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
-    if _only_deletions(ref_lines):
+    if _only_deletions(ref_lines) or os.environ.get(SYNC_EXPORTED):
         return HookOutcome()
     try:
         exported = _export(config)

@@ -14,7 +14,6 @@ even one that edited the record meanwhile.
 from __future__ import annotations
 
 import datetime
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from dbsync.core.ordering import JsonDoc, describe_key, sort_key
 from dbsync.core.report import MergeReport
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_sort_key, record_line, snapshot_filename
+from dbsync.edges.files import scratch_folder
 from dbsync.edges.parts import collection_files
 from dbsync.edges.snapshot_files import write_snapshot
 from dbsync.edges.store import Store
@@ -128,7 +128,7 @@ def bring_back(
     restored = with_timestamp(document, rules, now)
     line = snapshot_line(restored)
     key = sort_key(restored, rules.key)
-    with tempfile.TemporaryDirectory(prefix="dbsync-bring-back-") as scratch:
+    with scratch_folder("bring-back") as scratch:
         work = Path(scratch)
         base = current_line(config, store, collection, work / "now", key)
         header = Header(collection, rules)

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import orjson
 
 from dbsync.config import Config
-from dbsync.core import extjson
 from dbsync.core.conflict import resolve
 from dbsync.core.merge import MergeCounts
 from dbsync.core.ordering import key_values
 from dbsync.core.report import SUCCESS, MergeReport, tie_break_notes
 from dbsync.core.rules import Rules
-from dbsync.core.snapshot import Discard, Header, line_body, line_document, write_section
+from dbsync.core.snapshot import Discard, Header, line_document, write_section
+from dbsync.edges.changes import keep_current, line_value, record_id
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
-from dbsync.edges.store import Store
+from dbsync.edges.store import Change, ChangeCounts, Store, encode_document
 from dbsync.progress import NoProgress
 from dbsync.runs.losing import DEDUPE
 from dbsync.runs.merge import write_report_files
@@ -65,19 +65,25 @@ def _id_of(line: bytes) -> bytes:
     return orjson.dumps(line_document(line).get("_id"))
 
 
-def apply_fold(store: Store, name: str, fold: Fold) -> int:
-    """Delete the losers, rewrite the winner if ``preserve`` changed it; returns deletions."""
+def fold_changes(fold: Fold) -> list[Change]:
+    """The writes of one fold, each expecting its record as the group read it: the losers
+    deleted, the winner rewritten if ``preserve`` changed it."""
     keep = _id_of(fold.result)
-    deletes = [
-        extjson.from_json_value(orjson.loads(_id_of(line)))
-        for line in fold.members
-        if _id_of(line) != keep
-    ]
-    upserts = []
-    if fold.result not in fold.members:
-        upserts.append(extjson.from_json_value(orjson.loads(line_body(fold.result))))
-    store.apply(name, upserts, deletes)
-    return len(deletes)
+    changes = []
+    for line in fold.members:
+        document = line_value(line)
+        expected = encode_document(document)
+        if _id_of(line) != keep:
+            changes.append(Change(record_id(document), expected, None))
+        elif line != fold.result:
+            changes.append(Change(record_id(document), expected, line_value(fold.result)))
+    return changes
+
+
+def apply_fold(store: Store, name: str, fold: Fold) -> ChangeCounts:
+    """Fold one group by compare-and-set: a member the application changed since the group
+    was read is left as it wrote it (counted in ``left``), never deleted or overwritten."""
+    return store.apply_changes(name, fold_changes(fold), keep_current)
 
 
 def dedupe(config: Config, store: Store, names: Sequence[str]) -> MergeReport | None:
@@ -92,9 +98,12 @@ def dedupe(config: Config, store: Store, names: Sequence[str]) -> MergeReport | 
     for name, found in groups.items():
         rules = config.rules(name)
         counts = MergeCounts()
+        left = 0
         for group in found:
             fold = fold_group(group, rules)
-            counts.deleted += apply_fold(store, name, fold)
+            applied = apply_fold(store, name, fold)
+            counts.deleted += applied.deleted
+            left += applied.left
             key = dict(
                 zip(rules.key, key_values(line_document(fold.result), rules.key), strict=True)
             )
@@ -111,5 +120,10 @@ def dedupe(config: Config, store: Store, names: Sequence[str]) -> MergeReport | 
         counts.total = store.count(name)
         report.collections[name] = counts
         report.notes += tie_break_notes(name, rules, counts)
+        if left:
+            report.notes.append(
+                f"{name}: {left} record(s) the application changed during --dedupe were left "
+                "as it wrote them; run it again to fold what still shares a key"
+            )
     write_report_files(config, report, now, DEDUPE)
     return report

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from dbsync.core.merge import align
 from dbsync.core.ordering import key_values
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import line_document
+from dbsync.edges.files import scratch_folder
 from dbsync.edges.sources import index_sections
 from dbsync.edges.store import Store
 from dbsync.errors import UsageError
@@ -94,7 +94,7 @@ def diff(
     """``db`` on either side means the live database, exported to a temporary folder first."""
     if first == DATABASE and second == DATABASE:
         raise UsageError("give at least one snapshot path: 'db' against 'db' never differs")
-    with tempfile.TemporaryDirectory(prefix="dbsync-diff-") as scratch:
+    with scratch_folder("diff") as scratch:
         exported = Path(scratch)
         if DATABASE in (first, second):
             with open_store() as store:

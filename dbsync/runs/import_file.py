@@ -1,10 +1,24 @@
-"""``dbsync import``: Extended JSON (mongoexport lines or a JSON array) → a collection."""
+"""``dbsync import``: Extended JSON (mongoexport lines or a JSON array) → a collection.
+
+An import writes into a live database like a merge: the whole file is checked first; then the
+documents are sorted by ``_id`` (in bounded memory) and compared with what the collection holds,
+what changes is backed up (the records it replaces and the ones it inserts), and the writes are
+made by compare-and-set, journaled. A record the application wrote after the import read it is
+left as the application wrote it, and named. On the embedded store the import is one
+transaction: interrupted, it leaves the collection as it was. On MongoDB its batches are undone
+from the backup when it fails or is interrupted; killed, it is left in the journal for
+``status`` to name, with ``dbsync restore ID`` to undo it.
+"""
 
 from __future__ import annotations
 
+import datetime
+import shutil
+import tempfile
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -12,9 +26,16 @@ from typing import Any
 import orjson
 from bson import ObjectId
 
+from dbsync.config import Config
 from dbsync.core import extjson
-from dbsync.edges.store import Document, Store, id_key
-from dbsync.errors import InvalidInput
+from dbsync.core.ordering import SortKey
+from dbsync.core.rules import Rules
+from dbsync.core.snapshot import Header, encode_record, line_body, line_sort_key
+from dbsync.edges import backups, journal
+from dbsync.edges.changes import ChangeWriter, keep_current, line_value, spooled_changes
+from dbsync.edges.snapshot_files import sorted_lines
+from dbsync.edges.store import ChangeCounts, Document, Store, chunks, id_key
+from dbsync.errors import DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
 
 BATCH = 1000
@@ -27,10 +48,12 @@ class ImportMode(str, Enum):
 
 @dataclass(frozen=True)
 class ImportCounts:
-    """How many imported documents were new, and how many replaced a stored one."""
+    """How many imported documents were to be new, how many were to replace a stored one, and
+    how many of those the import left as the application wrote them after it read them."""
 
     inserted: int = 0
     replaced: int = 0
+    kept: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,9 @@ class ImportResult:
     counts: ImportCounts = ImportCounts()
     converted: list[str] = field(default_factory=list)
     """Each value of a deprecated BSON type (``$symbol``...) and what it was stored as."""
+    backup: str | None = None
+    """The backup that undoes the import (``dbsync restore ID``)."""
+    applied: ChangeCounts | None = None
 
     @property
     def inserted(self) -> int:
@@ -136,29 +162,130 @@ def _check_insertable(store: Store, collection: str, path: Path) -> int:
     return count
 
 
+@dataclass
+class _Plan:
+    """The writes an import makes, spooled, and what they do."""
+
+    spool: Path
+    counts: ImportCounts
+    backup_bytes: int
+
+
 def import_file(
+    config: Config,
     store: Store,
     path: Path,
     collection: str,
     mode: ImportMode,
     progress: Progress | None = None,
 ) -> ImportResult:
-    """Validate the whole file first, then write it in batches (by key: linear in the file)."""
+    """Check the whole file, plan and back up what it changes, then write it (module docstring)."""
     progress = progress or NoProgress()
     if mode is ImportMode.insert:
         total = _check_insertable(store, collection, path)
     else:
         total = sum(1 for _ in read_documents(path))
-    progress.start(f"import {collection}", total)
-    inserted = 0
     converted: list[str] = []
-    for batch in _batches(read_documents(path, converted)):
-        batch = [doc if "_id" in doc else {"_id": ObjectId(), **doc} for doc in batch]  # _id first
-        if mode is ImportMode.insert:
-            inserted += store.insert_many(collection, batch)
-        else:
-            inserted += store.apply(collection, batch, []).inserted
-        progress.advance(len(batch))
-    progress.finish()
-    counts = ImportCounts(inserted, total - inserted)
-    return ImportResult(collection, total, mode, counts, converted)
+    backup = backups.new_backup_id()
+    folder = backups.backup_folder(config.state_dir, backup)
+    with tempfile.TemporaryDirectory(prefix="dbsync-import-") as scratch:
+        folder.mkdir(parents=True)
+        try:
+            plan = _plan(store, path, collection, Path(scratch), folder, converted)
+            backups.check_free_space(folder.parent, plan.backup_bytes)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        info = backups.BackupInfo(backup, created, [collection], f"import {path}", backups.CHANGES)
+        backups.write_meta(folder, info)
+        progress.start(f"import {collection}", total)
+        applied = _apply(config, store, collection, plan.spool, folder, backup)
+        progress.advance(total)
+        progress.finish()
+    counts = ImportCounts(plan.counts.inserted, plan.counts.replaced, applied.left)
+    return ImportResult(collection, total, mode, counts, converted, backup, applied)
+
+
+BY_ID = ("_id",)
+
+
+def _plan(
+    store: Store, path: Path, collection: str, work: Path, folder: Path, converted: list[str]
+) -> _Plan:
+    """The file's documents sorted by ``_id`` (the last of a repeated ``_id`` wins, as the
+    file's order would have it), each compared with the stored record: what changes is
+    spooled, and backed up in ``folder``."""
+    header = Header(collection, Rules(BY_ID, None, ()))
+    writer = ChangeWriter(
+        work / "import.changes", backups.collection_file(folder, collection), header
+    )
+    inserted = replaced = 0
+    try:
+        for batch in chunks(_last_of_each_id(_sorted_lines(path, converted))):
+            ids = [line_value(line)["_id"] for line in batch]
+            stored = {
+                id_key(document["_id"]): document for document in store.find_by_ids(collection, ids)
+            }
+            for line, identity in zip(batch, ids, strict=True):
+                current = stored.get(id_key(identity))
+                ours = None if current is None else encode_record(current, BY_ID)[1]
+                if ours is not None and line_body(ours) == line_body(line):
+                    continue  # already so
+                writer.add(ours, line)
+                inserted += ours is None
+                replaced += ours is not None
+    finally:
+        writer.close()
+    return _Plan(work / "import.changes", ImportCounts(inserted, replaced), writer.backup_bytes())
+
+
+def _sorted_lines(path: Path, converted: list[str]) -> Iterator[tuple[SortKey, bytes]]:
+    def keyed() -> Iterator[tuple[SortKey, bytes]]:
+        for document in read_documents(path, converted):
+            if "_id" not in document:
+                document = {"_id": ObjectId(), **document}  # _id first, as MongoDB puts it
+            yield encode_record(document, BY_ID)
+
+    return sorted_lines(keyed(), partial(line_sort_key, fields=BY_ID))
+
+
+def _last_of_each_id(pairs: Iterator[tuple[SortKey, bytes]]) -> Iterator[bytes]:
+    """One line per ``_id``: the last one the file gives (the sort keeps the file's order)."""
+    previous: tuple[SortKey, bytes] | None = None
+    for pair in pairs:
+        if previous is not None and previous[0] != pair[0]:
+            yield previous[1]
+        previous = pair
+    if previous is not None:
+        yield previous[1]
+
+
+def _apply(
+    config: Config, store: Store, collection: str, spool: Path, folder: Path, backup: str
+) -> ChangeCounts:
+    """The planned writes, journaled; on any failure (Ctrl-C included) what was written is
+    undone from the backup, so that nothing stays half-imported."""
+    entry = journal.begin(config.state_dir, journal.IMPORT, [collection], backup=backup)
+    try:
+        applied = store.apply_changes(collection, spooled_changes(spool), keep_current)
+    except BaseException as error:
+        if not store.atomic_changes:
+            _undo(store, folder, collection, backup, error)
+        journal.finish(config.state_dir, entry, [])
+        raise
+    journal.finish(config.state_dir, entry, [collection])
+    return applied
+
+
+def _undo(store: Store, folder: Path, collection: str, backup: str, error: BaseException) -> None:
+    """Put back what the failed import wrote; when even that fails, say what is true and how
+    to finish (the journal entry stays, for ``status``)."""
+    try:
+        backups.restore_collection(store, folder, collection)
+    except BaseException as failure:
+        raise DbsyncError(
+            f"the import into {collection!r} stopped part-way ({type(error).__name__}: {error}) "
+            f"and its writes could not be undone ({failure})",
+            hint=f"run 'dbsync restore {backup}' to undo what it wrote",
+        ) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from dbsync.core.guards import GUARD_RULE, TooManyDeletes, deletes_too_many
 from dbsync.core.merge import (
     Decision,
     MergeCounts,
+    conflict_entry,
     decide,
     decide_three_way,
     decide_two_way,
@@ -43,6 +43,7 @@ from dbsync.edges.change_index import ChangeIndex, holds_exported
 from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
 from dbsync.edges.collection_options import read_options
 from dbsync.edges.conflict_spool import SpooledConflicts
+from dbsync.edges.files import scratch_folder
 from dbsync.edges.indexed_reads import (
     Changes,
     IndexMismatch,
@@ -185,8 +186,13 @@ def plan_collection(
     database's side: its key-sorted lines, or a snapshot file holding them."""
     ours_lines = _ours_lines(ours) if isinstance(ours, Path) else ours
     base_lines = base.lines() if base is not None else None
-    decisions = decide(base_lines, ours_lines, theirs.lines(), rules)
-    return _planned(name, rules, decisions, theirs, work, backup)
+    folded: list[Decision] = []  # a key in two of the snapshot's part layouts: one version lost
+    decisions = decide(base_lines, ours_lines, theirs.lines(folded.append), rules)
+    plan = _planned(name, rules, decisions, theirs, work, backup)
+    for decision in folded:
+        plan.counts.conflicts_resolved += 1
+        plan.counts.conflicts.append(conflict_entry(decision, rules.key))
+    return plan
 
 
 def _planned(
@@ -419,7 +425,7 @@ def merge_snapshot(
         merge_driver=options.merge_driver,
     )
     rules = {name: _rules_for(config, theirs[name]) for name in names}
-    with tempfile.TemporaryDirectory(prefix="dbsync-merge-") as scratch:
+    with scratch_folder("merge") as scratch:
         work = Path(scratch)
         folder = work / "backup" if options.dry_run else _start_backup(config, report)
         try:

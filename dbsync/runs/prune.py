@@ -5,7 +5,9 @@ last merge), the newest ``keep`` merge reports (a ``.txt`` and its ``.json`` twi
 one), the newest ``HISTORY_KEPT`` history rows, and anything a pending merge still needs.
 Removed besides: backup folders that were never completed and temporary files left by an
 atomic write that was killed — only when this run holds the lock itself, since a parent
-dbsync run (a git hook's caller) may be writing them right now.
+dbsync run (a git hook's caller) may be writing them right now; a temporary file whose name
+says which process wrote it (``dbsync.edges.files``) goes as soon as that process is gone,
+whoever holds the lock. So do the scratch folders of killed runs (``$TMPDIR/dbsync-merge-*``).
 
 Runs quietly after every successful merge.
 
@@ -25,7 +27,8 @@ from pathlib import Path
 
 from dbsync.config import Config
 from dbsync.edges.backups import META, backups_dir, list_backups
-from dbsync.edges.state import open_state
+from dbsync.edges.files import remove_stale_scratch_folders, writer_pid
+from dbsync.edges.state import open_state, process_alive
 
 DEFAULT_KEEP = 10
 _REPORT = re.compile(r"merge_report_(?P<stamp>[0-9T]+)\.(txt|json)")
@@ -39,6 +42,7 @@ class PruneResult:
     unfinished_backups: list[str] = field(default_factory=list)
     reports: list[str] = field(default_factory=list)
     temporary_files: list[str] = field(default_factory=list)
+    scratch_folders: list[str] = field(default_factory=list)
     history_rows: int = 0
     losing_versions: int = 0
     kept_backups: int = 0
@@ -51,6 +55,7 @@ class PruneResult:
                 "unfinished_backups": self.unfinished_backups,
                 "reports": self.reports,
                 "temporary_files": self.temporary_files,
+                "scratch_folders": self.scratch_folders,
                 "history_rows": self.history_rows,
                 "losing_versions": self.losing_versions,
             },
@@ -117,19 +122,31 @@ def _prune_reports(config: Config, keep: int, protected: set[Path], result: Prun
     result.kept_reports = min(len(newest_first), keep)
 
 
-def _temporary_files(config: Config) -> Iterator[Path]:
-    """Leftovers of atomic writes killed before their rename (``.NAME.XXXX.tmp``)."""
+def _temporary_files(config: Config, leftovers: bool) -> Iterator[Path]:
+    """Leftovers of atomic writes killed before their rename (``.NAME.PID.XXXX.tmp``, or
+    ``.NAME.XXXX.tmp`` from an older dbsync: those only with ``leftovers``)."""
     store = config.state_dir / _MONTYDB_FOLDER
     for top in (config.snapshot_dir, config.state_dir):
         for path in sorted(top.rglob(".*.tmp")) if top.is_dir() else []:
             if path.is_file() and _TEMPORARY.fullmatch(path.name) and store not in path.parents:
-                yield path
+                if _abandoned(path.name, leftovers):
+                    yield path
 
 
-def _prune_temporary(config: Config, protected: set[Path], result: PruneResult) -> None:
-    for path in _temporary_files(config):
+def _abandoned(name: str, leftovers: bool) -> bool:
+    """Whether nobody can be writing this temporary file any more: its writer is gone, or, for
+    a name without a writer, no other dbsync run is under way (``leftovers``)."""
+    pid = writer_pid(name)
+    return leftovers if pid is None else not process_alive(pid)
+
+
+def _prune_temporary(
+    config: Config, protected: set[Path], result: PruneResult, leftovers: bool
+) -> None:
+    for path in _temporary_files(config, leftovers):
         if _remove(path, protected):
             result.temporary_files.append(str(path.relative_to(config.root)))
+    result.scratch_folders = [str(folder) for folder in remove_stale_scratch_folders()]
 
 
 def _now() -> datetime.datetime:
@@ -150,7 +167,8 @@ def prune(
     now: datetime.datetime | None = None,
 ) -> PruneResult:
     """Remove what is beyond the newest ``keep``; ``leftovers`` also removes unfinished backups
-    and temporary files (only safe when no parent dbsync run is writing them);
+    and temporary files that do not name their writer (only safe when no parent dbsync run is
+    writing them); those that do, and scratch folders, go once their writer is gone;
     ``conflicts_older_than`` (days) removes the losing versions recorded before then."""
     result = PruneResult()
     protected = _protected_paths(config)
@@ -158,7 +176,7 @@ def prune(
     _prune_reports(config, keep, protected, result)
     if leftovers:
         _prune_unfinished(config, protected, result)
-        _prune_temporary(config, protected, result)
+    _prune_temporary(config, protected, result, leftovers)
     state = open_state(config.state_dir)
     try:
         result.history_rows = state.trim_history()

@@ -25,7 +25,8 @@ from dbsync.config import Config
 from dbsync.core.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.edges import git, journal
 from dbsync.edges.backups import list_backups
-from dbsync.edges.change_index import ChangeIndex, moved_since
+from dbsync.edges.change_index import STREAM, ChangeIndex, moved_since
+from dbsync.edges.indexed_reads import stream_moved
 from dbsync.edges.parts import collection_files
 from dbsync.edges.state import (
     INTERRUPTED,
@@ -42,9 +43,11 @@ from dbsync.edges.store import (
     embedded_path,
     open_store,
 )
+from dbsync.edges.sync_log import FAILED, LOSING_FIX, losing_streak, recent_cycles
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, free_bytes
 from dbsync.integration import installer as hooks
+from dbsync.runs import git_state
 from dbsync.runs.export import current_summary, snapshot_collections
 from dbsync.runs.recording import MERGE_MARGIN_BYTES, size_text
 
@@ -298,6 +301,9 @@ def _recorded_digest(context: StatusContext, store: Store, name: str) -> str | N
     if recorded is None or recorded.fingerprint is None or recorded.digest is None:
         return None
     moved = moved_since(store, name, recorded.fingerprint)
+    if moved and recorded.fingerprint.startswith(STREAM):  # events: did the records change?
+        rules = context.config.rules(name)
+        moved = stream_moved(context.index, store, name, rules, recorded.fingerprint)
     if moved is None:
         return None
     return _MOVED if moved else recorded.digest
@@ -504,6 +510,65 @@ def check_free_space(context: StatusContext) -> list[Reason]:
     ]
 
 
+def check_sync_cycles(context: StatusContext) -> list[Reason]:
+    """WARNING when the last sync cycle (``dbsync sync`` or the agent's) failed, DEGRADED when
+    the last ``FAILURES_DEGRADED`` did: the asset no longer shares its changes nor receives
+    the others', whatever every other check says."""
+    cycles = recent_cycles(context.config.state_dir)
+    failed = next((n for n, cycle in enumerate(cycles) if cycle.outcome != FAILED), len(cycles))
+    if not failed:
+        return []
+    last = cycles[0]
+    level = DEGRADED if failed >= FAILURES_DEGRADED else WARNING
+    runs = "the last sync" if failed == 1 else f"the last {failed} syncs"
+    message = f"{runs} (dbsync sync, or the agent's cycles) failed; the last at {last.time}: "
+    fix = last.fix or "fix what git says (git status, git remote -v)"
+    return [Reason(level, "sync", message + str(last.error), f"{fix}; then run 'dbsync sync'")]
+
+
+def check_own_edits_losing(context: StatusContext) -> list[Reason]:
+    """WARNING when this asset's own edits keep losing conflicts (its clock running behind,
+    say): each sync decides them by the rules, and nothing else would tell."""
+    streak = losing_streak(recent_cycles(context.config.state_dir))
+    if streak is None:
+        return []
+    return [Reason(WARNING, "conflicts", streak.describe(), LOSING_FIX)]
+
+
+def check_git_left_mid_operation(context: StatusContext) -> list[Reason]:
+    """DEGRADED when git is left mid-operation — a merge or rebase under way, a lock file no
+    process holds, a conflicted snapshot file — so that pulls, commits and syncs stop."""
+    return [
+        Reason(leftover.level, "git", leftover.message, leftover.fix)
+        for leftover in git_state.leftovers(context.config)
+    ]
+
+
+def check_uncommitted_snapshot(context: StatusContext) -> list[Reason]:
+    """WARNING when the snapshot folder has changes that are not committed on a branch that
+    pulls from an upstream: a pull that brings snapshot changes stops on them. (Not while git
+    is mid-merge: that is ``check_git_left_mid_operation``'s, with its own fix.)"""
+    config = context.config
+    root = git.toplevel(config.root)
+    folder = config.snapshot_dir
+    if root is None or not folder.is_dir() or git.rev_parse(root, "@{upstream}") is None:
+        return []
+    if git.operation_in_progress(root) is not None:
+        return []
+    relative = str(folder.relative_to(root)) if folder.is_relative_to(root) else None
+    changed = git.changed_paths(root, relative) if relative is not None else []
+    if not changed:
+        return []
+    message = f"{relative} has changes that are not committed: a git pull that brings snapshot "
+    message += "changes stops on them"
+    if git_state.own_uncommitted_snapshot(config, changed):
+        fix = "run 'dbsync sync' (it commits this asset's export, pulls and pushes)"
+    else:
+        fix = f"look at them ('git status {relative}'), then commit them or drop them "
+        fix += f"('git checkout -- {relative}'); then run 'dbsync sync'"
+    return [Reason(WARNING, "git", message, fix)]
+
+
 CHECKS: list[Check] = [
     check_database,
     check_state_store,
@@ -516,6 +581,10 @@ CHECKS: list[Check] = [
     check_pull_setting,
     check_full_disk_runs,
     check_free_space,
+    check_sync_cycles,
+    check_own_edits_losing,
+    check_git_left_mid_operation,
+    check_uncommitted_snapshot,
 ]
 
 
