@@ -61,10 +61,14 @@ class Project:
         return (self.root / "database_backup" / f"{collection}.jsonl").read_bytes()
 
 
-def new_project(root: Path, database: str = "shop", toml: str = "") -> Project:
+def new_project(
+    root: Path, database: str = "shop", toml: str = "", uri: str | None = None
+) -> Project:
+    """A project on an embedded store, or on the MongoDB server ``uri`` names."""
     root.mkdir(parents=True, exist_ok=True)
     project = Project(root)
-    project.ok("init", "--database", database, "--asset", root.name)
+    on_server = ["--uri", uri] if uri else []
+    project.ok("init", *on_server, "--database", database, "--asset", root.name)
     if toml:
         with (root / "dbsync.toml").open("a") as handle:
             handle.write(toml)

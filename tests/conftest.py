@@ -16,7 +16,7 @@ from dbsync.edges.mongo import MongoStore, open_mongo
 from dbsync.edges.store import EmbeddedStore, RetryPolicy
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
-from tests.mongo_servers import MODES, SERVER_FIXTURES, MongoServer
+from tests.mongo_servers import EMBEDDED, MODES, REPLICA_SET, SERVER_FIXTURES, MongoServer
 
 pytest_plugins = [
     "project",  # end-to-end fixtures: a dbsync project driven by the console script
@@ -92,11 +92,11 @@ def server_store(request: pytest.FixtureRequest) -> MongoStore:
     return store_on(request, request.param)
 
 
-@pytest.fixture(params=[*MODES, "embedded"])
+@pytest.fixture(params=[*MODES, EMBEDDED])
 def store(request: pytest.FixtureRequest) -> Any:
     """Each test using ``store`` runs on each implementation: a MongoDB server (replica set
     and standalone) and the embedded store."""
-    if request.param == "embedded":
+    if request.param == EMBEDDED:
         return request.getfixturevalue("embedded_store")
     return store_on(request, request.param)
 
@@ -129,3 +129,16 @@ def pair_template(tmp_path_factory: pytest.TempPathFactory, git_env: dict[str, s
 def pair(pair_template: Path, tmp_path: Path, git_env: dict[str, str]) -> tuple[Repo, Repo]:
     """Assets ``a`` and ``b`` (``Repo``s) sharing a bare remote, with dbsync's hooks installed."""
     return copy_pair(pair_template, tmp_path / "assets", git_env)
+
+
+@pytest.fixture(params=[EMBEDDED, REPLICA_SET])
+def store_pair(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Repo, Repo]:
+    """``pair`` on each store: embedded stores, then a database of each asset's own on this
+    module's replica-set server. A test that differs on a standalone server (writes without
+    transactions) adds it: ``@pytest.mark.parametrize("store_pair", STORES, indirect=True)``.
+    """
+    if request.param == EMBEDDED:
+        pair: tuple[Repo, Repo] = request.getfixturevalue("pair")
+        return pair
+    server: MongoServer = request.getfixturevalue(SERVER_FIXTURES[request.param])
+    return init_pair(tmp_path / "assets", request.getfixturevalue("git_env"), server)

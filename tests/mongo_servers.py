@@ -29,6 +29,9 @@ from pymongo import MongoClient
 
 REPLICA_SET, STANDALONE = "replica-set", "standalone"
 MODES = (REPLICA_SET, STANDALONE)
+EMBEDDED = "embedded"
+STORES = (EMBEDDED, *MODES)
+"""Every store a test can run on: the embedded store, then a MongoDB server in each mode."""
 SERVER_FIXTURES = {REPLICA_SET: "replica_set", STANDALONE: "standalone"}
 """The module-scoped fixture of each mode, for tests that pick the mode at run time."""
 EXTERNAL = {

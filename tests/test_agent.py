@@ -1,4 +1,5 @@
-"""``dbsync agent``: the real command against real git repositories and embedded stores."""
+"""``dbsync agent``: the real command against real git repositories; its sync cycle on each
+store (embedded, and a MongoDB replica set)."""
 
 import json
 import os
@@ -56,6 +57,11 @@ def test_the_alert_fires_on_degrading_and_on_recovering_only(tmp_path):
     assert [line["status"] for line in lines] == ["DEGRADED", "WARNING", "DEGRADED"]
 
 
+def without_uri(config: str) -> str:
+    """``config`` (a dbsync.local.toml) without its ``uri`` line, whatever the store."""
+    return "".join(line for line in config.splitlines(True) if not line.startswith("uri = "))
+
+
 class RunningAgent:
     """``dbsync agent`` in a subprocess, its output lines collected as they come."""
 
@@ -106,8 +112,8 @@ class RunningAgent:
         return self.process.wait(timeout=60)
 
 
-def test_the_agent_syncs_on_trigger_alerts_and_recovers(pair, tmp_path):
-    a, b = pair
+def test_the_agent_syncs_on_trigger_alerts_and_recovers(store_pair, tmp_path):
+    a, b = store_pair
     alerts = tmp_path / "alerts.jsonl"
     local = a.root / "dbsync.local.toml"
     reachable = local.read_text() + f'alert_command = "cat >> {alerts}; echo >> {alerts}"\n'
@@ -127,7 +133,7 @@ def test_the_agent_syncs_on_trigger_alerts_and_recovers(pair, tmp_path):
         b.git("pull")
         assert len(b.dump()) == 45
 
-        local.write_text(DOWN + reachable.replace('uri = "embedded://database_sync/db"\n', ""))
+        local.write_text(DOWN + without_uri(reachable))
         agent.call("POST", "/sync")
         agent.wait_for(r"cycle 3: failed.*status DEGRADED")
         agent.call("POST", "/sync")

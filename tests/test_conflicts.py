@@ -163,9 +163,9 @@ def driver_records(repo: Repo) -> bool:
 
 
 def test_a_conflict_decided_by_the_merge_driver_is_restored_and_reaches_the_other_asset(
-    pair: tuple[Repo, Repo],
+    store_pair: tuple[Repo, Repo],
 ) -> None:
-    a, b = pair
+    a, b = store_pair
     records = real_records()[:10]
     a.import_records(records)
     a.push_snapshot()
@@ -182,6 +182,11 @@ def test_a_conflict_decided_by_the_merge_driver_is_restored_and_reaches_the_othe
 
     (lost,) = json.loads(a.dbsync("conflicts", "--json").out)
     assert lost["loser"]["username"] == "@older_on_b" and lost["place"] == "merge-driver"
+    shown = json.loads(a.dbsync("conflicts", "show", str(lost["id"]), "--json").out)
+    assert [(c["field"], c["old"], c["new"]) for c in shown["changes"]] == [
+        ("username", "@newer_on_a", "@older_on_b"),
+        ("timestamp", "2025-09-02T00:00:00", "2025-09-01T00:00:00"),
+    ]
     restored = a.dbsync("conflicts", "restore", str(lost["id"]))
     assert "timestamp field timestamp is set to now" in restored.out
     a.push_snapshot()

@@ -1,4 +1,5 @@
-"""MongoDB's official BSON corpus through every codec path, and through the CLI on two assets.
+"""MongoDB's official BSON corpus through every codec path, and through the CLI on two assets
+(embedded stores, and two databases on a MongoDB server).
 
 The corpus (tests/data/bson-corpus, see its README) is what every MongoDB driver is tested with.
 For each valid case: raw BSON → document → BSON gives the same bytes; the document's canonical
@@ -10,6 +11,7 @@ Every parse error is refused by import with nothing written.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +19,19 @@ import bson
 import montydb
 import orjson
 import pytest
+from bson.codec_options import DatetimeConversion
 from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
+from pymongo.errors import OperationFailure
 
 from dbsync.config import Config, load_config
 from dbsync.core import extjson, snapshot
-from dbsync.edges.store import EmbeddedStore, decode_raw
+from dbsync.edges.store import EmbeddedStore, decode_raw, id_key
 from dbsync.errors import InvalidInput
 from dbsync.runs.import_file import ImportMode, import_file
 from tests.cli_helpers import Project, new_project
 from tests.corpus import ParseError, Valid, parse_error_cases, valid_cases
+from tests.mongo_servers import MongoServer
 
 VALID = valid_cases()
 PARSE_ERRORS = parse_error_cases()
@@ -239,3 +244,120 @@ def _raw_with_id(raw: bytes, number: int) -> bytes:
         return raw
     body = b"\x10_id\x00" + number.to_bytes(4, "little") + raw[4:]
     return (len(body) + 4).to_bytes(4, "little") + body
+
+
+# ---------------------------------------------------------------- on MongoDB: two databases
+
+BSON_DATE_RANGE = (-62135596800000, 253402300799999)  # 0001-01-01 to 9999-12-31, in ms
+FAR_DATE = (
+    "SecantusDB refuses a BSON date outside years 1-9999 (it decodes with Python datetimes); "
+    "mongod stores any 64-bit count of milliseconds since the epoch (MongoDB manual, BSON "
+    "Types: Date), and dbsync carries it (the embedded store's run above)"
+)
+LOSSY = "Extended JSON cannot say this value's exact bits (the corpus marks the case lossy)"
+
+
+@dataclass
+class Arrival:
+    """One corpus case on MongoDB: the BSON asset a's server stored (None: it refused the
+    document, ``refusal`` says why) and the BSON asset b's database holds after the merge."""
+
+    expected: bytes
+    stored: bytes | None
+    received: bytes | None
+    refusal: str = ""
+
+
+def _far_dates(raw: bytes) -> bool:
+    """Whether the document holds a date outside years 1-9999, at any depth."""
+    options = bson.CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_MS)
+
+    def far(value: Any) -> bool:
+        if isinstance(value, DatetimeMS):
+            return not BSON_DATE_RANGE[0] <= int(value) <= BSON_DATE_RANGE[1]
+        if isinstance(value, dict):
+            return any(far(item) for item in value.values())
+        if isinstance(value, list):
+            return any(far(item) for item in value)
+        return False
+
+    return far(bson.decode(raw, codec_options=options))
+
+
+def _raw_by_id(server: MongoServer, database: str, collection: str) -> dict[Any, bytes]:
+    with server.client() as client:
+        raw = client[database][collection].with_options(
+            codec_options=bson.CodecOptions(document_class=RawBSONDocument)
+        )
+        return {id_key(document["_id"]): bytes(document.raw) for document in raw.find()}
+
+
+@pytest.fixture(scope="module")
+def mongo_arrivals(
+    replica_set: MongoServer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[Valid, Arrival]:
+    """Every valid case inserted as raw BSON into asset a's database on a MongoDB server, a
+    ``dbsync export`` there, a ``dbsync merge`` of it into asset b's database on the same
+    server (the real CLI both times); what each case became."""
+    folder = tmp_path_factory.mktemp("corpus-mongodb")
+    a, b = Project(folder / "a"), Project(folder / "b")
+    databases = {"a": replica_set.new_database(), "b": replica_set.new_database()}
+    for asset in (a, b):
+        asset.root.mkdir()
+        name = asset.root.name
+        asset.ok("init", "--uri", replica_set.uri, "--database", databases[name], "--asset", name)
+    groups = {
+        "corpus": [case for case in VALID if not case.deprecated],
+        "deprecated": [case for case in VALID if case.deprecated],
+    }
+    inserted: dict[Valid, tuple[str, bytes, str]] = {}
+    with replica_set.client() as client:
+        for collection, cases in groups.items():
+            target = client[databases["a"]][collection]
+            for number, case in enumerate(cases):
+                try:
+                    target.insert_one(RawBSONDocument(_raw_with_id(case.bson, number)))
+                    refusal = ""
+                except OperationFailure as error:
+                    refusal = str(error.details.get("errmsg") if error.details else error)
+                expected = _raw_with_id(case.stored, number)
+                inserted[case] = (collection, expected, refusal)
+    exported = a.ok("export").output
+    a.ok("verify", "database_backup")
+    b.ok("merge", str(a.root / "database_backup"))
+    arrivals = {}
+    for collection in groups:
+        stored = _raw_by_id(replica_set, databases["a"], collection)
+        received = _raw_by_id(replica_set, databases["b"], collection)
+        for case, (where, expected, refusal) in inserted.items():
+            if where == collection:
+                key = id_key(decode_raw(expected)["_id"])
+                arrivals[case] = Arrival(
+                    expected, stored.get(key), received.get(key), refusal=refusal
+                )
+    deprecated_kept = any(
+        arrivals[case].stored == _raw_with_id(case.bson, number)
+        for number, case in enumerate(groups["deprecated"])
+    )
+    assert ("value(s) of BSON's deprecated types" in exported) == deprecated_kept, exported
+    return arrivals
+
+
+@pytest.mark.parametrize("case", VALID, ids=lambda case: case.name)
+def test_valid_case_arrives_byte_exact_in_another_mongodb_database(
+    case: Valid, mongo_arrivals: dict[Valid, Arrival]
+):
+    """Raw BSON compared: what b's database holds is the very BSON a's held. Deprecated types
+    arrive as what pymongo reads them as (a string, null, a DBRef): mongod keeps them as
+    given and dbsync's export names each in a warning; SecantusDB converts them when it
+    stores them, so there the export has nothing to name."""
+    arrival = mongo_arrivals[case]
+    if arrival.stored is None:
+        assert _far_dates(case.bson), f"the server refused a document: {arrival.refusal}"
+        assert "out of range" in arrival.refusal, arrival.refusal
+        pytest.skip(FAR_DATE)
+    if case.lossy:
+        pytest.skip(LOSSY)
+    if not case.deprecated:
+        assert arrival.stored == arrival.expected  # the server stored the corpus's bytes
+    assert arrival.received == arrival.expected

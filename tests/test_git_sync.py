@@ -1,10 +1,18 @@
-"""Two assets syncing through a bare remote with the real hooks: push, pull, merge, rebase."""
+"""Two assets syncing through a bare remote with the real hooks: push, pull, merge, rebase.
+
+The flows that write the database run on each store (``store_pair``): embedded stores, and a
+database of each asset's own on a MongoDB server (replica set; the concurrent merge, whose
+writes differ without transactions, on a standalone server too).
+"""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.git_helpers import Repo, real_records, write_snapshot
+from tests.mongo_servers import STORES
 
 RECORDS = real_records()
 
@@ -24,9 +32,9 @@ def assert_identical(a: Repo, b: Repo) -> list[str]:
 
 
 def test_push_commits_the_snapshot_then_a_fast_forward_pull_merges_it(
-    pair: tuple[Repo, Repo],
+    store_pair: tuple[Repo, Repo],
 ) -> None:
-    a, b = pair
+    a, b = store_pair
     a.import_records(RECORDS[:40])
     before = a.head()
     first = a.git("push", ok=False)
@@ -48,10 +56,11 @@ def test_push_commits_the_snapshot_then_a_fast_forward_pull_merges_it(
     assert synced_commit(b) == b.head()
 
 
+@pytest.mark.parametrize("store_pair", STORES, indirect=True)
 def test_concurrent_snapshots_merge_without_conflict_and_converge(
-    pair: tuple[Repo, Repo],
+    store_pair: tuple[Repo, Repo],
 ) -> None:
-    a, b = pair
+    a, b = store_pair
     shared = RECORDS[:30]
     a.import_records(shared)
     a.push_snapshot()
@@ -79,8 +88,8 @@ def test_concurrent_snapshots_merge_without_conflict_and_converge(
     assert a.git("status", "--porcelain").out == ""
 
 
-def test_pull_rebase_merges_the_rebased_snapshot(pair: tuple[Repo, Repo]) -> None:
-    a, b = pair
+def test_pull_rebase_merges_the_rebased_snapshot(store_pair: tuple[Repo, Repo]) -> None:
+    a, b = store_pair
     a.import_records(RECORDS[:20])
     a.push_snapshot()
     b.import_records(RECORDS[20:25])

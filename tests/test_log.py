@@ -197,9 +197,9 @@ def test_three_edits_show_as_three_versions_with_field_diffs_newest_first(
 
 
 def test_a_deleted_record_is_shown_and_brought_back_from_its_history(
-    pair: tuple[Repo, Repo],
+    store_pair: tuple[Repo, Repo],
 ) -> None:
-    a, b = pair
+    a, b = store_pair
     a.import_records(RECORDS)
     a.push_snapshot()
     record = RECORDS[7]

@@ -1,7 +1,10 @@
-"""Two assets on embedded stores exchanging only snapshot files converge, losing nothing."""
+"""Two assets exchanging only snapshot files converge, losing nothing: on embedded stores, and
+(the tests taking ``make_asset``) each on a database of its own on a MongoDB replica set."""
 
 import json
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from dbsync.edges.store import EmbeddedStore
 from dbsync.errors import DbsyncError
 from dbsync.runs.merge import MergeOptions, merge_snapshot
 from tests.cli_helpers import Project, new_project, write_lines
+from tests.mongo_servers import EMBEDDED, REPLICA_SET, SERVER_FIXTURES, MongoServer
 
 PNL_KEY = """
 [collections.pnls]
@@ -38,17 +42,40 @@ def record(n: int, **fields) -> dict:
     }
 
 
-@pytest.fixture
-def assets(tmp_path, pnl_records):
+@pytest.fixture(params=[EMBEDDED, REPLICA_SET])
+def make_asset(request) -> Callable[..., Project]:
+    """``new_project`` on each store: embedded, or a database of its own on this module's
+    replica-set server."""
+    if request.param == EMBEDDED:
+        return new_project
+    server: MongoServer = request.getfixturevalue(SERVER_FIXTURES[request.param])
+    return partial(_new_mongo_project, server)
+
+
+def _new_mongo_project(server: MongoServer, root: Path, toml: str = "") -> Project:
+    return new_project(root, server.new_database(), toml, uri=server.uri)
+
+
+def pnl_assets(tmp_path: Path, records: list[dict], make: Callable[..., Project]) -> list[Project]:
     """Two assets holding the same 190 real records (their 11 duplicate pairs included)."""
-    source = write_lines(tmp_path / "pnls.json", pnl_records)
+    source = write_lines(tmp_path / "pnls.json", records)
     pair = []
     for name in ("a", "b"):
-        project = new_project(tmp_path / name)
+        project = make(tmp_path / name)
         project.ok("import", str(source), "-c", "pnls")
         project.ok("export")
         pair.append(project)
     return pair
+
+
+@pytest.fixture
+def assets(tmp_path, pnl_records):
+    return pnl_assets(tmp_path, pnl_records, new_project)
+
+
+@pytest.fixture
+def assets_on_each_store(tmp_path, pnl_records, make_asset):
+    return pnl_assets(tmp_path, pnl_records, make_asset)
 
 
 def add(project: Project, tmp_path: Path, docs: list[dict], name: str) -> None:
@@ -98,9 +125,9 @@ def test_three_and_two_new_records_give_195_on_both_with_exact_figures(assets, t
     assert len(a.ok("dump", "pnls").out.splitlines()) == 195  # the 11 duplicate pairs survive
 
 
-def test_one_record_inserted_on_both_under_different_ids_is_one_record(tmp_path):
-    a = new_project(tmp_path / "a", toml=PNL_KEY)
-    b = new_project(tmp_path / "b", toml=PNL_KEY)
+def test_one_record_inserted_on_both_under_different_ids_is_one_record(tmp_path, make_asset):
+    a = make_asset(tmp_path / "a", toml=PNL_KEY)
+    b = make_asset(tmp_path / "b", toml=PNL_KEY)
     add(a, tmp_path, [record(1), record(7)], "a")
     add(b, tmp_path, [record(2), {**record(7), "_id": {"$oid": "b" * 24}}], "b")
     exchange(a, b)
@@ -110,9 +137,9 @@ def test_one_record_inserted_on_both_under_different_ids_is_one_record(tmp_path)
     assert sorted(d["user_id"] for d in dumped) == ["u1", "u2", "u7"]
 
 
-def test_a_conflicting_update_picks_the_same_winner_on_both_sides(tmp_path):
-    a = new_project(tmp_path / "a", toml=BY_ID)
-    b = new_project(tmp_path / "b", toml=BY_ID)
+def test_a_conflicting_update_picks_the_same_winner_on_both_sides(tmp_path, make_asset):
+    a = make_asset(tmp_path / "a", toml=BY_ID)
+    b = make_asset(tmp_path / "b", toml=BY_ID)
     for project in (a, b):
         add(project, tmp_path, [record(1)], f"{project.root.name}0")
     add(a, tmp_path, [record(1, profit_usd=10.0, timestamp="2025-07-02T09:00:00")], "a1")
@@ -128,8 +155,8 @@ def test_a_conflicting_update_picks_the_same_winner_on_both_sides(tmp_path):
     assert any("lost:" in path.read_text() and "10.0" in path.read_text() for path in reports)
 
 
-def test_a_deletion_propagates_three_way_and_never_two_way(assets, tmp_path):
-    a, b = assets
+def test_a_deletion_propagates_three_way_and_never_two_way(assets_on_each_store, tmp_path):
+    a, b = assets_on_each_store
     base = tmp_path / "base"
     base.mkdir()
     (base / "pnls.jsonl").write_bytes(a.snapshot())  # the common ancestor of a and b

@@ -2,22 +2,30 @@
 
 The commands are read out of the README, so the test follows the text: a step left out of the
 README (``.gitattributes`` in the ``git add``, ``dbsync init`` on the second machine) makes it
-fail. Two substitutions only: each machine's embedded store for the MongoDB URI, and a bare
-repository's path for the remote's URL.
+fail. Two substitutions only: each machine's database for the MongoDB URI, and a bare
+repository's path for the remote's URL. It runs twice: each machine with its own embedded
+store, and each machine with its own MongoDB server (a SecantusDB replica set: the database
+name, ``telegram``, is shared through ``dbsync.toml``, so the two machines cannot share a
+server, as two machines with a local ``mongod`` each do not). Both on git's default
+configuration: the test's git config sets nothing about pulls.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from bson import json_util
 
 from dbsync.config import resolve_uri
 from dbsync.edges.store import open_store
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, environment, make_home
+from tests.mongo_servers import EMBEDDED, EXTERNAL, REPLICA_SET, start_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 MONGODB_URI = "mongodb://localhost:27017"
@@ -49,13 +57,11 @@ def clone_url(steps: list[str]) -> str:
     return clone.split()[2]
 
 
-def run_machine(home: Path, commands: list[str], remote: Path, url: str) -> None:
-    """One machine's commands in one shell (so ``cd`` holds), stopping at the first failure."""
+def run_machine(home: Path, commands: list[str], uri: str, remote: Path, url: str) -> None:
+    """One machine's commands in one shell (so ``cd`` holds), stopping at the first failure;
+    ``uri`` (this machine's database) in place of the README's MongoDB URI."""
     script = "\n".join(
-        [
-            "set -ex",
-            *(c.replace(MONGODB_URI, EMBEDDED_URI).replace(url, str(remote)) for c in commands),
-        ]
+        ["set -ex", *(c.replace(MONGODB_URI, uri).replace(url, str(remote)) for c in commands)]
     )
     done = subprocess.run(
         ["bash", "-c", script],
@@ -68,24 +74,44 @@ def run_machine(home: Path, commands: list[str], remote: Path, url: str) -> None
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def database(root: Path) -> list[dict[str, object]]:
-    store = open_store(resolve_uri(EMBEDDED_URI, root), "telegram")
+def database(uri: str, root: Path) -> list[bytes]:
+    """The machine's ``pnls`` as the BSON its store holds, sorted."""
+    store = open_store(resolve_uri(uri, root), "telegram")
     try:
-        return sorted(store.iter_documents("pnls"), key=lambda doc: str(doc["_id"]))
+        return sorted(store.iter_raw_documents("pnls"))
     finally:
         store.close()
 
 
-def seed(root: Path) -> None:
+def seed(uri: str, root: Path) -> None:
     """The bot's database on machine 1, there before dbsync is."""
-    store = open_store(resolve_uri(EMBEDDED_URI, root), "telegram")
+    store = open_store(resolve_uri(uri, root), "telegram")
     try:
         store.insert_many("pnls", json_util.loads(DATA.read_text()))
     finally:
         store.close()
 
 
-def test_using_it_works_literally_on_two_machines(tmp_path: Path) -> None:
+@pytest.fixture(params=[EMBEDDED, "mongodb"])
+def machine_uris(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The URI each machine puts where the README says ``mongodb://localhost:27017``."""
+    if request.param == EMBEDDED:
+        yield EMBEDDED_URI, EMBEDDED_URI
+        return
+    if os.environ.get(EXTERNAL[REPLICA_SET]):
+        pytest.skip("two machines, two servers: the tests start SecantusDB for each")
+    servers = [start_server(REPLICA_SET, tmp_path / f"server{n}") for n in (1, 2)]
+    try:
+        yield servers[0].uri.rstrip("/"), servers[1].uri.rstrip("/")
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_using_it_works_literally_on_two_machines(
+    tmp_path: Path, machine_uris: tuple[str, str]
+) -> None:
+    uri1, uri2 = machine_uris
     steps = using_it_steps()
     assert sorted(steps) == ["1", "2"], steps
     url = clone_url(steps["2"])
@@ -96,14 +122,14 @@ def test_using_it_works_literally_on_two_machines(tmp_path: Path) -> None:
     second.mkdir()
     env = environment(make_home(first / ".home"))
     Repo(first, env).git("clone", "-q", str(remote), "my-bot")
-    seed(first / "my-bot")
+    seed(uri1, first / "my-bot")
 
-    run_machine(first, steps["1"], remote, url)
-    run_machine(second, steps["2"], remote, url)
+    run_machine(first, steps["1"], uri1, remote, url)
+    run_machine(second, steps["2"], uri2, remote, url)
 
-    merged = database(second / "my-bot")
+    merged = database(uri2, second / "my-bot")
     assert len(merged) == len(json_util.loads(DATA.read_text()))
-    assert merged == database(first / "my-bot")
+    assert merged == database(uri1, first / "my-bot")
     clone = second / "my-bot"
     assert "merge=dbsync" in (clone / ".gitattributes").read_text()  # it came with the clone
     hook = clone / ".git" / "hooks" / "post-merge"

@@ -30,8 +30,8 @@ def test_sync_sends_local_records_and_brings_the_other_assets(pair):
     assert b.git("status", "--porcelain").out == ""
 
 
-def test_sync_after_another_asset_pushed_merges_the_snapshots(pair):
-    a, b = pair
+def test_sync_after_another_asset_pushed_merges_the_snapshots(store_pair):
+    a, b = store_pair
     records = real_records()
     a.import_records(records[:150])
     a.dbsync("sync")

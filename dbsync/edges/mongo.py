@@ -296,10 +296,10 @@ def call_with_retries(
 def _waiting(kind: str, reason: str, description: str, host: str, budget: float) -> str:
     if kind == UNREACHABLE:
         return f"cannot reach {host} ({reason}); retrying to {description} for up to {budget:g} s"
-    return (
-        f"records are held by another transaction ({reason}), maybe a dbsync that was killed: "
-        f"the server ends an abandoned one after its transaction lifetime; waiting to "
-        f"{description} for up to {budget:g} s"
+    return (  # a write conflict cannot tell an application's write from a held transaction
+        f"records changed under the transaction ({reason}): another client wrote them "
+        f"meanwhile, or they are held by another transaction (a killed dbsync's, until the "
+        f"server's transaction lifetime ends); retrying to {description} for up to {budget:g} s"
     )
 
 
