@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import os
 import random
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -24,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote_plus
 
 import bson
 import montydb
@@ -32,6 +30,9 @@ from bson import json_util
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidDocument
 
+from dbsync.edges.secrets import redact_uri as redact_uri
+from dbsync.edges.secrets import scrub_secrets as scrub_secrets
+from dbsync.edges.secrets import uri_secrets as uri_secrets
 from dbsync.errors import DatabaseUnreachable, InvalidInput, UsageError
 
 Document = dict[str, Any]
@@ -223,65 +224,6 @@ def embedded_path(uri: str) -> Path:
             hint="write embedded:///ABSOLUTE/PATH (three slashes on Linux and macOS)",
         )
     return path
-
-
-# --- Keeping passwords out of messages -------------------------------------------------------
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with its password replaced by ``***`` (the user name is kept, to help).
-
-    The user info ends at the last ``@`` before the first ``/`` (pymongo's reading) or before
-    the first ``?`` (a password holding an unescaped ``/``), whichever comes later: when the two
-    readings differ, more is hidden rather than less.
-    """
-    scheme, separator, rest = uri.partition("://")
-    if not separator:
-        return uri
-    end = _userinfo_end(rest)
-    user, colon, _password = rest[:end].partition(":")
-    if end < 0 or not colon:
-        return uri
-    return f"{scheme}://{user}:***@{rest[end + 1 :]}"
-
-
-def _userinfo_end(rest: str) -> int:
-    first_slash = _find_or_end(rest, "/")
-    first_query = _find_or_end(rest, "?")
-    return max(rest.rfind("@", 0, first_slash), rest.rfind("@", 0, first_query))
-
-
-def _find_or_end(text: str, char: str) -> int:
-    index = text.find(char)
-    return len(text) if index < 0 else index
-
-
-def uri_secrets(uri: str) -> tuple[str, ...]:
-    """The password of a URI as written and percent-decoded, longest first, for scrubbing.
-
-    Even a short password is scrubbed: a garbled message is better than a leaked password.
-    """
-    _scheme, separator, rest = uri.partition("://")
-    end = _userinfo_end(rest)
-    _user, colon, password = rest[: max(end, 0)].partition(":")
-    if not separator or end < 0 or not colon or not password:
-        return ()
-    return tuple(sorted({password, unquote_plus(password)}, key=len, reverse=True))
-
-
-_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
-
-
-def scrub_secrets(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with every URI redacted and every known secret replaced by ``***``.
-
-    Driver messages name hosts and sometimes echo the URI; the literal replacement also catches
-    a password that appears outside any URI.
-    """
-    text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 # --- Retries ---------------------------------------------------------------------------------
