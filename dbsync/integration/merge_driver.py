@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from dbsync.core.rules import Rules
 from dbsync.core.snapshot import ChangedLineChecks, Header, SnapshotError, write_section
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import atomic_writer
+from dbsync.edges.pulled import RECORDS, DriverRecord, file_digest
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
@@ -73,20 +75,38 @@ class DriverResult:
     rules: dict[str, Rules] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     report: Path | None = None
+    decided: Decided | None = None
+    """What the merge changed in OURS, for the merge into the database that follows."""
+
+
+@dataclass
+class Decided:
+    """The rows a merge changed in OURS (``edges.pulled.DriverRecord``), the digest OURS had
+    before and the file the result is in."""
+
+    record: DriverRecord
+    ours_digest: str
+    output: Path
 
 
 def merge_files(base: Path, ours: Path, theirs: Path, label: str) -> DriverResult:
     """Merge THEIRS into OURS in place; on any doubt leave OURS as it was and say why."""
+    record = DriverRecord()
     try:
-        counts, mode, rules = _merge(base, ours, theirs)
-    except DbsyncError as error:
+        ours_digest = file_digest(ours)
+        counts, mode, rules = _merge(base, ours, theirs, record)
+    except (DbsyncError, OSError) as error:
+        record.close()
+        said = error.message if isinstance(error, DbsyncError) else str(error)
         return DriverResult(
             False,
-            f"dbsync: cannot merge {label} record by record: {error.message}; it is left as "
+            f"dbsync: cannot merge {label} record by record: {said}; it is left as "
             "this side's version and marked as a conflict",
         )
     notes = [note for name, c in counts.items() for note in tie_break_notes(name, rules[name], c)]
-    return DriverResult(True, _summary(label, mode, counts), counts, mode, rules, notes)
+    result = DriverResult(True, _summary(label, mode, counts), counts, mode, rules, notes)
+    result.decided = Decided(record, ours_digest, ours)
+    return result
 
 
 def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
@@ -96,6 +116,9 @@ def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
         config = load_config(cwd=cwd)
         if config.config_file is None or not result.merged:
             return
+        decided = result.decided
+        if decided is not None:  # first: the hook's merge that follows reads it
+            decided.record.save(config.state_dir / RECORDS, decided.ours_digest, decided.output)
         names = list(result.counts)
         with recorded_run(config, "merge-driver", collections=names, warn=_warn) as run:
             report = _report(config, result, label)
@@ -107,6 +130,9 @@ def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
             result.message += f"; every losing version is in {shown}"
     except (DbsyncError, OSError) as error:
         result.notes.append(f"this merge was not reported nor recorded: {error}")
+    finally:
+        if result.decided is not None:
+            result.decided.record.close()
 
 
 def _report(config: Config, result: DriverResult, label: str) -> MergeReport:
@@ -149,8 +175,10 @@ def queued_driver_decisions(config: Config) -> DriverDecisions | None:
 
 
 def clear_driver_decisions(config: Config) -> None:
-    """The database has been merged with what the driver decided: nothing is queued any more."""
+    """The database has been merged with what the driver decided: nothing is queued any more,
+    and the rows it recorded for that merge are no longer needed."""
     (config.state_dir / DRIVER_REPORTS).unlink(missing_ok=True)
+    shutil.rmtree(config.state_dir / RECORDS, ignore_errors=True)
 
 
 def _index(side: str, path: Path) -> dict[str, SourceSection]:
@@ -165,16 +193,18 @@ def _index(side: str, path: Path) -> dict[str, SourceSection]:
 Merged = tuple[dict[str, MergeCounts], str, dict[str, Rules]]
 
 
-def _merge(base: Path, ours: Path, theirs: Path) -> Merged:
-    """The merge at the cost of the change (``_merge_changes``). Should it meet anything amiss,
-    the merge as it was before: every line of the three versions verified first, the first
-    problem named (side, line, what), or a merge of what the quick walk does not take on (a
-    base that lacks a collection, say)."""
+def _merge(base: Path, ours: Path, theirs: Path, record: DriverRecord) -> Merged:
+    """The merge at the cost of the change (``_merge_changes``), each row it changes in OURS
+    told to ``record``. Should it meet anything amiss, the merge as it was before: every line
+    of the three versions verified first, the first problem named (side, line, what), or a
+    merge of what the quick walk does not take on (a base that lacks a collection, say); its
+    rows are not recorded (``record.discard``)."""
     two_way = not base.is_file() or base.stat().st_size == 0
     ancestor = None if two_way else base
     try:
-        counts, rules = _merge_changes(ancestor, ours, theirs)
+        counts, rules = _merge_changes(ancestor, ours, theirs, record)
     except Exception:  # whatever the walk could not read: the full verification names it
+        record.discard()
         counts, rules = _merge_verified(ancestor, ours, theirs)
     return counts, "two-way" if two_way else "three-way", rules
 
@@ -186,7 +216,7 @@ class _NotTakenOn(Exception):
     """What the quick walk leaves to the full verification."""
 
 
-def _merge_changes(base: Path | None, ours: Path, theirs: Path) -> Counted:
+def _merge_changes(base: Path | None, ours: Path, theirs: Path, record: DriverRecord) -> Counted:
     """One walk of the three versions, each line's shape and hash checked as it is read; only
     the lines that differ between them are decoded and checked deeply (``ChangedLineChecks``).
     Each version holds the same collections in the same order (one, in a git repository)."""
@@ -210,15 +240,20 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path) -> Counted:
                 streams.insert(0, bases[0].records)
             name = header.collection
             counts[name], rules[name] = MergeCounts(conflicts=SpooledConflicts()), header.rules
-            write_section(handle, header, _walk(streams, header, counts[name]))
+            if counts.keys() != {name}:
+                record.discard()  # a file of several collections: not one a pull brings
+            write_section(handle, header, _walk(streams, header, counts[name], record))
         if any(next(reader, None) is not None for reader in others):
             raise _NotTakenOn("the versions hold other collections")
     return counts, rules
 
 
-def _walk(streams: list[Iterator[bytes]], header: Header, counts: MergeCounts) -> Iterator[bytes]:
+def _walk(
+    streams: list[Iterator[bytes]], header: Header, counts: MergeCounts, record: DriverRecord
+) -> Iterator[bytes]:
     """The merged lines of one collection: ``decide``'s, a line the same on every side passed
-    on as bytes, every other line checked deeply before it is decided on."""
+    on as bytes, every other line checked deeply before it is decided on; each decision that
+    changes OURS told to ``record``."""
     rules, width = header.rules, len(streams)
     checks = ChangedLineChecks(header, width)
     same = 0
@@ -241,6 +276,8 @@ def _walk(streams: list[Iterator[bytes]], header: Header, counts: MergeCounts) -
             decision = decide_two_way(row[0], row[1], rules)
         if decision is not None:
             counts.add(decision, rules.key)
+            if decision.changes_ours:
+                record.add(decision.ours, decision.result)
             if decision.result is not None:
                 yield decision.result
     counts.common += same
