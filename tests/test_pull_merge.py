@@ -8,6 +8,9 @@ from __future__ import annotations
 import random
 import re
 import shutil
+import sqlite3
+import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import montydb
@@ -16,17 +19,19 @@ import pytest
 from dbsync.config import load_config
 from dbsync.core import snapshot
 from dbsync.core.snapshot import SnapshotError
-from dbsync.edges import parts, pulled
+from dbsync.edges import log_index, parts, pulled
 from dbsync.edges.backups import collection_file
 from dbsync.edges.changes import inserted_file
 from dbsync.edges.pulled import RECORDS, CannotVouch, vouched_records
 from dbsync.edges.synced import synced_dir
 from dbsync.errors import InvalidInput
+from dbsync.integration import merge_driver
 from dbsync.integration.merge_driver import (
     clear_driver_decisions,
     merge_files,
     record_driver_merge,
 )
+from dbsync.runs import log as log_runs
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export
 from dbsync.runs.merge import MergeOptions, merge_snapshot
@@ -329,7 +334,7 @@ def test_records_beyond_the_newest_are_pruned_and_cleared_with_the_queue(config,
         output.write_bytes(f"file {n}\n".encode())
         record = pulled.DriverRecord()
         record.add(None, b"x\n")
-        record.save(folder, "0" * 64, output)
+        record.save(folder, {"ours": "0" * 40, "merged": pulled.file_digest(output)})
         record.close()
     assert len(list(folder.glob("*.rows"))) == pulled.RECORDS_KEPT
     clear_driver_decisions(config)
@@ -342,7 +347,9 @@ def test_a_record_a_driver_could_not_finish_is_not_saved(config, tmp_path):
     record.discard()
     output = tmp_path / "output"
     output.write_bytes(b"x\n")
-    record.save(config.state_dir / RECORDS, "0" * 64, output)
+    record.save(
+        config.state_dir / RECORDS, {"ours": "0" * 40, "merged": pulled.file_digest(output)}
+    )
     record.close()
     assert not (config.state_dir / RECORDS).exists()
 
@@ -370,3 +377,60 @@ def test_rows_past_what_is_held_are_left_to_the_full_read(config, embedded_store
         patch.setattr(pulled, "ROWS_HELD", len(pulled_rows) - 1)
         with pytest.raises(CannotVouch):
             pulled.walked_rows(path, copy, header)
+
+
+def index_rows(config, old: str, new: str) -> set[tuple[int, bytes | None, bytes | None]] | None:
+    """The changes the log index holds for a pair of blobs (None: a wide pair)."""
+    with closing(sqlite3.connect(config.state_dir / log_index.INDEX_FILE)) as connection:
+        found = connection.execute(
+            "SELECT id, wide FROM pairs WHERE old = ? AND new = ?",
+            (bytes.fromhex(old), bytes.fromhex(new)),
+        ).fetchone()
+        assert found is not None, (old, new)
+        if found[1]:
+            return None
+        rows = connection.execute("SELECT key, old, new FROM changes WHERE pair = ?", found[:1])
+        return {(key % (1 << 64), old_line, new_line) for key, old_line, new_line in rows}
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("wide", [False, True], ids=["kept", "wide"])
+def test_the_driver_gives_the_log_index_the_pairs_it_would_compute_from_the_blobs(
+    config, embedded_store, tmp_path, monkeypatch, seed, wide
+):
+    """base → theirs, ours → merged, theirs → merged: what ``dbsync log`` would compute from
+    the two blobs of each (``runs.log._file_changes``), keyed by git's blob ids."""
+    if wide:
+        monkeypatch.setattr(merge_driver, "LINES_KEPT", 500)
+        monkeypatch.setattr(log_runs, "LINES_KEPT", 500)
+    subprocess.run(["git", "init", "-q"], cwd=config.root, check=True)
+    pull = Pull(config, embedded_store, tmp_path, seed)
+    (name,) = pull.names()
+    files = {
+        "base": (pull.base / name).read_bytes(),
+        "ours": (config.snapshot_dir / name).read_bytes(),
+        "theirs": (pull.theirs / name).read_bytes(),
+    }
+    pull.drive()
+    files["merged"] = (config.snapshot_dir / name).read_bytes()
+    fields = ("user", "ticker")
+    wides = 0
+    for old, new in (("base", "theirs"), ("ours", "merged"), ("theirs", "merged")):
+        expected = log_runs._file_changes(files[old], files[new], fields)
+        found = index_rows(config, _blob_id(files[old]), _blob_id(files[new]))
+        if expected is None:
+            assert found is None
+            wides += 1
+        else:
+            assert found == {(c.key, c.old, c.new) for c in expected}
+    assert (wides > 0) is wide
+
+
+def _blob_id(data: bytes) -> str:
+    return (
+        subprocess.run(
+            ["git", "hash-object", "--stdin"], input=data, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .strip()
+    )

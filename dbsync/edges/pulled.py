@@ -17,8 +17,9 @@ by file (one, or each part of a split collection), as ``PulledRow``s:
 
 Anything this cannot vouch for (another layout, a second section, a problem in a line, more
 rows than ``ROWS_HELD``) raises ``CannotVouch``: the merge then reads the snapshot in full,
-which names a problem as it always did. Files are told identical by their SHA-256, a hash no
-one can forge a file for (the line hashes of the format are not meant to resist that).
+which names a problem as it always did. Files are told identical by git's blob id (the SHA-1
+git names their contents by, which its collision detection guards; the line hashes of the
+format are not meant to resist a forged file).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import io
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -61,14 +62,22 @@ class CannotVouch(Exception):
 
 
 def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes (hex)."""
-    hasher = hashlib.sha256()
+    """git's blob id of a file's bytes: the SHA-1 of ``blob <size>\0`` and the bytes (hex)."""
+    return _hashed(path, _blob_hasher(path.stat().st_size))
+
+
+def _blob_hasher(size: int) -> Any:
+    return hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+
+
+def _hashed(path: Path, hasher: Any) -> str:
+    """The hasher's hex digest of the file's bytes, read in chunks."""
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)
     with path.open("rb", buffering=0) as handle:
         while read := handle.readinto(buffer):
             hasher.update(view[:read])
-    return hasher.hexdigest()
+    return str(hasher.hexdigest())
 
 
 def same_files(first: Sequence[Path], second: Sequence[Path]) -> bool:
@@ -110,14 +119,15 @@ class DriverRecord:
         self._rows.write(result or _NONE)
         self.count += 1
 
-    def save(self, folder: Path, ours_digest: str, output: Path) -> None:
-        """Saved as ``<digest of output>.rows``, atomically, if ``usable``; the oldest records
-        beyond ``RECORDS_KEPT`` go (a clone whose hooks never merge keeps only those)."""
+    def save(self, folder: Path, blobs: dict[str, str]) -> None:
+        """Saved as ``<blob id of the output>.rows`` (``blobs``: of ``ours`` and ``merged``),
+        atomically, if ``usable``; the oldest records beyond ``RECORDS_KEPT`` go (a clone
+        whose hooks never merge keeps only those)."""
         if not self.usable:
             return
-        meta = {"format": FORMAT, "version": 1, "ours": ours_digest, "rows": self.count}
+        meta = {"format": FORMAT, "version": 1, "ours": blobs["ours"], "rows": self.count}
         self._rows.seek(0)
-        with atomic_writer(folder / f"{file_digest(output)}.rows") as handle:
+        with atomic_writer(folder / f"{blobs['merged']}.rows") as handle:
             handle.write(orjson.dumps(meta) + b"\n")
             while chunk := self._rows.read(_CHUNK):
                 handle.write(chunk)
@@ -222,7 +232,7 @@ def _refuse(problem: str | None) -> None:
 
 class Pulled:
     """Where a collection's pulled files differ from its synced copy (``rows``, in key order),
-    and the SHA-256 of each pulled file as it was vouched for (``digests``)."""
+    and the blob id of each pulled file as it was vouched for (``digests``)."""
 
     def __init__(self, rows: list[PulledRow], digests: list[str]) -> None:
         self.rows, self.digests = rows, digests
@@ -251,11 +261,13 @@ def pulled_rows(pulled: CollectionFiles, synced: CollectionFiles, records: Path 
 
 
 def vouched_records(path: Path, digest: str) -> Iterator[bytes]:
-    """The record lines of a one-section file vouched for as of SHA-256 ``digest`` (read whole,
+    """The record lines of a one-section file vouched for as of blob id ``digest`` (read whole,
     its digest checked before the first line): what was checked, not read line by line again.
     Raises ``InvalidInput`` if the file changed since."""
     data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != digest:
+    hasher = _blob_hasher(len(data))
+    hasher.update(data)
+    if hasher.hexdigest() != digest:
         raise InvalidInput(f"{path} changed while it was being merged; nothing was recorded")
     lines = io.BytesIO(data)
     next(lines)  # the header: the writer writes its own
