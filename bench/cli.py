@@ -127,10 +127,16 @@ def _project(folder: Path, params: Params) -> Path:
 
 
 def init_project(
-    root: Path, params: Params, asset: str = "bench", env: dict[str, str] | None = None
+    root: Path,
+    params: Params,
+    asset: str = "bench",
+    env: dict[str, str] | None = None,
+    uri: str | None = None,
 ) -> None:
-    """``dbsync init`` in ``root`` (embedded store), and the collection's rules in dbsync.toml."""
+    """``dbsync init`` in ``root`` (the embedded store, or the database ``uri`` names), and the
+    collection's rules in dbsync.toml."""
     init = [DBSYNC, "init", "--database", "bench", "--asset", asset]
+    init += ["--uri", uri] if uri else []
     subprocess.run(init, cwd=root, check=True, capture_output=True, env=env)
     rules = params.rules
     with (root / "dbsync.toml").open("a") as config:
