@@ -83,12 +83,37 @@ class Run:
             "machine": machine(),
             "date": self.date,
             "command": self.command,
+            "clock": self.clock,
             "seconds": self.seconds,
             "results": {f"{kind}-{size}": r for (size, kind), r in self.results.items()},
             "log": self.log,
             "start_up": self.start_up,
             "mongo": {f"{kind}-{size}": r for (size, kind), r in self.mongo.items()},
         }
+
+
+def run_from_json(data: dict[str, Any]) -> Run:
+    """A run as ``as_json`` wrote it (``--json``), to render or write into the docs again."""
+
+    def keyed(found: dict[str, Any]) -> dict[tuple[int, str], Any]:
+        return {(int(key.rsplit("-", 1)[1]), key.rsplit("-", 1)[0]): v for key, v in found.items()}
+
+    results = keyed(data["results"])
+    run = Run(
+        tuple(sorted({size for size, _ in results})),
+        tuple(dict.fromkeys(kind for _, kind in results)),
+        data["command"],
+        data["date"],
+        data.get("clock", "cpu" if "--clock cpu" in data["command"] else "wall"),
+        results,
+        data["seconds"],
+        data.get("log"),
+        data.get("start_up"),
+        keyed(data.get("mongo") or {}),
+    )
+    if not run.mongo:
+        run.mongo_note = "no MongoDB run"
+    return run
 
 
 def machine() -> dict[str, Any]:
@@ -570,17 +595,6 @@ def mongo_targets(run: Run) -> list[Target]:
                 found.append(Target(label, "not measured (the step failed)", None))
                 continue
             found.append(Target(label, f"{read:,} ({read / held:.1%})", read <= limit * held))
-        same, first = steps.get("export-same"), steps.get("export")
-        if same and first and same["code"] == 0 and first["code"] == 0:
-            ratio = same["cpu_seconds"] / first["cpu_seconds"]
-            found.append(
-                Target(
-                    f"MongoDB {kind} {size:,}: re-export with nothing changed ≤ 0.1x the first "
-                    "export, CPU of dbsync's process",
-                    f"{ratio:.2f}x",
-                    ratio <= 0.1,
-                )
-            )
     return found
 
 
@@ -661,3 +675,21 @@ def write_docs(path: Path, run: Run) -> None:
         raise SystemExit(f"{path} has no '{DOCS_START}' ... '{DOCS_END}' markers")
     block = f"{DOCS_START}\n{render(run)}\n{DOCS_END}"
     path.write_text(pattern.sub(lambda _: block, text))
+
+
+def main(argv: list[str]) -> None:
+    """``python -m bench.report RUN.json [--write-docs]``: the report of a run saved with
+    ``--json``, printed, or written into ``docs/benchmark.md``."""
+    import json
+
+    run = run_from_json(json.loads(Path(argv[0]).read_text()))
+    if "--write-docs" in argv[1:]:
+        write_docs(Path(__file__).resolve().parent.parent / "docs" / "benchmark.md", run)
+    else:
+        print(render(run))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -434,3 +434,27 @@ def _blob_id(data: bytes) -> str:
         .stdout.decode()
         .strip()
     )
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not json", "out of order"])
+def test_a_damaged_record_is_not_gone_by_the_file_is_walked(
+    config, embedded_store, paths, tmp_path, monkeypatch, damage
+):
+    pull = Pull(config, embedded_store, tmp_path, 1)
+    pull.drive()
+    (record,) = (config.state_dir / RECORDS).glob("*.rows")
+    meta, *rows = record.read_bytes().splitlines(keepends=True)
+    if damage == "cut short":
+        rows = rows[: len(rows) // 2 + 1]
+    elif damage == "not json":
+        rows[2] = b'{"h":"0123456789abcdef","d":{oops}}\n'
+    else:
+        rows = rows[2:4] + rows[:2] + rows[4:]
+    record.write_bytes(meta + b"".join(rows))
+    copies = pull.copy()
+    report = pull.merge()
+    assert paths == ["walked_rows"]
+    after = documents(embedded_store)
+    full = pull.full_merge(copies, monkeypatch)
+    assert outcome(report, config) == outcome(full, config)
+    assert documents(embedded_store) == after

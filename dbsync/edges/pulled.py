@@ -147,26 +147,24 @@ def recorded_rows(
     folder: Path, pulled_digest: str, synced_digest: str, fields: Sequence[str]
 ) -> list[PulledRow] | None:
     """The rows of the driver run that wrote a file of ``pulled_digest`` from an ours of
-    ``synced_digest``; None when there is no such record."""
+    ``synced_digest``; None when there is no such record, or it cannot be read whole and in
+    key order (a record is a shortcut: anything amiss, and the file is walked instead)."""
     path = folder / f"{pulled_digest}.rows"
     try:
-        handle = path.open("rb", buffering=_CHUNK)
-    except OSError:
-        return None
-    with handle:
-        try:
+        with path.open("rb", buffering=_CHUNK) as handle:
             meta = orjson.loads(handle.readline())
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            return None
-        if meta.get("version") != 1 or meta.get("ours") != synced_digest:
-            return None
-        if meta.get("rows", ROWS_HELD + 1) > ROWS_HELD:
-            return None
-        lines = read_lines(handle)
-        rows = [_keyed(ours, result, fields) for ours, result in zip(lines, lines, strict=False)]
-    return rows if len(rows) == meta["rows"] else None
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                return None
+            if meta.get("version") != 1 or meta.get("ours") != synced_digest:
+                return None
+            if not isinstance(meta.get("rows"), int) or meta["rows"] > ROWS_HELD:
+                return None
+            lines = read_lines(handle)
+            rows = [_keyed(ours, result, fields) for ours, result in zip(lines, lines, strict=True)]
+    except Exception:  # missing, damaged, cut short: not a record to go by
+        return None
+    in_order = all(a[0] < b[0] for a, b in zip(rows, rows[1:], strict=False))
+    return rows if in_order and len(rows) == meta["rows"] else None
 
 
 def _keyed(ours: bytes, result: bytes, fields: Sequence[str]) -> PulledRow:

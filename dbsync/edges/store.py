@@ -535,6 +535,11 @@ class EmbeddedStore:
     the collection), and a merge's or restore's writes in one transaction (``BEGIN
     IMMEDIATE``): a kill at any moment leaves the old state or the new one. The format is
     montydb's, unchanged: existing stores need no migration.
+
+    An export adds to each collection's file a change log (``edges.change_log``: a table and
+    three triggers montydb does not read), so that the store is a ``ChangeFeed`` like a
+    replica set's change stream: export, ``status`` and a merge's read then read only the
+    documents written since the last export, whoever wrote them.
     """
 
     atomic_changes = True

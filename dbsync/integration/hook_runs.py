@@ -143,10 +143,14 @@ def post_merge(config: Config, *, squash: bool) -> HookOutcome:
         if not git.has_changes(config.root, _snapshot_path(config)):
             return HookOutcome()
         return merge_into_database(config, None)
-    before = git.rev_parse(config.root, "ORIG_HEAD")
-    outcome = _merge_if_changed(config, before)
-    index_log(config, [before] if before else [])
+    outcome = _merge_if_changed(config, ORIG_HEAD)
+    index_log(config, [ORIG_HEAD])
     return outcome
+
+
+ORIG_HEAD = "ORIG_HEAD"
+"""Where HEAD was before a merge: named, and resolved to its commit only when a snapshot file
+changed since (a hook with nothing to do makes one git call)."""
 
 
 def rewritten_commits(pairs: list[str]) -> dict[str, str]:
@@ -193,14 +197,15 @@ def post_commit(config: Config) -> HookOutcome:
 
 
 def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
-    """Merge the snapshot folder if it changed from ``before`` to HEAD. One git call finds
-    that nothing did (the usual pull of code): a hook that has nothing to do stays quick."""
+    """Merge the snapshot folder if it changed from ``before`` (a commit, or a name of one) to
+    HEAD. One git call finds that nothing did (the usual pull of code): a hook that has nothing
+    to do stays quick."""
     if before is None or not _changed_to_head(config, before):
         return HookOutcome()
-    head = git.rev_parse(config.root, "HEAD")
-    if head is None or before == head:
+    head, commit = git.rev_parse(config.root, "HEAD"), git.rev_parse(config.root, before)
+    if head is None or commit is None or commit == head:
         return HookOutcome()
-    return merge_into_database(config, head, before)
+    return merge_into_database(config, head, commit)
 
 
 def _changed_to_head(config: Config, before: str) -> bool:
@@ -210,8 +215,10 @@ def _changed_to_head(config: Config, before: str) -> bool:
     result = git.run_git([*args, _snapshot_path(config)], config.root, check=False)
     if result.returncode in (0, 1):
         return result.returncode == 1
-    head = git.rev_parse(config.root, "HEAD")
-    return head is not None and git.tree_changed(config.root, before, head, _snapshot_path(config))
+    commit, head = git.rev_parse(config.root, before), git.rev_parse(config.root, "HEAD")
+    if commit is None or head is None:
+        return False  # no commit before (no ORIG_HEAD yet), or none now: nothing to compare
+    return git.tree_changed(config.root, commit, head, _snapshot_path(config))
 
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
@@ -248,7 +255,8 @@ def index_log(config: Config, since: Sequence[str]) -> None:
     try:
         if not _snapshot_commits(config, since):
             return
-        index_new_commits(config, since)
+        commits = [git.rev_parse(config.root, name) for name in since]
+        index_new_commits(config, [commit for commit in commits if commit is not None])
     except Exception:  # a cache: the hook's own work is done and must not be failed by it
         pass
 

@@ -102,7 +102,7 @@ class CollectionPlan:
     backup_bytes: int = 0
     applied: ChangeCounts | None = None
     vouched: list[str] | None = None
-    """The SHA-256 of each of the snapshot's files as the plan checked or vouched for them
+    """git's blob id of each of the snapshot's files as the plan checked or vouched for them
     (``edges.pulled``): recorded as synced from those very bytes, not read again."""
 
 
