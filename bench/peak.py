@@ -16,7 +16,8 @@ from pathlib import Path
 PEAK_FILE = "DBSYNC_BENCH_PEAK"
 
 
-def _peak_kib() -> int:
+def peak_kib() -> int:
+    """This process's peak resident memory so far (VmHWM), in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
@@ -24,7 +25,7 @@ def _peak_kib() -> int:
 
 
 def _write_peak() -> None:
-    Path(os.environ[PEAK_FILE]).write_text(str(_peak_kib()))
+    Path(os.environ[PEAK_FILE]).write_text(str(peak_kib()))
 
 
 if __name__ == "__main__":

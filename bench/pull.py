@@ -30,6 +30,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -270,10 +272,10 @@ def pull(folder: Path) -> dict[str, Figures]:
     _push(other, env)
     _load(this, collection, _raw_documents(folder / "ours.bson"))
     _push_refused(this, env)
+    pristine = root / "this-before-the-pull"
+    shutil.copytree(this, pristine, symlinks=True)
     pulled = measured(["git", "pull", "--no-edit"], this, env)
-    pulled_lines = collection_files(this / "database_backup")[collection].lines()
-    merged_lines = (line for s in read_sections(folder / "merged.jsonl") for line in s.records)
-    same = all(a == b for a, b in itertools.zip_longest(pulled_lines, merged_lines))
+    same = _same_snapshot(this, collection, folder)
     pulled["checks"] = {
         "pulled (exit 0)": pulled["code"] == 0,
         "the driver merged three-way": "record by record (three-way)" in pulled["output"],
@@ -282,7 +284,53 @@ def pull(folder: Path) -> dict[str, Figures]:
         "nothing pending": "pending" not in pulled["output"],
     }
     first_export["checks"] = {"exported (exit 0)": first_export["code"] == 0}
-    return {"first-export": first_export, "pull": pulled}
+    shares = dbsync_share(root, this, pristine, env)
+    shares["checks"] = {
+        "pulled (exit 0)": shares["code"] == 0,
+        "the driver and the hook ran": shares["driver_runs"] > 0 and shares["hook_runs"] == 1,
+        "the same snapshot as the measured pull": _same_snapshot(this, collection, folder),
+    }
+    return {"first-export": first_export, "pull": pulled, "pull-share": shares}
+
+
+CHILD_CPU = Path(__file__).with_name("child_cpu.py")
+
+
+def dbsync_share(root: Path, this: Path, pristine: Path, env: dict[str, str]) -> Figures:
+    """The same pull again, from the clone as it was before it, with the merge driver and the
+    post-merge hook run through ``child_cpu.py``, which logs each one's CPU time: dbsync's
+    share of the pull, beside git's own (fetch, merge, checkout; with a local bare remote, the
+    remote's ``pack-objects`` too, which a real remote runs on its own server)."""
+    shutil.rmtree(this)
+    shutil.copytree(pristine, this, symlinks=True)
+    log = root / "shares.jsonl"
+    log.unlink(missing_ok=True)
+    wrapper = [sys.executable, str(CHILD_CPU), str(log)]
+    hooks = root / "bench-hooks"
+    hooks.mkdir(exist_ok=True)
+    script = hooks / "post-merge"
+    hook = shlex.join([*wrapper, "hook", "--", str(this / ".git" / "hooks" / "post-merge")])
+    script.write_text(f'#!/bin/sh\nexec {hook} "$@"\n')
+    script.chmod(0o755)
+    configured = _run(["git", "config", "merge.dbsync.driver"], this, env).strip()
+    words = shlex.split(configured)
+    settings = [word for word in words if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", word)]
+    command = words[len(settings) :]
+    driver = " ".join([*settings, shlex.join([*wrapper, "driver", "--"]), *command])
+    wrapped = ["git", "-c", f"core.hooksPath={hooks}", "-c", f"merge.dbsync.driver={driver}"]
+    figures = measured([*wrapped, "pull", "--no-edit"], this, env)
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    for name in ("driver", "hook"):
+        mine = [run for run in runs if run["name"] == name]
+        figures[f"{name}_runs"] = len(mine)
+        figures[f"{name}_cpu_seconds"] = sum(run["cpu_seconds"] for run in mine)
+    return figures
+
+
+def _same_snapshot(this: Path, collection: str, folder: Path) -> bool:
+    pulled_lines = collection_files(this / "database_backup")[collection].lines()
+    merged_lines = (line for s in read_sections(folder / "merged.jsonl") for line in s.records)
+    return all(a == b for a, b in itertools.zip_longest(pulled_lines, merged_lines))
 
 
 def _push_refused(asset: Path, env: dict[str, str]) -> None:

@@ -5,8 +5,10 @@ process of the end-to-end rows would compile them again (this environment sets
 ``PYTHONDONTWRITEBYTECODE``). Then the start-up rows (``bench.pull``), and for each size and
 kind of document: ``prepare`` (not measured), the phases of ``bench.phases``, each in its own
 subprocess, and up to ``--cli-max`` the end-to-end rows (``bench.cli``) and the rows git drives
-(``bench.pull``: the merge driver, a real pull). The results table and the targets go to the
-terminal, optionally to a JSON file and to ``docs/benchmark.md``.
+(``bench.pull``: the merge driver, a real pull, dbsync's share of it). Then the MongoDB rows
+at ``--mongo-sizes`` (``bench.mongo``: a SecantusDB replica set the bench starts). The results
+table and the targets go to the terminal, optionally to a JSON file and to
+``docs/benchmark.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from bench import liveness
 from bench import log as log_bench
+from bench import mongo as mongo_bench
 from bench.data import KINDS
 from bench.pull import START_RUNS as START_UP_RUNS
 from bench.report import Run, render, write_docs
@@ -36,6 +39,7 @@ FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 100_000)
 EMBEDDED_STORE_MAX = 10_000
 CLI_MAX = 100_000
+MONGO_SIZES = (20_000,)
 MEASURED = ("encode", "export", "verify", "merge", "plain", "compare")
 
 
@@ -99,6 +103,10 @@ def run_module(module: str, *args: str) -> dict[str, Any]:
     return result
 
 
+def mongo_sizes(text: str) -> tuple[int, ...]:
+    return () if text.strip() in ("", "none") else tuple(int(size) for size in text.split(","))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -140,6 +148,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how long five assets write and sync at once in the liveness run (default 180; "
         "0 skips it)",
     )
+    parser.add_argument(
+        "--mongo-sizes",
+        default=",".join(str(size) for size in MONGO_SIZES),
+        help="the MongoDB rows (a SecantusDB replica set the bench starts) at these sizes, "
+        "comma-separated (default 20000; 'none': no MongoDB rows)",
+    )
     parser.add_argument("--workdir", type=Path, help="where to put the data (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the data to profile phases")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
@@ -163,6 +177,7 @@ def measure(
     say: Callable[[str], None] = lambda message: None,
     start_up_runs: int = START_UP_RUNS,
     liveness_seconds: float = 0.0,
+    mongo_sizes: tuple[int, ...] = MONGO_SIZES,
 ) -> Run:
     """Run every phase for every size and kind, then (``liveness_seconds``) the liveness run;
     the data is deleted unless ``keep``."""
@@ -189,6 +204,7 @@ def measure(
                 )
                 if not keep:
                     shutil.rmtree(folder, ignore_errors=True)
+        measure_mongo(run, root, kinds, mongo_sizes, seed, say, keep)
         run.log = log_bench.measure_for(root / "log", sizes, say)
         if liveness_seconds > 0:
             plan = liveness.Plan(seconds=liveness_seconds, seed=seed)
@@ -200,6 +216,34 @@ def measure(
             shutil.rmtree(root, ignore_errors=True)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def measure_mongo(
+    run: Run,
+    root: Path,
+    kinds: tuple[str, ...],
+    sizes: tuple[int, ...],
+    seed: int,
+    say: Callable[[str], None],
+    keep: bool,
+) -> None:
+    """The MongoDB rows (``bench.mongo``) at each size and kind; none, said so, without
+    SecantusDB."""
+    if not sizes:
+        run.mongo_note = "no MongoDB size asked for"
+        return
+    if not mongo_bench.available():
+        run.mongo_note = "SecantusDB is not installed: pip install -e '.[test]'"
+        return
+    for size in sizes:
+        for kind in kinds:
+            folder = root / f"mongo-{kind}-{size}"
+            run_phase("prepare", folder, kind, str(size), str(seed))
+            run.mongo[(size, kind)] = run_module("bench.mongo", str(folder))
+            figures = run.mongo[(size, kind)]
+            say(f"  MongoDB {kind} {size:,}: {sum(f['seconds'] for f in figures.values()):.1f} s")
+            if not keep:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command,
             say=lambda message: print(message, file=sys.stderr, flush=True),
             liveness_seconds=args.liveness_seconds,
+            mongo_sizes=mongo_sizes(args.mongo_sizes),
         )
     except PhaseFailed as error:
         print(error, file=sys.stderr)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dbsync.core import snapshot
 from dbsync.core.snapshot import encode_record
 
 TOML = 'database = "dbsync_test"\n[collections.pnl]\nkey = ["user", "ticker"]\ntimestamp = "at"\n'
@@ -31,3 +32,17 @@ def count_encodings(monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> li
     for module in modules:
         monkeypatch.setattr(module, "encode_record", counting)
     return calls
+
+
+def count_checked_lines(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every snapshot line checked deeply (types, canonical form), wherever it is done: by a
+    full verification, or only for the lines a walk found changed (``ChangedLineChecks``)."""
+    seen: list[bytes] = []
+    original = snapshot.checked_document
+
+    def counting(line: bytes) -> Any:
+        seen.append(line)
+        return original(line)
+
+    monkeypatch.setattr(snapshot, "checked_document", counting)
+    return seen

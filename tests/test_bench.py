@@ -11,7 +11,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
-    run = measure((SIZE,), ("pnl", "mixed"), workdir=tmp_path, cli_max=SIZE, start_up_runs=2)
+    run = measure(
+        (SIZE,),
+        ("pnl", "mixed"),
+        workdir=tmp_path,
+        cli_max=SIZE,
+        start_up_runs=2,
+        mongo_sizes=(SIZE,),
+    )
 
     assert run.failed_checks() == []
     for kind in ("pnl", "mixed"):
@@ -35,9 +42,16 @@ def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
         # the merge driver merged as dbsync's merge of files does; the real pull went through
         # the driver and the hook, three-way, and left the merged snapshot
         git = results["git"]
-        assert set(git) == {"driver", "plain", "pull", "first-export"}
+        assert set(git) == {"driver", "plain", "pull", "first-export", "pull-share"}
         assert all(git["driver"]["checks"].values()), git["driver"]
         assert all(git["pull"]["checks"].values()), git["pull"]["output"]
+        assert all(git["pull-share"]["checks"].values()), git["pull-share"]["output"]
+        # the MongoDB rows: every command exited 0; an unchanged re-export and status read
+        # no document, the first export every one
+        mongo = run.mongo[(SIZE, kind)]
+        assert all(step["code"] == 0 for step in mongo.values()), mongo
+        assert mongo["export"]["documents_read"] == mongo["export"]["documents"] > SIZE * 0.9
+        assert mongo["export-same"]["documents_read"] == mongo["status"]["documents_read"] == 0
     assert {name: figures["code"] for name, figures in (run.start_up or {}).items()} == {
         "python": 0,
         "version": 0,
@@ -53,6 +67,8 @@ def test_the_bench_runs_end_to_end_and_its_results_are_consistent(tmp_path):
     assert "merge driver, three-way, as git runs it" in text
     assert "`git pull`: 1 % changed on each asset" in text
     assert "the merge driver (a process) ≥ 4x the plain merge" in text
+    assert "dbsync's share of that pull" in text
+    assert "MongoDB (SecantusDB replica set) CLI `dbsync export`" in text
 
     docs = tmp_path / "benchmark.md"
     docs.write_text(f"# Benchmark\n\nprose\n\n{DOCS_START}\nold\n{DOCS_END}\n\nmore prose\n")

@@ -17,7 +17,7 @@ from dbsync.edges.synced import load_synced, synced_dir
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export
 from dbsync.runs.merge import MergeOptions, merge_snapshot
-from tests.indexed_helpers import TOML, count_encodings, docs
+from tests.indexed_helpers import TOML, count_checked_lines, count_encodings, docs
 
 
 @pytest.fixture
@@ -187,17 +187,19 @@ def test_a_merge_with_nothing_new_leaves_the_synced_copy_as_it_is(config, store)
 
 @pytest.fixture
 def reads(monkeypatch):
-    """The collections whose documents a merge read from the database (the index or in full)."""
+    """The collections whose documents a merge read from the database: all of them, or those
+    its change feed named (the embedded store's change log, a replica set's change stream)."""
     seen = []
 
     def counting(store_type):
-        original = store_type.iter_raw_documents
+        for method in ("iter_raw_documents", "raw_by_ids"):
+            original = getattr(store_type, method)
 
-        def watched(self, collection, **options):
-            seen.append(collection)
-            return original(self, collection, **options)
+            def watched(self, collection, *args, _original=original, **options):
+                seen.append(collection)
+                return _original(self, collection, *args, **options)
 
-        monkeypatch.setattr(store_type, "iter_raw_documents", watched)
+            monkeypatch.setattr(store_type, method, watched)
 
     return seen, counting
 
@@ -283,17 +285,40 @@ def written_since_export(store, changed):
     client.close()
 
 
-def test_a_merge_verifies_each_line_of_the_snapshot_once_as_it_walks_it(
-    config, embedded_store, deep_checks
+@pytest.fixture
+def checked_lines(monkeypatch):
+    return count_checked_lines(monkeypatch)
+
+
+def test_a_merge_checks_deeply_only_the_lines_the_synced_copy_lacks(
+    config, embedded_store, checked_lines, tmp_path
 ):
     embedded_store.insert_many("pnl", docs(50))
     export(config, embedded_store)
     written_since_export(embedded_store, 9)
-    deep_checks.clear()
+    checked_lines.clear()
     report = merge_snapshot(config, embedded_store, config.snapshot_dir, MergeOptions())
-    (path,) = config.snapshot_dir.glob("*.jsonl")
-    assert sorted(deep_checks) == sorted(path.read_bytes().splitlines(keepends=True)[1:-1])
+    assert checked_lines == []  # the snapshot is the synced copy, byte for byte: this asset's
     assert report.collections["pnl"].writes == 1
+
+    # another asset's snapshot, two records changed there: pulled, as a fast-forward brings it
+    other = type(embedded_store)(tmp_path / "other-asset", "dbsync_test")
+    other.insert_many("pnl", [*docs(3), {**docs(1, 3)[0], "at": "2026-01-01"}, *docs(46, 4)])
+    other.apply("pnl", [{**docs(1, 30)[0], "ticker": "T30b"}], [30])
+    export(config, other, target_dir=tmp_path / "pulled")
+    other.close()
+    (pulled,) = (tmp_path / "pulled").glob("*.jsonl")
+    (path,) = config.snapshot_dir.glob("*.jsonl")
+    new_lines = set(pulled.read_bytes().splitlines(keepends=True)[1:-1])
+    changed = new_lines - set(path.read_bytes().splitlines(keepends=True)[1:-1])
+    shutil.copyfile(pulled, path)
+    checked_lines.clear()
+    report = merge_snapshot(
+        config, embedded_store, config.snapshot_dir, MergeOptions(base=synced_dir(config.state_dir))
+    )
+    assert sorted(checked_lines) == sorted(changed) and len(changed) == 2  # edit, insert
+    counts = report.collections["pnl"]
+    assert (counts.updated, counts.remote_only, counts.deleted) == (1, 1, 1)
 
 
 @pytest.mark.parametrize("damage", ["last line", "trailer"])
@@ -419,9 +444,11 @@ def test_a_kept_line_on_the_key_of_a_new_document_sends_the_sparse_plan_to_a_ful
     assert sparse == ["pnl"] and len(mismatches) == 1 and "shares the key" in mismatches[0]
 
 
-def test_a_snapshot_other_than_the_synced_copy_is_merged_by_the_full_walk(
-    config, store, sparse, tmp_path
+def test_a_snapshot_other_than_the_synced_copy_is_merged_from_its_changes_as_a_full_read(
+    config, store, sparse, tmp_path, monkeypatch
 ):
+    """Another folder than the synced copy (an older snapshot of this asset): walked beside the
+    synced copy, only the lines that differ decided, as a full read decides them."""
     store.insert_many("pnl", docs(50))
     export(config, store)
     other = tmp_path / "other"
@@ -430,6 +457,10 @@ def test_a_snapshot_other_than_the_synced_copy_is_merged_by_the_full_walk(
     export(config, store)  # the synced copy moves on; ``other`` stays the older snapshot
     store.apply("pnl", [{**docs(1, 4)[0], "at": "2025-09-10"}], [])
     report = merge_snapshot(config, store, other, MergeOptions())
-    assert sparse == []
+    assert sparse == ["pnl"]
     assert report.collections["pnl"].conflicts_resolved == 2  # both newer versions stay
     assert report.collections["pnl"].writes == 0
+    without_index(monkeypatch)
+    full = merge_snapshot(config, store, other, MergeOptions())
+    assert sparse == ["pnl"]  # not again: the full read
+    assert outcome(report, config)[0] == outcome(full, config)[0]

@@ -78,3 +78,35 @@ def test_the_quick_calls_behave_as_through_typer(tmp_path):
     assert wrong.returncode == 2 and "unknown hook 'pre-pull'" in wrong.stderr
     missing = run(tmp_path, "merge-driver", "no-base", "no-ours", "no-theirs")
     assert missing.returncode == 1 and "cannot merge no-ours record by record" in missing.stderr
+
+
+HOOK_LOADED = """
+import json, sys
+sys.argv = ["dbsync", "hook", "post-merge", "0"]
+import dbsync.cli
+try:
+    dbsync.cli.main()
+except SystemExit as done:
+    assert not done.code, done.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_hook_with_nothing_to_merge_loads_no_service_store_or_snapshot_code(pair):
+    """A pull that brought code and no snapshot: the post-merge hook finds that out with git
+    alone, importing no store, no snapshot format and no service."""
+    a, _ = pair
+    a.import_records([{"_id": "one", "timestamp": "2025-01-01T00:00:00Z"}])
+    a.push_snapshot()  # the snapshot committed: a hook with snapshot files to consider
+    a.git("checkout", "-q", "-b", "code")
+    (a.root / "code.txt").write_text("code\n")
+    a.git("add", "code.txt")
+    a.git("commit", "-q", "-m", "code")
+    a.git("checkout", "-q", "main")
+    a.git("merge", "-q", "--no-ff", "--no-edit", "code")  # ORIG_HEAD: main before the merge
+    done = a.run([sys.executable, "-c", HOOK_LOADED], PYTHONSAFEPATH="1")
+    loaded = set(json.loads(done.out.splitlines()[-1]))
+    heavy = {"pymongo", "montydb", "rich", "bson", "sqlite3", "orjson", "xxhash", "pydantic"}
+    assert heavy & loaded == set()
+    services = ("dbsync.runs", "dbsync.agent", "dbsync.edges.store", "dbsync.core.snapshot")
+    assert {name for name in loaded if name.startswith(services)} == set()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbsync.edges.store import scrub_secrets
+from dbsync.edges.secrets import scrub_secrets
 from dbsync.errors import GitFailed, UsageError
 
 # What a git command run by dbsync still needs from a hook's or a user's environment: where git

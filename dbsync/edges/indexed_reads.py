@@ -196,6 +196,9 @@ def stream_moved(
     return found != len(known)
 
 
+Row3 = tuple[SortKey, bytes | None, bytes | None]
+
+
 class IndexMismatch(Exception):
     """``indexed_collection_lines`` found lines it cannot vouch for (a known document's line
     missing from the snapshot, two records on one key): read the collection in full."""
@@ -254,31 +257,29 @@ def indexed_changes(
 
 
 def changed_rows(
-    parts: Sequence[Iterable[bytes]], changes: Changes, name: str, fields: Sequence[str]
-) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """``(database's line, snapshot's line)`` for each key where they differ, in key order,
-    when ``parts`` (each file's lines, key-sorted, as ``changes`` were read by part) are the
-    lines ``changes`` were read against: a line of an unchanged document is the database's
-    too, and is only counted. Raises ``IndexMismatch`` as ``indexed_collection_lines`` does."""
+    parts: Sequence[Iterable[bytes]],
+    changes: Changes,
+    name: str,
+    fields: Sequence[str],
+    keyed: bool = False,
+) -> Iterator[Row3]:
+    """``(key, database's line, snapshot's line)`` for each key where they differ, in key
+    order, when ``parts`` (each file's lines, key-sorted, as ``changes`` were read by part) are
+    the lines ``changes`` were read against: a line of an unchanged document is the database's
+    too, and is only counted. The key is ``()`` unless ``keyed`` or the collection has parts.
+    Raises ``IndexMismatch`` as ``indexed_collection_lines`` does."""
     kept = [0]
     unchanged = changes.unchanged
     if len(parts) == 1:
-        for _, ours, theirs in _part_rows(
-            parts[0], changes.encoded[0], changes, name, fields, kept
-        ):
-            yield ours, theirs
+        yield from _part_rows(parts[0], changes.encoded[0], changes, name, fields, kept, keyed)
     else:
         streams = [
             _part_rows(lines, encoded, changes, name, fields, kept, keyed=True)
             for lines, encoded in zip(parts, changes.encoded, strict=True)
         ]
-        for _, ours, theirs in heapq.merge(*streams, key=_row_key):
-            yield ours, theirs
+        yield from heapq.merge(*streams, key=_row_key)
     if kept[0] != len(unchanged):
         raise IndexMismatch(f"{name}: the snapshot lacks lines of unchanged documents")
-
-
-Row3 = tuple[SortKey, bytes | None, bytes | None]
 
 
 def _row_key(row: Row3) -> SortKey:

@@ -16,15 +16,13 @@ import dataclasses
 import itertools
 import os
 import random
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote_plus
 
 import bson
 import montydb
@@ -32,6 +30,10 @@ from bson import json_util
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import InvalidDocument
 
+from dbsync.edges import change_log
+from dbsync.edges.secrets import redact_uri as redact_uri
+from dbsync.edges.secrets import scrub_secrets as scrub_secrets
+from dbsync.edges.secrets import uri_secrets as uri_secrets
 from dbsync.errors import DatabaseUnreachable, InvalidInput, UsageError
 
 Document = dict[str, Any]
@@ -225,65 +227,6 @@ def embedded_path(uri: str) -> Path:
             hint="write embedded:///ABSOLUTE/PATH (three slashes on Linux and macOS)",
         )
     return path
-
-
-# --- Keeping passwords out of messages -------------------------------------------------------
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with its password replaced by ``***`` (the user name is kept, to help).
-
-    The user info ends at the last ``@`` before the first ``/`` (pymongo's reading) or before
-    the first ``?`` (a password holding an unescaped ``/``), whichever comes later: when the two
-    readings differ, more is hidden rather than less.
-    """
-    scheme, separator, rest = uri.partition("://")
-    if not separator:
-        return uri
-    end = _userinfo_end(rest)
-    user, colon, _password = rest[:end].partition(":")
-    if end < 0 or not colon:
-        return uri
-    return f"{scheme}://{user}:***@{rest[end + 1 :]}"
-
-
-def _userinfo_end(rest: str) -> int:
-    first_slash = _find_or_end(rest, "/")
-    first_query = _find_or_end(rest, "?")
-    return max(rest.rfind("@", 0, first_slash), rest.rfind("@", 0, first_query))
-
-
-def _find_or_end(text: str, char: str) -> int:
-    index = text.find(char)
-    return len(text) if index < 0 else index
-
-
-def uri_secrets(uri: str) -> tuple[str, ...]:
-    """The password of a URI as written and percent-decoded, longest first, for scrubbing.
-
-    Even a short password is scrubbed: a garbled message is better than a leaked password.
-    """
-    _scheme, separator, rest = uri.partition("://")
-    end = _userinfo_end(rest)
-    _user, colon, password = rest[: max(end, 0)].partition(":")
-    if not separator or end < 0 or not colon or not password:
-        return ()
-    return tuple(sorted({password, unquote_plus(password)}, key=len, reverse=True))
-
-
-_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
-
-
-def scrub_secrets(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with every URI redacted and every known secret replaced by ``***``.
-
-    Driver messages name hosts and sometimes echo the URI; the literal replacement also catches
-    a password that appears outside any URI.
-    """
-    text = _URI_IN_TEXT.sub(lambda match: redact_uri(match.group(0)), text)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 # --- Retries ---------------------------------------------------------------------------------
@@ -594,6 +537,11 @@ class EmbeddedStore:
     the collection), and a merge's or restore's writes in one transaction (``BEGIN
     IMMEDIATE``): a kill at any moment leaves the old state or the new one. The format is
     montydb's, unchanged: existing stores need no migration.
+
+    An export adds to each collection's file a change log (``edges.change_log``: a table and
+    three triggers montydb does not read), so that the store is a ``ChangeFeed`` like a
+    replica set's change stream: export, ``status`` and a merge's read then read only the
+    documents written since the last export, whoever wrote them.
     """
 
     atomic_changes = True
@@ -638,28 +586,149 @@ class EmbeddedStore:
             connection.close()
 
     def fingerprint(self, collection: str) -> str:
-        """Figures of the collection's SQLite file that any write changes (through montydb's
-        own client too), read without reading a document (montydb's count decodes them all):
-        the file's size, modification time and change counter, and its WAL's size and header
-        (a reader leaves an empty WAL behind: that counts as none)."""
+        """The mark of the collection's change log (``STREAM_MARK``, ``change_log.LOG_MARK`` and the
+        mark: ``changed_since`` then tells exactly whether anything was written since), when
+        it has an intact one (``follow_changes``). Else figures of the collection's SQLite
+        file that a write changes (through montydb's own client too), read without reading a
+        document: the file's size, modification time and change counter, and its WAL's size
+        and header (a reader leaves an empty WAL behind: that counts as none). They miss a
+        write within the clock tick of the one before, with the WAL checkpointed away."""
         path = self._file(collection)
+        connection = self._reader(collection)
+        if connection is not None:
+            try:
+                with _sqlite_errors(path):
+                    mark = change_log.mark(connection)
+            finally:
+                connection.close()
+            if mark is not None:
+                return STREAM_MARK + change_log.LOG_MARK + mark
         return (
             f"{_file_mark(path, 24, 28, with_time=True)},{_file_mark(Path(f'{path}-wal'), 0, 32)}"
         )
 
-    def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
+    def follow_changes(self, collection: str) -> None:
+        """Start the collection's change log (``edges.change_log``) if it has no intact one:
+        a table and three triggers added to montydb's file, in one write transaction. Best
+        effort: a store busy with a long write, or read-only, goes without one (its documents
+        are then read every time, as before)."""
+        connection = self._reader(collection)
+        if connection is None:
+            return
+        try:
+            if change_log.is_intact(connection):
+                return
+        except sqlite3.Error:
+            return
+        finally:
+            connection.close()
+        with self._briefly_written(collection) as writer:
+            if writer is not None and not change_log.is_intact(writer):
+                change_log.start(writer)
+
+    def forget_changes_before(self, collection: str, token: str) -> None:
+        """Drop the change log's rows before the mark ``token`` (a ``fingerprint``): nothing
+        asks for what happened before the last export's mark. Best effort, as above."""
+        if not token.startswith(STREAM_MARK + change_log.LOG_MARK):
+            return
+        with self._briefly_written(collection) as writer:
+            if writer is not None:
+                seq = change_log.since(writer, token[len(STREAM_MARK + change_log.LOG_MARK) :])
+                if seq is not None:
+                    change_log.forget_before(writer, seq)
+
+    @contextmanager
+    def _briefly_written(self, collection: str) -> Iterator[sqlite3.Connection | None]:
+        """A write transaction on the collection's file that waits 2 s at most for the lock,
+        for what may be left undone (the change log's upkeep): None, and nothing written, when
+        the file is missing, busy or cannot be written."""
+        path = self._file(collection)
+        if not path.is_file():
+            yield None
+            return
+        try:
+            writer = sqlite3.connect(path, timeout=2.0, isolation_level=None)
+        except sqlite3.Error:
+            yield None
+            return
+        with closing(writer):
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                yield None
+                return
+            try:
+                yield writer
+            except sqlite3.Error:
+                writer.execute("ROLLBACK")
+                return
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            try:
+                writer.execute("COMMIT")
+            except sqlite3.Error:
+                writer.execute("ROLLBACK")
+
+    def changed_since(self, collection: str, token: str) -> bool | None:
+        """Whether anything was written to the collection after the mark ``token`` (None:
+        the change log cannot answer for it)."""
+        return self._logged(collection, token, lambda c, seq: change_log.written_after(c, seq))
+
+    def changed_ids(self, collection: str, token: str, limit: int) -> list[bytes] | None:
+        """The ``_id`` (``{"": _id}`` as BSON) of every document inserted, changed or deleted
+        after the mark ``token``; None when the log cannot answer for it, or more than
+        ``limit`` were."""
+
+        def ids(connection: sqlite3.Connection, seq: int) -> list[bytes] | None:
+            keys = change_log.keys_after(connection, seq, limit)
+            return None if keys is None else [change_log.id_bytes_of_key(k) for k in keys]
+
+        return self._logged(collection, token, ids)
+
+    def _logged(
+        self,
+        collection: str,
+        token: str,
+        read: Callable[[sqlite3.Connection, int], T],
+    ) -> T | None:
+        """``read`` of the change log after the mark ``token``, in one read transaction."""
+        if not token.startswith(change_log.LOG_MARK):
+            return None
+        connection = self._reader(collection)
+        if connection is None:
+            return None
+        try:
+            with _sqlite_errors(self._file(collection)):
+                connection.execute("BEGIN")
+                seq = change_log.since(connection, token[len(change_log.LOG_MARK) :])
+                found = None if seq is None else read(connection, seq)
+                connection.execute("COMMIT")
+                return found
+        finally:
+            connection.close()
+
+    def raw_by_ids(self, collection: str, ids: Sequence[Any]) -> list[bytes]:
+        """The stored BSON of the documents whose ``_id`` is in ``ids`` (of any of the types
+        montydb keys apart: ``equivalent_keys``), in one read transaction."""
         connection = self._reader(collection)
         if connection is None:
             return []
-        found: list[Document] = []
+        found: list[bytes] = []
         try:
             with _sqlite_errors(self._file(collection)):
+                connection.execute("BEGIN")
                 for chunk in chunks(ids, _KEYS_PER_QUERY):
                     keys = [key for value in chunk for key in equivalent_keys(value)]
                     query = f"SELECT v FROM documents WHERE k IN ({','.join('?' * len(keys))})"
-                    found += [decode_raw(raw) for (raw,) in connection.execute(query, keys)]
+                    found += [bytes(raw) for (raw,) in connection.execute(query, keys)]
+                connection.execute("COMMIT")
         finally:
             connection.close()
+        return found
+
+    def find_by_ids(self, collection: str, ids: Sequence[Any]) -> list[Document]:
+        found = [decode_raw(raw) for raw in self.raw_by_ids(collection, ids)]
         return in_requested_order(ids, found)
 
     def apply(

@@ -20,23 +20,46 @@ left alone.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from dbsync.config import Config
-from dbsync.core.report import MergeReport
 from dbsync.edges import git
-from dbsync.edges.synced import follow_rewrite, save_synced
 from dbsync.errors import DatabaseUnreachable, UsageError
-from dbsync.integration.merge_driver import queued_driver_decisions
-from dbsync.runs.export import ExportedCollection, export, exported_sections
-from dbsync.runs.log import index_new_commits
-from dbsync.runs.losing import HOOK
-from dbsync.runs.merge import MergeOptions
-from dbsync.runs.pending import base_for, queue_pending
-from dbsync.runs.pipeline import changing_store_run
+
+if TYPE_CHECKING:
+    from dbsync.config import Config
+    from dbsync.core.report import MergeReport
+    from dbsync.edges.synced import follow_rewrite, save_synced
+    from dbsync.integration.merge_driver import queued_driver_decisions
+    from dbsync.runs.export import ExportedCollection, export, exported_sections
+    from dbsync.runs.log import index_new_commits
+    from dbsync.runs.pending import base_for, queue_pending
+    from dbsync.runs.pipeline import changing_store_run
+else:
+
+    def _later(module: str, name: str) -> Callable[..., Any]:
+        """A service function imported when it is first called: every hook starts the CLI,
+        and a hook that finds nothing to do must not import the stores, the merge and the
+        export to find that out."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+        return call
+
+    follow_rewrite = _later("dbsync.edges.synced", "follow_rewrite")
+    save_synced = _later("dbsync.edges.synced", "save_synced")
+    queued_driver_decisions = _later("dbsync.integration.merge_driver", "queued_driver_decisions")
+    export = _later("dbsync.runs.export", "export")
+    exported_sections = _later("dbsync.runs.export", "exported_sections")
+    index_new_commits = _later("dbsync.runs.log", "index_new_commits")
+    base_for = _later("dbsync.runs.pending", "base_for")
+    queue_pending = _later("dbsync.runs.pending", "queue_pending")
+    changing_store_run = _later("dbsync.runs.pipeline", "changing_store_run")
 
 IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
 SYNC_EXPORTED = "DBSYNC_SYNC_EXPORTED"
@@ -125,10 +148,14 @@ def post_merge(config: Config, *, squash: bool) -> HookOutcome:
         if not git.has_changes(config.root, _snapshot_path(config)):
             return HookOutcome()
         return merge_into_database(config, None)
-    before = git.rev_parse(config.root, "ORIG_HEAD")
-    outcome = _merge_if_changed(config, before)
-    index_log(config, [before] if before else [])
+    outcome = _merge_if_changed(config, ORIG_HEAD)
+    index_log(config, [ORIG_HEAD])
     return outcome
+
+
+ORIG_HEAD = "ORIG_HEAD"
+"""Where HEAD was before a merge: named, and resolved to its commit only when a snapshot file
+changed since (a hook with nothing to do makes one git call)."""
 
 
 def rewritten_commits(pairs: list[str]) -> dict[str, str]:
@@ -175,12 +202,28 @@ def post_commit(config: Config) -> HookOutcome:
 
 
 def _merge_if_changed(config: Config, before: str | None) -> HookOutcome:
-    head = git.rev_parse(config.root, "HEAD")
-    if head is None or before is None or before == head:
+    """Merge the snapshot folder if it changed from ``before`` (a commit, or a name of one) to
+    HEAD. One git call finds that nothing did (the usual pull of code): a hook that has nothing
+    to do stays quick."""
+    if before is None or not _changed_to_head(config, before):
         return HookOutcome()
-    if not git.tree_changed(config.root, before, head, _snapshot_path(config)):
+    head, commit = git.rev_parse(config.root, "HEAD"), git.rev_parse(config.root, before)
+    if head is None or commit is None or commit == head:
         return HookOutcome()
-    return merge_into_database(config, head, before)
+    return merge_into_database(config, head, commit)
+
+
+def _changed_to_head(config: Config, before: str) -> bool:
+    """Whether the snapshot folder differs between ``before`` and HEAD (``git.tree_changed``,
+    which names the failure, when git cannot say at once)."""
+    args = ["diff", "--quiet", "--no-ext-diff", "--no-textconv", before, "HEAD", "--"]
+    result = git.run_git([*args, _snapshot_path(config)], config.root, check=False)
+    if result.returncode in (0, 1):
+        return result.returncode == 1
+    commit, head = git.rev_parse(config.root, before), git.rev_parse(config.root, "HEAD")
+    if commit is None or head is None:
+        return False  # no commit before (no ORIG_HEAD yet), or none now: nothing to compare
+    return git.tree_changed(config.root, commit, head, _snapshot_path(config))
 
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
@@ -188,6 +231,9 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
 
     The merge is queued as pending before it starts (and settled when it succeeds): a hook
     killed at any point leaves it for the next command, three-way against the same base."""
+    from dbsync.runs.losing import HOOK
+    from dbsync.runs.merge import MergeOptions
+
     driven = queued_driver_decisions(config)
     base = base_for(config, head, before)
     options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
@@ -209,11 +255,25 @@ def merge_into_database(config: Config, head: str | None, before: str | None = N
 
 def index_log(config: Config, since: Sequence[str]) -> None:
     """The log index learns the commits HEAD has and ``since`` has not. Best effort: the index
-    is a cache, and whatever fails here costs only a slower first ``dbsync log``."""
+    is a cache, and whatever fails here costs only a slower first ``dbsync log``. A hook whose
+    commits changed no snapshot file (a pull of code) finds it out with one git call."""
     try:
-        index_new_commits(config, since)
+        if not _snapshot_commits(config, since):
+            return
+        commits = [git.rev_parse(config.root, name) for name in since]
+        index_new_commits(config, [commit for commit in commits if commit is not None])
     except Exception:  # a cache: the hook's own work is done and must not be failed by it
         pass
+
+
+def _snapshot_commits(config: Config, since: Sequence[str]) -> bool:
+    """Whether the snapshot folder holds snapshot files and a commit of HEAD that ``since``
+    lacks changed it (when git cannot say, it is taken as changed)."""
+    if not any(config.snapshot_dir.glob("*.jsonl")):
+        return False
+    args = ["rev-list", "-1", "HEAD", *(f"^{commit}" for commit in since), "--"]
+    result = git.run_git([*args, _snapshot_path(config)], config.root, check=False)
+    return result.returncode != 0 or bool(result.stdout.strip())
 
 
 def _warn(message: str) -> None:

@@ -33,8 +33,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
+import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +49,21 @@ from dbsync.core.merge import (
     decide_three_way,
     decide_two_way,
 )
+from dbsync.core.ordering import key_hash
 from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
 from dbsync.core.rules import Rules
-from dbsync.core.snapshot import ChangedLineChecks, Header, SnapshotError, write_section
+from dbsync.core.snapshot import (
+    ChangedLineChecks,
+    Header,
+    SnapshotError,
+    line_sort_key,
+    write_section,
+)
+from dbsync.edges import git
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import atomic_writer
+from dbsync.edges.log_index import LINES_KEPT, Change, LogIndex
+from dbsync.edges.pulled import RECORDS, DriverRecord, file_digest
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
@@ -73,20 +85,120 @@ class DriverResult:
     rules: dict[str, Rules] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     report: Path | None = None
+    decided: Decided | None = None
+    """What the merge changed in OURS, for the merge into the database that follows."""
+
+
+@dataclass
+class Decided:
+    """What a merge changed, told as it decided: the rows it changed in OURS
+    (``edges.pulled.DriverRecord``, for the hook's merge into the database), and what changed
+    between each pair of versions git's history will hold (``LogPairs``, for the log index);
+    git's blob id of each version (base, ours, theirs; merged once written) and the file the
+    result is in."""
+
+    record: DriverRecord
+    pairs: LogPairs
+    blobs: dict[str, str]
+    output: Path
+
+    def close(self) -> None:
+        self.record.close()
+
+
+class _Pair:
+    """What changed between two versions of the file, as ``log_index`` keeps a pair of blobs:
+    a ``Change`` per record whose line differs, or None past ``LINES_KEPT`` bytes (wide)."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] | None = []
+        self.size = 0
+
+    def add(self, key: int, old: bytes | None, new: bytes | None) -> None:
+        if old == new or self.changes is None:
+            return
+        self.size += len(old or b"") + len(new or b"")
+        if self.size > LINES_KEPT:
+            self.changes = None
+        else:
+            self.changes.append(Change(key, old, new))
+
+
+class LogPairs:
+    """The pairs a pull's history holds of the file the driver merges: base → theirs (their
+    commit), ours → merged and theirs → merged (the merge commit), filled as the driver walks:
+    ``dbsync log`` and the hooks then find them in the log index without reading the blobs
+    again (``runs.log.index_new_commits``: 4 blob reads and line sets of 3 pairs)."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = tuple(fields)
+        self.base_theirs, self.ours_merged, self.theirs_merged = _Pair(), _Pair(), _Pair()
+
+    def see(self, row: tuple[bytes | None, ...], result: bytes | None) -> None:
+        """A row that is not the same on every side, and what the merge made of it."""
+        line = next(line for line in (*row, result) if line is not None)
+        key = key_hash(line_sort_key(line, self.fields))
+        base, ours, theirs = row if len(row) == 3 else (None, *row)
+        if len(row) == 3:
+            self.base_theirs.add(key, base, theirs)
+        self.ours_merged.add(key, ours, result)
+        self.theirs_merged.add(key, theirs, result)
+
+    def index(self, config: Config, blobs: dict[str, str]) -> None:
+        """Into this asset's log index, each pair of distinct blobs; nothing unless the
+        repository names objects by SHA-1 (the ids ``file_digest`` computes)."""
+        pairs = [
+            ("base", "theirs", self.base_theirs),
+            ("ours", "merged", self.ours_merged),
+            ("theirs", "merged", self.theirs_merged),
+        ]
+        found = git.run_git(["rev-parse", "--show-object-format"], config.root, check=False)
+        if found.returncode != 0 or found.stdout.strip() != "sha1":
+            return
+        index = LogIndex.open(config.state_dir)
+        try:
+            for old, new, pair in pairs:
+                if old in blobs and new in blobs and blobs[old] != blobs[new]:
+                    index.add(blobs[old], blobs[new], self.fields, pair.changes)
+        finally:
+            index.close()
 
 
 def merge_files(base: Path, ours: Path, theirs: Path, label: str) -> DriverResult:
     """Merge THEIRS into OURS in place; on any doubt leave OURS as it was and say why."""
+    told = Told()
     try:
-        counts, mode, rules = _merge(base, ours, theirs)
-    except DbsyncError as error:
+        blobs = {"ours": file_digest(ours), "theirs": file_digest(theirs)}
+        if base.is_file() and base.stat().st_size:
+            blobs["base"] = file_digest(base)
+        counts, mode, rules = _merge(base, ours, theirs, told)
+    except (DbsyncError, OSError) as error:
+        told.record.close()
+        said = error.message if isinstance(error, DbsyncError) else str(error)
         return DriverResult(
             False,
-            f"dbsync: cannot merge {label} record by record: {error.message}; it is left as "
+            f"dbsync: cannot merge {label} record by record: {said}; it is left as "
             "this side's version and marked as a conflict",
         )
     notes = [note for name, c in counts.items() for note in tie_break_notes(name, rules[name], c)]
-    return DriverResult(True, _summary(label, mode, counts), counts, mode, rules, notes)
+    result = DriverResult(True, _summary(label, mode, counts), counts, mode, rules, notes)
+    pairs = told.pairs or LogPairs(())
+    result.decided = Decided(told.record, pairs, blobs, ours)
+    return result
+
+
+class Told:
+    """What ``_walk`` tells of each decision: the rows that change OURS to ``record``, every
+    row to ``pairs`` (set for the one collection a file holds; None when the file holds
+    several, or the walk gave up: nothing is then recorded)."""
+
+    def __init__(self) -> None:
+        self.record = DriverRecord()
+        self.pairs: LogPairs | None = None
+
+    def discard(self) -> None:
+        self.record.discard()
+        self.pairs = None
 
 
 def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
@@ -96,6 +208,11 @@ def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
         config = load_config(cwd=cwd)
         if config.config_file is None or not result.merged:
             return
+        decided = result.decided
+        if decided is not None:  # first: the hook's merge that follows reads it
+            decided.blobs["merged"] = file_digest(decided.output)
+            decided.record.save(config.state_dir / RECORDS, decided.blobs)
+            _index_pairs(config, decided, list(result.counts))
         names = list(result.counts)
         with recorded_run(config, "merge-driver", collections=names, warn=_warn) as run:
             report = _report(config, result, label)
@@ -107,6 +224,21 @@ def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
             result.message += f"; every losing version is in {shown}"
     except (DbsyncError, OSError) as error:
         result.notes.append(f"this merge was not reported nor recorded: {error}")
+    finally:
+        if result.decided is not None:
+            result.decided.close()
+
+
+def _index_pairs(config: Config, decided: Decided, names: list[str]) -> None:
+    """The log index learns the pairs the driver saw (best effort: a cache), when dbsync.toml
+    keys the file's one collection as the file does."""
+    pairs = decided.pairs
+    if len(names) != 1 or not pairs.fields or config.rules(names[0]).key != pairs.fields:
+        return
+    try:
+        pairs.index(config, decided.blobs)
+    except (DbsyncError, OSError, sqlite3.Error):
+        pass
 
 
 def _report(config: Config, result: DriverResult, label: str) -> MergeReport:
@@ -149,8 +281,10 @@ def queued_driver_decisions(config: Config) -> DriverDecisions | None:
 
 
 def clear_driver_decisions(config: Config) -> None:
-    """The database has been merged with what the driver decided: nothing is queued any more."""
+    """The database has been merged with what the driver decided: nothing is queued any more,
+    and the rows it recorded for that merge are no longer needed."""
     (config.state_dir / DRIVER_REPORTS).unlink(missing_ok=True)
+    shutil.rmtree(config.state_dir / RECORDS, ignore_errors=True)
 
 
 def _index(side: str, path: Path) -> dict[str, SourceSection]:
@@ -165,16 +299,18 @@ def _index(side: str, path: Path) -> dict[str, SourceSection]:
 Merged = tuple[dict[str, MergeCounts], str, dict[str, Rules]]
 
 
-def _merge(base: Path, ours: Path, theirs: Path) -> Merged:
-    """The merge at the cost of the change (``_merge_changes``). Should it meet anything amiss,
-    the merge as it was before: every line of the three versions verified first, the first
-    problem named (side, line, what), or a merge of what the quick walk does not take on (a
-    base that lacks a collection, say)."""
+def _merge(base: Path, ours: Path, theirs: Path, told: Told) -> Merged:
+    """The merge at the cost of the change (``_merge_changes``), each decision told to
+    ``told``. Should it meet anything amiss, the merge as it was before: every line of the
+    three versions verified first, the first problem named (side, line, what), or a merge of
+    what the quick walk does not take on (a base that lacks a collection, say); nothing of it
+    is told (``told.discard``)."""
     two_way = not base.is_file() or base.stat().st_size == 0
     ancestor = None if two_way else base
     try:
-        counts, rules = _merge_changes(ancestor, ours, theirs)
+        counts, rules = _merge_changes(ancestor, ours, theirs, told)
     except Exception:  # whatever the walk could not read: the full verification names it
+        told.discard()
         counts, rules = _merge_verified(ancestor, ours, theirs)
     return counts, "two-way" if two_way else "three-way", rules
 
@@ -186,7 +322,7 @@ class _NotTakenOn(Exception):
     """What the quick walk leaves to the full verification."""
 
 
-def _merge_changes(base: Path | None, ours: Path, theirs: Path) -> Counted:
+def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> Counted:
     """One walk of the three versions, each line's shape and hash checked as it is read; only
     the lines that differ between them are decoded and checked deeply (``ChangedLineChecks``).
     Each version holds the same collections in the same order (one, in a git repository)."""
@@ -210,15 +346,22 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path) -> Counted:
                 streams.insert(0, bases[0].records)
             name = header.collection
             counts[name], rules[name] = MergeCounts(conflicts=SpooledConflicts()), header.rules
-            write_section(handle, header, _walk(streams, header, counts[name]))
+            if counts.keys() == {name}:
+                told.pairs = LogPairs(header.rules.key)
+            else:
+                told.discard()  # a file of several collections: not one a pull brings
+            write_section(handle, header, _walk(streams, header, counts[name], told))
         if any(next(reader, None) is not None for reader in others):
             raise _NotTakenOn("the versions hold other collections")
     return counts, rules
 
 
-def _walk(streams: list[Iterator[bytes]], header: Header, counts: MergeCounts) -> Iterator[bytes]:
+def _walk(
+    streams: list[Iterator[bytes]], header: Header, counts: MergeCounts, told: Told
+) -> Iterator[bytes]:
     """The merged lines of one collection: ``decide``'s, a line the same on every side passed
-    on as bytes, every other line checked deeply before it is decided on."""
+    on as bytes, every other line checked deeply before it is decided on; each decision told
+    to ``told``."""
     rules, width = header.rules, len(streams)
     checks = ChangedLineChecks(header, width)
     same = 0
@@ -239,8 +382,13 @@ def _walk(streams: list[Iterator[bytes]], header: Header, counts: MergeCounts) -
             decision = decide_three_way(row[0], row[1], row[2], rules)
         else:
             decision = decide_two_way(row[0], row[1], rules)
+        result = decision.result if decision is not None else None
+        if told.pairs is not None:
+            told.pairs.see(row, result)
         if decision is not None:
             counts.add(decision, rules.key)
+            if decision.changes_ours:
+                told.record.add(decision.ours, decision.result)
             if decision.result is not None:
                 yield decision.result
     counts.common += same

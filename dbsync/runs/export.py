@@ -23,7 +23,14 @@ from dbsync.core.snapshot import (
     line_sort_key,
 )
 from dbsync.edges import git
-from dbsync.edges.change_index import ChangeIndex, database_fingerprint, raw_hash
+from dbsync.edges.change_index import (
+    STREAM,
+    ChangeIndex,
+    database_fingerprint,
+    moved_since,
+    raw_hash,
+)
+from dbsync.edges.change_log import LOG_MARK
 from dbsync.edges.collection_options import write_options
 from dbsync.edges.files import StagedFiles
 from dbsync.edges.indexed_reads import (
@@ -47,8 +54,9 @@ from dbsync.edges.parts import (
     part_count,
     part_headers,
 )
+from dbsync.edges.pulled import same_files
 from dbsync.edges.records import KeyClashes, unique_pairs
-from dbsync.edges.snapshot_files import read_sections
+from dbsync.edges.snapshot_files import read_sections, read_trailer_count, read_trailer_digest
 from dbsync.edges.store import Store, chunks
 from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
@@ -170,6 +178,7 @@ def export(
             return _export_folder(staged, config, store, names, rules_of, target_dir, progress)
     index = ChangeIndex.open(config.state_dir)
     try:
+        follow_changes(store, names)
         # taken before reading: a write during the export leaves them stale, as it should
         figures = {name: database_fingerprint(store, name) for name in names}
         with StagedFiles() as staged:
@@ -182,7 +191,27 @@ def export(
             index.record(result.collection, figures[result.collection], result.digest)
     finally:
         index.close()
+    forget_changes_before(store, figures)
     return results
+
+
+def follow_changes(store: Store, names: Sequence[str]) -> None:
+    """A store that keeps a change log only when asked (the embedded store) starts one for each
+    collection exported, so that the next export, ``status`` and a merge read only what
+    changed since this export's mark."""
+    method = getattr(store, "follow_changes", None)
+    if method is not None:
+        for name in names:
+            method(name)
+
+
+def forget_changes_before(store: Store, figures: dict[str, str | None]) -> None:
+    """The change log's rows before the marks this export recorded are not asked for again."""
+    method = getattr(store, "forget_changes_before", None)
+    if method is not None:
+        for name, figure in figures.items():
+            if figure is not None:
+                method(name, figure)
 
 
 def _export_folder(
@@ -201,13 +230,14 @@ def _export_folder(
     folder = target_dir or config.snapshot_dir
     results = []
     synced = load_synced(config.state_dir) if index is not None else None
+    copies = collection_files(synced_dir(config.state_dir)) if index is not None else {}
     on_disk = collection_files(folder)
     for name in names:
         existing, rules = on_disk.get(name), rules_of(name)
         changes = None
         if index is not None:
             known = existing if _synced_here(existing, synced, name) else None
-            changes = _IndexedExport(index, name, rules, store, known)
+            changes = _IndexedExport(index, name, rules, store, known, copies.get(name))
         result = _export_collection(staged, store, name, rules, folder, existing, progress, changes)
         if index is not None:
             check_not_unmerged(config, result, synced)
@@ -518,9 +548,12 @@ class _IndexedExport:
         rules: Rules,
         store: Store,
         existing: CollectionFiles | None,
+        synced: CollectionFiles | None = None,
     ) -> None:
         self.index, self.name, self.rules, self.store = index, name, rules, store
         self.existing = existing
+        self.synced = synced
+        """The synced copy of the collection: what the last export or merge wrote."""
         self.notes = RecordNotes(name, rules)
         self.read = ""
 
@@ -543,6 +576,8 @@ class _IndexedExport:
     ) -> ExportedCollection | None:
         if not self.usable() or self.existing is None:
             return None
+        if self._unchanged():
+            return self._as_on_disk()
         # the snapshot's count, not the store's: montydb counts by decoding every document
         progress.start(f"export {self.name}", self.existing.records())
         changes = self._read(self.existing.count, progress)
@@ -562,6 +597,44 @@ class _IndexedExport:
         result = _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
         return replace(result, read=self.read)
 
+    def _unchanged(self) -> bool:
+        """Whether the snapshot on disk is what this export would write, told without reading
+        a document: the database's change feed says nothing was written since the last export
+        (its mark, taken before that export read), whose digest the files on disk state; no
+        record of it is noted (a note is said again at every export); and the files are byte
+        for byte the synced copy that export wrote beside them (a file edited since is
+        written again)."""
+        assert self.existing is not None
+        recorded = self.index.recorded(self.name)
+        if recorded is None or recorded.fingerprint is None or recorded.digest is None:
+            return False
+        if not recorded.fingerprint.startswith(STREAM):
+            return False  # figures of a file, not a feed: they can miss a write
+        if recorded.digest != self.existing.digest() or self.index.flagged_ids(self.name):
+            return False
+        if moved_since(self.store, self.name, recorded.fingerprint) is not False:
+            return False
+        synced = self.synced
+        return synced is not None and same_files(self.existing.paths, synced.paths)
+
+    def _as_on_disk(self) -> ExportedCollection:
+        """The result of an export that found the snapshot on disk as it would write it."""
+        assert self.existing is not None
+        summaries = [
+            SectionSummary(
+                self.name, read_trailer_count(path) or 0, read_trailer_digest(path) or ""
+            )
+            for path in self.existing.paths
+        ]
+        result = _exported(self.name, self.existing, summaries, 0, self.notes, self.existing.paths)
+        feed = "change log" if self._logged() else "change stream"
+        return replace(result, read=f"{feed}: 0 document(s) read")
+
+    def _logged(self) -> bool:
+        recorded = self.index.recorded(self.name)
+        fingerprint = recorded.fingerprint if recorded is not None else None
+        return fingerprint is not None and fingerprint.startswith(STREAM + LOG_MARK)
+
     def _read(self, count: int, progress: Progress) -> Changes | None:
         """Through the change stream when the store has one and the last export's token is
         still in the server's history (only the documents changed since are read); else
@@ -572,7 +645,8 @@ class _IndexedExport:
             self.index, self.store, self.name, self.rules, self.notes, count, since
         )
         if changes is not None:
-            self.read = f"change stream: {len(changes.forgotten)} document(s) read"
+            feed = "change log" if self._logged() else "change stream"
+            self.read = f"{feed}: {len(changes.forgotten)} document(s) read"
             progress.advance((self.existing.records() or 0) if self.existing else 0)
             return changes
         self.read = "every document read"

@@ -47,11 +47,20 @@ from dbsync.edges.files import scratch_folder
 from dbsync.edges.indexed_reads import (
     Changes,
     IndexMismatch,
+    Row3,
     changed_rows,
     indexed_changes,
     indexed_collection_lines,
 )
-from dbsync.edges.parts import CollectionFiles, collection_files
+from dbsync.edges.parts import CollectionFiles, collection_files, file_lines
+from dbsync.edges.pulled import (
+    RECORDS,
+    CannotVouch,
+    Pulled,
+    PulledRow,
+    pulled_rows,
+    vouched_records,
+)
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
@@ -93,6 +102,9 @@ class CollectionPlan:
     moves: IdMoves | None = None
     backup_bytes: int = 0
     applied: ChangeCounts | None = None
+    vouched: list[str] | None = None
+    """git's blob id of each of the snapshot's files as the plan checked or vouched for them
+    (``edges.pulled``): recorded as synced from those very bytes, not read again."""
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -248,27 +260,85 @@ def sparse_plan(
     name: str,
     rules: Rules,
     base: SourceSection | None,
-    changes: Changes,
+    changes: Changes | None,
+    pulled: Pulled,
     theirs: SourceSection,
+    synced: CollectionFiles,
     work: Path,
     backup: Path,
 ) -> CollectionPlan:
-    """The plan when the snapshot (and the base, if any) holds the very records the database's
-    change index was read against: a line of an unchanged document is common and is only
-    counted; only the keys the database changed are decided. One walk of the snapshot, which
-    verifies it; no other file is read. Raises ``IndexMismatch`` as the indexed read does."""
-    rows = changed_rows(theirs.file_lines(), changes, name, rules.key)
+    """The plan decided from the changed keys alone. ``synced`` is what this asset last
+    synced, the files the database's change index was read against (``changes``: what the
+    database changed since, None when it changed nothing) and the base, if any; ``pulled``,
+    where the snapshot differs from it (``edges.pulled``). On any other key the three hold the
+    same record: it is common, and only counted. The synced copy is walked only to pair the
+    database's changes with it. Raises ``IndexMismatch`` as the indexed read does."""
+    changed = pulled.rows
+    if changes is None:
+        database: Iterator[Row3] = iter(())
+    else:
+        keyed = bool(changed)
+        database = changed_rows(synced_parts(synced, name), changes, name, rules.key, keyed)
+    rows = _joined(database, changed, name) if changed else ((b, d, b) for _, d, b in database)
+    seen = _Seen(rows)
     if base is None:
-        decisions: Iterator[Decision] = (decide_two_way(o, t, rules) for o, t in rows)
-    else:  # the base is the snapshot: its line is the snapshot's on every key
-        found = (decide_three_way(t, o, t, rules) for o, t in rows)
+        decisions: Iterator[Decision] = (decide_two_way(d, s, rules) for _, d, s in seen)
+    else:  # the base is the synced copy: its line is the synced copy's on every key
+        found = (decide_three_way(b, d, s, rules) for b, d, s in seen)
         decisions = (decision for decision in found if decision is not None)
     plan = _planned(name, rules, decisions, theirs, work, backup)
-    kept = len(changes.unchanged)  # each one's line met in the snapshot, or it raised
+    plan.vouched = pulled.digests
+    records = synced.records()
+    if records is None:
+        raise IndexMismatch(f"{name}: the synced copy has no trailer")
+    kept = records - seen.synced  # the keys no side changed
     plan.counts.common += kept
     plan.counts.total += kept
-    plan.ours_count = kept + sum(len(encoded) for encoded in changes.encoded)
+    plan.ours_count = kept + seen.database
     return plan
+
+
+def synced_parts(synced: CollectionFiles, name: str) -> list[Iterator[bytes]]:
+    """The lines of each file of the synced copy: this asset's own, their hashes checked."""
+    return [file_lines(path, name) for path in synced.paths]
+
+
+def _joined(
+    database: Iterable[Row3], pulled: list[PulledRow], name: str
+) -> Iterator[tuple[bytes | None, bytes | None, bytes | None]]:
+    """``(synced, database, snapshot)`` lines on every key the database or the snapshot
+    changed, in key order: the database's rows (``changed_rows``, keyed) and the snapshot's
+    (``pulled``) joined by key; a side that did not change a key has the synced line there."""
+    rows = iter(pulled)
+    following = next(rows, None)
+    for key, ours, synced in database:
+        while following is not None and following[0] < key:
+            yield following[1], following[1], following[2]
+            following = next(rows, None)
+        if following is not None and following[0] == key:
+            if following[1] != synced:
+                raise IndexMismatch(f"{name}: the synced copy read twice differs")
+            yield synced, ours, following[2]
+            following = next(rows, None)
+        else:
+            yield synced, ours, synced
+    while following is not None:
+        yield following[1], following[1], following[2]
+        following = next(rows, None)
+
+
+class _Seen:
+    """The rows passed through, counted: how many the synced copy and the database hold."""
+
+    def __init__(self, rows: Iterable[tuple[bytes | None, bytes | None, bytes | None]]) -> None:
+        self._rows = rows
+        self.synced = self.database = 0
+
+    def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None, bytes | None]]:
+        for row in self._rows:
+            self.synced += row[0] is not None
+            self.database += row[1] is not None
+            yield row
 
 
 def _holds_snapshot(
@@ -411,7 +481,7 @@ def merge_snapshot(
     options = options or MergeOptions()
     progress = progress or NoProgress()
     theirs = index_sections(source, verify_as_read=True)  # verified by the walk: one pass
-    bases = index_sections(options.base) if options.base is not None else {}
+    bases = _index_base(config, options.base)
     names = _select(theirs, config, options.collections)
     for name in sorted(set(theirs) - set(names)):  # not walked: verified all the same
         theirs[name].verify()
@@ -467,6 +537,16 @@ def merge_snapshot(
     return report
 
 
+def _index_base(config: Config, base: Path | None) -> dict[str, SourceSection]:
+    """The base's sections. The synced copy is this asset's own: verified as it is read, if
+    it is read (a merge from the changed keys reads only what it pairs with a change); any
+    other base is verified before anything."""
+    if base is None:
+        return {}
+    own = base.resolve() == synced_dir(config.state_dir).resolve()
+    return index_sections(base, verify_as_read=own)
+
+
 def _start_backup(config: Config, report: MergeReport) -> Path:
     """The backup's folder; it counts as a backup once ``backup.json`` is written in it."""
     report.backup = backups.new_backup_id()
@@ -493,6 +573,7 @@ def _plan_all(
     plans = {}
     index = ChangeIndex.open_read_only(state_dir) if state_dir is not None else None
     synced = collection_files(synced_dir(state_dir)) if state_dir and index else {}
+    records = state_dir / RECORDS if state_dir is not None else None
     try:
         for name in names:
             plans[name] = _plan_one(
@@ -504,7 +585,7 @@ def _plan_all(
                 folder,
                 work,
                 progress,
-                (index, synced.get(name)),
+                (index, synced.get(name), records),
             )
     finally:
         if index is not None:
@@ -523,25 +604,37 @@ def _plan_one(
     folder: Path,
     work: Path,
     progress: Progress,
-    indexed: tuple[ChangeIndex | None, CollectionFiles | None],
+    indexed: tuple[ChangeIndex | None, CollectionFiles | None, Path | None],
 ) -> CollectionPlan:
     """One collection's plan. The database's side comes through the change index when it
     serves (only changed documents are encoded), else from every document encoded."""
-    index, files = indexed
+    index, files, records = indexed
     if index is not None and _holds_snapshot(index, store, name, rules, theirs[name]):
         theirs[name].verify()  # not walked: verified before its digest is trusted
         return unchanged_plan(name, rules, theirs[name], work, folder)
     clashes = KeyClashes(rules.key)
     lines = None
     base = bases.get(name)
-    if index is not None and files is not None and _same_records(files, theirs[name], base):
-        changes = indexed_changes(index, store, name, rules, files, progress)
-        if changes is not None:
-            try:
-                return sparse_plan(name, rules, base, changes, theirs[name], work, folder)
-            except IndexMismatch:
-                pass
-    elif index is not None:
+    if index is not None and files is not None and _same_records(files, base):
+        try:
+            return _sparse(
+                index,
+                store,
+                name,
+                rules,
+                base,
+                theirs[name],
+                files,
+                work,
+                folder,
+                records,
+                progress,
+            )
+        except CannotVouch:
+            pass  # the snapshot read in full; the database's side still through the index
+        except IndexMismatch:
+            index = None  # the database read in full too
+    if index is not None:
         lines = indexed_collection_lines(index, store, name, rules, files, progress)
     if lines is not None:
         ours = _Counted(lines)
@@ -559,6 +652,33 @@ def _plan_one(
         )
     plan.ours_count = ours.count
     return plan
+
+
+def _sparse(
+    index: ChangeIndex,
+    store: Store,
+    name: str,
+    rules: Rules,
+    base: SourceSection | None,
+    theirs: SourceSection,
+    synced: CollectionFiles,
+    work: Path,
+    folder: Path,
+    records: Path | None,
+    progress: Progress,
+) -> CollectionPlan:
+    """``sparse_plan`` of a snapshot folder's collection: where it differs from the synced
+    copy (``pulled_rows``), and what the database changed since (nothing, when it holds
+    exactly the synced copy). Raises ``CannotVouch`` or ``IndexMismatch`` when it cannot."""
+    if theirs.files is None:
+        raise CannotVouch("not a snapshot folder")
+    pulled = pulled_rows(theirs.files, synced, records)
+    changes = None
+    if not holds_exported(index, store, name, rules, synced.digest()):
+        changes = indexed_changes(index, store, name, rules, synced, progress)
+        if changes is None:
+            raise IndexMismatch(f"{name}: the change index does not serve")
+    return sparse_plan(name, rules, base, changes, pulled, theirs, synced, work, folder)
 
 
 def check_guards(store: Store, plan: CollectionPlan, allow_deletes: bool) -> None:
@@ -639,9 +759,21 @@ def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str |
         section
         for plan in plans.values()
         if plan.theirs and not copied_already(plan.theirs)
-        for section in plan.theirs.parts()
+        for section in _parts(plan)
     ]
     save_synced(config.state_dir, sections, commit)
+
+
+def _parts(plan: CollectionPlan) -> Iterable[tuple[Header, Iterator[bytes]]]:
+    """The snapshot's sections of a plan's collection, as the plan checked them."""
+    assert plan.theirs is not None
+    files = plan.theirs.files
+    if plan.vouched is None or files is None:
+        return plan.theirs.parts()
+    return [
+        (header, vouched_records(path, digest))
+        for (path, header), digest in zip(files.files, plan.vouched, strict=True)
+    ]
 
 
 def write_report_files(
