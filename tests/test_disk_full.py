@@ -173,6 +173,7 @@ def test_a_disk_with_no_room_at_all_is_still_a_full_disk_not_a_bug(
         "unexpected error" not in seen["export.err"] and "cannot be read" not in seen["export.err"]
     )
     assert seen["after.jsonl"] == seen["before.jsonl"]
+    assert seen["status.code"].strip() in "012", seen["status.err"]
     status = json.loads(seen["status.out"])
     assert [reason["check"] for reason in status["reasons"] if reason["check"] == "space"]
     assert not [reason for reason in status["reasons"] if "killed" in reason["message"]]
