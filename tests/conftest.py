@@ -24,12 +24,40 @@ pytest_plugins = [
 ]
 
 
+SLOW = {
+    "test_bench.py::test_the_bench_runs_end_to_end_and_its_results_are_consistent",
+    "test_demo.py::test_the_demo_converges_and_prints_each_step",
+    "test_import_safety.py::test_an_import_killed_on_mongodb_is_undone_by_the_restore_status_names",
+    "test_kills.py::test_killed_runs_never_commit_a_partial_file_and_the_next_sync_repairs",
+    "test_live_writes.py::test_an_application_writing_inside_the_hook_s_compare_and_set_loses_nothing",
+    "test_liveness.py::test_five_busy_assets_all_make_progress_and_converge",
+    "test_mongo_safety.py::test_records_held_by_a_killed_transaction_are_waited_for_with_a_message",
+    "test_recovery.py::test_a_hook_merge_killed_mid_write_on_mongodb_is_recovered_the_first_time",
+    "test_recovery.py::test_a_server_killed_before_a_pull_leaves_the_merge_pending_until_it_is_back",
+    "test_recovery.py::test_a_server_killed_during_a_pull_s_merge_leaves_it_pending_until_it_is_back",
+    "test_recovery.py::test_following_status_after_a_killed_hook_merge_keeps_every_deletion",
+}
+"""The slowest end-to-end cases (20 s and more each on a loaded machine), marked ``slow`` so that
+a developer can leave them out locally (``-m "not slow"``); CI runs them all."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "liveness: the short form of the benchmark's five-asset liveness run; it runs in CI "
         "(never deselect it there)",
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: one of the slowest end-to-end cases; '-m \"not slow\"' leaves them out locally, "
+        "CI runs them",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if f"{item.path.name}::{item.originalname}" in SLOW:  # type: ignore[attr-defined]
+            item.add_marker(pytest.mark.slow)
 
 
 def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:
