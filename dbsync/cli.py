@@ -1470,7 +1470,7 @@ def agent(
 ) -> None:
     """Sync on a schedule, serve a status page and API, and alert when the status degrades.
 
-    GET / is the status page, GET /metrics the Prometheus metrics; the JSON API is in README.
+    GET / is the status page, GET /metrics the Prometheus metrics; the JSON API is in docs/agent.md.
     """
     interval = agent_service.parse_interval(every)
     api_key = os.environ.get("DBSYNC_API_KEY") or None

@@ -1,7 +1,7 @@
 """What the commands print: JSON documents and one-line summaries, as pure functions.
 
 The CLI chooses between them (``--json`` or not) and writes them; nothing here prints. The JSON
-shapes are documented in README.md ("JSON output").
+shapes are documented in docs/commands.md ("JSON output").
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def test_dollar_named_fields_and_far_dates_sync_between_two_assets_and_compare_i
     assert [bson.encode(document) for document in documents] == [
         bson.encode(document) for document in BOT_DOCUMENTS
     ]
-    assert b"$document" in a.snapshot("bot")  # the escape, documented in README
+    assert b"$document" in a.snapshot("bot")  # the escape, documented in docs/snapshot-format.md
 
 
 def test_deprecated_types_a_bot_stored_are_named_by_export_never_silently(tmp_path: Path):

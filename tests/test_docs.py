@@ -1,7 +1,9 @@
-"""The help and the README's command table, checked the way sqlite-utils checks its docs.
+"""The help, the README's command table and the links of the docs, checked the way sqlite-utils
+checks its docs.
 
 Fails when a command or option has no help, when help shows Python types (``<bool>``,
-``<list[str]>``) instead of man-page metavars, or when the README's table and the CLI disagree.
+``<list[str]>``) instead of man-page metavars, when the README's table and the CLI disagree, or
+when a relative link in README.md or docs/ points to a file or a heading that is not there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from typer.testing import CliRunner
 from dbsync.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = README.parent / "docs"
+README_MAX_LINES = 250
+"""The README is a front door: the pitch, the quick start, "Using it", the table, links."""
+FENCED = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.MULTILINE | re.DOTALL)
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 GLOBAL_OPTIONS = {
     "--uri",
     "--database",
@@ -134,3 +143,71 @@ def test_shell_completion_is_offered() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert "--install-completion" in result.output
     assert "--show-completion" in result.output
+
+
+def prose(path: Path) -> str:
+    """A markdown file without its code blocks: a ``# comment`` there is no heading."""
+    return FENCED.sub("", path.read_text())
+
+
+def anchors(path: Path) -> set[str]:
+    """The ``#anchors`` of a markdown file's headings, made as GitHub makes them."""
+    found: set[str] = set()
+    for heading in HEADING.findall(prose(path)):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        unique, n = slug, 0
+        while unique in found:
+            n += 1
+            unique = f"{slug}-{n}"
+        found.add(unique)
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    """Every link and image target of a markdown file that is not a URL."""
+    targets = LINK.findall(CODE_SPAN.sub("", prose(path)))
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def broken_links(path: Path) -> list[str]:
+    broken = []
+    for target in relative_links(path):
+        name, _, anchor = target.partition("#")
+        file = (path.parent / name).resolve() if name else path
+        if not file.is_file():
+            broken.append(f"{target}: no such file")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(f"{target}: no heading #{anchor} in {file.name}")
+    return broken
+
+
+MARKDOWN = [README, *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=[p.name for p in MARKDOWN])
+def test_every_relative_link_points_to_a_file_and_a_heading_that_exist(path: Path) -> None:
+    assert not broken_links(path), broken_links(path)
+
+
+def test_the_link_check_sees_a_missing_file_and_a_missing_heading(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# Other page\n\n## Its `first` part, again\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Page\n\n```bash\n# not a heading\n```\n\n"
+        "[ok](other.md#its-first-part-again) [ok](#page) ![ok](other.md) [url](https://x.org/y)\n"
+        "[gone](missing.md) [no heading](other.md#nope) [code block](#not-a-heading)\n"
+        "`[in code](missing-too.md)`\n"
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#nope: no heading #nope in other.md",
+        "#not-a-heading: no heading #not-a-heading in page.md",
+    ]
+
+
+def test_the_readme_is_a_front_door_that_links_into_the_docs() -> None:
+    lines = README.read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
+    linked = {Path(t.partition("#")[0]).name for t in relative_links(README)}
+    pages = {p.name for p in DOCS.glob("*.md")}
+    assert pages <= linked, f"docs pages the README does not link: {pages - linked}"

@@ -50,7 +50,7 @@ def holder(pnl_project):
 def test_the_lock_file_names_the_holder_and_is_cleared_on_release(tmp_path):
     environ = {}
     with run_lock(tmp_path, "export", environ=environ) as holder:
-        on_disk = read_holder(tmp_path / "dbsync.lock")  # the file the README names
+        on_disk = read_holder(tmp_path / "dbsync.lock")  # the file docs/status.md names
         assert on_disk == holder and lock_path(tmp_path) == tmp_path / "dbsync.lock"
         assert (holder.pid, holder.command) == (os.getpid(), "export")
         assert environ[TOKEN_VARIABLE] == holder.token

@@ -225,7 +225,7 @@ def prec(_id, ts, p, v) -> bytes:
 
 
 def test_preserve_cannot_be_associative_and_this_is_the_witness():
-    """Documented in README: A is newest and lacks p; B and C are older and disagree on p.
+    """Documented in docs/merge.md: A is newest and lacks p; B and C are older and disagree on p.
     Merging A with B first keeps B's p; merging A with C first keeps C's. No rule that keeps a
     winner's own value and fills the gaps from losers can be associative (two different
     histories produce the same intermediate document), so dbsync guarantees convergence by

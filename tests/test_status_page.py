@@ -4,6 +4,7 @@ and parsed back (html.parser, prometheus_client's text parser), then served by a
 from __future__ import annotations
 
 import datetime
+import re
 import urllib.request
 from html.parser import HTMLParser
 
@@ -214,3 +215,46 @@ def test_a_running_agent_serves_the_page_and_parseable_metrics(pair) -> None:
         assert values[("dbsync_agent_cycles_total", ())] >= 1
     finally:
         agent.stop()
+
+
+def css_rules(html: str) -> dict[str, str]:
+    """The page's style as ``{selector: declarations}``, the rules inside a media query under
+    ``@media ... selector``; a selector listed twice keeps both declarations."""
+    style = html.split("<style>", 1)[1].split("</style>", 1)[0]
+    rules: dict[str, str] = {}
+    media = ""
+    for chunk in re.split(r"(?<=})", style):
+        if "@media" in chunk:
+            media = chunk[chunk.index("@media") : chunk.index("{")].strip() + " "
+            chunk = chunk[chunk.index("{") + 1 :]
+        if "{" in chunk:
+            selector, body = chunk.split("{", 1)
+            for name in selector.split(","):
+                key = media + " ".join(name.split())
+                rules[key] = rules.get(key, "") + body.rstrip("}").strip() + ";"
+        elif chunk.strip() == "}":
+            media = ""
+    return rules
+
+
+def test_the_page_reads_on_a_phone() -> None:
+    """At 390 px a table scrolls inside its card (the page never scrolls sideways), and the chart
+    is drawn at the page's own scale: no viewBox shrinking its 13 px labels to 5 px; its dots
+    and ticks are placed in percent of its width, and the crowded ticks give way."""
+    html = render_page(PageInput(STATUS, HISTORY, [CONFLICT], NOW, {"cycles": 3}))
+    rules = css_rules(html)
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+    tables = html.count("<table")
+    assert tables >= 3 and html.count('<div class="scroll"><table') == tables
+    assert "overflow-x: auto" in rules[".scroll"]
+    assert "white-space: nowrap" in rules[".scroll td"]  # a row stays one line high...
+    assert "white-space: normal" in rules[".long"]  # ...but for an error, in its own column
+    chart = re.search(r"<svg [^>]*>", html)
+    assert chart is not None and 'class="chart"' in chart.group()
+    assert "viewBox" not in chart.group() and 'width="100%"' in chart.group()
+    assert re.search(r'height="\d+"', chart.group())
+    assert "height: auto" not in rules[".chart"]  # that would ignore the height and draw 150 px
+    dots = re.findall(r'<circle cx="([^"]+)"', html)
+    assert len(dots) == len(HISTORY) and all(x.endswith("%") for x in dots)
+    narrow = {k: v for k, v in rules.items() if k.startswith("@media (max-width")}
+    assert "display: none" in next(v for k, v in narrow.items() if k.endswith(".chart .minor"))

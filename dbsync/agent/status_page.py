@@ -65,12 +65,14 @@ def _time(text: str | None, now: datetime.datetime) -> str:
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
-    """Cells are HTML already (escaped by the caller); an empty table is a sentence instead."""
+    """Cells are HTML already (escaped by the caller); an empty table is a sentence instead.
+    The table scrolls inside its card on a narrow screen rather than widen the page."""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     if not body:
         return f'<p class="muted">{escape(empty)}</p>'
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll">{table}</div>'
 
 
 def reasons_section(status: Mapping[str, Any]) -> str:
@@ -119,7 +121,7 @@ def pending_section(status: Mapping[str, Any], now: datetime.datetime) -> str:
             f"<code>{escape(str(p.get('source', '')))}</code>",
             _time(p.get("created"), now),
             str(p.get("attempts", 0)),
-            escape(p.get("last_error") or ""),
+            _long(p.get("last_error") or ""),
         ]
         for p in status.get("pending_merges", [])
     ]
@@ -151,7 +153,7 @@ def runs_section(history: Sequence[HistoryEntry], now: datetime.datetime) -> str
             _outcome(e.status),
             "" if e.records is None else f"{e.records:,}",
             "" if e.duration_ms is None else f"{e.duration_ms:,} ms",
-            escape(_shorten(e.error or "", 80)),
+            _long(_shorten(e.error or "", 80)),
         ]
         for e in history
     ]
@@ -192,6 +194,12 @@ def _duration(seconds: int) -> str:
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
+def _long(text: str) -> str:
+    """A sentence in a table cell: it wraps in a column of its own width, where the other
+    cells keep to one line (and the table scrolls sideways on a narrow screen)."""
+    return f'<span class="long">{escape(text)}</span>' if text else ""
+
+
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -200,50 +208,59 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def history_chart(history: Sequence[HistoryEntry], now: datetime.datetime) -> str:
-    """Every run as a dot on a time line, one lane per operation, coloured by outcome."""
+    """Every run as a dot on a time line, one lane per operation, coloured by outcome.
+
+    Drawn at the page's own scale, as wide as its card: the dots and ticks are placed in
+    percent of the width and the text keeps its size, so the chart reads on a phone as on a
+    desktop (a viewBox scaled to a 390 px screen would shrink its labels to 5 px). Each lane's
+    name sits above its line, so the time line has the whole width; on a narrow screen the
+    style hides the ticks between the first, the middle and the last.
+    """
     runs = [(parse_time(e.time), e) for e in history]
     if not runs:
         return '<p class="muted">The chart appears after the first run.</p>'
-    width, left, right, top, lane_height = 900, 70, 20, 10, 34
+    margin, top, lane_height = 2.5, 4, 40
     present = {e.operation for _, e in runs}
     lanes = [lane for lane in LANES if lane in present] + sorted(present - set(LANES))
-    height = top + lane_height * len(lanes) + 44
+    axis_y = top + lane_height * len(lanes) + 14
+    height = axis_y + 22
     start = min(moment for moment, _ in runs)
     span = max((now - start).total_seconds(), 60.0)
 
-    def x(moment: datetime.datetime) -> float:
-        return left + (width - left - right) * (moment - start).total_seconds() / span
+    def x(moment: datetime.datetime) -> str:
+        return f"{margin + (100 - 2 * margin) * (moment - start).total_seconds() / span:.2f}%"
+
+    def line_y(lane: str) -> int:
+        return top + lane_height * lanes.index(lane) + 28
 
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg class="chart" width="100%" height="{height}" role="img" '
         f'aria-label="sync history: {len(runs)} runs since {escape(start.isoformat())}">'
     ]
-    for index, lane in enumerate(lanes):
-        y = top + lane_height * index + lane_height / 2
+    for lane in lanes:
         parts.append(
-            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="lane">'
-            f"{escape(lane)}</text>"
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<text x="{margin}%" y="{line_y(lane) - 14}" class="lane">{escape(lane)}</text>'
+            f'<line x1="{margin}%" x2="{100 - margin}%" y1="{line_y(lane)}" '
+            f'y2="{line_y(lane)}" class="grid"/>'
         )
     for moment, entry in sorted(runs, key=lambda run: run[0]):
-        y = top + lane_height * lanes.index(entry.operation) + lane_height / 2
         colour = OUTCOME_COLOURS.get(entry.status, "#57606a")
         label = f"{entry.time} {entry.operation} {entry.collection or ''} {entry.status}"
         parts.append(
-            f'<circle cx="{x(moment):.1f}" cy="{y:.1f}" r="6" fill="{colour}" '
+            f'<circle cx="{x(moment)}" cy="{line_y(entry.operation)}" r="6" fill="{colour}" '
             f'fill-opacity="0.8"><title>{escape(label)}</title></circle>'
         )
-    axis_y = top + lane_height * len(lanes) + 18
     shape = "%H:%M:%S" if span < 3600 else "%H:%M" if span < 86400 else "%d %b %H:%M"
     for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
         moment = start + datetime.timedelta(seconds=span * fraction)
         anchor = "start" if fraction == 0 else "end" if fraction == 1 else "middle"
+        kind = "axis minor" if fraction in (0.25, 0.75) else "axis"
         parts.append(
-            f'<text x="{x(moment):.1f}" y="{axis_y}" text-anchor="{anchor}" class="axis">'
+            f'<text x="{x(moment)}" y="{axis_y}" text-anchor="{anchor}" class="{kind}">'
             f"{escape(moment.strftime(shape))}</text>"
         )
     parts.append(
-        f'<text x="{width - right}" y="{axis_y + 4}" class="axis" text-anchor="end" dy="12">'
+        f'<text x="{100 - margin}%" y="{axis_y + 16}" class="axis" text-anchor="end">'
         "UTC</text></svg>"
     )
     legend = "".join(
@@ -267,6 +284,9 @@ main { padding: 8px 28px 28px; max-width: 1100px; }
 section { background: #fff; border: 1px solid #d0d7de; border-radius: 8px; margin: 16px 0;
           padding: 14px 18px; }
 h2 { font-size: 17px; margin: 0 0 10px; }
+.scroll { overflow-x: auto; }
+.scroll th, .scroll td { white-space: nowrap; }
+.long { display: inline-block; min-width: 16em; white-space: normal; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
 th, td { text-align: left; padding: 5px 10px 5px 0; border-bottom: 1px solid #eaeef2;
          vertical-align: top; }
@@ -276,19 +296,27 @@ code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .ok { color: #1a7f37; font-weight: 600; margin: 0; }
 .bad { color: #cf222e; font-weight: 600; }
 .reasons { list-style: none; padding: 0; margin: 0; }
-.reason { padding: 8px 12px; border-left: 4px solid; margin-bottom: 8px; background: #f6f8fa; }
+.reason { padding: 8px 12px; border-left: 4px solid; margin-bottom: 8px; background: #f6f8fa;
+          overflow-wrap: anywhere; }
 .reason.warning { border-color: #9a6700; } .reason.degraded { border-color: #cf222e; }
 .reason .check { color: #57606a; font-size: 13px; margin: 0 6px; }
 .fix { margin-top: 3px; color: #57606a; }
 .facts { display: flex; gap: 28px; flex-wrap: wrap; margin: 0; }
 .facts dt { color: #57606a; font-size: 13px; } .facts dd { margin: 0; font-weight: 600; }
-.chart { width: 100%; height: auto; }
+.chart { display: block; width: 100%; overflow: visible; }
 .chart .lane, .chart .axis { font-size: 13px; fill: #57606a; }
 .chart .grid { stroke: #eaeef2; }
 .legend { display: flex; gap: 16px; font-size: 13px; color: #57606a; flex-wrap: wrap; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 50%;
             margin-right: 5px; }
-footer { color: #6e7781; font-size: 13px; }
+footer { color: #6e7781; font-size: 13px; overflow-wrap: anywhere; }
+@media (max-width: 600px) {
+  header { padding: 14px 16px; }
+  main { padding: 4px 10px 20px; }
+  section { padding: 12px 14px; margin: 12px 0; }
+  .facts { gap: 10px 22px; }
+  .chart .minor { display: none; }
+}
 """
 
 
