@@ -38,13 +38,13 @@ if TYPE_CHECKING:
     from dbsync.core.report import MergeReport
     from dbsync.edges import backups as backups_store
     from dbsync.edges import git
+    from dbsync.edges import installer as hooks_service
     from dbsync.edges import sources as sources_store
     from dbsync.edges import state as state_store
     from dbsync.edges.state import HistoryEntry
     from dbsync.edges.store import Store
     from dbsync.integration import diff_driver as diff_driver_service
     from dbsync.integration import hook_runs as hook_service
-    from dbsync.integration import installer as hooks_service
     from dbsync.integration import merge_driver as merge_driver_service
     from dbsync.runs import bring_back as bring_back_service
     from dbsync.runs import common as common_service
@@ -88,7 +88,7 @@ else:
     state_store = _Later("dbsync.edges.state")
     diff_driver_service = _Later("dbsync.integration.diff_driver")
     hook_service = _Later("dbsync.integration.hook_runs")
-    hooks_service = _Later("dbsync.integration.installer")
+    hooks_service = _Later("dbsync.edges.installer")
     merge_driver_service = _Later("dbsync.integration.merge_driver")
     bring_back_service = _Later("dbsync.runs.bring_back")
     common_service = _Later("dbsync.runs.common")

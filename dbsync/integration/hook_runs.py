@@ -33,8 +33,8 @@ from dbsync.errors import DatabaseUnreachable, UsageError
 if TYPE_CHECKING:
     from dbsync.config import Config
     from dbsync.core.report import MergeReport
+    from dbsync.edges.driver_decisions import queued_driver_decisions
     from dbsync.edges.synced import follow_rewrite, save_synced
-    from dbsync.integration.merge_driver import queued_driver_decisions
     from dbsync.runs.export import ExportedCollection, export, exported_sections
     from dbsync.runs.log import index_new_commits
     from dbsync.runs.pending import base_for, queue_pending
@@ -53,7 +53,7 @@ else:
 
     follow_rewrite = _later("dbsync.edges.synced", "follow_rewrite")
     save_synced = _later("dbsync.edges.synced", "save_synced")
-    queued_driver_decisions = _later("dbsync.integration.merge_driver", "queued_driver_decisions")
+    queued_driver_decisions = _later("dbsync.edges.driver_decisions", "queued_driver_decisions")
     export = _later("dbsync.runs.export", "export")
     exported_sections = _later("dbsync.runs.export", "exported_sections")
     index_new_commits = _later("dbsync.runs.log", "index_new_commits")

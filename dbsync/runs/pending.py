@@ -16,10 +16,10 @@ from pathlib import Path
 
 from dbsync.config import Config
 from dbsync.edges import git
+from dbsync.edges.driver_decisions import clear_driver_decisions, queued_driver_decisions
 from dbsync.edges.state import StateStore, open_state
 from dbsync.edges.store import Store
 from dbsync.edges.synced import three_way_base
-from dbsync.integration.merge_driver import clear_driver_decisions, queued_driver_decisions
 from dbsync.runs.common import open_configured_store
 from dbsync.runs.losing import HOOK
 from dbsync.runs.merge import MergeOptions, merge_snapshot

@@ -37,6 +37,7 @@ import orjson
 from dbsync.config import Config
 from dbsync.core.merge import OURS
 from dbsync.edges import git
+from dbsync.edges import installer as hooks
 from dbsync.edges.files import remove_stale_scratch_folders
 from dbsync.edges.parts import collection_files
 from dbsync.edges.snapshot_files import read_sections
@@ -52,7 +53,6 @@ from dbsync.edges.sync_log import (
 )
 from dbsync.edges.synced import load_synced, save_synced
 from dbsync.errors import DbsyncError, GitFailed, SafetyRefusal, UsageError
-from dbsync.integration import installer as hooks
 from dbsync.integration.hook_runs import IN_HOOK, SYNC_EXPORTED, index_log, merge_into_database
 from dbsync.runs import git_state
 from dbsync.runs.common import open_configured_store
