@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from dbsync.runs import merge as merge_service
     from dbsync.runs import pending as pending_service
     from dbsync.runs import pipeline as pipeline_service
+    from dbsync.runs import publish as publish_service
     from dbsync.runs import recording as recording_service
     from dbsync.runs import restore as restore_service
     from dbsync.runs import stats as stats_service
@@ -103,6 +104,7 @@ else:
     merge_service = _Later("dbsync.runs.merge")
     pending_service = _Later("dbsync.runs.pending")
     pipeline_service = _Later("dbsync.runs.pipeline")
+    publish_service = _Later("dbsync.runs.publish")
     recording_service = _Later("dbsync.runs.recording")
     restore_service = _Later("dbsync.runs.restore")
     stats_service = _Later("dbsync.runs.stats")
@@ -609,8 +611,8 @@ DedupeFlag = Annotated[
 ]
 
 
-def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | None) -> None:
-    report = pipeline_service.fold_duplicates(configuration, store, wanted)
+def render_folded(report: MergeReport | None) -> None:
+    """What ``--dedupe`` folded."""
     if report is None:
         say("--dedupe: no records share a key")
         return
@@ -697,28 +699,27 @@ def export(
     collection in one --output file.
     """
     configuration = config()
-    with changing(configuration, "export", collection) as (run, store):
-        if dedupe:
-            fold_duplicates(configuration, store, collection)
-        results = export_service.export(
-            configuration,
-            store,
-            collections=collection,
-            output=output,
-            progress=progress(),
-            allow_deletes=allow_deletes,
-        )
-        for result in results:
-            run.done(result.collection, result.records, result.digest)
-        skipped = [] if collection else export_service.skipped_notes(configuration, store)
+    configuration.require_set_up()
+    exported = publish_service.export_run(
+        configuration,
+        say=say,
+        warn=warn,
+        collections=collection,
+        output=output,
+        allow_deletes=allow_deletes,
+        dedupe=dedupe,
+        progress=progress(),
+    )
+    if dedupe:
+        render_folded(exported.folded)
     if json:
-        print_json([render.exported_json(result) for result in results])
+        print_json([render.exported_json(result) for result in exported.collections])
         return
-    if not results:
+    if not exported.collections:
         warn(render.nothing_exported(configuration.database))
-    for note in skipped:
+    for note in exported.skipped:
         warn(note)
-    for result in results:
+    for result in exported.collections:
         for note in render.export_notes(result):
             warn(note)
         say(render.exported_line(result))
@@ -940,7 +941,7 @@ def merge(
         merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
     with changing(configuration, "merge", collection, merging=path) as (run, store):
         if dedupe and not dry_run:
-            fold_duplicates(configuration, store, collection)
+            render_folded(pipeline_service.fold_duplicates(configuration, store, collection))
         report = run.merge(store, path, merge_options, progress())
     if json:  # streamed: a merge's conflicts may not fit in memory
         sys.stdout.buffer.writelines(report.json_chunks())

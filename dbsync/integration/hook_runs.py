@@ -28,17 +28,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbsync.edges import git
+from dbsync.edges.hook_env import IN_HOOK, SYNC_EXPORTED
 from dbsync.errors import DatabaseUnreachable, UsageError
 
 if TYPE_CHECKING:
     from dbsync.config import Config
     from dbsync.core.report import MergeReport
     from dbsync.edges.driver_decisions import queued_driver_decisions
-    from dbsync.edges.synced import follow_rewrite, save_synced
-    from dbsync.runs.export import ExportedCollection, export, exported_sections
+    from dbsync.edges.synced import follow_rewrite
     from dbsync.runs.log import index_new_commits
     from dbsync.runs.pending import base_for, queue_pending
     from dbsync.runs.pipeline import changing_store_run
+    from dbsync.runs.publish import publish
 else:
 
     def _later(module: str, name: str) -> Callable[..., Any]:
@@ -52,18 +53,13 @@ else:
         return call
 
     follow_rewrite = _later("dbsync.edges.synced", "follow_rewrite")
-    save_synced = _later("dbsync.edges.synced", "save_synced")
     queued_driver_decisions = _later("dbsync.edges.driver_decisions", "queued_driver_decisions")
-    export = _later("dbsync.runs.export", "export")
-    exported_sections = _later("dbsync.runs.export", "exported_sections")
     index_new_commits = _later("dbsync.runs.log", "index_new_commits")
     base_for = _later("dbsync.runs.pending", "base_for")
     queue_pending = _later("dbsync.runs.pending", "queue_pending")
     changing_store_run = _later("dbsync.runs.pipeline", "changing_store_run")
+    publish = _later("dbsync.runs.publish", "publish")
 
-IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
-SYNC_EXPORTED = "DBSYNC_SYNC_EXPORTED"
-"""Set by ``dbsync sync`` on the pushes it makes: the snapshot was exported and committed."""
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
 POST_COMMIT = "post-commit"
 NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE, POST_COMMIT)
@@ -111,31 +107,18 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
     if _only_deletions(ref_lines) or os.environ.get(SYNC_EXPORTED):
         return HookOutcome()
     try:
-        exported = _export(config)
+        published = publish(config, say=_warn, warn=_warn)
     except DatabaseUnreachable as error:
         return HookOutcome(0, [f"dbsync: warning: {error.message}; the snapshot was not exported"])
-    if not git.has_changes(config.root, _snapshot_path(config)):
+    if published.commit is None:
         return HookOutcome()
-    records = sum(result.records for result in exported)
-    message = f"dbsync: {config.asset} snapshot ({records} records)"
-    commit = git.commit_path(config.root, _snapshot_path(config), message)
-    save_synced(config.state_dir, exported_sections(exported), commit)
-    index_log(config, git.parents(config.root, commit))
     return HookOutcome(
         1,
         [
-            f"dbsync: committed {commit[:10]} '{message}'; push again to send it "
-            "(git cannot add a commit to a push that has started)"
+            f"dbsync: committed {published.commit[:10]} '{published.subject}'; push again to "
+            "send it (git cannot add a commit to a push that has started)"
         ],
     )
-
-
-def _export(config: Config) -> list[ExportedCollection]:
-    with changing_store_run(config, "export", say=_warn, warn=_warn) as (run, store):
-        exported = export(config, store)
-        for result in exported:
-            run.done(result.collection, result.records, result.digest)
-    return exported
 
 
 # ---------------------------------------------------------------- post-merge, post-rewrite
