@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from dbsync.edges import backups as backups_store
     from dbsync.edges import git
     from dbsync.edges import installer as hooks_service
-    from dbsync.edges import sources as sources_store
     from dbsync.edges import state as state_store
     from dbsync.edges.state import HistoryEntry
     from dbsync.edges.store import Store
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
     from dbsync.runs import init as init_service
     from dbsync.runs import log as log_service
     from dbsync.runs import merge as merge_service
-    from dbsync.runs import pending as pending_service
     from dbsync.runs import pipeline as pipeline_service
     from dbsync.runs import publish as publish_service
     from dbsync.runs import recording as recording_service
@@ -85,7 +83,6 @@ else:
     agent_service = _Later("dbsync.agent.schedule")
     backups_store = _Later("dbsync.edges.backups")
     git = _Later("dbsync.edges.git")
-    sources_store = _Later("dbsync.edges.sources")
     state_store = _Later("dbsync.edges.state")
     diff_driver_service = _Later("dbsync.integration.diff_driver")
     hook_service = _Later("dbsync.integration.hook_runs")
@@ -102,7 +99,6 @@ else:
     init_service = _Later("dbsync.runs.init")
     log_service = _Later("dbsync.runs.log")
     merge_service = _Later("dbsync.runs.merge")
-    pending_service = _Later("dbsync.runs.pending")
     pipeline_service = _Later("dbsync.runs.pipeline")
     publish_service = _Later("dbsync.runs.publish")
     recording_service = _Later("dbsync.runs.recording")
@@ -930,19 +926,22 @@ def merge(
     part-way.
     """
     configuration = config()
+    configuration.require_set_up()
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
-    for source in (path, base):  # a typo or a folder with no snapshot: refused before the run
-        if source is not None:
-            sources_store.require_snapshot(source)
-    if base is None and not resume:  # a pull's merge that was pending stays three-way
-        merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
-    with changing(configuration, "merge", collection, merging=path) as (run, store):
-        if dedupe and not dry_run:
-            render_folded(pipeline_service.fold_duplicates(configuration, store, collection))
-        report = run.merge(store, path, merge_options, progress())
+    report, folded = pipeline_service.merge_run(
+        configuration,
+        path,
+        merge_options,
+        say=say,
+        warn=warn,
+        resume=resume,
+        dedupe=dedupe,
+        progress=progress(),
+    )
+    if dedupe and not dry_run:
+        render_folded(folded)
     if json:  # streamed: a merge's conflicts may not fit in memory
         sys.stdout.buffer.writelines(report.json_chunks())
         sys.stdout.buffer.flush()

@@ -64,6 +64,23 @@ def test_a_command(assets: tuple[Repo, Repo]) -> None:
     assert_went_through_the_pipeline(b, "export")
 
 
+def test_a_retried_pending_merge_is_recorded_as_a_merge(assets: tuple[Repo, Repo]) -> None:
+    """The retry goes through the merge every run makes: one history row per collection."""
+    _, b = assets
+
+    def merges() -> list[tuple[str, str, int]]:
+        entries = json.loads(b.dbsync("history", "--json", "--limit", "50").out)
+        return [
+            (e["collection"], e["status"], e["records"])
+            for e in entries
+            if e["operation"] == "merge"
+        ]
+
+    before = merges()
+    b.dbsync("export")
+    assert merges() == [("pnls", "success", len(MAILED)), *before]
+
+
 def test_the_post_merge_hook(assets: tuple[Repo, Repo]) -> None:
     _, b = assets
     pulled = b.git("pull")

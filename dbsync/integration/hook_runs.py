@@ -33,12 +33,9 @@ from dbsync.errors import DatabaseUnreachable, UsageError
 
 if TYPE_CHECKING:
     from dbsync.config import Config
-    from dbsync.core.report import MergeReport
-    from dbsync.edges.driver_decisions import queued_driver_decisions
     from dbsync.edges.synced import follow_rewrite
     from dbsync.runs.log import index_new_commits
-    from dbsync.runs.pending import base_for, queue_pending
-    from dbsync.runs.pipeline import changing_store_run
+    from dbsync.runs.pipeline import merge_after_pull
     from dbsync.runs.publish import publish
 else:
 
@@ -53,11 +50,8 @@ else:
         return call
 
     follow_rewrite = _later("dbsync.edges.synced", "follow_rewrite")
-    queued_driver_decisions = _later("dbsync.edges.driver_decisions", "queued_driver_decisions")
     index_new_commits = _later("dbsync.runs.log", "index_new_commits")
-    base_for = _later("dbsync.runs.pending", "base_for")
-    queue_pending = _later("dbsync.runs.pending", "queue_pending")
-    changing_store_run = _later("dbsync.runs.pipeline", "changing_store_run")
+    merge_after_pull = _later("dbsync.runs.pipeline", "merge_after_pull")
     publish = _later("dbsync.runs.publish", "publish")
 
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
@@ -210,30 +204,9 @@ def _changed_to_head(config: Config, before: str) -> bool:
 
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
-    """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run.
-
-    The merge is queued as pending before it starts (and settled when it succeeds): a hook
-    killed at any point leaves it for the next command, three-way against the same base."""
-    from dbsync.runs.losing import HOOK
-    from dbsync.runs.merge import MergeOptions
-
-    driven = queued_driver_decisions(config)
-    base = base_for(config, head, before)
-    options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
-    source = config.snapshot_dir
-    try:
-        queue_pending(config, source, head, UNFINISHED, before)
-    except Exception:  # the state store is unusable: the merge below says so, git goes on
-        pass
-    merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
-    try:
-        with merging as (run, store):
-            report = run.merge(store, source, options)
-    except Exception as error:  # git has moved on: whatever failed, the user must learn it
-        return merge_pending(config, head, error, before)
-    summary = merge_summary(config, report, driven.total if driven else 0)
-    lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
-    return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
+    """Merge the snapshot folder (``pipeline.merge_after_pull``); any failure becomes a
+    pending merge, never a failed git run."""
+    return HookOutcome(0, merge_after_pull(config, head, before))
 
 
 def index_log(config: Config, since: Sequence[str]) -> None:
@@ -261,40 +234,3 @@ def _snapshot_commits(config: Config, since: Sequence[str]) -> bool:
 
 def _warn(message: str) -> None:
     print(f"dbsync: warning: {message}", file=sys.stderr)
-
-
-UNFINISHED = "the merge after the pull did not finish (the process was killed or crashed)"
-"""What a merge queued as it starts says, if nothing replaces it: a hook killed mid-merge."""
-
-
-def merge_pending(
-    config: Config, head: str | None, error: Exception, before: str | None = None
-) -> HookOutcome:
-    """The one place a failed merge after a pull is handled: queue it, warn, exit 0."""
-    reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
-    folder = _snapshot_path(config)
-    try:
-        queue_pending(config, config.snapshot_dir, head, reason, before)
-    except Exception as failure:  # the state store itself is unusable: still never fail git
-        reason += f"; and it could not be queued ({failure})"
-    lines = [
-        f"dbsync: warning: the merge of {folder} into the database is pending ({reason}); "
-        f"'dbsync merge {folder}' retries it"
-    ]
-    hint = getattr(error, "hint", None)
-    if hint:
-        lines.append(f"hint: {hint}")
-    return HookOutcome(0, lines)
-
-
-def merge_summary(config: Config, report: MergeReport, by_driver: int = 0) -> str:
-    counts = report.collections.values()
-    changed = sum(c.remote_only + c.updated + c.deleted for c in counts)
-    conflicts = sum(c.conflicts_resolved for c in counts)
-    total = sum(c.total for c in counts)
-    driver = f" (and {by_driver} by the git merge driver, see below)" if by_driver else ""
-    return (
-        f"dbsync: merged {_snapshot_path(config)} into the database ({report.mode}): "
-        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules"
-        f"{driver}, {total} records now; 'dbsync restore {report.backup}' undoes it"
-    )

@@ -54,10 +54,9 @@ from dbsync.edges.sync_log import (
 )
 from dbsync.edges.synced import load_synced, save_synced
 from dbsync.errors import DbsyncError, GitFailed, SafetyRefusal, UsageError
-from dbsync.integration.hook_runs import merge_into_database
 from dbsync.runs import git_state
 from dbsync.runs.pending import queue_pending
-from dbsync.runs.pipeline import changing_run
+from dbsync.runs.pipeline import changing_run, merge_after_pull
 from dbsync.runs.publish import commit_snapshot, publish
 
 # Merge, whatever pull.rebase, pull.ff or merge.ff say: a merge runs the merge driver on the
@@ -177,8 +176,7 @@ def pull_files_only(config: Config, result: SyncResult) -> None:
 
 def merge_pulled(config: Config, result: SyncResult, head: str | None, before: str | None) -> None:
     """Merge the snapshot as of ``head`` into the database, as the post-merge hook would."""
-    outcome = merge_into_database(config, head, before)
-    heard_from_hooks("\n".join(outcome.lines), result)
+    heard_from_hooks("\n".join(merge_after_pull(config, head, before)), result)
 
 
 def _pull(
