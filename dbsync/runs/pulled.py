@@ -106,8 +106,9 @@ def merging_pull(
     if pull.queued is None:
         with contextlib.suppress(Exception):  # the state store unusable: said on failure
             queue_pending(config, pull.source, pull.commit, UNFINISHED, pull.before)
-    merging = PullMerge(pull_options(config, pull, given))
+    merging = PullMerge(given)
     try:
+        merging.options = pull_options(config, pull, given)
         yield merging
     except Exception as error:
         try:
