@@ -32,6 +32,7 @@ import xxhash
 
 from bench.data import documents
 from dbsync.core import extjson
+from dbsync.core.commit_subject import snapshot_subject
 from dbsync.core.ordering import SortKey, part_of
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
@@ -221,7 +222,7 @@ def build_history(repo: Path, records: int, commits: int, seed: int = 1) -> tupl
     for index in range(layout.count):
         current[index] = layout.file_bytes(index)
         first.append((layout.path(index), pack.add(layout.path(index), current[index], None)))
-    history = [_commit(0, f"dbsync: bench snapshot ({records} records)", first)]
+    history = [_commit(0, snapshot_subject("bench", records), first)]
     edits = 0
     for number in range(1, commits):
         if number % EVERY == 0:
@@ -239,7 +240,7 @@ def build_history(repo: Path, records: int, commits: int, seed: int = 1) -> tupl
         trailer = len(old) - old.rindex(b"\n", 0, len(old) - 1) - 1
         delta = line_delta(old, new, start, len(old_line), trailer)
         sha = pack.add(layout.path(index), new, delta)
-        message = f"dbsync: asset-{number % 3} snapshot ({records} records)"
+        message = snapshot_subject(f"asset-{number % 3}", records)
         history.append(_commit(number, message, [(layout.path(index), sha)]))
     pack.finish()
     with pack_path.open("rb") as packed:

@@ -38,13 +38,12 @@ if TYPE_CHECKING:
     from dbsync.core.report import MergeReport
     from dbsync.edges import backups as backups_store
     from dbsync.edges import git
-    from dbsync.edges import sources as sources_store
+    from dbsync.edges import installer as hooks_service
     from dbsync.edges import state as state_store
     from dbsync.edges.state import HistoryEntry
     from dbsync.edges.store import Store
     from dbsync.integration import diff_driver as diff_driver_service
     from dbsync.integration import hook_runs as hook_service
-    from dbsync.integration import installer as hooks_service
     from dbsync.integration import merge_driver as merge_driver_service
     from dbsync.runs import bring_back as bring_back_service
     from dbsync.runs import common as common_service
@@ -57,8 +56,8 @@ if TYPE_CHECKING:
     from dbsync.runs import init as init_service
     from dbsync.runs import log as log_service
     from dbsync.runs import merge as merge_service
-    from dbsync.runs import pending as pending_service
     from dbsync.runs import pipeline as pipeline_service
+    from dbsync.runs import publish as publish_service
     from dbsync.runs import recording as recording_service
     from dbsync.runs import restore as restore_service
     from dbsync.runs import stats as stats_service
@@ -84,11 +83,10 @@ else:
     agent_service = _Later("dbsync.agent.schedule")
     backups_store = _Later("dbsync.edges.backups")
     git = _Later("dbsync.edges.git")
-    sources_store = _Later("dbsync.edges.sources")
     state_store = _Later("dbsync.edges.state")
     diff_driver_service = _Later("dbsync.integration.diff_driver")
     hook_service = _Later("dbsync.integration.hook_runs")
-    hooks_service = _Later("dbsync.integration.installer")
+    hooks_service = _Later("dbsync.edges.installer")
     merge_driver_service = _Later("dbsync.integration.merge_driver")
     bring_back_service = _Later("dbsync.runs.bring_back")
     common_service = _Later("dbsync.runs.common")
@@ -101,8 +99,8 @@ else:
     init_service = _Later("dbsync.runs.init")
     log_service = _Later("dbsync.runs.log")
     merge_service = _Later("dbsync.runs.merge")
-    pending_service = _Later("dbsync.runs.pending")
     pipeline_service = _Later("dbsync.runs.pipeline")
+    publish_service = _Later("dbsync.runs.publish")
     recording_service = _Later("dbsync.runs.recording")
     restore_service = _Later("dbsync.runs.restore")
     stats_service = _Later("dbsync.runs.stats")
@@ -609,8 +607,8 @@ DedupeFlag = Annotated[
 ]
 
 
-def fold_duplicates(configuration: Config, store: Store, wanted: list[str] | None) -> None:
-    report = pipeline_service.fold_duplicates(configuration, store, wanted)
+def render_folded(report: MergeReport | None) -> None:
+    """What ``--dedupe`` folded."""
     if report is None:
         say("--dedupe: no records share a key")
         return
@@ -697,28 +695,27 @@ def export(
     collection in one --output file.
     """
     configuration = config()
-    with changing(configuration, "export", collection) as (run, store):
-        if dedupe:
-            fold_duplicates(configuration, store, collection)
-        results = export_service.export(
-            configuration,
-            store,
-            collections=collection,
-            output=output,
-            progress=progress(),
-            allow_deletes=allow_deletes,
-        )
-        for result in results:
-            run.done(result.collection, result.records, result.digest)
-        skipped = [] if collection else export_service.skipped_notes(configuration, store)
+    configuration.require_set_up()
+    exported = publish_service.export_run(
+        configuration,
+        say=say,
+        warn=warn,
+        collections=collection,
+        output=output,
+        allow_deletes=allow_deletes,
+        dedupe=dedupe,
+        progress=progress(),
+    )
+    if dedupe:
+        render_folded(exported.folded)
     if json:
-        print_json([render.exported_json(result) for result in results])
+        print_json([render.exported_json(result) for result in exported.collections])
         return
-    if not results:
+    if not exported.collections:
         warn(render.nothing_exported(configuration.database))
-    for note in skipped:
+    for note in exported.skipped:
         warn(note)
-    for result in results:
+    for result in exported.collections:
         for note in render.export_notes(result):
             warn(note)
         say(render.exported_line(result))
@@ -929,19 +926,22 @@ def merge(
     part-way.
     """
     configuration = config()
+    configuration.require_set_up()
     merge_options = merge_service.MergeOptions(
         base=base, dry_run=dry_run, collections=collection, allow_deletes=allow_deletes
     )
-    path, merge_options = merge_service.resolve_resume(configuration, path, merge_options, resume)
-    for source in (path, base):  # a typo or a folder with no snapshot: refused before the run
-        if source is not None:
-            sources_store.require_snapshot(source)
-    if base is None and not resume:  # a pull's merge that was pending stays three-way
-        merge_options = pending_service.as_pending_pull(configuration, path, merge_options)
-    with changing(configuration, "merge", collection, merging=path) as (run, store):
-        if dedupe and not dry_run:
-            fold_duplicates(configuration, store, collection)
-        report = run.merge(store, path, merge_options, progress())
+    report, folded = pipeline_service.merge_run(
+        configuration,
+        path,
+        merge_options,
+        say=say,
+        warn=warn,
+        resume=resume,
+        dedupe=dedupe,
+        progress=progress(),
+    )
+    if dedupe and not dry_run:
+        render_folded(folded)
     if json:  # streamed: a merge's conflicts may not fit in memory
         sys.stdout.buffer.writelines(report.json_chunks())
         sys.stdout.buffer.flush()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dbsync.core.notes import OnceNote
-from dbsync.integration.installer import HookChange
+from dbsync.edges.installer import HookChange
 from dbsync.runs.export import ExportedCollection
 from dbsync.runs.import_file import ImportResult
 from dbsync.runs.restore import RestoreResult

@@ -9,8 +9,8 @@ import pytest
 
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import line_document
+from dbsync.edges import installer as hooks
 from dbsync.edges.snapshot_files import read_sections
-from dbsync.integration import installer as hooks
 from dbsync.integration.merge_driver import merge_files
 from tests.git_helpers import DBSYNC, PNL_SNAPSHOT_RULES, Repo, Run, write_snapshot
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dbsync.integration import installer as hooks
+from dbsync.edges import installer as hooks
 from tests.git_helpers import DBSYNC, Repo, Run, real_records, write_snapshot
 
 RECORDS = real_records()

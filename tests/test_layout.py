@@ -86,10 +86,37 @@ def test_the_core_opens_no_file(name):
     assert not [call for call in calls if isinstance(call, ast.Name) and call.id == "open"]
 
 
+ABOVE = {
+    "dbsync.core.": ("dbsync.edges", "dbsync.runs", "dbsync.integration", "dbsync.agent"),
+    "dbsync.edges.": ("dbsync.runs", "dbsync.integration", "dbsync.agent", "dbsync.cli"),
+    "dbsync.runs.": ("dbsync.integration", "dbsync.agent", "dbsync.cli"),
+}
+"""What each layer must not import: the layers above it. ``integration`` (what git runs) calls
+the runs, never the reverse; the agent and the face call both."""
+
+
+def upward(name: str, imports: list[tuple[str, bool]]) -> list[str]:
+    """The imports of module ``name`` that reach a layer above its own."""
+    above = next((banned for layer, banned in ABOVE.items() if name.startswith(layer)), ())
+    return [module for module, _ in imports if above and module.startswith(above)]
+
+
 @pytest.mark.parametrize("name", [name for name in MODULES if name.startswith("dbsync.edges")])
 def test_the_edges_import_no_service(name):
-    above = ("dbsync.runs", "dbsync.integration", "dbsync.agent", "dbsync.cli")
-    assert not [module for module, _ in imports_of(name) if module.startswith(above)]
+    assert upward(name, imports_of(name)) == []
+
+
+@pytest.mark.parametrize("name", [name for name in MODULES if name.startswith("dbsync.runs.")])
+def test_the_runs_import_no_git_integration_agent_or_face(name):
+    assert upward(name, imports_of(name)) == []
+
+
+def test_an_upward_import_inside_a_function_is_found():
+    tree = ast.parse("import json\ndef f():\n    from dbsync.integration import hook_runs\n")
+    found = ["dbsync.integration.hook_runs"]
+    assert upward("dbsync.runs.sync", imported(tree)) == found
+    assert upward("dbsync.edges.git", imported(tree)) == found
+    assert upward("dbsync.integration.installer", imported(tree)) == []
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -64,6 +64,23 @@ def test_a_command(assets: tuple[Repo, Repo]) -> None:
     assert_went_through_the_pipeline(b, "export")
 
 
+def test_a_retried_pending_merge_is_recorded_as_a_merge(assets: tuple[Repo, Repo]) -> None:
+    """The retry goes through the merge every run makes: one history row per collection."""
+    _, b = assets
+
+    def merges() -> list[tuple[str, str, int]]:
+        entries = json.loads(b.dbsync("history", "--json", "--limit", "50").out)
+        return [
+            (e["collection"], e["status"], e["records"])
+            for e in entries
+            if e["operation"] == "merge"
+        ]
+
+    before = merges()
+    b.dbsync("export")
+    assert merges() == [("pnls", "success", len(MAILED)), *before]
+
+
 def test_the_post_merge_hook(assets: tuple[Repo, Repo]) -> None:
     _, b = assets
     pulled = b.git("pull")
@@ -91,3 +108,30 @@ def test_the_agent(assets: tuple[Repo, Repo]) -> None:
         assert agent.stop() == 0
     assert_went_through_the_pipeline(b, "sync")
     assert len(b.dump()) == len(PUSHED) + len(MAILED)
+
+
+def export_rows(repo: Repo) -> list[tuple[str, str, int]]:
+    entries = json.loads(repo.dbsync("history", "--json", "--limit", "50").out)
+    return [
+        (entry["collection"], entry["status"], entry["records"])
+        for entry in entries
+        if entry["operation"] == "export"
+    ]
+
+
+@pytest.mark.parametrize("entry_point", ["command", "pre-push hook", "sync"])
+def test_every_entry_point_records_its_export_per_collection(
+    pair: tuple[Repo, Repo], entry_point: str
+) -> None:
+    """The same history row for an export, whoever started it; ``stats`` reads it back."""
+    a, _ = pair
+    a.import_records(PUSHED)
+    if entry_point == "command":
+        a.dbsync("export")
+    elif entry_point == "pre-push hook":
+        a.push_snapshot()
+    else:
+        a.dbsync("sync")
+    assert export_rows(a)[0] == ("pnls", "success", len(PUSHED))
+    stats = json.loads(a.dbsync("stats", "--json").out)
+    assert stats["collections"]["pnls"]["last_export"] is not None

@@ -22,15 +22,12 @@ from dbsync.core.snapshot import SnapshotError
 from dbsync.edges import log_index, parts, pulled
 from dbsync.edges.backups import collection_file
 from dbsync.edges.changes import inserted_file
+from dbsync.edges.driver_decisions import clear_driver_decisions
 from dbsync.edges.pulled import RECORDS, CannotVouch, vouched_records
 from dbsync.edges.synced import synced_dir
 from dbsync.errors import InvalidInput
 from dbsync.integration import merge_driver
-from dbsync.integration.merge_driver import (
-    clear_driver_decisions,
-    merge_files,
-    record_driver_merge,
-)
+from dbsync.integration.merge_driver import merge_files, record_driver_merge
 from dbsync.runs import log as log_runs
 from dbsync.runs import merge as merge_module
 from dbsync.runs.export import export

@@ -32,7 +32,7 @@ from dbsync.edges.state import FAILED, SUCCESS, reading_state
 from dbsync.errors import DbsyncError, UsageError
 from dbsync.runs import status as status_service
 from dbsync.runs import sync as sync_service
-from dbsync.runs.pipeline import changing_run
+from dbsync.runs.pipeline import retry_run
 
 PAGE_HISTORY = 200
 """Runs the status page charts: the last few days of a 5-minute agent with a collection or two."""
@@ -246,8 +246,7 @@ def retry_one_pending(config: Config, pending_id: int) -> dict[str, Any] | None:
     if not known:
         return None
     try:
-        with changing_run(config, "merge", say=_quiet, warn=_quiet, retry_only=pending_id):
-            pass  # the pipeline retries the pending merge first: that is the whole run
+        retry_run(config, pending_id, say=_quiet, warn=_quiet)  # the retry every run makes first
     except DbsyncError as error:
         return {"id": pending_id, "status": FAILED, "error": error.message}
     return {"id": pending_id, "status": "merged"}

@@ -1,6 +1,6 @@
 """Two assets that sign with one name: found in the git history, from this clone's reflog.
 
-Snapshot commits say which asset made them (``dbsync: <asset> snapshot (N records)``). A commit
+Snapshot commits say which asset made them (``core.commit_subject``). A commit
 that names this asset, was made after this clone existed, and never passed through this clone's
 HEAD was made by another clone using the same name: commits and reports can no longer tell
 the two apart. Pure: the git reads are in ``dbsync.edges.git``.
@@ -8,11 +8,11 @@ the two apart. Pure: the git reads are in ``dbsync.edges.git``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-SNAPSHOT_SUBJECT = re.compile(r"dbsync: (?P<asset>.+) snapshot \(\d+ records\)")
+from dbsync.core.commit_subject import parse_snapshot_subject
+
 COMMITS_LOOKED_AT = 200
 """How far back the check reads: recent enough to be quick on every ``status``."""
 
@@ -25,8 +25,8 @@ class Commit:
 
 
 def asset_of(subject: str) -> str | None:
-    match = SNAPSHOT_SUBJECT.fullmatch(subject)
-    return match.group("asset") if match else None
+    parsed = parse_snapshot_subject(subject)
+    return parsed.asset if parsed else None
 
 
 def made_here(action: str) -> bool:

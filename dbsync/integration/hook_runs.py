@@ -28,17 +28,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dbsync.edges import git
+from dbsync.edges.hook_env import IN_HOOK, SYNC_EXPORTED
 from dbsync.errors import DatabaseUnreachable, UsageError
 
 if TYPE_CHECKING:
     from dbsync.config import Config
-    from dbsync.core.report import MergeReport
-    from dbsync.edges.synced import follow_rewrite, save_synced
-    from dbsync.integration.merge_driver import queued_driver_decisions
-    from dbsync.runs.export import ExportedCollection, export, exported_sections
+    from dbsync.edges.synced import follow_rewrite
     from dbsync.runs.log import index_new_commits
-    from dbsync.runs.pending import base_for, queue_pending
-    from dbsync.runs.pipeline import changing_store_run
+    from dbsync.runs.pipeline import merge_after_pull
+    from dbsync.runs.publish import publish
 else:
 
     def _later(module: str, name: str) -> Callable[..., Any]:
@@ -52,18 +50,10 @@ else:
         return call
 
     follow_rewrite = _later("dbsync.edges.synced", "follow_rewrite")
-    save_synced = _later("dbsync.edges.synced", "save_synced")
-    queued_driver_decisions = _later("dbsync.integration.merge_driver", "queued_driver_decisions")
-    export = _later("dbsync.runs.export", "export")
-    exported_sections = _later("dbsync.runs.export", "exported_sections")
     index_new_commits = _later("dbsync.runs.log", "index_new_commits")
-    base_for = _later("dbsync.runs.pending", "base_for")
-    queue_pending = _later("dbsync.runs.pending", "queue_pending")
-    changing_store_run = _later("dbsync.runs.pipeline", "changing_store_run")
+    merge_after_pull = _later("dbsync.runs.pipeline", "merge_after_pull")
+    publish = _later("dbsync.runs.publish", "publish")
 
-IN_HOOK = "DBSYNC_HOOK"  # set while a hook runs: the scripts then skip dbsync (no recursion)
-SYNC_EXPORTED = "DBSYNC_SYNC_EXPORTED"
-"""Set by ``dbsync sync`` on the pushes it makes: the snapshot was exported and committed."""
 PRE_PUSH, POST_MERGE, POST_REWRITE = "pre-push", "post-merge", "post-rewrite"
 POST_COMMIT = "post-commit"
 NAMES = (PRE_PUSH, POST_MERGE, POST_REWRITE, POST_COMMIT)
@@ -111,31 +101,18 @@ def pre_push(config: Config, ref_lines: list[str]) -> HookOutcome:
     if _only_deletions(ref_lines) or os.environ.get(SYNC_EXPORTED):
         return HookOutcome()
     try:
-        exported = _export(config)
+        published = publish(config, say=_warn, warn=_warn)
     except DatabaseUnreachable as error:
         return HookOutcome(0, [f"dbsync: warning: {error.message}; the snapshot was not exported"])
-    if not git.has_changes(config.root, _snapshot_path(config)):
+    if published.commit is None:
         return HookOutcome()
-    records = sum(result.records for result in exported)
-    message = f"dbsync: {config.asset} snapshot ({records} records)"
-    commit = git.commit_path(config.root, _snapshot_path(config), message)
-    save_synced(config.state_dir, exported_sections(exported), commit)
-    index_log(config, git.parents(config.root, commit))
     return HookOutcome(
         1,
         [
-            f"dbsync: committed {commit[:10]} '{message}'; push again to send it "
-            "(git cannot add a commit to a push that has started)"
+            f"dbsync: committed {published.commit[:10]} '{published.subject}'; push again to "
+            "send it (git cannot add a commit to a push that has started)"
         ],
     )
-
-
-def _export(config: Config) -> list[ExportedCollection]:
-    with changing_store_run(config, "export", say=_warn, warn=_warn) as (run, store):
-        exported = export(config, store)
-        for result in exported:
-            run.done(result.collection, result.records, result.digest)
-    return exported
 
 
 # ---------------------------------------------------------------- post-merge, post-rewrite
@@ -227,30 +204,9 @@ def _changed_to_head(config: Config, before: str) -> bool:
 
 
 def merge_into_database(config: Config, head: str | None, before: str | None = None) -> HookOutcome:
-    """Merge the snapshot folder; any failure becomes a pending merge, never a failed git run.
-
-    The merge is queued as pending before it starts (and settled when it succeeds): a hook
-    killed at any point leaves it for the next command, three-way against the same base."""
-    from dbsync.runs.losing import HOOK
-    from dbsync.runs.merge import MergeOptions
-
-    driven = queued_driver_decisions(config)
-    base = base_for(config, head, before)
-    options = MergeOptions(base=base, commit=head, place=HOOK, merge_driver=driven)
-    source = config.snapshot_dir
-    try:
-        queue_pending(config, source, head, UNFINISHED, before)
-    except Exception:  # the state store is unusable: the merge below says so, git goes on
-        pass
-    merging = changing_store_run(config, "merge", say=_warn, warn=_warn, merging=source)
-    try:
-        with merging as (run, store):
-            report = run.merge(store, source, options)
-    except Exception as error:  # git has moved on: whatever failed, the user must learn it
-        return merge_pending(config, head, error, before)
-    summary = merge_summary(config, report, driven.total if driven else 0)
-    lines = [summary, *(f"dbsync: warning: {note}" for note in report.notes)]
-    return HookOutcome(0, lines + ([f"dbsync: note: {driven.note()}"] if driven else []))
+    """Merge the snapshot folder (``pipeline.merge_after_pull``); any failure becomes a
+    pending merge, never a failed git run."""
+    return HookOutcome(0, merge_after_pull(config, head, before))
 
 
 def index_log(config: Config, since: Sequence[str]) -> None:
@@ -278,40 +234,3 @@ def _snapshot_commits(config: Config, since: Sequence[str]) -> bool:
 
 def _warn(message: str) -> None:
     print(f"dbsync: warning: {message}", file=sys.stderr)
-
-
-UNFINISHED = "the merge after the pull did not finish (the process was killed or crashed)"
-"""What a merge queued as it starts says, if nothing replaces it: a hook killed mid-merge."""
-
-
-def merge_pending(
-    config: Config, head: str | None, error: Exception, before: str | None = None
-) -> HookOutcome:
-    """The one place a failed merge after a pull is handled: queue it, warn, exit 0."""
-    reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
-    folder = _snapshot_path(config)
-    try:
-        queue_pending(config, config.snapshot_dir, head, reason, before)
-    except Exception as failure:  # the state store itself is unusable: still never fail git
-        reason += f"; and it could not be queued ({failure})"
-    lines = [
-        f"dbsync: warning: the merge of {folder} into the database is pending ({reason}); "
-        f"'dbsync merge {folder}' retries it"
-    ]
-    hint = getattr(error, "hint", None)
-    if hint:
-        lines.append(f"hint: {hint}")
-    return HookOutcome(0, lines)
-
-
-def merge_summary(config: Config, report: MergeReport, by_driver: int = 0) -> str:
-    counts = report.collections.values()
-    changed = sum(c.remote_only + c.updated + c.deleted for c in counts)
-    conflicts = sum(c.conflicts_resolved for c in counts)
-    total = sum(c.total for c in counts)
-    driver = f" (and {by_driver} by the git merge driver, see below)" if by_driver else ""
-    return (
-        f"dbsync: merged {_snapshot_path(config)} into the database ({report.mode}): "
-        f"{changed} record(s) from other assets, {conflicts} conflict(s) decided by the rules"
-        f"{driver}, {total} records now; 'dbsync restore {report.backup}' undoes it"
-    )

@@ -23,17 +23,15 @@ follows, ``dbsync merge``) and ``dbsync verify`` still check it and name it.
 In a dbsync project (git runs the driver at the root of the work tree) a merge is recorded like
 ``dbsync merge``'s: a report (``.txt`` and ``.json``) with every conflict and its losing
 version, the losing versions in the state store, and a history row (operation
-``merge-driver``). The report is also named in a small queue (``DRIVER_REPORTS``) that the
-hook merging the snapshot into the database next reads: that merge finds nothing left to
+``merge-driver``). The report is also named in a small queue (``edges.driver_decisions``) that
+the hook merging the snapshot into the database next reads: that merge finds nothing left to
 decide, and its report and summary say where the driver's decisions are.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import shutil
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,7 +48,7 @@ from dbsync.core.merge import (
     decide_two_way,
 )
 from dbsync.core.ordering import key_hash
-from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
+from dbsync.core.report import SUCCESS, MergeReport, tie_break_notes
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     ChangedLineChecks,
@@ -61,6 +59,7 @@ from dbsync.core.snapshot import (
 )
 from dbsync.edges import git
 from dbsync.edges.conflict_spool import SpooledConflicts
+from dbsync.edges.driver_decisions import queue_driver_decisions
 from dbsync.edges.files import atomic_writer
 from dbsync.edges.log_index import LINES_KEPT, Change, LogIndex
 from dbsync.edges.pulled import RECORDS, DriverRecord, file_digest
@@ -71,7 +70,6 @@ from dbsync.runs.losing import MERGE_DRIVER
 from dbsync.runs.merge import write_report_files
 from dbsync.runs.recording import record_report, recorded_run
 
-DRIVER_REPORTS = "driver_reports.jsonl"
 """Under ``database_sync/``: reports of driver merges the database has not been merged with."""
 GIT_BASE = "git merge base"
 
@@ -220,7 +218,7 @@ def record_driver_merge(result: DriverResult, label: str, cwd: Path) -> None:
             record_report(run, report)
         if any(c.conflicts for c in report.collections.values()):
             shown = f"{os.path.relpath(result.report, config.root)}.txt"
-            _queue_report(config, result.counts, shown)
+            queue_driver_decisions(config, result.counts, shown)
             result.message += f"; every losing version is in {shown}"
     except (DbsyncError, OSError) as error:
         result.notes.append(f"this merge was not reported nor recorded: {error}")
@@ -256,35 +254,6 @@ def _now() -> datetime.datetime:
 
 def _warn(message: str) -> None:
     print(f"dbsync: warning: {message}", file=sys.stderr)
-
-
-def _queue_report(config: Config, counts: dict[str, MergeCounts], report: str) -> None:
-    conflicts = {name: len(c.conflicts) for name, c in counts.items() if c.conflicts}
-    entry = {"report": report, "conflicts": conflicts}
-    with (config.state_dir / DRIVER_REPORTS).open("a") as handle:
-        handle.write(json.dumps(entry) + "\n")
-
-
-def queued_driver_decisions(config: Config) -> DriverDecisions | None:
-    """What the driver decided since the database was last merged from the snapshot."""
-    path = config.state_dir / DRIVER_REPORTS
-    if not path.is_file():
-        return None
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not entries:
-        return None
-    conflicts: dict[str, int] = {}
-    for entry in entries:
-        for name, count in entry["conflicts"].items():
-            conflicts[name] = conflicts.get(name, 0) + int(count)
-    return DriverDecisions(tuple(str(entry["report"]) for entry in entries), conflicts)
-
-
-def clear_driver_decisions(config: Config) -> None:
-    """The database has been merged with what the driver decided: nothing is queued any more,
-    and the rows it recorded for that merge are no longer needed."""
-    (config.state_dir / DRIVER_REPORTS).unlink(missing_ok=True)
-    shutil.rmtree(config.state_dir / RECORDS, ignore_errors=True)
 
 
 def _index(side: str, path: Path) -> dict[str, SourceSection]:

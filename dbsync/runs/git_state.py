@@ -31,7 +31,7 @@ from dbsync.edges.parts import collection_files
 from dbsync.edges.state import process_alive
 from dbsync.edges.synced import load_synced, synced_dir
 from dbsync.errors import DbsyncError, SafetyRefusal
-from dbsync.integration.hook_runs import merge_into_database
+from dbsync.runs.pipeline import merge_after_pull
 
 MARKER = "sync_pull.json"
 GIT_POLL_SECONDS = 0.1
@@ -348,8 +348,8 @@ def _finish_pull(config: Config, marker: PullMarker) -> list[str]:
     )
     if not changed:
         return []
-    outcome = merge_into_database(config, head, marker.head)
-    return ["repair: merged the snapshot a killed 'dbsync sync' had pulled", *outcome.lines]
+    lines = merge_after_pull(config, head, marker.head)
+    return ["repair: merged the snapshot a killed 'dbsync sync' had pulled", *lines]
 
 
 def _put_back(config: Config, paths: list[str]) -> None:

@@ -39,6 +39,7 @@ from dbsync.config import (
 from dbsync.core import extjson
 from dbsync.core.conflict import obvious_timestamp
 from dbsync.core.snapshot import SUFFIX
+from dbsync.edges import installer as hooks
 from dbsync.edges.files import write_bytes_atomically
 from dbsync.edges.git import toplevel
 from dbsync.edges.store import (
@@ -51,7 +52,6 @@ from dbsync.edges.store import (
 )
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DbsyncError, UsageError
-from dbsync.integration import installer as hooks
 
 SAMPLED = 1000
 """Documents read per collection when looking for a timestamp field."""

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from dbsync.config import Config
+from dbsync.core.commit_subject import parse_snapshot_subject
 from dbsync.core.conflict import timestamp_millis
 from dbsync.core.ordering import JsonDoc, SortKey, key_hash, part_of, sort_value
 from dbsync.core.rules import Rules
@@ -45,7 +46,6 @@ from dbsync.edges.parts import collection_files
 from dbsync.errors import InvalidInput, UsageError
 
 CREATED, CHANGED, DELETED, RECREATED = "created", "changed", "deleted", "re-created"
-_ASSET = re.compile(r"^dbsync: (.+) snapshot \(\d+ records\)$")
 _WRAPPED = re.compile(r"^(ObjectId|NumberLong|NumberInt|ISODate|Date)\((.*)\)$", re.DOTALL)
 
 # ---------------------------------------------------------------- the key as the user writes it
@@ -253,9 +253,9 @@ class RecordLog:
 
 
 def commit_asset(subject: str) -> str | None:
-    """The asset named by a commit dbsync made (``dbsync: <asset> snapshot (N records)``)."""
-    found = _ASSET.match(subject)
-    return found.group(1) if found else None
+    """The asset named by a snapshot commit dbsync made (``core.commit_subject``)."""
+    parsed = parse_snapshot_subject(subject)
+    return parsed.asset if parsed else None
 
 
 _NO_VERSION = "no version"

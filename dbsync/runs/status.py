@@ -24,6 +24,7 @@ from typing import Any
 from dbsync.config import Config
 from dbsync.core.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.edges import git, journal
+from dbsync.edges import installer as hooks
 from dbsync.edges.backups import list_backups
 from dbsync.edges.change_index import STREAM, ChangeIndex, moved_since
 from dbsync.edges.indexed_reads import stream_moved
@@ -46,7 +47,6 @@ from dbsync.edges.store import (
 from dbsync.edges.sync_log import FAILED, LOSING_FIX, losing_streak, recent_cycles
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, free_bytes
-from dbsync.integration import installer as hooks
 from dbsync.runs import git_state
 from dbsync.runs.export import current_summary, snapshot_collections
 from dbsync.runs.recording import MERGE_MARGIN_BYTES, size_text

@@ -37,7 +37,9 @@ import orjson
 from dbsync.config import Config
 from dbsync.core.merge import OURS
 from dbsync.edges import git
+from dbsync.edges import installer as hooks
 from dbsync.edges.files import remove_stale_scratch_folders
+from dbsync.edges.hook_env import IN_HOOK, SYNC_EXPORTED
 from dbsync.edges.parts import collection_files
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.state import now_text
@@ -52,13 +54,10 @@ from dbsync.edges.sync_log import (
 )
 from dbsync.edges.synced import load_synced, save_synced
 from dbsync.errors import DbsyncError, GitFailed, SafetyRefusal, UsageError
-from dbsync.integration import installer as hooks
-from dbsync.integration.hook_runs import IN_HOOK, SYNC_EXPORTED, index_log, merge_into_database
 from dbsync.runs import git_state
-from dbsync.runs.common import open_configured_store
-from dbsync.runs.export import export, exported_sections
 from dbsync.runs.pending import queue_pending
-from dbsync.runs.pipeline import changing_run
+from dbsync.runs.pipeline import changing_run, merge_after_pull
+from dbsync.runs.publish import commit_snapshot, publish
 
 # Merge, whatever pull.rebase, pull.ff or merge.ff say: a merge runs the merge driver on the
 # snapshot files and the post-merge hook; a fast-forward when possible; never an editor.
@@ -177,8 +176,7 @@ def pull_files_only(config: Config, result: SyncResult) -> None:
 
 def merge_pulled(config: Config, result: SyncResult, head: str | None, before: str | None) -> None:
     """Merge the snapshot as of ``head`` into the database, as the post-merge hook would."""
-    outcome = merge_into_database(config, head, before)
-    heard_from_hooks("\n".join(outcome.lines), result)
+    heard_from_hooks("\n".join(merge_after_pull(config, head, before)), result)
 
 
 def _pull(
@@ -223,26 +221,14 @@ def heard_from_hooks(output: str, result: SyncResult) -> None:
 # ---------------------------------------------------------------- export and commit
 
 
-def _commit(config: Config, records: int) -> str:
-    """Commit the snapshot. Its post-commit hook is skipped (it would start dbsync once more,
-    only to add the commit to the log index): that is done here, in this process."""
-    message = f"dbsync: {config.asset} snapshot ({records} records)"
-    environment = {**os.environ, IN_HOOK: "sync"}
-    commit = git.commit_path(config.root, _snapshot_path(config), message, env=environment)
-    index_log(config, git.parents(config.root, commit))
-    return commit
-
-
-def export_and_commit(config: Config, result: SyncResult) -> None:
-    with open_configured_store(config) as store:  # closed before git runs a hook that opens it
-        exported = export(config, store)
-    records = sum(item.records for item in exported)
-    if not git.has_changes(config.root, _snapshot_path(config)):
+def export_and_commit(config: Config, result: SyncResult, say: Say) -> None:
+    """Export (recorded as an export run of its own, inside this one), commit if it changed."""
+    published = publish(config, say=say, warn=say)
+    if published.commit is None:
+        records = published.exported.records
         result.steps.append(f"export: {records} records, snapshot unchanged")
         return
-    commit = _commit(config, records)
-    save_synced(config.state_dir, exported_sections(exported), commit)
-    result.steps.append(f"export: committed {commit[:10]}")
+    result.steps.append(f"export: committed {published.commit[:10]}")
 
 
 def commit_own_export(config: Config, result: SyncResult) -> None:
@@ -265,7 +251,7 @@ def commit_own_export(config: Config, result: SyncResult) -> None:
         )
         save_synced(config.state_dir, sections, None)  # what the killed export did not record
         result.steps.append("repair: recorded the export a killed run had written")
-    commit = _commit(config, sum(files.records() or 0 for files in on_disk.values()))
+    commit = commit_snapshot(config, sum(files.records() or 0 for files in on_disk.values()))
     save_synced(config.state_dir, [], commit)
     result.steps.append(f"export: committed {commit[:10]}, left uncommitted by an earlier export")
 
@@ -397,7 +383,7 @@ def sync(config: Config, retry: PushRetry, say: Say) -> SyncResult:
         say(f"waiting {courtesy:.1f} s: this asset pushed moments ago, the others go first")
         retry.sleep(courtesy)
     pull(config, result)
-    export_and_commit(config, result)
+    export_and_commit(config, result, say)
     push(config, result, retry, say)
     return result
 

@@ -5,7 +5,7 @@ marker line, written where git looks for hooks (``core.hooksPath`` when set, els
 of the git directory every worktree shares). A foreign hook found there is moved to
 ``<hook>.legacy``, still run by the script, and put back by ``uninstall``.
 
-The scripts ship in the package, ``dbsync/integration/scripts/``. Installing
+The scripts ship in the package, ``dbsync/integration/scripts/`` (beside what they run). Installing
 bakes in the Python that installed dbsync, so the hook finds it without an activated virtualenv;
 an unbaked script runs the ``dbsync`` on PATH.
 """
@@ -35,8 +35,8 @@ INSTALLED, FOREIGN, MISSING = "installed", "foreign", "missing"
 
 def scripts_dir() -> Path:
     """``dbsync/integration/scripts/``: the hook scripts ship inside the package."""
-    package = Path(__file__).resolve().parent
-    candidate = package / "scripts"
+    package = Path(__file__).resolve().parent.parent
+    candidate = package / "integration" / "scripts"
     if all((candidate / name).is_file() for name in HOOK_NAMES):
         return candidate
     raise DbsyncError(
