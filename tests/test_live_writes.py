@@ -25,7 +25,7 @@ from project import Project, clean_env
 
 from dbsync.config import load_config
 from dbsync.edges.mongo import MongoStore
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 from dbsync.runs.export import export
 from tests.git_helpers import Repo, init_pair
 from tests.mongo_servers import EMBEDDED, MODES, SERVER_FIXTURES, STORES, MongoServer

@@ -104,7 +104,7 @@ POINTS = {
     "while writing": "",  # the store's own: below
 }
 WHILE_WRITING = {
-    EMBEDDED: "dbsync.edges.store:_write_change:600",  # inside the one transaction
+    EMBEDDED: "dbsync.edges.embedded:_write_change:600",  # inside the one transaction
     REPLICA_SET: "dbsync.edges.mongo:MongoStore._cas_in_transaction:1",  # a batch committed
 }
 

@@ -41,14 +41,8 @@ from dbsync.core.conflict import obvious_timestamp
 from dbsync.core.snapshot import SUFFIX
 from dbsync.edges.files import write_bytes_atomically
 from dbsync.edges.git import toplevel
-from dbsync.edges.store import (
-    EMBEDDED_SCHEME,
-    RetryPolicy,
-    Store,
-    embedded_path,
-    open_store,
-    validate_database_name,
-)
+from dbsync.edges.store import EMBEDDED_SCHEME, RetryPolicy, Store
+from dbsync.edges.stores import embedded_path, open_store, validate_database_name
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DbsyncError, UsageError
 from dbsync.integration import installer as hooks

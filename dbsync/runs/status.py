@@ -26,6 +26,7 @@ from dbsync.core.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.edges import git, journal
 from dbsync.edges.backups import list_backups
 from dbsync.edges.change_index import STREAM, ChangeIndex, moved_since
+from dbsync.edges.embedded import DamagedStore
 from dbsync.edges.indexed_reads import stream_moved
 from dbsync.edges.parts import collection_files
 from dbsync.edges.state import (
@@ -35,14 +36,8 @@ from dbsync.edges.state import (
     StateStore,
     open_state_read_only,
 )
-from dbsync.edges.store import (
-    EMBEDDED_SCHEME,
-    DamagedStore,
-    RetryPolicy,
-    Store,
-    embedded_path,
-    open_store,
-)
+from dbsync.edges.store import EMBEDDED_SCHEME, RetryPolicy, Store
+from dbsync.edges.stores import embedded_path, open_store
 from dbsync.edges.sync_log import FAILED, LOSING_FIX, losing_streak, recent_cycles
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, free_bytes
