@@ -138,6 +138,12 @@ callable: called once per line in the hottest loops, where a ``def`` costs sever
 than the slice itself."""
 
 
+def is_record_line(line: bytes) -> bool:
+    """Whether ``line`` starts as a record line does (not a header or a trailer); its shape is
+    not checked further."""
+    return line.startswith(_RECORD_PREFIX)
+
+
 def line_body(line: bytes) -> bytes:
     return line[_BODY_START:-2]
 
