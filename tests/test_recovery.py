@@ -99,7 +99,7 @@ def follow_status(repo: Repo, rounds: int = 4) -> list[tuple[str, Run]]:
 
 
 POINTS = {
-    "before the backup is complete": "dbsync.runs.merge:plan_collection:0",
+    "before the backup is complete": "dbsync.runs.merge:_planned:0",
     "after the journal, before writing": "dbsync.runs.merge:apply_plan:0",
     "while writing": "",  # the store's own: below
 }
