@@ -55,7 +55,7 @@ from dbsync.core.snapshot import (
     write_section,
 )
 from dbsync.edges.parts import collection_files
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))
 REPO = Path(__file__).resolve().parent.parent

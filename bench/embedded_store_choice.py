@@ -1,8 +1,8 @@
 """Why the embedded store is montydb: BSON fidelity, accepted ``_id`` types, and speed.
 
 Compares montydb (SQLite storage, ``use_bson=True``) with mongita (``MongitaClientDisk``) on
-what ``dbsync.edges.store.EmbeddedStore`` needs, and times the montydb operations ``apply`` could be
-built from, so that the choice in ``EmbeddedStore.apply`` can be checked on any machine.
+what ``dbsync.edges.embedded.EmbeddedStore`` needs, and times the montydb operations ``apply``
+could be built from, so that the choice in ``EmbeddedStore.apply`` can be checked on any machine.
 
 mongita is not a dependency of dbsync: install it only to run this comparison
 (``pip install mongita``); without it its columns are skipped.
@@ -29,7 +29,8 @@ from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Rege
 from bson.dbref import DBRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dbsync.edges.store import EmbeddedStore, id_key  # noqa: E402
+from dbsync.edges.embedded import EmbeddedStore  # noqa: E402
+from dbsync.edges.store import id_key  # noqa: E402
 
 Document = dict[str, Any]
 

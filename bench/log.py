@@ -39,6 +39,7 @@ from dbsync.core.snapshot import (
     Header,
     encode_record,
     line_document,
+    line_hash_bytes,
     record_line,
     snapshot_filename,
     trailer_line,
@@ -70,7 +71,7 @@ class Layout:
             index = part_of(key, self.count) if self.count > 1 else 0
             self.lines[index].append(line)
         # the record hashes of each file, in order: the trailer's digest without a walk
-        self.hashes = [bytearray(b"".join(line[6:22] for line in part)) for part in self.lines]
+        self.hashes = [bytearray(b"".join(map(line_hash_bytes, part))) for part in self.lines]
         self.filled = [index for index in range(self.count) if self.lines[index]]
 
     def part(self, index: int) -> tuple[int, int] | None:
@@ -93,7 +94,7 @@ class Layout:
 
     def replace(self, index: int, position: int, line: bytes) -> None:
         self.lines[index][position] = line
-        self.hashes[index][16 * position : 16 * position + 16] = line[6:22]
+        self.hashes[index][16 * position : 16 * position + 16] = line_hash_bytes(line)
 
 
 def edited(line: bytes, value: int) -> bytes:

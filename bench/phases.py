@@ -38,10 +38,11 @@ from dbsync.config import CollectionConfig, Config
 from dbsync.core import extjson
 from dbsync.core.merge import decide
 from dbsync.core.snapshot import Header, encode_record, line_body, write_section
+from dbsync.edges.embedded import EmbeddedStore
 from dbsync.edges.parts import MAX_FILE_BYTES, collection_files
 from dbsync.edges.snapshot_files import read_sections, read_trailer_digest, verify_file
 from dbsync.edges.sources import SourceSection
-from dbsync.edges.store import Change, ChangeCounts, EmbeddedStore, Redecide, decode_raw
+from dbsync.edges.store import Change, ChangeCounts, Redecide, decode_raw
 from dbsync.runs.export import current_summary
 from dbsync.runs.export import export as export_service
 from dbsync.runs.merge import apply_plan, plan_collection

@@ -50,7 +50,7 @@ from dbsync.core import extjson
 from dbsync.core.snapshot import line_body, snapshot_filename
 from dbsync.edges.parts import collection_files
 from dbsync.edges.snapshot_files import read_sections, read_trailer_digest
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 from dbsync.runs.demo import GITCONFIG
 
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))

@@ -27,7 +27,7 @@ MAX_BYTES = 1 << 20
 
 def scrubbed(text: str, uris: Sequence[str]) -> str:
     """``text`` without the passwords of ``uris``."""
-    from dbsync.edges.store import scrub_secrets, uri_secrets  # only when a bug happened
+    from dbsync.edges.secrets import scrub_secrets, uri_secrets  # only when a bug happened
 
     secrets = [secret for uri in uris for secret in uri_secrets(uri)]
     return scrub_secrets(text, secrets)

@@ -12,8 +12,9 @@ import mongomock
 import pytest
 from mongomock.collection import BulkOperationBuilder
 
+from dbsync.edges.embedded import EmbeddedStore
 from dbsync.edges.mongo import MongoStore, open_mongo
-from dbsync.edges.store import EmbeddedStore, RetryPolicy
+from dbsync.edges.store import RetryPolicy
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, copy_pair, environment, init_pair, make_home
 from tests.mongo_servers import EMBEDDED, MODES, REPLICA_SET, SERVER_FIXTURES, MongoServer

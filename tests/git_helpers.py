@@ -21,7 +21,7 @@ from dbsync.config import load_config
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, encode_record
 from dbsync.edges.snapshot_files import write_snapshot as write_snapshot_file
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 from tests.cli_helpers import DATA
 from tests.cli_helpers import Result as Run
 from tests.mongo_servers import MongoServer

@@ -11,6 +11,7 @@ on once the server's port refuses connections (it is down). Nothing in dbsync kn
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.mongo_servers import MongoServer
@@ -60,8 +61,20 @@ def at(
     ``server`` (a SecantusDB process the tests started)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {"PYTHONPATH": str(folder), "DBSYNC_TEST_KILL": spec, "DBSYNC_TEST_SIGNAL": signal}
+    env = {
+        "PYTHONPATH": with_inherited_path(folder),
+        "DBSYNC_TEST_KILL": spec,
+        "DBSYNC_TEST_SIGNAL": signal,
+    }
     if server is not None:
         assert server.process is not None, "only a server the tests started can be signalled"
         env["DBSYNC_TEST_SERVER"] = f"{server.process.pid}:{server.port}"
     return env
+
+
+def with_inherited_path(folder: Path) -> str:
+    """``folder`` first on ``PYTHONPATH``, then the path the tests run with: the dbsync process
+    imports the very package under test (a checkout named by ``PYTHONPATH``), not another
+    one the console script's environment also holds."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(folder), inherited] if inherited else [str(folder)])

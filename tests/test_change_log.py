@@ -20,7 +20,7 @@ from bson import Int64, ObjectId
 from dbsync.config import load_config
 from dbsync.edges import change_log
 from dbsync.edges.change_index import STREAM, ChangeIndex, id_bytes, moved_since
-from dbsync.edges.store import EmbeddedStore, _file_mark, montydb_key
+from dbsync.edges.embedded import EmbeddedStore, _file_mark, montydb_key
 from dbsync.runs.export import export
 from tests.indexed_helpers import TOML, docs
 

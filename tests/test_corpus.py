@@ -26,7 +26,8 @@ from pymongo.errors import OperationFailure
 
 from dbsync.config import Config, load_config
 from dbsync.core import extjson, snapshot
-from dbsync.edges.store import EmbeddedStore, decode_raw, id_key
+from dbsync.edges.embedded import EmbeddedStore
+from dbsync.edges.store import decode_raw, id_key
 from dbsync.errors import InvalidInput
 from dbsync.runs.import_file import ImportMode, import_file
 from tests.cli_helpers import Project, new_project

@@ -31,9 +31,10 @@ from conftest import no_sleep_policy
 from project import Project, clean_env, forget_history
 
 from dbsync.config import load_config
+from dbsync.edges.embedded import EmbeddedStore
 from dbsync.edges.mongo import MongoStore
 from dbsync.edges.snapshot_files import verify_file
-from dbsync.edges.store import EmbeddedStore, decode_raw
+from dbsync.edges.store import decode_raw
 from dbsync.runs.export import export
 
 RECORDS = 300
@@ -43,7 +44,7 @@ THEIRS_NEW = range(300, 310)  # records only the other asset has: the merge inse
 
 KILLER = """
 import importlib, os, signal, sys
-from dbsync.edges import files, store
+from dbsync.edges import embedded, files
 from dbsync.core import snapshot
 from dbsync.runs import merge
 
@@ -216,7 +217,7 @@ def keeps_the_asset_s_own_records(state):
 
 def test_a_merge_killed_mid_apply_leaves_the_old_state_and_is_resumed(crash_project, after):
     before = crash_project.dump("items")
-    killed(crash_project, "dbsync.edges.store:_put_row:150", "merge", "theirs")
+    killed(crash_project, "dbsync.edges.embedded:_put_row:150", "merge", "theirs")
     assert crash_project.dump("items") == before
     status = crash_project.json("status")
     assert status["status"] == "DEGRADED"
@@ -233,14 +234,14 @@ def test_a_merge_killed_mid_apply_leaves_the_old_state_and_is_resumed(crash_proj
 
 
 MERGE_POINTS = [
-    "dbsync.edges.store:_put_row:0",
-    "dbsync.edges.store:_put_row:1",
-    *(f"dbsync.edges.store:_put_row:{n}" for n in random.Random(10).sample(range(2, 304), 9)),
-    "dbsync.edges.store:_put_row:304",  # the last record, before the commit
+    "dbsync.edges.embedded:_put_row:0",
+    "dbsync.edges.embedded:_put_row:1",
+    *(f"dbsync.edges.embedded:_put_row:{n}" for n in random.Random(10).sample(range(2, 304), 9)),
+    "dbsync.edges.embedded:_put_row:304",  # the last record, before the commit
     "dbsync.edges.changes:ChangeWriter.add:100",  # planning: the backup half written
     "dbsync.edges.backups:write_meta:0",
     "dbsync.edges.journal:begin:0",
-    "dbsync.edges.store:EmbeddedStore.close:0",  # after the commit
+    "dbsync.edges.embedded:EmbeddedStore.close:0",  # after the commit
     "dbsync.edges.journal:finish:0",
     "dbsync.runs.merge:write_report_files:0",
 ]
@@ -266,11 +267,11 @@ def test_a_merge_killed_anywhere_leaves_old_or_new_and_its_recovery_keeps_every_
 
 
 RESTORE_POINTS = [
-    "dbsync.edges.store:_delete_row:0",  # undoing the merge's inserts comes first
-    "dbsync.edges.store:_delete_row:5",
-    "dbsync.edges.store:_delete_row:9",
-    "dbsync.edges.store:_put_row:0",
-    *(f"dbsync.edges.store:_put_row:{n}" for n in random.Random(11).sample(range(1, 294), 6)),
+    "dbsync.edges.embedded:_delete_row:0",  # undoing the merge's inserts comes first
+    "dbsync.edges.embedded:_delete_row:5",
+    "dbsync.edges.embedded:_delete_row:9",
+    "dbsync.edges.embedded:_put_row:0",
+    *(f"dbsync.edges.embedded:_put_row:{n}" for n in random.Random(11).sample(range(1, 294), 6)),
     "dbsync.edges.journal:begin:0",  # the safety backup is taken, nothing written yet
     "dbsync.edges.journal:finish:0",
 ]

@@ -7,7 +7,7 @@ import montydb
 import pytest
 
 from dbsync.config import load_config
-from dbsync.edges import change_index, indexed_reads, parts
+from dbsync.edges import change_index, parts, records
 from dbsync.errors import SafetyRefusal
 from dbsync.runs import export as export_module
 from dbsync.runs.export import export
@@ -24,7 +24,7 @@ def config(tmp_path):
 @pytest.fixture
 def encodings(monkeypatch):
     """How many documents the export encodes."""
-    return count_encodings(monkeypatch, indexed_reads)
+    return count_encodings(monkeypatch, records)
 
 
 def snapshot_bytes(folder):

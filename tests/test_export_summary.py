@@ -13,7 +13,7 @@ from bson import json_util
 
 from dbsync.config import load_config, resolve_uri
 from dbsync.edges import parts
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 from dbsync.runs.export import export
 from tests.cli_helpers import Project, new_project
 

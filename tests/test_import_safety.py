@@ -25,7 +25,7 @@ DOCUMENTS = {"embedded": 2500, "replica-set": 1200, "standalone": 300}
 """Two batches of writes on a replica set; one on a standalone SecantusDB, whose compare-and-set
 filter ({_id, $expr}) scans the collection where mongod uses the _id index."""
 WHILE_WRITING = {
-    "embedded": "dbsync.edges.store:_write_change:1200",  # inside the one transaction
+    "embedded": "dbsync.edges.embedded:_write_change:1200",  # inside the one transaction
     "replica-set": "dbsync.edges.mongo:MongoStore._cas_in_transaction:1",  # a batch committed
     "standalone": "dbsync.edges.mongo:read_raw:1",  # the first batch written, read back
 }

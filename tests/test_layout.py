@@ -34,10 +34,6 @@ TOUCHES_THE_OUTSIDE = {
 }
 """Modules the pure core must not import: the file system, processes, stores, the CLI."""
 
-LAZY_FACTORY_IMPORTS = {("dbsync.edges.store", "dbsync.edges.mongo")}
-"""``open_store`` imports the MongoDB store only for a ``mongodb://`` URI (pymongo is slow to
-import), inside the function; the MongoDB store implements ``store``'s protocol."""
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -154,11 +150,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name in MODULES:
-        graph[name] = {
-            module
-            for module, top in imports_of(name)
-            if module in MODULES and (top or (name, module) not in LAZY_FACTORY_IMPORTS)
-        }
+        graph[name] = {module for module, _ in imports_of(name) if module in MODULES}
     return graph
 
 

@@ -25,9 +25,10 @@ from project import Project, clean_env
 
 from dbsync.config import load_config
 from dbsync.edges.mongo import MongoStore
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 from dbsync.runs.export import export
 from tests.git_helpers import Repo, init_pair
+from tests.killpoints import with_inherited_path
 from tests.mongo_servers import EMBEDDED, MODES, SERVER_FIXTURES, STORES, MongoServer
 
 RECORDS = 200
@@ -283,7 +284,8 @@ def test_an_application_writing_inside_the_hook_s_compare_and_set_loses_nothing(
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
 
-    pulled = b.git("pull", PYTHONPATH=str(hooks), DBSYNC_TEST_WRITER=json.dumps(writer))
+    path = with_inherited_path(hooks)
+    pulled = b.git("pull", PYTHONPATH=path, DBSYNC_TEST_WRITER=json.dumps(writer))
 
     assert "merged database_backup into the database (three-way)" in pulled.err, pulled.err
     assert len(json.loads((b.root / "writer.json").read_text())) == 7  # it wrote, mid-merge

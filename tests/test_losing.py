@@ -18,8 +18,8 @@ from dbsync.core.merge import MergeCounts
 from dbsync.core.report import SUCCESS, DriverDecisions, MergeReport, tie_break_notes
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import content_hash
+from dbsync.edges.embedded import EmbeddedStore
 from dbsync.edges.state import NewLosingVersion, open_state, open_state_read_only
-from dbsync.edges.store import EmbeddedStore
 from dbsync.integration.merge_driver import merge_files
 from dbsync.runs.losing import MERGE, key_text, losing_versions
 from dbsync.runs.prune import prune

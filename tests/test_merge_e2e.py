@@ -11,7 +11,7 @@ import pytest
 
 from dbsync.config import load_config
 from dbsync.edges.conflict_spool import SpooledConflicts
-from dbsync.edges.store import EmbeddedStore
+from dbsync.edges.embedded import EmbeddedStore
 from dbsync.errors import DbsyncError
 from dbsync.runs.merge import MergeOptions, merge_snapshot
 from tests.cli_helpers import Project, new_project, write_lines

@@ -10,7 +10,7 @@ import pytest
 from dbsync.config import load_config
 from dbsync.core import snapshot
 from dbsync.core.snapshot import SnapshotError
-from dbsync.edges import change_index, indexed_reads, parts, records
+from dbsync.edges import change_index, parts, records
 from dbsync.edges.backups import collection_file
 from dbsync.edges.changes import inserted_file
 from dbsync.edges.synced import load_synced, synced_dir
@@ -29,7 +29,7 @@ def config(tmp_path):
 @pytest.fixture
 def encodings(monkeypatch):
     """The ``_id`` of every document encoded into a record line (by the index or in full)."""
-    return count_encodings(monkeypatch, indexed_reads, records)
+    return count_encodings(monkeypatch, records)
 
 
 @pytest.fixture
@@ -43,13 +43,13 @@ def mismatches(monkeypatch):
         def watched(*args):
             try:
                 yield from read(*args)
-            except indexed_reads.IndexMismatch as error:
+            except change_index.IndexMismatch as error:
                 seen.append(str(error))
                 raise
 
         return watched
 
-    monkeypatch.setattr(indexed_reads, "_indexed_lines", watching(indexed_reads._indexed_lines))
+    monkeypatch.setattr(change_index, "_indexed_lines", watching(change_index._indexed_lines))
     monkeypatch.setattr(merge_module, "changed_rows", watching(merge_module.changed_rows))
     return seen
 

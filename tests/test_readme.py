@@ -22,7 +22,7 @@ import pytest
 from bson import json_util
 
 from dbsync.config import resolve_uri
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 from tests.cli_helpers import DATA
 from tests.git_helpers import Repo, environment, make_home
 from tests.mongo_servers import EMBEDDED, EXTERNAL, REPLICA_SET, start_server

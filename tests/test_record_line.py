@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from dbsync.core import extjson, snapshot
 from dbsync.core.ordering import native_key, sort_key
+from dbsync.core.rules import Rules
 
 small_decimals = st.builds(
     lambda sign, coefficient, exponent: Decimal128(f"{sign}{coefficient}E{exponent}"),
@@ -60,3 +61,17 @@ def test_property_the_key_of_several_fields_is_the_json_forms(fields_and_values)
     assert key(stored) == sort_key(extjson.to_json_value(stored), fields)
     raw = bson.encode(stored)
     assert snapshot.encode_record(stored, fields, raw) == snapshot.encode_record(stored, fields)
+
+
+def test_the_line_s_fields_are_read_through_the_format():
+    """The hash as a line holds it and whether a line is a record, as the change index and
+    ``dbsync log`` read them."""
+    _, line = snapshot.encode_record({"_id": 1, "name": "é"}, ["_id"])
+    assert snapshot.line_hash_bytes(line) == snapshot.line_hash(line).encode()
+    assert (
+        snapshot.line_hash_bytes(line) == snapshot.content_hash(snapshot.line_body(line)).encode()
+    )
+    assert snapshot.is_record_line(line)
+    header = snapshot.Header("items", Rules(("_id",), None, ())).line()
+    assert not snapshot.is_record_line(header)
+    assert not snapshot.is_record_line(snapshot.trailer_line(1, "0" * 32))

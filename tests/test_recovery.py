@@ -99,12 +99,12 @@ def follow_status(repo: Repo, rounds: int = 4) -> list[tuple[str, Run]]:
 
 
 POINTS = {
-    "before the backup is complete": "dbsync.runs.merge:plan_collection:0",
+    "before the backup is complete": "dbsync.runs.merge:_planned:0",
     "after the journal, before writing": "dbsync.runs.merge:apply_plan:0",
     "while writing": "",  # the store's own: below
 }
 WHILE_WRITING = {
-    EMBEDDED: "dbsync.edges.store:_write_change:600",  # inside the one transaction
+    EMBEDDED: "dbsync.edges.embedded:_write_change:600",  # inside the one transaction
     REPLICA_SET: "dbsync.edges.mongo:MongoStore._cas_in_transaction:1",  # a batch committed
 }
 

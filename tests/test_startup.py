@@ -108,5 +108,11 @@ def test_a_hook_with_nothing_to_merge_loads_no_service_store_or_snapshot_code(pa
     loaded = set(json.loads(done.out.splitlines()[-1]))
     heavy = {"pymongo", "montydb", "rich", "bson", "sqlite3", "orjson", "xxhash", "pydantic"}
     assert heavy & loaded == set()
-    services = ("dbsync.runs", "dbsync.agent", "dbsync.edges.store", "dbsync.core.snapshot")
+    services = (
+        "dbsync.runs",
+        "dbsync.agent",
+        "dbsync.edges.store",
+        "dbsync.edges.embedded",
+        "dbsync.core.snapshot",
+    )
     assert {name for name in loaded if name.startswith(services)} == set()

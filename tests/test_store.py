@@ -44,6 +44,7 @@ from pymongo.errors import (
 
 from dbsync.core.extjson import to_json_value
 from dbsync.core.ordering import sort_key
+from dbsync.edges.embedded import DamagedStore, EmbeddedStore
 from dbsync.edges.mongo import (
     MongoStore,
     call_with_retries,
@@ -52,10 +53,9 @@ from dbsync.edges.mongo import (
     translate_pymongo_error,
     write_operations,
 )
+from dbsync.edges.secrets import redact_uri, scrub_secrets, uri_secrets
 from dbsync.edges.store import (
     Change,
-    DamagedStore,
-    EmbeddedStore,
     RetryPolicy,
     WriteCounts,
     backoff_delay,
@@ -64,12 +64,8 @@ from dbsync.edges.store import (
     encoded_size,
     id_key,
     in_requested_order,
-    open_store,
-    redact_uri,
-    scrub_secrets,
-    uri_secrets,
-    validate_database_name,
 )
+from dbsync.edges.stores import open_store, validate_database_name
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, UsageError
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")

@@ -1,8 +1,9 @@
 """MongoDB through pymongo: the ``Store`` for ``mongodb://`` and ``mongodb+srv://`` URIs.
 
-Kept apart from ``dbsync.edges.store`` (the protocol, ``open_store`` and the embedded store) so that
-commands that never talk to MongoDB — the git merge and diff drivers, the embedded store — do
-not pay for importing pymongo. Every call goes through ``call_with_retries`` so that a
+Kept apart from the contract (``dbsync.edges.store``) and from the factory
+(``dbsync.edges.stores``, which imports this module only for a MongoDB URI) so that commands
+that never talk to MongoDB — the git merge and diff drivers, the embedded store — do not pay
+for importing pymongo. Every call goes through ``call_with_retries`` so that a
 stepping-down primary or a restarting ``mongod`` costs a pause, not a failed merge; every
 message that can reach a user passes through ``scrub_secrets``.
 """
@@ -31,6 +32,7 @@ from pymongo.errors import (
 )
 from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 
+from dbsync.edges.secrets import redact_uri, scrub_secrets, uri_secrets
 from dbsync.edges.store import (
     ACCEPTED_URIS,
     BATCH_SIZE,
@@ -50,13 +52,10 @@ from dbsync.edges.store import (
     encoded_size,
     id_key,
     in_requested_order,
-    redact_uri,
     same_id,
-    scrub_secrets,
     settle,
     short_reason,
     total_counts,
-    uri_secrets,
 )
 from dbsync.errors import (
     DatabaseBusy,

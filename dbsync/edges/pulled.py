@@ -2,7 +2,7 @@
 
 The merge of the snapshot folder after a pull (``runs.merge``) decides only the keys where the
 pulled snapshot differs from what this asset last synced (its three-way base) and the keys the
-database changed since (``indexed_reads.changed_rows``). This module finds the first ones, file
+database changed since (``change_index.changed_rows``). This module finds the first ones, file
 by file (one, or each part of a split collection), as ``PulledRow``s:
 
 * a file byte-identical to the synced copy's brought nothing;

@@ -1,14 +1,17 @@
 """A collection's records as a stream: read from the store, encoded, sorted by key, each key once.
 
-What export, merge and dedupe read a database's side through: ``collection_lines`` streams the
-records in key order with bounded memory (``sorted_lines``), ``unique_pairs`` and
-``unique_lines`` set aside records sharing a key into ``KeyClashes``, for the caller to refuse
-or fold them.
+"The database as sorted lines" is written here once: ``collection_lines`` streams the records in
+key order with bounded memory (``sorted_lines``); a full export (which tells the change index
+each document's line as it goes, ``seen``), a merge's full read and dedupe all read through it,
+and ``encoded_record`` is the one encoding of a stored document, which the change index's reads
+of new and changed documents use too (``dbsync.edges.change_index``), so that both give the
+same bytes. ``unique_pairs`` and ``unique_lines`` set aside records sharing a key into
+``KeyClashes``, for the caller to refuse or fold them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -17,7 +20,7 @@ from dbsync.core.ordering import SortKey, describe_key
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import encode_record, line_document, line_sort_key
 from dbsync.edges.snapshot_files import sorted_lines
-from dbsync.edges.store import Store, decode_raw
+from dbsync.edges.store import Document, Store, decode_raw
 from dbsync.progress import Progress
 
 CLASHES_SHOWN = 20
@@ -75,30 +78,55 @@ def unique_lines(pairs: Iterable[tuple[SortKey, bytes]], clashes: KeyClashes) ->
     return (line for _, line in unique_pairs(pairs, clashes))
 
 
+Seen = Callable[[bytes, bytes, int, Document], None]
+"""Told each document read, as ``(raw BSON, line, noted, document)``: ``noted`` is 1 when the
+record was noted (``RecordNotes``), else 0."""
+
+
 def collection_lines(
     store: Store,
     collection: str,
     rules: Rules,
     progress: Progress,
     notes: RecordNotes | None = None,
+    *,
+    total: int | None = None,
+    seen: Seen | None = None,
 ) -> Iterator[tuple[SortKey, bytes]]:
     """The collection's records in key order, streamed with bounded memory; ``notes`` counts
-    records lacking a key field or a timestamp."""
-    progress.start(f"export {collection}", store.count(collection))
-    note = notes.see_bson if notes is not None and notes.wanted else None
-    see_raw = notes.see_raw if notes is not None else None
+    records lacking a key field or a timestamp; ``seen`` is told each document as it is read.
+    ``total``: the count the progress shows, when the caller has it (montydb counts by decoding
+    every document)."""
+    progress.start(f"export {collection}", store.count(collection) if total is None else total)
 
     def encoded() -> Iterator[tuple[SortKey, bytes]]:
         # Raw reads: the BSON as stored, so a deprecated type pymongo converts can be named.
         for raw in store.iter_raw_documents(collection):
-            document = decode_raw(raw)
-            key, line = encode_record(document, rules.key, raw)
-            if note is not None:
-                note(document, key)
-            if see_raw is not None:
-                see_raw(raw, document)
+            key, line, noted, document = encoded_record(raw, rules, notes)
+            if seen is not None:
+                seen(raw, line, noted, document)
             yield key, line
             progress.advance()
 
     yield from sorted_lines(encoded(), partial(line_sort_key, fields=rules.key))
     progress.finish()
+
+
+def encoded_record(
+    raw: bytes, rules: Rules, notes: RecordNotes | None
+) -> tuple[SortKey, bytes, int, Document]:
+    """A stored document's key and line, 1 if ``notes`` noted it (0 otherwise), and the
+    document decoded."""
+    document = decode_raw(raw)
+    key, line = encode_record(document, rules.key, raw)
+    if notes is None:
+        return key, line, 0, document
+    before = _noted(notes)
+    if notes.wanted:
+        notes.see_bson(document, key)
+    notes.see_raw(raw, document)
+    return key, line, int(_noted(notes) > before), document
+
+
+def _noted(notes: RecordNotes) -> int:
+    return notes.null_key.count + notes.no_timestamp.count + notes.converted.count

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 from dbsync.config import Config
-from dbsync.edges.store import RetryPolicy, Store, open_store
+from dbsync.edges.store import RetryPolicy, Store
+from dbsync.edges.stores import open_store
 
 
 def say_waiting(message: str) -> None:

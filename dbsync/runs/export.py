@@ -13,35 +13,33 @@ from pathlib import Path
 from dbsync.config import Config
 from dbsync.core.guards import GUARD_RULE, RemovedKeys, TooManyDeletes, deletes_too_many
 from dbsync.core.notes import RecordNotes
-from dbsync.core.ordering import SortKey, key_hash, part_of
+from dbsync.core.ordering import SortKey, key_hash
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     Discard,
     Header,
     SectionSummary,
     Writable,
+    line_hash_bytes,
     line_sort_key,
 )
 from dbsync.edges import git
 from dbsync.edges.change_index import (
-    STREAM,
     ChangeIndex,
-    database_fingerprint,
-    moved_since,
-    raw_hash,
-)
-from dbsync.edges.change_log import LOG_MARK
-from dbsync.edges.collection_options import write_options
-from dbsync.edges.files import StagedFiles
-from dbsync.edges.indexed_reads import (
     Changes,
     IndexRows,
-    encoded_record,
-    exported_lines,
+    database_fingerprint,
+    encode_lost,
+    export_rows,
+    feed_name,
     first_of,
-    read_changes,
-    read_changes_by_feed,
+    learn_export,
+    read_for_export,
+    serves_export,
+    unchanged_since_export,
 )
+from dbsync.edges.collection_options import write_options
+from dbsync.edges.files import StagedFiles
 from dbsync.edges.journal import refuse_over_interrupted
 from dbsync.edges.parts import (
     CollectionFiles,
@@ -55,9 +53,9 @@ from dbsync.edges.parts import (
     part_headers,
 )
 from dbsync.edges.pulled import same_files
-from dbsync.edges.records import KeyClashes, unique_pairs
+from dbsync.edges.records import KeyClashes, collection_lines, unique_pairs
 from dbsync.edges.snapshot_files import read_sections, read_trailer_count, read_trailer_digest
-from dbsync.edges.store import Store, chunks
+from dbsync.edges.store import Store
 from dbsync.edges.synced import Synced, load_synced, save_synced, synced_dir
 from dbsync.errors import InvalidInput, SafetyRefusal, UsageError
 from dbsync.progress import NoProgress, Progress
@@ -467,7 +465,8 @@ def _write_parts(
     name, rules = parts.writers[0].header.collection, parts.writers[0].header.rules
     clashes = KeyClashes(rules.key)
     total = store.count(name)  # once: montydb counts by decoding every document
-    pairs = exported_lines(store, name, rules, progress, notes, rows, total)
+    told = rows.see if rows is not None else None  # a full export fills the change index
+    pairs = collection_lines(store, name, rules, progress, notes, total=total, seen=told)
     if see_key is not None:
         pairs = _watched(pairs, see_key)
     # While in one file, its records are kept (lines in a temporary file, key hashes in
@@ -559,28 +558,21 @@ class _IndexedExport:
 
     def rows(self) -> IndexRows:
         """The rows of a full export: the collection's index starts afresh."""
-        self.index.reset_rows(self.name, self.rules)
-        return IndexRows(self.index, self.name)
-
-    def usable(self) -> bool:
-        existing = self.existing
-        if existing is None or existing.complete() or existing.rules.key != self.rules.key:
-            return False
-        # rows of documents long gone pile up: a full export now and then clears them
-        return self.index.prepare(self.name, self.rules) and (
-            self.index.rows(self.name) <= 2 * (existing.records() or 0) + 1000
-        )
+        return export_rows(self.index, self.name, self.rules)
 
     def export(
         self, staged: StagedFiles, folder: Path, progress: Progress
     ) -> ExportedCollection | None:
-        if not self.usable() or self.existing is None:
+        existing = self.existing
+        if existing is None or not serves_export(self.index, self.name, self.rules, existing):
             return None
         if self._unchanged():
             return self._as_on_disk()
         # the snapshot's count, not the store's: montydb counts by decoding every document
-        progress.start(f"export {self.name}", self.existing.records())
-        changes = self._read(self.existing.count, progress)
+        progress.start(f"export {self.name}", existing.records())
+        changes, self.read = read_for_export(
+            self.index, self.store, self.name, self.rules, self.notes, existing, progress
+        )
         progress.finish()
         if changes is None:
             return None
@@ -590,29 +582,19 @@ class _IndexedExport:
         if not isinstance(written, tuple):
             return None
         summaries, dropped, replaced, layout = written
-        self.index.forget(self.name, dropped)
-        self.index.forget_ids(self.name, changes.forgotten)
-        self.index.add(self.name, changes.rows)
+        learn_export(self.index, self.name, changes, dropped)
         deleted = len(dropped) - replaced
-        result = _exported(self.name, self.existing, summaries, deleted, self.notes, layout.paths)
+        result = _exported(self.name, existing, summaries, deleted, self.notes, layout.paths)
         return replace(result, read=self.read)
 
     def _unchanged(self) -> bool:
         """Whether the snapshot on disk is what this export would write, told without reading
-        a document: the database's change feed says nothing was written since the last export
-        (its mark, taken before that export read), whose digest the files on disk state; no
-        record of it is noted (a note is said again at every export); and the files are byte
-        for byte the synced copy that export wrote beside them (a file edited since is
-        written again)."""
+        a document: the database holds what its last export wrote, whose digest the files on
+        disk state (``unchanged_since_export``), and the files are byte for byte the synced
+        copy that export wrote beside them (a file edited since is written again)."""
         assert self.existing is not None
-        recorded = self.index.recorded(self.name)
-        if recorded is None or recorded.fingerprint is None or recorded.digest is None:
-            return False
-        if not recorded.fingerprint.startswith(STREAM):
-            return False  # figures of a file, not a feed: they can miss a write
-        if recorded.digest != self.existing.digest() or self.index.flagged_ids(self.name):
-            return False
-        if moved_since(self.store, self.name, recorded.fingerprint) is not False:
+        digest = self.existing.digest()
+        if not unchanged_since_export(self.index, self.store, self.name, digest):
             return False
         synced = self.synced
         return synced is not None and same_files(self.existing.paths, synced.paths)
@@ -627,32 +609,7 @@ class _IndexedExport:
             for path in self.existing.paths
         ]
         result = _exported(self.name, self.existing, summaries, 0, self.notes, self.existing.paths)
-        feed = "change log" if self._logged() else "change stream"
-        return replace(result, read=f"{feed}: 0 document(s) read")
-
-    def _logged(self) -> bool:
-        recorded = self.index.recorded(self.name)
-        fingerprint = recorded.fingerprint if recorded is not None else None
-        return fingerprint is not None and fingerprint.startswith(STREAM + LOG_MARK)
-
-    def _read(self, count: int, progress: Progress) -> Changes | None:
-        """Through the change stream when the store has one and the last export's token is
-        still in the server's history (only the documents changed since are read); else
-        every document, hashed (only the changed ones are encoded)."""
-        recorded = self.index.recorded(self.name)
-        since = recorded.fingerprint if recorded is not None else None
-        changes = read_changes_by_feed(
-            self.index, self.store, self.name, self.rules, self.notes, count, since
-        )
-        if changes is not None:
-            feed = "change log" if self._logged() else "change stream"
-            self.read = f"{feed}: {len(changes.forgotten)} document(s) read"
-            progress.advance((self.existing.records() or 0) if self.existing else 0)
-            return changes
-        self.read = "every document read"
-        return read_changes(
-            self.index, self.store, self.name, self.rules, self.notes, count, progress
-        )
+        return replace(result, read=f"{feed_name(self.index, self.name)}: 0 document(s) read")
 
     def _staged(self, staged: StagedFiles, folder: Path, changes: Changes) -> _Written:
         """The collection staged in its layout on disk; discarded if it cannot be kept."""
@@ -670,27 +627,10 @@ class _IndexedExport:
         return (*written, layout)
 
     def _encode_lost(self, changes: Changes) -> bool:
-        """Encode the known documents whose lines the snapshot no longer has (git changed it,
-        or a merge kept this asset's version): one more read, of those only. False: the
-        snapshot cannot be read, the full export rewrites it."""
+        """Encode the known documents whose lines the snapshot no longer has (``encode_lost``);
+        False: the snapshot cannot be read, the full export rewrites it."""
         assert self.existing is not None
-        count, lost = self.existing.count, set(changes.unchanged)
-        try:
-            for path, _ in self.existing.files:
-                lost.difference_update(line[6:22] for line in file_lines(path, self.name))
-        except InvalidInput:
-            return False
-        if not lost:
-            return True
-        changes.unchanged -= lost
-        for batch in chunks(self.store.iter_raw_documents(self.name)):
-            known = self.index.lookup(self.name, [raw_hash(raw) for raw in batch])
-            for raw in batch:
-                hit = known.get(raw_hash(raw))
-                if hit is not None and hit[0] in lost:
-                    key, line, _, _ = encoded_record(raw, self.rules, None)
-                    changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
-        return True
+        return encode_lost(self.index, self.store, self.name, self.rules, changes, self.existing)
 
     def _write(
         self, parts: PartWriters, changes: Changes
@@ -742,7 +682,7 @@ def _merge_part(
         return None
     position, end, replaced, kept_lines = 0, len(encoded), 0, 0
     for line in old_lines:
-        hashed = line[6:22]
+        hashed = line_hash_bytes(line)
         kept = hashed in unchanged
         if position < end:  # keys only while encoded records are left to place
             key = line_sort_key(line, fields)

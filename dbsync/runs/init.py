@@ -42,14 +42,8 @@ from dbsync.core.snapshot import SUFFIX
 from dbsync.edges import installer as hooks
 from dbsync.edges.files import write_bytes_atomically
 from dbsync.edges.git import toplevel
-from dbsync.edges.store import (
-    EMBEDDED_SCHEME,
-    RetryPolicy,
-    Store,
-    embedded_path,
-    open_store,
-    validate_database_name,
-)
+from dbsync.edges.store import EMBEDDED_SCHEME, RetryPolicy, Store
+from dbsync.edges.stores import embedded_path, open_store, validate_database_name
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DbsyncError, UsageError
 

@@ -34,6 +34,7 @@ from dbsync.core.ordering import JsonDoc, SortKey, key_hash, part_of, sort_value
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import (
     content_hash,
+    is_record_line,
     line_body,
     line_document,
     line_hash,
@@ -272,10 +273,6 @@ def _intact(line: bytes | None) -> bool:
     return line is None or content_hash(line_body(line)) == line_hash(line)
 
 
-def _is_record(line: bytes) -> bool:
-    return line.startswith(b'{"h":"')
-
-
 def _file_changes(old: bytes, new: bytes, fields: Sequence[str]) -> list[Change] | None:
     """The records whose line differs between two versions of a file, keyed by key hash (None:
     more than the index keeps, or a line that is no record of this key, which the blob reads
@@ -286,7 +283,7 @@ def _file_changes(old: bytes, new: bytes, fields: Sequence[str]) -> list[Change]
     by_key: dict[int, list[list[Any]]] = {}
     try:
         for side, lines in ((1, found[0]), (2, found[1])):
-            for line in filter(_is_record, lines):
+            for line in filter(is_record_line, lines):
                 key = line_sort_key(line, fields)
                 group = by_key.setdefault(key_hash(key), [])
                 entry = next((e for e in group if e[0] == key), None)

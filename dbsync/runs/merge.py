@@ -39,19 +39,20 @@ from dbsync.core.report import (
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
-from dbsync.edges.change_index import ChangeIndex, holds_exported
-from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
-from dbsync.edges.collection_options import read_options
-from dbsync.edges.conflict_spool import SpooledConflicts
-from dbsync.edges.files import scratch_folder
-from dbsync.edges.indexed_reads import (
+from dbsync.edges.change_index import (
+    ChangeIndex,
     Changes,
     IndexMismatch,
     Row3,
     changed_rows,
+    holds_exported,
     indexed_changes,
     indexed_collection_lines,
 )
+from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.collection_options import read_options
+from dbsync.edges.conflict_spool import SpooledConflicts
+from dbsync.edges.files import scratch_folder
 from dbsync.edges.parts import CollectionFiles, collection_files, file_lines
 from dbsync.edges.pulled import (
     RECORDS,

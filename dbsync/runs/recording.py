@@ -23,6 +23,7 @@ from pathlib import Path
 from dbsync.config import Config
 from dbsync.core.guards import TooManyDeletes
 from dbsync.core.report import MergeReport
+from dbsync.edges.secrets import scrub_secrets, uri_secrets
 from dbsync.edges.state import (
     CANCELLED,
     FAILED,
@@ -33,7 +34,6 @@ from dbsync.edges.state import (
     StateStore,
     open_state,
 )
-from dbsync.edges.store import scrub_secrets, uri_secrets
 from dbsync.errors import (
     DbsyncError,
     DiskFull,

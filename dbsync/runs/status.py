@@ -26,8 +26,8 @@ from dbsync.core.asset_names import COMMITS_LOOKED_AT, Commit, namesakes
 from dbsync.edges import git, journal
 from dbsync.edges import installer as hooks
 from dbsync.edges.backups import list_backups
-from dbsync.edges.change_index import STREAM, ChangeIndex, moved_since
-from dbsync.edges.indexed_reads import stream_moved
+from dbsync.edges.change_index import ChangeIndex, moved_since_export
+from dbsync.edges.embedded import DamagedStore
 from dbsync.edges.parts import collection_files
 from dbsync.edges.state import (
     INTERRUPTED,
@@ -36,14 +36,8 @@ from dbsync.edges.state import (
     StateStore,
     open_state_read_only,
 )
-from dbsync.edges.store import (
-    EMBEDDED_SCHEME,
-    DamagedStore,
-    RetryPolicy,
-    Store,
-    embedded_path,
-    open_store,
-)
+from dbsync.edges.store import EMBEDDED_SCHEME, RetryPolicy, Store
+from dbsync.edges.stores import embedded_path, open_store
 from dbsync.edges.sync_log import FAILED, LOSING_FIX, losing_streak, recent_cycles
 from dbsync.edges.synced import load_synced
 from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, free_bytes
@@ -297,16 +291,11 @@ def _recorded_digest(context: StatusContext, store: Store, name: str) -> str | N
     cannot be told cheaply (then every record is compared)."""
     if context.deep or context.index is None:
         return None
-    recorded = context.index.recorded(name)
-    if recorded is None or recorded.fingerprint is None or recorded.digest is None:
+    found = moved_since_export(context.index, store, name, context.config.rules(name))
+    if found is None:
         return None
-    moved = moved_since(store, name, recorded.fingerprint)
-    if moved and recorded.fingerprint.startswith(STREAM):  # events: did the records change?
-        rules = context.config.rules(name)
-        moved = stream_moved(context.index, store, name, rules, recorded.fingerprint)
-    if moved is None:
-        return None
-    return _MOVED if moved else recorded.digest
+    moved, digest = found
+    return _MOVED if moved else digest
 
 
 def _merged_since_export(context: StatusContext, name: str) -> bool:
