@@ -34,7 +34,7 @@ from dbsync.edges.store import (
     in_requested_order,
     settle,
 )
-from dbsync.errors import DatabaseUnreachable, InvalidInput
+from dbsync.errors import DatabaseUnreachable, DiskFull, InvalidInput, full_disk_error
 
 T = TypeVar("T")
 
@@ -153,11 +153,17 @@ class EmbeddedStore:
         and header (a reader leaves an empty WAL behind: that counts as none). They miss a
         write within the clock tick of the one before, with the WAL checkpointed away."""
         path = self._file(collection)
-        connection = self._reader(collection)
+        mark = None
+        try:  # a file SQLite cannot open now (a full disk: no room for its -shm) has figures
+            connection = self._reader(collection)
+        except DiskFull:
+            connection = None
         if connection is not None:
             try:
                 with _sqlite_errors(path):
                     mark = change_log.mark(connection)
+            except DiskFull:
+                mark = None
             finally:
                 connection.close()
             if mark is not None:
@@ -254,7 +260,10 @@ class EmbeddedStore:
         """``read`` of the change log after the mark ``token``, in one read transaction."""
         if not token.startswith(change_log.LOG_MARK):
             return None
-        connection = self._reader(collection)
+        try:  # a file SQLite cannot open now (a full disk: no room for its -shm) cannot tell
+            connection = self._reader(collection)
+        except DiskFull:
+            return None
         if connection is None:
             return None
         try:
@@ -450,6 +459,12 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
             raise DatabaseUnreachable(
                 f"the embedded store file {path} stayed locked for {BUSY_SECONDS:g} s ({error})",
                 hint="another process holds a long write transaction on it; try again",
+            ) from None
+        if full_disk_error(error, path) is not None:  # not a damaged file: no room to open it
+            raise DiskFull(
+                f"the disk is full: the embedded store file {path} cannot be opened ({error})",
+                hint="free space on that disk ('dbsync prune' removes old backups and reports), "
+                "then run the command again",
             ) from None
         raise _damaged_file(path, error) from None
     except sqlite3.DatabaseError as error:
