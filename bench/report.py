@@ -112,9 +112,10 @@ def run_from_json(data: dict[str, Any]) -> Run:
         data.get("clock", "cpu" if "--clock cpu" in data["command"] else "wall"),
         results,
         data["seconds"],
-        data.get("log"),
-        data.get("start_up"),
-        keyed(data.get("mongo") or {}),
+        log=data.get("log"),
+        start_up=data.get("start_up"),
+        liveness=data.get("liveness"),
+        mongo=keyed(data.get("mongo") or {}),
     )
     if not run.mongo:
         run.mongo_note = "no MongoDB run"

@@ -1,9 +1,10 @@
 """The benchmark at a tiny size: every phase runs and its results agree (no timing asserted)."""
 
+import json
 from pathlib import Path
 
 from bench.cli import STEPS
-from bench.report import DOCS_END, DOCS_START, render, write_docs
+from bench.report import DOCS_END, DOCS_START, render, run_from_json, write_docs
 from bench.run import DOCS, measure
 
 SIZE = 300
@@ -83,3 +84,28 @@ def test_the_results_live_in_docs_and_the_readme_links_there():
     readme = README.read_text()
     assert "](docs/benchmark.md)" in readme
     assert DOCS_START not in readme and "bench:start" not in readme
+
+
+def test_a_saved_run_renders_as_the_run_itself_did():
+    """``python -m bench.report RUN.json`` renders what the run wrote with ``--json``: every
+    part of it, the liveness run and the MongoDB rows included."""
+    saved = json.loads(
+        json.dumps(
+            {
+                "date": "2026-12-07",
+                "command": "python -m bench --quick --clock cpu",
+                "clock": "cpu",
+                "seconds": 1.0,
+                "results": {},
+                "liveness": {
+                    "assets": {"asset0": {"longest_wait_seconds": 17.0}},
+                    "success_ratio": 1.0,
+                },
+                "mongo": {"pnl-20000": {"status": {"documents_read": 0}}},
+            }
+        )
+    )
+    run = run_from_json(saved)
+    assert run.liveness == saved["liveness"]
+    assert run.mongo == {(20000, "pnl"): saved["mongo"]["pnl-20000"]}
+    assert run.as_json()["liveness"] == saved["liveness"]
