@@ -9,7 +9,7 @@ new and changed documents are decoded and encoded. The export writes from these 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,10 +20,11 @@ from dbsync.core.notes import RecordNotes
 from dbsync.core.ordering import SortKey, part_of
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import encode_record, line_sort_key
-from dbsync.edges.change_index import STREAM, ChangeIndex, Row, id_bytes, raw_hash
+from dbsync.edges.change_index import STREAM, ChangeIndex, Recorded, Row, id_bytes, raw_hash
+from dbsync.edges.changes import line_value, record_id
 from dbsync.edges.parts import CollectionFiles, file_lines
 from dbsync.edges.snapshot_files import sorted_lines
-from dbsync.edges.store import Store, change_feed, chunks, decode_raw
+from dbsync.edges.store import Store, change_feed, chunks, decode_raw, encode_document
 from dbsync.progress import Progress
 
 
@@ -194,6 +195,48 @@ def stream_moved(
         if known.get(identity) != line[6:22]:
             return True
     return found != len(known)
+
+
+Written = Callable[[], Iterable[tuple[bytes | None, bytes | None]]]
+"""A merge's writes, in a form read twice: (the record line it read, the line it wrote), None
+for no record."""
+
+
+def learn_merged(
+    index: ChangeIndex, name: str, rules: Rules, written: Written, seen: Recorded, digest: str
+) -> bool:
+    """Teach the index what a merge wrote, so that ``stream_moved`` finds the database equal
+    to what the index knows, and the snapshot of ``digest`` (what the merge made the database
+    hold) as what it would export: the rows of the documents the merge read or wrote are
+    replaced by the rows of the lines it wrote. The fingerprint stays the one ``seen``, taken
+    before the merge: every document written since, by the merge or by anyone, is still
+    reported by the feed and compared with its row, so a write of the application during or
+    after the merge is still told.
+
+    Only for a merge that read the database as the index knew it (``seen``, its record then,
+    with a feed's fingerprint, and nothing written since): False, and nothing learnt, when the
+    record is another now."""
+    fingerprint = seen.fingerprint
+    if fingerprint is None or not fingerprint.startswith(STREAM) or index.recorded(name) != seen:
+        return False
+    index.forget_ids(name, (identity for pair in written() for identity in _identities(pair)))
+    notes = RecordNotes(name, rules)
+    index.add(name, (_row(line, rules, notes) for _, line in written() if line is not None))
+    index.record(name, fingerprint, digest)
+    return True
+
+
+def _identities(pair: tuple[bytes | None, bytes | None]) -> Iterator[bytes]:
+    for line in pair:
+        if line is not None:
+            yield id_bytes(record_id(line_value(line)))
+
+
+def _row(line: bytes, rules: Rules, notes: RecordNotes) -> Row:
+    """The row an export would add for the document a merge stored from ``line``."""
+    raw = encode_document(line_value(line))
+    _, encoded, flagged, identity = encoded_record(raw, rules, notes)
+    return raw_hash(raw), encoded[6:22], flagged, identity
 
 
 Row3 = tuple[SortKey, bytes | None, bytes | None]

@@ -12,6 +12,7 @@ import datetime
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -39,8 +40,8 @@ from dbsync.core.report import (
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, line_body, line_document
 from dbsync.edges import backups, journal
-from dbsync.edges.change_index import ChangeIndex, holds_exported
-from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.change_index import ChangeIndex, Recorded, holds_exported
+from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes, spooled_pairs
 from dbsync.edges.collection_options import read_options
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import scratch_folder
@@ -51,6 +52,7 @@ from dbsync.edges.indexed_reads import (
     changed_rows,
     indexed_changes,
     indexed_collection_lines,
+    learn_merged,
 )
 from dbsync.edges.parts import CollectionFiles, collection_files, file_lines
 from dbsync.edges.pulled import (
@@ -105,6 +107,12 @@ class CollectionPlan:
     vouched: list[str] | None = None
     """git's blob id of each of the snapshot's files as the plan checked or vouched for them
     (``edges.pulled``): recorded as synced from those very bytes, not read again."""
+    indexed: Recorded | None = None
+    """The change index's record when the plan took the database's side from the index alone
+    (the database held what the index knew): the index can then learn what the merge wrote."""
+    makes_snapshot: bool = True
+    """Whether every record the plan decided is the snapshot's: applied, the database holds
+    the snapshot's records."""
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -227,6 +235,7 @@ def _planned(
     try:
         for decision in decisions:
             plan.counts.add(decision, rules.key)
+            plan.makes_snapshot = plan.makes_snapshot and decision.result == decision.theirs
             if decision.changes_ours:
                 if moves is not None:
                     moves.see(decision)
@@ -531,6 +540,8 @@ def merge_snapshot(
         _apply_all(store, plans, folder, report, config, (source, options.base))
         for plan in plans.values():
             report.notes += _redecided_note(plan)
+        if is_tracked_snapshot(config.snapshot_dir, source):
+            _learn_merged(config, plans)
     if is_tracked_snapshot(config.snapshot_dir, source):
         _save_synced(config, plans, options.commit)
     write_report_files(config, report, started, options.place)
@@ -673,12 +684,16 @@ def _sparse(
     if theirs.files is None:
         raise CannotVouch("not a snapshot folder")
     pulled = pulled_rows(theirs.files, synced, records)
-    changes = None
-    if not holds_exported(index, store, name, rules, synced.digest()):
+    changes, indexed = None, None
+    if holds_exported(index, store, name, rules, synced.digest()):
+        indexed = index.recorded(name)
+    else:
         changes = indexed_changes(index, store, name, rules, synced, progress)
         if changes is None:
             raise IndexMismatch(f"{name}: the change index does not serve")
-    return sparse_plan(name, rules, base, changes, pulled, theirs, synced, work, folder)
+    plan = sparse_plan(name, rules, base, changes, pulled, theirs, synced, work, folder)
+    plan.indexed = indexed
+    return plan
 
 
 def check_guards(store: Store, plan: CollectionPlan, allow_deletes: bool) -> None:
@@ -741,6 +756,35 @@ def _roll_back(
     ]
     outcome = f"restored {', '.join(touched)} from backup {report.backup}"
     return True, "; ".join([outcome, *kept])
+
+
+def _learn_merged(config: Config, plans: dict[str, CollectionPlan]) -> None:
+    """The change index learns the records a merge wrote where the database now holds the
+    snapshot merged, record for record (``learn_merged``): ``status`` then knows that it
+    does, and the next export reads only what the merge wrote."""
+    learnt = [(plan, known) for plan in plans.values() if (known := _learnable(plan))]
+    if not learnt:
+        return
+    index = ChangeIndex.open(config.state_dir)
+    try:
+        for plan, (seen, digest) in learnt:
+            written = partial(spooled_pairs, plan.spool)
+            learn_merged(index, plan.name, plan.rules, written, seen, digest)
+    finally:
+        index.close()
+
+
+def _learnable(plan: CollectionPlan) -> tuple[Recorded, str] | None:
+    """The index's record the plan read the database as, and the digest of the snapshot the
+    database now holds; None where the index cannot learn the merge: the database was read
+    otherwise, keeps records of its own (the snapshot lacks them: ``status`` says to export
+    them), or the application wrote during the merge (records decided again)."""
+    files = plan.theirs.files if plan.theirs is not None else None
+    digest = files.digest() if files is not None else None
+    applied = plan.applied
+    if plan.indexed is None or digest is None or applied is None or applied.redecided:
+        return None
+    return (plan.indexed, digest) if plan.makes_snapshot else None
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:
