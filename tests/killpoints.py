@@ -11,6 +11,7 @@ on once the server's port refuses connections (it is down). Nothing in dbsync kn
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.mongo_servers import MongoServer
@@ -60,7 +61,9 @@ def at(
     ``server`` (a SecantusDB process the tests started)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {"PYTHONPATH": str(folder), "DBSYNC_TEST_KILL": spec, "DBSYNC_TEST_SIGNAL": signal}
+    # the folder first, then the path the tests run with: the signalled dbsync is the tested one
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "DBSYNC_TEST_KILL": spec, "DBSYNC_TEST_SIGNAL": signal}
     if server is not None:
         assert server.process is not None, "only a server the tests started can be signalled"
         env["DBSYNC_TEST_SERVER"] = f"{server.process.pid}:{server.port}"
