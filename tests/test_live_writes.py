@@ -13,6 +13,7 @@ application inserted stays, a newer edit wins, an older edit is decided again by
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -283,7 +284,8 @@ def test_an_application_writing_inside_the_hook_s_compare_and_set_loses_nothing(
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
 
-    pulled = b.git("pull", PYTHONPATH=str(hooks), DBSYNC_TEST_WRITER=json.dumps(writer))
+    path = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
+    pulled = b.git("pull", PYTHONPATH=path, DBSYNC_TEST_WRITER=json.dumps(writer))
 
     assert "merged database_backup into the database (three-way)" in pulled.err, pulled.err
     assert len(json.loads((b.root / "writer.json").read_text())) == 7  # it wrote, mid-merge
