@@ -1,6 +1,7 @@
 """The core commands end to end: the real console script on the embedded store."""
 
 import json
+import re
 
 import bson
 from bson import json_util
@@ -144,6 +145,21 @@ def test_an_unreachable_database_exits_3_without_printing_the_password(tmp_path)
     assert result.code == 3, result.output
     assert "s3cret-pw" not in result.output
     assert "127.0.0.1:1" in result.err
+
+
+def test_an_unreachable_database_says_what_it_retries_and_for_how_long_before_it_waits(
+    tmp_path,
+):
+    project = new_project(tmp_path / "a", toml="retry_seconds = 3\n")
+    result = project.run("stats", "--uri", "mongodb://127.0.0.1:1")
+    assert result.code == 3, result.output
+    lines = result.err.splitlines()
+    said = [n for n, line in enumerate(lines) if line.startswith("dbsync: cannot reach")]
+    error = [n for n, line in enumerate(lines) if line.startswith("error: cannot reach")]
+    assert len(said) == 1 and len(error) == 1 and said[0] < error[0], result.err
+    assert "retrying to list the collections for up to 3 s" in lines[said[0]]
+    attempts = re.search(r"; (\d+) attempts in ", lines[error[0]])
+    assert attempts and int(attempts.group(1)) >= 2, result.err  # it waited after saying so
 
 
 def test_bad_configuration_exits_4_naming_file_and_key(tmp_path):

@@ -84,11 +84,14 @@ def assert_converged(a: Repo, b: Repo, gone: list[str]) -> None:
 
 def follow_status(repo: Repo, rounds: int = 4) -> list[tuple[str, Run]]:
     """Run every fix ``status`` names (``run 'dbsync ...'``) until it is HEALTHY; each command
-    with what it printed."""
+    with what it printed. HEALTHY, no command refuses: ``dbsync export`` (what every ``git
+    push`` runs) then goes through."""
     done: list[tuple[str, Run]] = []
     for _ in range(rounds):
         status = json.loads(repo.dbsync("status", "--json", ok=False).out)
         if status["status"] == "HEALTHY":
+            exported = repo.dbsync("export", ok=False)
+            assert exported.code == 0, f"HEALTHY after {[c for c, _ in done]}: {exported.output}"
             return done
         fixes = [re.search(r"run '(dbsync [^']+)'", r["fix"]) for r in status["reasons"]]
         commands = [found.group(1) for found in fixes if found]
@@ -119,6 +122,23 @@ def test_following_status_after_a_killed_hook_merge_keeps_every_deletion(assets,
     assert pulled.code == 0
     assert follow_status(a), "the kill left nothing to recover: it did not happen"
 
+    assert_converged(a, b, gone)
+
+
+def test_a_merge_run_by_hand_after_a_killed_hook_merge_leaves_status_true(assets, tmp_path):
+    """The user merges the snapshot again by hand (not the fix status names): then either
+    status is not HEALTHY, or export (every push) goes through — never HEALTHY while it
+    refuses; and following status still brings every record and deletion."""
+    store, a, b = assets
+    gone = diverge(a, b)
+    pulled = a.git("pull", "-q", **killpoints.at(tmp_path / "killer", WHILE_WRITING[store]))
+    assert pulled.code == 0
+    merged = a.dbsync("merge", "database_backup", ok=False)
+    status = json.loads(a.dbsync("status", "--json", ok=False).out)
+    exported = a.dbsync("export", ok=False)
+    healthy = status["status"] == "HEALTHY"
+    assert not healthy or exported.code == 0, (merged.output, status, exported.output)
+    follow_status(a)
     assert_converged(a, b, gone)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime
 import heapq
 import sqlite3
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +44,10 @@ from dbsync.core.ordering import SortKey, part_of
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import content_hash, encode_record, line_hash_bytes, line_sort_key
 from dbsync.edges.change_log import LOG_MARK
+from dbsync.edges.changes import line_value, record_id
 from dbsync.edges.parts import CollectionFiles, file_lines
 from dbsync.edges.records import encoded_record
-from dbsync.edges.store import STREAM_MARK, Document, Store, change_feed, chunks
+from dbsync.edges.store import STREAM_MARK, Document, Store, change_feed, chunks, encode_document
 from dbsync.errors import InvalidInput
 from dbsync.progress import Progress
 
@@ -469,6 +470,48 @@ def stream_moved(
 
 
 Row3 = tuple[SortKey, bytes | None, bytes | None]
+
+
+Written = Callable[[], Iterable[tuple[bytes | None, bytes | None]]]
+"""A merge's writes, in a form read twice: (the record line it read, the line it wrote), None
+for no record."""
+
+
+def learn_merged(
+    index: ChangeIndex, name: str, rules: Rules, written: Written, seen: Recorded, digest: str
+) -> bool:
+    """Teach the index what a merge wrote, so that ``stream_moved`` finds the database equal
+    to what the index knows, and the snapshot of ``digest`` (what the merge made the database
+    hold) as what it would export: the rows of the documents the merge read or wrote are
+    replaced by the rows of the lines it wrote. The fingerprint stays the one ``seen``, taken
+    before the merge: every document written since, by the merge or by anyone, is still
+    reported by the feed and compared with its row, so a write of the application during or
+    after the merge is still told.
+
+    Only for a merge that read the database as the index knew it (``seen``, its record then,
+    with a feed's fingerprint, and nothing written since): False, and nothing learnt, when the
+    record is another now."""
+    fingerprint = seen.fingerprint
+    if fingerprint is None or not fingerprint.startswith(STREAM) or index.recorded(name) != seen:
+        return False
+    index._forget_ids(name, (identity for pair in written() for identity in _identities(pair)))
+    notes = RecordNotes(name, rules)
+    index._add(name, (_merged_row(line, rules, notes) for _, line in written() if line is not None))
+    index.record(name, fingerprint, digest)
+    return True
+
+
+def _identities(pair: tuple[bytes | None, bytes | None]) -> Iterator[bytes]:
+    for line in pair:
+        if line is not None:
+            yield id_bytes(record_id(line_value(line)))
+
+
+def _merged_row(line: bytes, rules: Rules, notes: RecordNotes) -> Row:
+    """The row an export would add for the document a merge stored from ``line``."""
+    raw = encode_document(line_value(line))
+    _, encoded, flagged, document = encoded_record(raw, rules, notes)
+    return _row(raw_hash(raw), encoded, flagged, document)
 
 
 class IndexMismatch(Exception):

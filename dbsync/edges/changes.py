@@ -96,7 +96,9 @@ class ChangeWriter:
         return sum(path.stat().st_size for path in self.paths[1:])
 
 
-def _spooled(spool: Path) -> Iterator[tuple[bytes | None, bytes | None]]:
+def spooled_pairs(spool: Path) -> Iterator[tuple[bytes | None, bytes | None]]:
+    """The spooled records in key order: (what the merge read, what it writes), None for no
+    record."""
     with spool.open("rb") as handle:
         while ours := handle.readline():
             result = handle.readline()
@@ -107,13 +109,13 @@ def spooled_changes(spool: Path) -> Iterator[Change]:
     """The spooled records as changes: first every record that goes (deleted, or moved to a
     new ``_id`` by a natural key), then every record written, so that a record arriving under
     an ``_id`` another one leaves finds it free."""
-    for ours, result in _spooled(spool):
+    for ours, result in spooled_pairs(spool):
         if ours is None:
             continue
         read = line_value(ours)
         if result is None or not same_id(record_id(read), record_id(line_value(result))):
             yield Change(record_id(read), encode_document(read), None)
-    for ours, result in _spooled(spool):
+    for ours, result in spooled_pairs(spool):
         if result is None:
             continue
         written = line_value(result)

@@ -12,6 +12,7 @@ import datetime
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -43,13 +44,15 @@ from dbsync.edges.change_index import (
     ChangeIndex,
     Changes,
     IndexMismatch,
+    Recorded,
     Row3,
     changed_rows,
     holds_exported,
     indexed_changes,
     indexed_collection_lines,
+    learn_merged,
 )
-from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes
+from dbsync.edges.changes import ChangeWriter, redecider, spooled_changes, spooled_pairs
 from dbsync.edges.collection_options import read_options
 from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.files import scratch_folder
@@ -65,7 +68,7 @@ from dbsync.edges.pulled import (
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
-from dbsync.edges.store import ChangeCounts, Store, describe_id
+from dbsync.edges.store import Change, ChangeCounts, Store, describe_id
 from dbsync.edges.synced import is_tracked_snapshot, save_synced, synced_dir
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
@@ -106,6 +109,12 @@ class CollectionPlan:
     vouched: list[str] | None = None
     """git's blob id of each of the snapshot's files as the plan checked or vouched for them
     (``edges.pulled``): recorded as synced from those very bytes, not read again."""
+    indexed: Recorded | None = None
+    """The change index's record when the plan took the database's side from the index alone
+    (the database held what the index knew): the index can then learn what the merge wrote."""
+    makes_snapshot: bool = True
+    """Whether every record the plan decided is the snapshot's: applied, the database holds
+    the snapshot's records."""
 
 
 def _rules_for(config: Config, theirs: SourceSection) -> Rules:
@@ -120,16 +129,49 @@ def _rules_for(config: Config, theirs: SourceSection) -> Rules:
 
 
 class _Counted:
-    """Lines passed through, counted: the database's side of the merge, read once."""
+    """Lines passed through, counted (and told to ``progress``): the database's side of the
+    merge, read once."""
 
-    def __init__(self, lines: Iterable[bytes]) -> None:
+    def __init__(self, lines: Iterable[bytes], progress: Progress | None = None) -> None:
         self._lines = lines
         self.count = 0
+        self._progress = progress or NoProgress()
 
     def __iter__(self) -> Iterator[bytes]:
+        advance = self._progress.advance
         for line in self._lines:
             self.count += 1
+            advance()
             yield line
+
+
+class _Merging:
+    """The progress of one collection's merge: the bars its reads and walks start are the
+    merge's, named after it (a read the merge makes is not an export)."""
+
+    def __init__(self, progress: Progress, name: str) -> None:
+        self._progress, self._name = progress, name
+
+    def start(self, label: str, total: int | None = None) -> None:
+        self._progress.start(f"merge {self._name}", total)
+
+    def advance(self, count: int = 1) -> None:
+        self._progress.advance(count)
+
+    def finish(self) -> None:
+        self._progress.finish()
+
+
+class _Applied:
+    """The changes of a plan as the store takes them, each told to ``progress``."""
+
+    def __init__(self, changes: Iterable[Change], progress: Progress) -> None:
+        self._changes, self._progress = changes, progress
+
+    def __iter__(self) -> Iterator[Change]:
+        for change in self._changes:
+            yield change
+            self._progress.advance()
 
 
 def _ours_lines(path: Path) -> Iterator[bytes]:
@@ -228,6 +270,7 @@ def _planned(
     try:
         for decision in decisions:
             plan.counts.add(decision, rules.key)
+            plan.makes_snapshot = plan.makes_snapshot and decision.result == decision.theirs
             if decision.changes_ours:
                 if moves is not None:
                     moves.see(decision)
@@ -267,6 +310,7 @@ def sparse_plan(
     synced: CollectionFiles,
     work: Path,
     backup: Path,
+    progress: Progress | None = None,
 ) -> CollectionPlan:
     """The plan decided from the changed keys alone. ``synced`` is what this asset last
     synced, the files the database's change index was read against (``changes``: what the
@@ -281,7 +325,7 @@ def sparse_plan(
         keyed = bool(changed)
         database = changed_rows(synced_parts(synced, name), changes, name, rules.key, keyed)
     rows = _joined(database, changed, name) if changed else ((b, d, b) for _, d, b in database)
-    seen = _Seen(rows)
+    seen = _Seen(rows, progress or NoProgress())
     if base is None:
         decisions: Iterator[Decision] = (decide_two_way(d, s, rules) for _, d, s in seen)
     else:  # the base is the synced copy: its line is the synced copy's on every key
@@ -329,16 +373,22 @@ def _joined(
 
 
 class _Seen:
-    """The rows passed through, counted: how many the synced copy and the database hold."""
+    """The rows passed through, counted (and told to ``progress``): how many the synced copy
+    and the database hold."""
 
-    def __init__(self, rows: Iterable[tuple[bytes | None, bytes | None, bytes | None]]) -> None:
+    def __init__(
+        self, rows: Iterable[tuple[bytes | None, bytes | None, bytes | None]], progress: Progress
+    ) -> None:
         self._rows = rows
+        self._progress = progress
         self.synced = self.database = 0
 
     def __iter__(self) -> Iterator[tuple[bytes | None, bytes | None, bytes | None]]:
+        advance = self._progress.advance
         for row in self._rows:
             self.synced += row[0] is not None
             self.database += row[1] is not None
+            advance()
             yield row
 
 
@@ -385,13 +435,18 @@ def check_delete_guard(plan: CollectionPlan, allow_deletes: bool) -> None:
         )
 
 
-def apply_plan(store: Store, plan: CollectionPlan) -> None:
+def apply_plan(store: Store, plan: CollectionPlan, progress: Progress | None = None) -> None:
     """Every change by compare-and-set (one transaction on the embedded store); a record the
-    application changed since it was read is decided again against its new version."""
+    application changed since it was read is decided again against its new version. The
+    changes are told to ``progress`` as the store takes them."""
+    progress = progress if progress is not None and plan.counts.writes else NoProgress()
     plan.touched = not store.atomic_changes  # a failure part-way leaves writes to undo
-    plan.applied = store.apply_changes(
-        plan.name, spooled_changes(plan.spool), redecider(plan.rules)
-    )
+    progress.start(f"merge {plan.name}: write", plan.counts.writes)
+    try:
+        changes = _Applied(spooled_changes(plan.spool), progress)
+        plan.applied = store.apply_changes(plan.name, changes, redecider(plan.rules))
+    finally:
+        progress.finish()
     plan.touched = True
     for conflict in plan.applied.conflicts:  # decided again against the application's version
         plan.counts.conflicts_resolved += 1
@@ -529,9 +584,11 @@ def merge_snapshot(
             report.backup or "", report.time, names, f"merge {source}", backups.CHANGES
         )
         backups.write_meta(folder, info)
-        _apply_all(store, plans, folder, report, config, (source, options.base))
+        _apply_all(store, plans, folder, report, config, (source, options.base), progress)
         for plan in plans.values():
             report.notes += _redecided_note(plan)
+        if is_tracked_snapshot(config.snapshot_dir, source):
+            _learn_merged(config, plans)
     if is_tracked_snapshot(config.snapshot_dir, source):
         _save_synced(config, plans, options.commit)
     write_report_files(config, report, started, options.place)
@@ -608,8 +665,10 @@ def _plan_one(
     indexed: tuple[ChangeIndex | None, CollectionFiles | None, Path | None],
 ) -> CollectionPlan:
     """One collection's plan. The database's side comes through the change index when it
-    serves (only changed documents are encoded), else from every document encoded."""
+    serves (only changed documents are encoded), else from every document encoded. The
+    reads and the walk show their progress as this collection's merge."""
     index, files, records = indexed
+    progress = _Merging(progress, name)
     if index is not None and _holds_snapshot(index, store, name, rules, theirs[name]):
         theirs[name].verify()  # not walked: verified before its digest is trusted
         return unchanged_plan(name, rules, theirs[name], work, folder)
@@ -638,11 +697,14 @@ def _plan_one(
     if index is not None:
         lines = indexed_collection_lines(index, store, name, rules, files, progress)
     if lines is not None:
-        ours = _Counted(lines)
+        ours = _Counted(lines, progress)
+        progress.start(name, files.records() if files is not None else None)
         try:
             plan = plan_collection(name, rules, base, ours, theirs[name], work, folder)
         except IndexMismatch:
             lines = None
+        finally:
+            progress.finish()
     if lines is None:
         ours = _Counted(unique_lines(collection_lines(store, name, rules, progress), clashes))
         plan = plan_collection(name, rules, base, ours, theirs[name], work, folder)
@@ -674,12 +736,22 @@ def _sparse(
     if theirs.files is None:
         raise CannotVouch("not a snapshot folder")
     pulled = pulled_rows(theirs.files, synced, records)
-    changes = None
-    if not holds_exported(index, store, name, rules, synced.digest()):
+    changes, indexed = None, None
+    if holds_exported(index, store, name, rules, synced.digest()):
+        indexed = index.recorded(name)
+    else:
         changes = indexed_changes(index, store, name, rules, synced, progress)
         if changes is None:
             raise IndexMismatch(f"{name}: the change index does not serve")
-    return sparse_plan(name, rules, base, changes, pulled, theirs, synced, work, folder)
+    progress.start(name, len(pulled.rows) if changes is None else None)
+    try:
+        plan = sparse_plan(
+            name, rules, base, changes, pulled, theirs, synced, work, folder, progress
+        )
+    finally:
+        progress.finish()
+    plan.indexed = indexed
+    return plan
 
 
 def check_guards(store: Store, plan: CollectionPlan, allow_deletes: bool) -> None:
@@ -696,6 +768,7 @@ def _apply_all(
     report: MergeReport,
     config: Config,
     paths: tuple[Path, Path | None],
+    progress: Progress | None = None,
 ) -> None:
     """Apply every plan, journaled: a kill leaves an interrupted merge that every later command
     sees; a failure rolls back what was written, and leaves the journal entry only if that
@@ -708,7 +781,7 @@ def _apply_all(
     try:
         for plan in plans.values():
             create_if_carried(store, plan)
-            apply_plan(store, plan)
+            apply_plan(store, plan, progress)
     except BaseException as error:
         touched = [plan.name for plan in plans.values() if plan.touched]
         report.status = FAILED
@@ -742,6 +815,35 @@ def _roll_back(
     ]
     outcome = f"restored {', '.join(touched)} from backup {report.backup}"
     return True, "; ".join([outcome, *kept])
+
+
+def _learn_merged(config: Config, plans: dict[str, CollectionPlan]) -> None:
+    """The change index learns the records a merge wrote where the database now holds the
+    snapshot merged, record for record (``learn_merged``): ``status`` then knows that it
+    does, and the next export reads only what the merge wrote."""
+    learnt = [(plan, known) for plan in plans.values() if (known := _learnable(plan))]
+    if not learnt:
+        return
+    index = ChangeIndex.open(config.state_dir)
+    try:
+        for plan, (seen, digest) in learnt:
+            written = partial(spooled_pairs, plan.spool)
+            learn_merged(index, plan.name, plan.rules, written, seen, digest)
+    finally:
+        index.close()
+
+
+def _learnable(plan: CollectionPlan) -> tuple[Recorded, str] | None:
+    """The index's record the plan read the database as, and the digest of the snapshot the
+    database now holds; None where the index cannot learn the merge: the database was read
+    otherwise, keeps records of its own (the snapshot lacks them: ``status`` says to export
+    them), or the application wrote during the merge (records decided again)."""
+    files = plan.theirs.files if plan.theirs is not None else None
+    digest = files.digest() if files is not None else None
+    applied = plan.applied
+    if plan.indexed is None or digest is None or applied is None or applied.redecided:
+        return None
+    return (plan.indexed, digest) if plan.makes_snapshot else None
 
 
 def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str | None) -> None:

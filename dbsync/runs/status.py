@@ -40,7 +40,13 @@ from dbsync.edges.store import EMBEDDED_SCHEME, RetryPolicy, Store
 from dbsync.edges.stores import embedded_path, open_store
 from dbsync.edges.sync_log import FAILED, LOSING_FIX, losing_streak, recent_cycles
 from dbsync.edges.synced import load_synced
-from dbsync.errors import DatabaseUnreachable, DbsyncError, InvalidInput, free_bytes
+from dbsync.errors import (
+    DatabaseUnreachable,
+    DbsyncError,
+    InvalidInput,
+    free_bytes,
+    full_disk_error,
+)
 from dbsync.runs import git_state
 from dbsync.runs.export import current_summary, snapshot_collections
 from dbsync.runs.recording import MERGE_MARGIN_BYTES, size_text
@@ -338,7 +344,10 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
             return None
         message = f"{name}: {count} records were never exported"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
-    recorded = _recorded_digest(context, store, name) if on_disk is not None else None
+    try:
+        recorded = _recorded_digest(context, store, name) if on_disk is not None else None
+    except DbsyncError as error:  # the store's change log unreadable: status still answers
+        return _unreadable(context, name, error)
     if recorded == _MOVED:
         return _moved(context, name, on_disk)
     if recorded is not None:
@@ -358,6 +367,17 @@ def _compare(context: StatusContext, store: Store, name: str) -> Reason | None:
         message = f"{name}: {current.count} records were never exported"
         return Reason(WARNING, "snapshot", message, "run 'dbsync export'")
     return _differs(context, name, on_disk)
+
+
+def _unreadable(context: StatusContext, name: str, error: DbsyncError) -> Reason:
+    """The database could not be read for ``name``: a full disk (SQLite cannot even open a
+    file it only reads when it cannot grow its shared memory) says so, not that the store is
+    damaged."""
+    root = context.config.root
+    if full_disk_error(error, root) is not None:
+        message = f"{name}: the database cannot be read while the disk is full ({error.message})"
+        return Reason(DEGRADED, "disk", message, f"free space on the disk of {root}")
+    return Reason(DEGRADED, "database", f"{name}: {error.message}", error.hint or "")
 
 
 def _differs(context: StatusContext, name: str, on_disk: str | None) -> Reason:
