@@ -99,7 +99,7 @@ if writer:
 """
 
 WRITER = """
-from dbsync.edges.store import open_store
+from dbsync.edges.stores import open_store
 
 store = open_store({uri!r}, {database!r})
 store.apply("pnls", [], [{key!r}])
