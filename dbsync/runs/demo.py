@@ -28,8 +28,6 @@ GITCONFIG = """\
     email = demo@dbsync.invalid
 [init]
     defaultBranch = main
-[pull]
-    rebase = false
 [advice]
     detachedHead = false
 """
