@@ -377,6 +377,17 @@ class Changes:
     """The ``_id`` of the documents read again through the change stream: their old rows go
     before ``rows`` are added."""
 
+    def encode(
+        self, raw: bytes, hashed: bytes, rules: Rules, notes: RecordNotes | None, learn: bool
+    ) -> None:
+        """Encode a document the snapshot cannot give (into its part), and its row if the
+        index is to ``learn`` it."""
+        key, line, noted, document = encoded_record(raw, rules, notes)
+        if learn:
+            self.rows.append(_row(hashed, line, noted, document))
+        count = len(self.encoded)
+        self.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+
 
 def read_changes(
     index: ChangeIndex,
@@ -400,10 +411,7 @@ def read_changes(
             if hit is not None and not hit[1] and hit[0] not in changes.unchanged:
                 changes.unchanged.add(hit[0])
                 continue
-            key, line, noted, document = encoded_record(raw, rules, notes)
-            if hit is None:
-                changes.rows.append(_row(hashed, line, noted, document))
-            changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+            changes.encode(raw, hashed, rules, notes, learn=hit is None)
             held += 1
             if held > MISSES_HELD:
                 return None
@@ -435,9 +443,7 @@ def read_changes_by_feed(
     changes.unchanged -= set(index._by_ids(name, identities).values())
     for batch in chunks(identities):
         for raw in feed.raw_by_ids(name, [bson.decode(key)[""] for key in batch]):
-            key, line, noted, document = encoded_record(raw, rules, notes)
-            changes.rows.append(_row(raw_hash(raw), line, noted, document))
-            changes.encoded[part_of(key, count) if count > 1 else 0].append((key, line))
+            changes.encode(raw, raw_hash(raw), rules, notes, learn=True)
     changes.forgotten = identities
     return changes
 
