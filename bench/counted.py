@@ -80,7 +80,7 @@ def main() -> None:
         Path(os.environ[COUNTS_FILE]).write_text(json.dumps(found))
 
     atexit.register(write)
-    from dbsync.cli import main as dbsync
+    from dbsync.launch import main as dbsync
 
     sys.argv = ["dbsync", *sys.argv[1:]]
     dbsync()

@@ -30,7 +30,7 @@ def _write_peak() -> None:
 
 if __name__ == "__main__":
     atexit.register(_write_peak)
-    from dbsync.cli import main
+    from dbsync.launch import main
 
     sys.argv = ["dbsync", *sys.argv[1:]]
     main()

@@ -27,6 +27,7 @@ Setting up (the clones, the stores, the pushes) is not measured.
 
 from __future__ import annotations
 
+import compileall
 import itertools
 import json
 import os
@@ -350,7 +351,8 @@ def _push_refused(asset: Path, env: dict[str, str]) -> None:
 
 def main(argv: list[str]) -> None:
     """``python -m bench.pull FOLDER`` or ``--start-up FOLDER [RUNS]``: the rows as one JSON
-    object."""
+    object. dbsync's modules are compiled first, as ``bench.run`` does."""
+    compileall.compile_dir(ROOT / "dbsync", quiet=1)
     if argv[0] == "--start-up":
         runs = int(argv[2]) if len(argv) > 2 else START_RUNS
         print(json.dumps(start_up(Path(argv[1]), runs)))

@@ -1,3 +1,3 @@
-from dbsync.cli import main
+from dbsync.launch import main
 
 main()

@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from dbsync import __version__
-from dbsync.errors import DbsyncError, InvalidInput
+from dbsync.errors import INTERRUPTED_EXIT_CODE, INTERRUPTED_MESSAGE, DbsyncError, InvalidInput
 from dbsync.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
@@ -86,8 +86,8 @@ else:
     state_store = _Later("dbsync.edges.state")
     diff_driver_service = _Later("dbsync.integration.diff_driver")
     hook_service = _Later("dbsync.integration.hook_runs")
-    hooks_service = _Later("dbsync.edges.installer")
     merge_driver_service = _Later("dbsync.integration.merge_driver")
+    hooks_service = _Later("dbsync.edges.installer")
     bring_back_service = _Later("dbsync.runs.bring_back")
     common_service = _Later("dbsync.runs.common")
     conflicts_service = _Later("dbsync.runs.conflicts")
@@ -278,13 +278,10 @@ def report_error(error: DbsyncError) -> None:
     raise typer.Exit(error.exit_code)
 
 
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C stopped
-
-
 def report_interrupt() -> None:
     """Ctrl-C: every write dbsync makes is atomic (a temporary file renamed into place) and every
     merge rolls back, so stopping leaves nothing half-written; say so and exit 130."""
-    err.print("interrupted (Ctrl-C): nothing was left half-written", markup=False)
+    err.print(INTERRUPTED_MESSAGE, markup=False)
     raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
@@ -334,6 +331,15 @@ def report_unexpected(error: Exception, command_name: str) -> None:
     if full is not None:
         report_error(full)
     report_bug(error)
+
+
+def exit_code_of_unexpected(error: Exception, command_name: str) -> int:
+    """``report_unexpected`` for a call git made that did not go through typer (``launch``)."""
+    try:
+        report_unexpected(error, command_name)
+    except typer.Exit as done:
+        return done.exit_code
+    return 1
 
 
 _CONTEXT_PARAMETER = inspect.Parameter(
@@ -1354,11 +1360,11 @@ def hook(
     ] = None,
 ) -> None:
     """Run what a git hook does (the hook scripts call this)."""
-    stdin = sys.stdin.read() if name in (hook_service.PRE_PUSH, hook_service.POST_REWRITE) else ""
-    outcome = hook_service.run_hook(name, args or [], stdin, config())
-    for line in outcome.lines:
-        err.print(line, markup=False)
-    raise typer.Exit(outcome.exit_code)
+    raise typer.Exit(hook_service.hook_call(name, args or [], config(), _to_stderr))
+
+
+def _to_stderr(line: str) -> None:
+    err.print(line, markup=False)
 
 
 @command(name="merge-driver", hidden=True)
@@ -1371,13 +1377,10 @@ def merge_driver(
     ] = None,
 ) -> None:
     """Git's merge driver for snapshot files: exit 0 merged, 1 conflict left for the user."""
-    result = merge_driver_service.merge_files(base, ours, theirs, path or str(ours))
-    merge_driver_service.record_driver_merge(result, path or str(ours), Path.cwd())
-    if not options().quiet or not result.merged:
-        err.print(result.message, markup=False)
-    for note in result.notes:
-        warn(note)
-    raise typer.Exit(0 if result.merged else 1)
+    files = (base, ours, theirs)
+    quiet = options().quiet
+    exit_code = merge_driver_service.driver_call(files, path, quiet=quiet, write=_to_stderr)
+    raise typer.Exit(exit_code)
 
 
 @command(name="diff-driver", hidden=True)
@@ -1510,35 +1513,9 @@ def demo(
 # ---------------------------------------------------------------- entry point
 
 
-def called_by_git(arguments: list[str]) -> Callable[[], Any] | None:
-    """The calls git makes on every pull, push and commit, as the hook scripts and the driver
-    settings write them (``hook NAME ARGS...``, ``merge-driver %O %A %B %P``), and
-    ``--version``: run as typer would run them, without building its command tree and
-    checking every parameter (a tenth of a second a process). None for any other form (an
-    option, a wrong count of arguments), which typer parses as always."""
-    if arguments == ["--version"]:
-        return lambda: print(f"dbsync {__version__}")
-    if not arguments or any(argument.startswith("-") for argument in arguments):
-        return None
-    name, *rest = arguments
-    if name == "hook" and rest:
-        return lambda: run_command(hook, GlobalOptions(), [rest[0], rest[1:] or None], name="hook")
-    if name == "merge-driver" and len(rest) in (3, 4):
-        paths = [Path(argument) for argument in rest[:3]]
-        merged = [*paths, *rest[3:]]
-        return lambda: run_command(merge_driver, GlobalOptions(), merged, name="merge-driver")
-    return None
-
-
 def main() -> None:
-    """The console script. Usage errors exit 2 (typer's own handling); ``DbsyncError``s are
-    mapped to their exit codes by ``report_error``, Ctrl-C to 130 by ``report_interrupt``;
-    anything else is a bug and exits 1."""
-    run = called_by_git(sys.argv[1:])
-    if run is None:
-        app()
-        return
-    try:
-        run()
-    except typer.Exit as done:
-        raise SystemExit(done.exit_code) from None
+    """The CLI: every call but the few git makes, which the console script (``launch.main``)
+    runs without it. Usage errors exit 2 (typer's own handling); ``DbsyncError``s are mapped to
+    their exit codes by ``report_error``, Ctrl-C to 130 by ``report_interrupt``; anything else
+    is a bug and exits 1."""
+    app()

@@ -7,7 +7,6 @@ Precedence: flag > environment > ``dbsync.local.toml`` (untracked, per asset) > 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from dbsync.core.rules import Rules
-from dbsync.edges.lock import DEFAULT_TIMEOUT_SECONDS
 from dbsync.errors import InvalidInput, UsageError
 
 if sys.version_info >= (3, 11):
@@ -47,7 +45,7 @@ _COLLECTION: dict[str, type | tuple[type, ...]] = {
 }
 _ENVIRONMENT = {"uri": "DBSYNC_URI", "database": "DBSYNC_DATABASE", "asset": "DBSYNC_ASSET"}
 LOCK_TIMEOUT_VARIABLE = "DBSYNC_LOCK_TIMEOUT"
-DEFAULT_LOCK_TIMEOUT = DEFAULT_TIMEOUT_SECONDS
+DEFAULT_LOCK_TIMEOUT = 10.0  # seconds to wait for another run's lock (edges.lock)
 
 
 @dataclass(frozen=True)
@@ -105,6 +103,8 @@ class Config:
 def default_asset(root: Path) -> str:
     """The hostname and the project folder's name: two clones on one machine (a bot and its
     staging copy, say) must not sign their commits and reports with one name."""
+    import socket  # here: every hook reads the configuration, few need the hostname
+
     return f"{socket.gethostname()}-{root.name}"
 
 

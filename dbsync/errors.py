@@ -1,6 +1,7 @@
 """One exception tree; each subclass carries the exit code PRODUCT.md §1 gives it.
 
-The CLI maps these to exit codes in one place (``cli.main``); nothing else decides exit codes.
+The CLI maps these to exit codes in one place (``cli.run_command``; ``launch`` for the calls
+git makes); nothing else decides exit codes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import errno
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what a shell reports for a command Ctrl-C stopped
+INTERRUPTED_MESSAGE = "interrupted (Ctrl-C): nothing was left half-written"
 
 
 class DbsyncError(Exception):

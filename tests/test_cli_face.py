@@ -124,6 +124,42 @@ def test_a_bug_exits_1_and_writes_its_traceback_to_the_project_s_log(tmp_path: P
     assert log.read_text().count("Traceback (most recent call last)") == 2  # appended
 
 
+BUGGY_HOOK = """
+import sys
+from dbsync import launch
+from dbsync.integration import hook_runs
+
+def broken(name, args, stdin, configuration):
+    raise RuntimeError("a bug in a hook, near mongodb://dbsync:s3cret@127.0.0.1:9/")
+
+hook_runs.run_hook = broken
+sys.argv = ["dbsync", "hook", "post-merge", "0"]
+launch.main()
+"""
+
+
+def test_a_bug_in_a_call_git_makes_is_reported_as_through_the_cli(tmp_path: Path) -> None:
+    """``dbsync hook`` and ``merge-driver`` skip the CLI's parsing (``launch``): a bug there
+    still exits 1 with its traceback in the project's log, the password scrubbed."""
+    project = new_project(tmp_path / "p")
+    env = {"PATH": str(Path(DBSYNC).parent), "DBSYNC_URI": "mongodb://dbsync:s3cret@127.0.0.1:9/"}
+    done = subprocess.run(
+        [sys.executable, "-c", BUGGY_HOOK],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    log = project.root / "database_sync" / "dbsync.log"
+    assert done.returncode == 1, done.stderr
+    assert "unexpected error: RuntimeError: a bug in a hook" in done.stderr
+    assert f"its traceback is in {log}" in done.stderr
+    text = log.read_text()
+    assert "in broken" in text and " hook post-merge 0" in text
+    assert "s3cret" not in text + done.stderr
+
+
 def test_a_bug_outside_a_project_writes_a_temporary_log_and_names_it(tmp_path: Path) -> None:
     done = run_buggy_stats(tmp_path, "--database", "shop")
     assert done.returncode == 1, done.stderr

@@ -81,7 +81,7 @@ elif point == "merge-before-writing":
 elif point == "merge-after-writing":
     merge.write_report_files = die  # the first step after the last write
 
-from dbsync.cli import main
+from dbsync.launch import main
 sys.argv = ["dbsync", *sys.argv[2:]]
 main()
 """

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+import dbsync
 from dbsync.edges import installer as hooks
 from tests.git_helpers import DBSYNC, Repo, Run, real_records, write_snapshot
 
 RECORDS = real_records()
 HOOKS = ("pre-push", "post-merge", "post-rewrite", "post-commit")
+PACKAGE = Path(dbsync.__file__).resolve().parent  # the installed package the scripts look for
 INSTALLING_PYTHON = Path(DBSYNC).read_text().splitlines()[0].removeprefix("#!")  # its shebang
 
 # A foreign hook that logs its name, its arguments and its input; REFUSE=1 makes it fail.
@@ -64,6 +66,7 @@ def test_init_sets_up_the_git_integration_idempotently(tmp_path: Path, git_env: 
         script = (hooks_dir(repo) / name).read_text()
         assert hooks.MARKER in script
         assert f"DBSYNC_PYTHON={python}\n" in script
+        assert f"DBSYNC_PACKAGE={shlex.quote(str(PACKAGE))}\n" in script
     second = repo.dbsync("init").out
     assert "already configured" in second and "created" not in second
     assert (repo.root / ".gitattributes").read_text() == attributes
@@ -232,6 +235,24 @@ def test_hooks_without_dbsync_warn_once_and_never_block_git(
     pushed = b.git("push", PATH=bare_path)
     assert pushed.err.count("dbsync: not installed here") == 1
     assert b.head() == b.git("rev-parse", "origin/main").out.strip()
+
+
+def test_hooks_whose_package_moved_find_dbsync_by_importing_it(
+    pair: tuple[Repo, Repo], isolated: None
+) -> None:
+    """The scripts see dbsync by a file test where the installing python had it (no python
+    started for that); a package reinstalled elsewhere in that python is still found, by
+    importing it, and the pull's merge still reaches the database."""
+    a, b = pair
+    for name in HOOKS:
+        script = hooks_dir(b) / name
+        baked = f"DBSYNC_PACKAGE={shlex.quote(str(PACKAGE))}\n"
+        script.write_text(script.read_text().replace(baked, "DBSYNC_PACKAGE=/nowhere/dbsync\n"))
+    a.import_records(RECORDS[:3])
+    a.push_snapshot()
+    pulled = b.git("pull", PATH="/usr/bin:/bin")
+    assert "not installed here" not in pulled.err
+    assert len(b.dump()) == 3
 
 
 def test_a_hook_run_by_dbsync_itself_does_nothing(pair: tuple[Repo, Repo]) -> None:

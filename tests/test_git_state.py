@@ -94,7 +94,7 @@ def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 git_state.abort_own_merge = die  # git stopped on a conflict; sync dies before it aborts
-from dbsync.cli import main
+from dbsync.launch import main
 sys.argv = ["dbsync", "sync"]
 main()
 """
@@ -195,7 +195,7 @@ def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 export.record_synced = die  # the new snapshot is in place; what it is, is not recorded yet
-from dbsync.cli import main
+from dbsync.launch import main
 sys.argv = ["dbsync", "export"]
 main()
 """

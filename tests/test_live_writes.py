@@ -99,7 +99,7 @@ def writes_first(*args, **kwargs):  # the merge has read everything; the applica
     return apply_all(*args, **kwargs)
 
 merge._apply_all = writes_first
-from dbsync.cli import main
+from dbsync.launch import main
 sys.argv = ["dbsync", *sys.argv[5:]]
 main()
 """

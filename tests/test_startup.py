@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dbsync import cli
+from dbsync import cli, launch
 from dbsync.runs import import_file, prune, sync
 from tests.git_helpers import DBSYNC
 
@@ -55,8 +55,8 @@ def test_the_cli_copies_of_two_service_values_agree_with_the_services():
         ([], False),
     ],
 )
-def test_only_the_exact_calls_git_makes_skip_typer(arguments, quick):
-    assert (cli.called_by_git(arguments) is not None) == quick
+def test_only_the_exact_calls_git_makes_skip_the_cli(arguments, quick):
+    assert (launch.called_by_git(arguments) is not None) == quick
 
 
 def run(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -83,9 +83,9 @@ def test_the_quick_calls_behave_as_through_typer(tmp_path):
 HOOK_LOADED = """
 import json, sys
 sys.argv = ["dbsync", "hook", "post-merge", "0"]
-import dbsync.cli
+import dbsync.launch
 try:
-    dbsync.cli.main()
+    dbsync.launch.main()
 except SystemExit as done:
     assert not done.code, done.code
 print(json.dumps(sorted(sys.modules)))
@@ -94,7 +94,7 @@ print(json.dumps(sorted(sys.modules)))
 
 def test_a_hook_with_nothing_to_merge_loads_no_service_store_or_snapshot_code(pair):
     """A pull that brought code and no snapshot: the post-merge hook finds that out with git
-    alone, importing no store, no snapshot format and no service."""
+    alone, importing no store, no snapshot format, no service, and not the CLI (typer)."""
     a, _ = pair
     a.import_records([{"_id": "one", "timestamp": "2025-01-01T00:00:00Z"}])
     a.push_snapshot()  # the snapshot committed: a hook with snapshot files to consider
@@ -108,6 +108,7 @@ def test_a_hook_with_nothing_to_merge_loads_no_service_store_or_snapshot_code(pa
     loaded = set(json.loads(done.out.splitlines()[-1]))
     heavy = {"pymongo", "montydb", "rich", "bson", "sqlite3", "orjson", "xxhash", "pydantic"}
     assert heavy & loaded == set()
+    assert {"typer", "click", "dbsync.cli", "socket", "secrets"} & loaded == set()
     services = (
         "dbsync.runs",
         "dbsync.agent",

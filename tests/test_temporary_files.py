@@ -36,7 +36,7 @@ if sys.argv[1] == "export-mid-write":
     snapshot.Digest.add = add_then_die
 else:
     merge._apply_all = die  # the merge's scratch folder holds its plan
-from dbsync.cli import main
+from dbsync.launch import main
 sys.argv = ["dbsync", *sys.argv[2:]]
 main()
 """

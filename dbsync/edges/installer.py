@@ -46,12 +46,17 @@ def scripts_dir() -> Path:
 
 
 def script_text(name: str, python: str | None) -> str:
-    """The hook script, with ``python`` baked in (None: it runs the ``dbsync`` on PATH)."""
+    """The hook script, with ``python`` baked in (None: it runs the ``dbsync`` on PATH), and,
+    when that python is this one, the folder of this dbsync: the script sees it is still
+    installed by a file test, not by starting a python to import it (every hook runs it)."""
     text = (scripts_dir() / name).read_text()
     before, rest = text.split(TEMPLATE_START)
     _, after = rest.split(TEMPLATE_END)
     value = shlex.quote(python) if python else ""
-    return f"{before}{TEMPLATE_START}DBSYNC_PYTHON={value}\n{TEMPLATE_END}{after}"
+    package = Path(__file__).resolve().parent.parent
+    here = shlex.quote(str(package)) if python == sys.executable else ""
+    baked = f"DBSYNC_PYTHON={value}\nDBSYNC_PACKAGE={here}\n"
+    return f"{before}{TEMPLATE_START}{baked}{TEMPLATE_END}{after}"
 
 
 def is_ours(path: Path) -> bool:

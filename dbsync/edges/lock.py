@@ -24,11 +24,12 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dbsync.config import DEFAULT_LOCK_TIMEOUT
 from dbsync.errors import SafetyRefusal
 
 LOCK_FILE = "dbsync.lock"
 TOKEN_VARIABLE = "DBSYNC_LOCK_TOKEN"
-DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_TIMEOUT_SECONDS = DEFAULT_LOCK_TIMEOUT
 POLL_SECONDS = 0.05
 
 

@@ -68,6 +68,16 @@ class HookOutcome:
     lines: list[str] = field(default_factory=list)
 
 
+def hook_call(name: str, args: list[str], config: Config, write: Callable[[str], None]) -> int:
+    """``dbsync hook NAME ARGS...`` as git calls it: the hook's lines written (git shows
+    stderr), its exit code returned."""
+    stdin = sys.stdin.read() if name in (PRE_PUSH, POST_REWRITE) else ""
+    outcome = run_hook(name, args, stdin, config)
+    for line in outcome.lines:
+        write(line)
+    return outcome.exit_code
+
+
 def run_hook(name: str, args: list[str], stdin: str, config: Config) -> HookOutcome:
     """Dispatch one hook. Only expected failures of ``pre-push`` escape (they block the push)."""
     if name not in NAMES:

@@ -34,7 +34,7 @@ import datetime
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +160,21 @@ class LogPairs:
                     index.add(blobs[old], blobs[new], self.fields, pair.changes)
         finally:
             index.close()
+
+
+def driver_call(
+    files: tuple[Path, Path, Path], path: str | None, *, quiet: bool, write: Callable[[str], None]
+) -> int:
+    """``dbsync merge-driver BASE OURS THEIRS [PATH]`` as git calls it: what it says written,
+    0 merged or 1 a conflict left for the user returned (what git reads from a driver)."""
+    base, ours, theirs = files
+    result = merge_files(base, ours, theirs, path or str(ours))
+    record_driver_merge(result, path or str(ours), Path.cwd())
+    if not quiet or not result.merged:
+        write(result.message)
+    for note in result.notes:
+        write(f"warning: {note}")
+    return 0 if result.merged else 1
 
 
 def merge_files(base: Path, ours: Path, theirs: Path, label: str) -> DriverResult:
