@@ -1,11 +1,21 @@
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbsync.core.merge import MODIFIED_BEATS_DELETED, MergeCounts, Outcome, align, decide
+from dbsync.core import merge as merge_module
+from dbsync.core.merge import (
+    MODIFIED_BEATS_DELETED,
+    MergeCounts,
+    Outcome,
+    align,
+    align_runs,
+    decide,
+)
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import line_document, line_sort_key, record_line
+from dbsync.errors import InvalidInput
 
 RULES = Rules(key=("_id",), timestamp="ts")
 
@@ -128,6 +138,7 @@ def test_align_pairs_lines_by_key_and_passes_identical_lines_through():
 
 # ------------------------------------------------------------- properties
 
+
 KEYS = st.integers(0, 12)
 VERSION = st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "", None]))
 STATES = st.dictionaries(KEYS, VERSION, max_size=10)
@@ -135,6 +146,50 @@ STATES = st.dictionaries(KEYS, VERSION, max_size=10)
 
 def lines_of(state: dict) -> list[bytes]:
     return snap(*(rec(k, ts=ts, v=v) for k, (ts, v) in state.items()))
+
+
+def expanded(items, width):
+    """``align_runs``'s runs as the rows ``align`` gives of them."""
+    for item in items:
+        yield from ([(line,) * width for line in item] if isinstance(item, list) else [item])
+
+
+def aligned(function, streams):
+    try:
+        return list(function(streams, ("_id",)))
+    except InvalidInput as error:
+        return error.message
+
+
+RAW_LINES = st.lists(st.sampled_from([rec(k, v=v) for k in range(8) for v in "ab"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    states=st.lists(st.one_of(STATES, RAW_LINES), min_size=2, max_size=3),
+    read_ahead=st.integers(1, 4),
+)
+def test_property_align_runs_gives_the_rows_align_gives(states, read_ahead, monkeypatch_ahead):
+    """Whatever the streams (sorted or not, keys twice or not) and however far each reads
+    ahead: the same rows, or the same refusal of an unsorted stream."""
+    streams = [lines_of(s) if isinstance(s, dict) else s for s in states]
+    monkeypatch_ahead(read_ahead)
+    runs = aligned(align_runs, streams)
+    rows = aligned(align, streams)
+    assert (runs if isinstance(runs, str) else list(expanded(runs, len(streams)))) == rows
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_ahead():
+    """Set how far ``align_runs`` reads ahead (a module fixture: hypothesis runs the test
+    body many times per call)."""
+    before = merge_module.RUN_LINES
+
+    def set_ahead(lines: int) -> None:
+        merge_module.RUN_LINES = lines
+
+    yield set_ahead
+    merge_module.RUN_LINES = before
 
 
 @settings(max_examples=200, deadline=None)

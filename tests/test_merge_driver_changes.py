@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from dbsync.core import merge as core_merge
 from dbsync.core import snapshot
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, record_line, write_section
@@ -56,7 +57,10 @@ def line_of(path: Path, needle: bytes) -> int:
     return next(number for number, line in enumerate(lines, start=1) if needle in line)
 
 
-def test_only_the_changed_lines_are_decoded(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ahead", [1, 3, core_merge.RUN_LINES])
+def test_only_the_changed_lines_are_decoded(tmp_path, monkeypatch, ahead):
+    """However far the walk reads ahead to pass the unchanged runs (``align_runs``)."""
+    monkeypatch.setattr(core_merge, "RUN_LINES", ahead)
     checked: list[bytes] = []
     original = snapshot.checked_document
 
@@ -76,8 +80,11 @@ def test_only_the_changed_lines_are_decoded(tmp_path, monkeypatch):
     assert verify_file(path).ok
 
 
-def test_the_quick_walk_merges_as_the_full_verification_does(tmp_path, monkeypatch):
-    """Same bytes, same counts, whichever way the versions were checked."""
+@pytest.mark.parametrize("ahead", [1, 3, core_merge.RUN_LINES])
+def test_the_quick_walk_merges_as_the_full_verification_does(tmp_path, monkeypatch, ahead):
+    """Same bytes, same counts, whichever way the versions were checked, however far the
+    quick walk reads ahead."""
+    monkeypatch.setattr(core_merge, "RUN_LINES", ahead)
     ours = edited(BASE, r3=body(3, "ours"), r5=body(5, "ours", NEW), r7=body(7, "both"))
     theirs = [
         *edited(BASE, r5=body(5, "theirs"), r7=body(7, "both"), r9=body(9, "theirs"))[:-1],

@@ -10,7 +10,7 @@ import pytest
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
 from bson.datetime_ms import DatetimeMS
 from bson.timestamp import Timestamp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dbsync.core import extjson, ordering, snapshot
@@ -332,6 +332,48 @@ def test_verify_refuses_huge_lines_without_reading_them_whole(tmp_path, monkeypa
     assert problems(path) == ["7: the line is longer than 1000 bytes: not a snapshot"]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"\r")), max_size=30),
+    st.booleans(),
+    st.integers(min_value=1, max_value=64),
+)
+def test_batches_hold_the_lines_read_lines_gives(pieces, ends_with_newline, size):
+    """Every line cut where ``read_lines`` cuts it (at ``MAX_LINE_BYTES``, the rest skipped),
+    whatever the read size; a ``\r`` is not a line end."""
+    data = b"\n".join(pieces) + (b"\n" if ends_with_newline else b"")
+    maximum = snapshot.MAX_LINE_BYTES
+    snapshot.MAX_LINE_BYTES = 20
+    try:
+        batches = snapshot_files.read_line_batches(io.BytesIO(data), size)
+        batched = [line for batch in batches for line in batch]
+        assert batched == list(snapshot.read_lines(io.BytesIO(data)))
+    finally:
+        snapshot.MAX_LINE_BYTES = maximum
+
+
+MANY = [{"_id": i, "user": f"u{i}", "profit": i * 1.5} for i in range(60)]
+
+
+@pytest.mark.parametrize("size", [64, 700, 1 << 20])
+def test_a_lying_line_read_in_a_batch_is_named_with_its_line(tmp_path, monkeypatch, size):
+    """A batch of usual lines is checked at once; one that holds a line whose hash lies is
+    checked line by line, which names it, whatever batch it falls in."""
+    path = write(tmp_path / "pnl.jsonl", MANY)
+    monkeypatch.setattr(snapshot_files, "READ_BATCH_BYTES", size)
+    sections = [(s.header.collection, list(s.records)) for s in snapshot_files.read_sections(path)]
+    assert sections == [("pnl", lines_for(MANY))]
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[41] = lines[41].replace(b'"profit":60.0', b'"profit":61.0')
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(snapshot.SnapshotError) as caught:
+        for section in snapshot_files.read_sections(path):
+            list(section.records)
+    assert caught.value.line == 42 and "hash" in caught.value.problem
+    forge(path, lambda records: [records[1], records[0], *records[2:]])  # hashes recomputed
+    assert any("out of order" in p for p in problems(path))
+
+
 def test_several_sections_in_one_file(tmp_path):
     path = tmp_path / "all.jsonl"
     with path.open("wb") as handle:
@@ -446,6 +488,8 @@ def test_a_document_whose_first_field_is_dollar_named_is_refused_not_written():
 
 @settings(max_examples=400, deadline=None)
 @given(dollar_documents())
+@example({"_id": 0, "0": {"$numberLong": {"$id": None, "$ref": Code("", None)}}})  # a DBRef to
+# pymongo (a Code is a str), a plain document once its $ref is JSON: written as that document
 def test_property_whatever_export_writes_reads_back_to_the_same_document(doc):
     try:
         raw = bson.encode(doc)

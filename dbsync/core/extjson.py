@@ -208,8 +208,19 @@ def _code(value: Code, encode: Callable[[Any], JsonValue]) -> JsonValue:
     return {"$code": str(value), "$scope": encode(value.scope)}
 
 
-def _dbref(value: DBRef, encode: Callable[[Mapping[str, Any]], JsonValue]) -> JsonValue:
-    return encode(value.as_doc())  # the fields of a DBRef as they are: never escaped
+def _dbref(
+    value: DBRef,
+    encode: Callable[[Mapping[str, Any]], JsonValue],
+    escaped: Callable[[Mapping[str, Any]], JsonValue],
+) -> JsonValue:
+    """The fields of a DBRef as they are, never escaped: read back as a DBRef, as pymongo
+    reads them (``_is_dbref``). pymongo also makes one of a ``$ref`` that is a Code (a ``str``
+    to it), which JSON holds as ``{"$code": ...}`` and so reads back as a plain document: that
+    one is written as the plain document it then is (escaped; the same BSON)."""
+    database = value.database
+    if type(value.collection) is str and (database is None or type(database) is str):
+        return encode(value.as_doc())
+    return escaped(value.as_doc())
 
 
 def has_dollar_key(doc: Mapping[str, Any]) -> bool:
@@ -243,7 +254,7 @@ class _Encoder:
             MinKey: lambda v: {"$minKey": 1},
             MaxKey: lambda v: {"$maxKey": 1},
             Code: lambda v: _code(v, self.value),
-            DBRef: lambda v: _dbref(v, self.document),
+            DBRef: lambda v: _dbref(v, self.document, self.sub_document),
             dict: self.sub_document,
             SON: self.sub_document,
             list: self.array,

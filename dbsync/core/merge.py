@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import islice
 from typing import Any, Protocol
 
 from dbsync.core.conflict import resolve
@@ -111,6 +112,105 @@ def align(
             return
         else:
             yield _smallest_row(heads)
+
+
+RUN_LINES = 2048
+"""Lines each stream reads ahead in ``align_runs``."""
+
+
+class _Ahead:
+    """One sorted stream read ahead in lists, for ``align_runs``: ``buffer[at:]`` are its next
+    lines; ``previous`` the last key computed of a line it has passed (the order check), and
+    ``_key`` the key of the next line, once computed."""
+
+    __slots__ = ("_lines", "buffer", "at", "previous", "_key")
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = iter(lines)
+        self.buffer: list[bytes] = []
+        self.at = 0
+        self.previous: SortKey | None = None
+        self._key: SortKey | None = None
+
+    def left(self) -> int:
+        """How many lines are read ahead (none only at the end of the stream)."""
+        left = len(self.buffer) - self.at
+        if left == 0:
+            self.buffer, self.at = list(islice(self._lines, RUN_LINES)), 0
+            left = len(self.buffer)
+        return left
+
+    def key(self, fields: Sequence[str]) -> SortKey:
+        """The key of the next line, which must sort after the last one computed."""
+        if self._key is None:
+            key = line_sort_key(self.buffer[self.at], fields)
+            if self.previous is not None and not self.previous < key:
+                raise InvalidInput("records are not sorted by key (or a key appears twice)")
+            self._key = key
+        return self._key
+
+    def take(self) -> bytes:
+        """The next line, passed (its key, if computed, becomes ``previous``)."""
+        line = self.buffer[self.at]
+        self.skip(1)
+        return line
+
+    def skip(self, count: int) -> None:
+        """Pass the next ``count`` lines; only the first can have had its key computed."""
+        if self._key is not None:
+            self.previous, self._key = self._key, None
+        self.at += count
+
+
+def _same_for(streams: list[_Ahead], start: int, stop: int) -> bool:
+    """Whether the lines ``start:stop`` ahead are the same on every stream."""
+    first = streams[0]
+    lines = first.buffer[first.at + start : first.at + stop]
+    return all(s.buffer[s.at + start : s.at + stop] == lines for s in streams[1:])
+
+
+def _same_run(streams: list[_Ahead]) -> int:
+    """How many of the next lines are the same on every stream: galloping over the lines read
+    ahead (a comparison of list slices, in C), in steps that double while they hold."""
+    ahead = min(stream.left() for stream in streams)
+    same, step = 0, 1
+    while same < ahead:
+        step = min(step, ahead - same)
+        if _same_for(streams, same, same + step):
+            same += step
+            step *= 2
+        elif step == 1:
+            break
+        else:
+            step //= 2
+    return same
+
+
+def align_runs(
+    streams: Sequence[Iterable[bytes]], fields: Sequence[str]
+) -> Iterator[list[bytes] | tuple[bytes | None, ...]]:
+    """``align``, with the rows the same on every stream given as runs: a list of the lines
+    (each a row whose lines are all that one), found by comparing the streams' lines read
+    ahead in C; every other row as ``align`` gives it, a tuple (None = absent). Keys are
+    computed, and their order checked, only for those rows, as ``align`` does."""
+    ahead = [_Ahead(stream) for stream in streams]
+    while True:
+        run = _same_run(ahead)
+        if run:
+            first = ahead[0]
+            lines = first.buffer[first.at : first.at + run]
+            for stream in ahead:
+                stream.skip(run)
+            yield lines
+            continue
+        present = [stream for stream in ahead if stream.left()]
+        if not present:
+            return
+        smallest = min(stream.key(fields) for stream in present)
+        yield tuple(
+            stream.take() if stream.left() and stream.key(fields) == smallest else None
+            for stream in ahead
+        )
 
 
 def _smallest_row(heads: list[_Head]) -> tuple[bytes | None, ...]:

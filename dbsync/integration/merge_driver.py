@@ -42,7 +42,7 @@ from dbsync.config import Config, load_config
 from dbsync.core.merge import (
     Decision,
     MergeCounts,
-    align,
+    align_runs,
     decide,
     decide_three_way,
     decide_two_way,
@@ -56,6 +56,7 @@ from dbsync.core.snapshot import (
     SnapshotError,
     line_sort_key,
     write_section,
+    write_section_batches,
 )
 from dbsync.edges import git
 from dbsync.edges.conflict_spool import SpooledConflicts
@@ -334,7 +335,7 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> C
                 told.pairs = LogPairs(header.rules.key)
             else:
                 told.discard()  # a file of several collections: not one a pull brings
-            write_section(handle, header, _walk(streams, header, counts[name], told))
+            write_section_batches(handle, header, _walk(streams, header, counts[name], told))
         if any(next(reader, None) is not None for reader in others):
             raise _NotTakenOn("the versions hold other collections")
     return counts, rules
@@ -342,22 +343,20 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> C
 
 def _walk(
     streams: list[Iterator[bytes]], header: Header, counts: MergeCounts, told: Told
-) -> Iterator[bytes]:
-    """The merged lines of one collection: ``decide``'s, a line the same on every side passed
-    on as bytes, every other line checked deeply before it is decided on; each decision told
-    to ``told``."""
+) -> Iterator[list[bytes]]:
+    """The merged lines of one collection, in lists: ``decide``'s, a run of lines the same on
+    every side passed on as it is (``align_runs``: compared in C, not read), every other line
+    checked deeply before it is decided on; each decision told to ``told``."""
     rules, width = header.rules, len(streams)
     checks = ChangedLineChecks(header, width)
     same = 0
-    for row in align(streams, rules.key):
-        first = row[0]
-        if first is not None and row.count(first) == width:
+    for row in align_runs(streams, rules.key):
+        if isinstance(row, list):  # lines the same on every side
             if checks.pending:
-                _refuse(checks.same_after_changes(first))
-            else:
-                checks.last_same = first
-            same += 1
-            yield first
+                _refuse(checks.same_after_changes(row[0]))
+            checks.last_same = row[-1]
+            same += len(row)
+            yield row
             continue
         for side, line in enumerate(row):
             if line is not None:
@@ -374,7 +373,7 @@ def _walk(
             if decision.changes_ours:
                 told.record.add(decision.ours, decision.result)
             if decision.result is not None:
-                yield decision.result
+                yield [decision.result]
     counts.common += same
     counts.total += same
 
