@@ -301,7 +301,8 @@ def dbsync_share(root: Path, this: Path, pristine: Path, env: dict[str, str]) ->
     """The same pull again, from the clone as it was before it, with the merge driver and the
     post-merge hook run through ``child_cpu.py``, which logs each one's CPU time: dbsync's
     share of the pull, beside git's own (fetch, merge, checkout; with a local bare remote, the
-    remote's ``pack-objects`` too, which a real remote runs on its own server)."""
+    remote's ``upload-pack`` and ``pack-objects`` too, which a real remote runs on its own
+    server: logged apart, as ``remote``)."""
     shutil.rmtree(this)
     shutil.copytree(pristine, this, symlinks=True)
     log = root / "shares.jsonl"
@@ -319,9 +320,13 @@ def dbsync_share(root: Path, this: Path, pristine: Path, env: dict[str, str]) ->
     command = words[len(settings) :]
     driver = " ".join([*settings, shlex.join([*wrapper, "driver", "--"]), *command])
     wrapped = ["git", "-c", f"core.hooksPath={hooks}", "-c", f"merge.dbsync.driver={driver}"]
-    figures = measured([*wrapped, "pull", "--no-edit"], this, env)
+    upload = root / "bench-upload-pack"
+    remote = shlex.join([*wrapper, "remote", "--", "git", "upload-pack"])
+    upload.write_text(f'#!/bin/sh\nexec {remote} "$@"\n')
+    upload.chmod(0o755)
+    figures = measured([*wrapped, "pull", "--no-edit", "--upload-pack", str(upload)], this, env)
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    for name in ("driver", "hook"):
+    for name in ("driver", "hook", "remote"):
         mine = [run for run in runs if run["name"] == name]
         figures[f"{name}_runs"] = len(mine)
         figures[f"{name}_cpu_seconds"] = sum(run["cpu_seconds"] for run in mine)

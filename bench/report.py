@@ -292,7 +292,7 @@ def share_rows(docs: str, kind: str, git: dict[str, Figures]) -> list[list[str]]
             "them (the same pull again, each timed by `bench/child_cpu.py`)",
             f"{mine:.2f} s CPU: driver {share['driver_cpu_seconds']:.2f} s "
             f"({share['driver_runs']} file(s)), hook {share['hook_cpu_seconds']:.2f} s; git's "
-            f"own {max(0.0, pulled['cpu_seconds'] - mine):.2f} s of the pull",
+            f"own {max(0.0, pulled['cpu_seconds'] - mine):.2f} s of the pull{_remote(share)}",
             f"first `dbsync export` {export['cpu_seconds']:.2f} s CPU",
             f"{mine / export['cpu_seconds']:.2f}x",
             "",
@@ -300,6 +300,16 @@ def share_rows(docs: str, kind: str, git: dict[str, Figures]) -> list[list[str]]
             _checks(share),
         ]
     ]
+
+
+def _remote(share: Figures) -> str:
+    """What of git's own work the remote did (a local bare remote runs on this machine)."""
+    if "remote_cpu_seconds" not in share:  # a run saved before it was measured
+        return ""
+    return (
+        f", of which the remote's upload-pack {share['remote_cpu_seconds']:.2f} s (a real "
+        "remote runs it on its server)"
+    )
 
 
 def _git_rows(
