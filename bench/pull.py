@@ -57,6 +57,7 @@ from dbsync.runs.demo import GITCONFIG
 DBSYNC = str(Path(sys.executable).with_name("dbsync"))
 TIMEOUT = 600.0
 START_RUNS = 11
+OUTPUT_KEPT = 20_000  # characters of a command's output kept, and read by the checks
 Figures = dict[str, Any]
 
 
@@ -80,7 +81,7 @@ def measured(
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "code": code,
-        "output": text[-2000:],
+        "output": text[-OUTPUT_KEPT:],
     }
 
 

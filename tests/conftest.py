@@ -26,6 +26,7 @@ pytest_plugins = [
 
 
 SLOW = {
+    "test_agent.py::test_the_agent_syncs_on_trigger_alerts_and_recovers",
     "test_bench.py::test_the_bench_runs_end_to_end_and_its_results_are_consistent",
     "test_demo.py::test_the_demo_converges_and_prints_each_step",
     "test_import_safety.py::test_an_import_killed_on_mongodb_is_undone_by_the_restore_status_names",
@@ -34,6 +35,7 @@ SLOW = {
     "test_liveness.py::test_five_busy_assets_all_make_progress_and_converge",
     "test_mongo_safety.py::test_records_held_by_a_killed_transaction_are_waited_for_with_a_message",
     "test_recovery.py::test_a_hook_merge_killed_mid_write_on_mongodb_is_recovered_the_first_time",
+    "test_recovery.py::test_a_merge_run_by_hand_after_a_killed_hook_merge_leaves_status_true",
     "test_recovery.py::test_a_server_killed_before_a_pull_leaves_the_merge_pending_until_it_is_back",
     "test_recovery.py::test_a_server_killed_during_a_pull_s_merge_leaves_it_pending_until_it_is_back",
     "test_recovery.py::test_following_status_after_a_killed_hook_merge_keeps_every_deletion",
@@ -56,9 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the SLOW tests, and run them first: on two workers a minute-long test that
+    starts last is a minute the other worker waits at the end."""
     for item in items:
         if f"{item.path.name}::{item.originalname}" in SLOW:  # type: ignore[attr-defined]
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _accepting_sort_none(method: Callable[..., Any]) -> Callable[..., Any]:

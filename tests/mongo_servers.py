@@ -39,6 +39,7 @@ EXTERNAL = {
     STANDALONE: "DBSYNC_TEST_MONGODB_STANDALONE_URI",
 }
 LAUNCHER = Path(__file__).with_name("secantus_server.py")
+STOP_SECONDS = 5.0
 START_SECONDS = 60.0
 """How long a server may take to start (a loaded machine): a bound, never a measurement."""
 
@@ -100,10 +101,12 @@ class MongoServer:
             self.process = None
 
     def stop(self) -> None:
+        """At the end of its tests: SIGTERM, then SIGKILL after a few seconds (its storage is
+        thrown away; a server still serving a client's cursor once took 30 s to stop)."""
         if self.process is not None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 self.kill()
             self.process = None

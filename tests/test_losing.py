@@ -202,6 +202,20 @@ def test_a_merge_after_the_driver_says_where_the_driver_put_its_decisions() -> N
     assert report_with().to_json()["merge_driver"] is None
 
 
+def test_the_driver_s_reports_of_a_split_collection_are_named_first_to_last() -> None:
+    """A pull of a collection split in 32 part files: one report per file. The note names the
+    first and the last and how many, and stays one readable line; the JSON lists them all."""
+    reports = tuple(f"database_sync/reports/merge_report_{n:02d}.txt" for n in range(32))
+    decisions = DriverDecisions(reports, {"items": 40})
+    note = decisions.note()
+    assert "32 reports, database_sync/reports/merge_report_00.txt to " in note
+    assert note.count("merge_report_") == 2
+    assert note.endswith("merge_report_31.txt and in 'dbsync conflicts'")
+    assert decisions.to_json()["reports"] == list(reports)
+    few = DriverDecisions(reports[:3], {"items": 4}).note()
+    assert all(report in few for report in reports[:3])
+
+
 def test_the_merge_driver_says_when_a_conflict_was_decided_without_timestamp(
     tmp_path: Path,
 ) -> None:

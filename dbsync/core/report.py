@@ -29,6 +29,10 @@ _FIGURES = (
 )
 
 
+NAMED_REPORTS = 3
+"""Reports a note names one by one; past it, the first, the last and how many."""
+
+
 @dataclass(frozen=True)
 class DriverDecisions:
     """Conflicts the git merge driver decided in the snapshot files before this merge into the
@@ -47,9 +51,17 @@ class DriverDecisions:
     def note(self) -> str:
         return (
             f"{self.total} conflict(s) were decided by the git merge driver when git merged the "
-            f"snapshot files; their losing versions are in {', '.join(self.reports)} and in "
+            f"snapshot files; their losing versions are in {self._where()} and in "
             "'dbsync conflicts'"
         )
+
+    def _where(self) -> str:
+        """The reports, by name up to ``NAMED_REPORTS``; past that (a split collection makes
+        one per part file) the first, the last and how many, so that the line stays readable
+        in a hook's output. The JSON report lists them all."""
+        if len(self.reports) <= NAMED_REPORTS:
+            return ", ".join(self.reports)
+        return f"{len(self.reports)} reports, {self.reports[0]} to {self.reports[-1]}"
 
 
 @dataclass
