@@ -154,6 +154,47 @@ def expanded(items, width):
         yield from ([(line,) * width for line in item] if isinstance(item, list) else [item])
 
 
+def reference_align(streams, fields):
+    """The rows ``align`` gives, one key at a time as it once read them: a line at the head of
+    every stream passed on, else the lines of the smallest key; a key computed only for a line
+    in a row that is not the same on every stream, and checked to sort after the last one
+    computed of its stream."""
+    heads = [[iter(stream), None, None, None] for stream in streams]  # lines, line, key, previous
+
+    def advance(head):
+        if head[2] is not None:
+            head[3] = head[2]
+        head[1], head[2] = next(head[0], None), None
+
+    def key(head):
+        if head[2] is None:
+            head[2] = line_sort_key(head[1], fields)
+            if head[3] is not None and not head[3] < head[2]:
+                raise InvalidInput("records are not sorted by key (or a key appears twice)")
+        return head[2]
+
+    for head in heads:
+        advance(head)
+    while True:
+        lines = tuple(head[1] for head in heads)
+        if lines[0] is not None and lines.count(lines[0]) == len(lines):
+            yield lines
+            for head in heads:
+                advance(head)
+            continue
+        present = [head for head in heads if head[1] is not None]
+        if not present:
+            return
+        smallest = min(key(head) for head in present)
+        row = []
+        for head in heads:
+            taken = head[1] is not None and key(head) == smallest
+            row.append(head[1] if taken else None)
+            if taken:
+                advance(head)
+        yield tuple(row)
+
+
 def aligned(function, streams):
     try:
         return list(function(streams, ("_id",)))
@@ -169,27 +210,47 @@ RAW_LINES = st.lists(st.sampled_from([rec(k, v=v) for k in range(8) for v in "ab
     states=st.lists(st.one_of(STATES, RAW_LINES), min_size=2, max_size=3),
     read_ahead=st.integers(1, 4),
 )
-def test_property_align_runs_gives_the_rows_align_gives(states, read_ahead, monkeypatch_ahead):
+def test_property_align_runs_gives_the_rows_one_key_at_a_time_gives(
+    states, read_ahead, monkeypatch_ahead
+):
     """Whatever the streams (sorted or not, keys twice or not) and however far each reads
-    ahead: the same rows, or the same refusal of an unsorted stream."""
+    ahead: the rows of a walk one key at a time, or the same refusal of an unsorted stream."""
     streams = [lines_of(s) if isinstance(s, dict) else s for s in states]
     monkeypatch_ahead(read_ahead)
     runs = aligned(align_runs, streams)
-    rows = aligned(align, streams)
-    assert (runs if isinstance(runs, str) else list(expanded(runs, len(streams)))) == rows
+    expected = aligned(reference_align, streams)
+    assert (runs if isinstance(runs, str) else list(expanded(runs, len(streams)))) == expected
+    assert aligned(align, streams) == expected
+
+
+def test_align_runs_reads_ahead_a_bounded_number_of_bytes():
+    """Large documents: each stream holds about ``RUN_BYTES`` ahead, not ``RUN_LINES`` lines."""
+    pulled = [0, 0]
+    big = [rec(n, blob="x" * 100_000) for n in range(200)]
+
+    def stream(side):
+        for line in big:
+            pulled[side] += 1
+            yield line
+
+    first = next(align_runs([stream(0), stream(1)], ("_id",)))
+    assert isinstance(first, list) and first[0] == big[0]
+    most = merge_module.RUN_BYTES // 100_000 + merge_module.READ_STEP
+    assert 0 < pulled[0] <= most and 0 < pulled[1] <= most
 
 
 @pytest.fixture(scope="module")
 def monkeypatch_ahead():
     """Set how far ``align_runs`` reads ahead (a module fixture: hypothesis runs the test
     body many times per call)."""
-    before = merge_module.RUN_LINES
+    before = merge_module.RUN_LINES, merge_module.READ_STEP
 
     def set_ahead(lines: int) -> None:
         merge_module.RUN_LINES = lines
+        merge_module.READ_STEP = max(1, lines // 2)
 
     yield set_ahead
-    merge_module.RUN_LINES = before
+    merge_module.RUN_LINES, merge_module.READ_STEP = before
 
 
 @settings(max_examples=200, deadline=None)

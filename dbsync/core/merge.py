@@ -63,59 +63,11 @@ class Decision:
         return self.result != self.ours
 
 
-class _Head:
-    """The current line of one sorted stream, with its key computed only when needed."""
-
-    __slots__ = ("_lines", "line", "_key", "_fields", "_previous")
-
-    def __init__(self, lines: Iterable[bytes], fields: Sequence[str]) -> None:
-        self._lines = iter(lines)
-        self._fields = fields
-        self._previous: SortKey | None = None
-        self.line: bytes | None = None
-        self._key: SortKey | None = None
-        self.advance()
-
-    def advance(self) -> None:
-        if self._key is not None:
-            self._previous = self._key
-        self.line = next(self._lines, None)
-        self._key = None
-
-    def key(self) -> SortKey:
-        if self._key is None:
-            assert self.line is not None
-            self._key = line_sort_key(self.line, self._fields)
-            if self._previous is not None and not self._previous < self._key:
-                raise InvalidInput("records are not sorted by key (or a key appears twice)")
-        return self._key
-
-
-def align(
-    streams: Sequence[Iterable[bytes]], fields: Sequence[str]
-) -> Iterator[tuple[bytes | None, ...]]:
-    """Walk key-sorted streams together, yielding one tuple of lines (None = absent) per key.
-
-    The common case — the same line at the head of every stream — is passed through without
-    computing a key: that is what makes syncing a mostly unchanged collection cheap.
-    """
-    heads = [_Head(stream, fields) for stream in streams]
-    width = len(heads)
-    while True:
-        lines = tuple([head.line for head in heads])
-        first = lines[0]
-        if first is not None and lines.count(first) == width:
-            yield lines
-            for head in heads:
-                head.advance()
-        elif lines.count(None) == width:
-            return
-        else:
-            yield _smallest_row(heads)
-
-
 RUN_LINES = 2048
-"""Lines each stream reads ahead in ``align_runs``."""
+RUN_BYTES = 1 << 20
+READ_STEP = 8
+"""Each stream in ``align_runs`` reads ahead up to ``RUN_LINES`` lines or ``RUN_BYTES`` bytes
+(passed by at most ``READ_STEP`` lines: the bound holds for documents of any size)."""
 
 
 class _Ahead:
@@ -136,8 +88,16 @@ class _Ahead:
         """How many lines are read ahead (none only at the end of the stream)."""
         left = len(self.buffer) - self.at
         if left == 0:
-            self.buffer, self.at = list(islice(self._lines, RUN_LINES)), 0
-            left = len(self.buffer)
+            buffer: list[bytes] = []
+            held = 0
+            while len(buffer) < RUN_LINES and held < RUN_BYTES:
+                more = list(islice(self._lines, READ_STEP))
+                if not more:
+                    break
+                buffer += more
+                held += sum(map(len, more))
+            self.buffer, self.at = buffer, 0
+            left = len(buffer)
         return left
 
     def key(self, fields: Sequence[str]) -> SortKey:
@@ -186,6 +146,24 @@ def _same_run(streams: list[_Ahead]) -> int:
     return same
 
 
+def align(
+    streams: Sequence[Iterable[bytes]], fields: Sequence[str]
+) -> Iterator[tuple[bytes | None, ...]]:
+    """Walk key-sorted streams together, yielding one tuple of lines (None = absent) per key.
+
+    The common case — the same line at the head of every stream — is passed through without
+    computing a key: that is what makes syncing a mostly unchanged collection cheap
+    (``align_runs``, whose runs this gives one row per line).
+    """
+    width = len(streams)
+    for item in align_runs(streams, fields):
+        if isinstance(item, list):
+            for line in item:
+                yield (line,) * width
+        else:
+            yield item
+
+
 def align_runs(
     streams: Sequence[Iterable[bytes]], fields: Sequence[str]
 ) -> Iterator[list[bytes] | tuple[bytes | None, ...]]:
@@ -211,19 +189,6 @@ def align_runs(
             stream.take() if stream.left() and stream.key(fields) == smallest else None
             for stream in ahead
         )
-
-
-def _smallest_row(heads: list[_Head]) -> tuple[bytes | None, ...]:
-    """The lines holding the smallest key, each stream advanced past it."""
-    smallest = min(head.key() for head in heads if head.line is not None)
-    row: list[bytes | None] = []
-    for head in heads:
-        if head.line is not None and head.key() == smallest:
-            row.append(head.line)
-            head.advance()
-        else:
-            row.append(None)
-    return tuple(row)
 
 
 def _both_changed(ours: bytes | None, theirs: bytes | None, rules: Rules) -> Decision:

@@ -21,7 +21,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import orjson
 import xxhash
@@ -383,20 +383,6 @@ class Section:
     path: str
     first_line: int
     records: Iterator[bytes] = field(repr=False)
-
-
-def read_lines(handle: BinaryIO) -> Iterator[bytes]:
-    """The lines of an open file, each cut at ``MAX_LINE_BYTES`` (the rest of it skipped)."""
-    while True:
-        line = handle.readline(MAX_LINE_BYTES + 1)
-        if not line:
-            return
-        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
-            yield line  # reported as too long by the caller
-            while (rest := handle.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-                pass
-            continue
-        yield line
 
 
 def checked_document(line: bytes) -> JsonDoc | str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import io
+import itertools
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -36,10 +37,10 @@ import orjson
 
 from dbsync.core.merge import align
 from dbsync.core.ordering import SortKey
-from dbsync.core.snapshot import ChangedLineChecks, Header, line_sort_key, read_lines
+from dbsync.core.snapshot import ChangedLineChecks, Header, line_sort_key
 from dbsync.edges.files import atomic_writer
 from dbsync.edges.parts import CollectionFiles, check_file_name
-from dbsync.edges.snapshot_files import read_sections
+from dbsync.edges.snapshot_files import read_line_batches, read_sections
 from dbsync.errors import InvalidInput
 
 PulledRow = tuple[SortKey, bytes | None, bytes | None]
@@ -159,7 +160,7 @@ def recorded_rows(
                 return None
             if not isinstance(meta.get("rows"), int) or meta["rows"] > ROWS_HELD:
                 return None
-            lines = read_lines(handle)
+            lines = itertools.chain.from_iterable(read_line_batches(handle))
             rows = [_keyed(ours, result, fields) for ours, result in zip(lines, lines, strict=True)]
     except Exception:  # missing, damaged, cut short: not a record to go by
         return None

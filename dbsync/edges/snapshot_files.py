@@ -195,10 +195,11 @@ READ_BATCH_BYTES = 1 << 20
 
 
 def read_line_batches(handle: BinaryIO, size: int | None = None) -> Iterator[list[bytes]]:
-    """The lines of an open file as ``snapshot.read_lines`` gives them (each cut at
-    ``MAX_LINE_BYTES``, the rest of it skipped), in lists of about ``size`` bytes
-    (``READ_BATCH_BYTES``): split in C, so that a reader that checks many lines at once
-    (``snapshot.check_sections``) pays no Python step per line."""
+    """The lines of an open file from where it stands, in lists of about ``size`` bytes
+    (``READ_BATCH_BYTES``), split in C: a reader that checks many lines at once
+    (``snapshot.check_sections``) pays no Python step per line. A line longer than
+    ``MAX_LINE_BYTES`` comes cut to ``MAX_LINE_BYTES + 1`` bytes (without its newline: the
+    checks report it as too long) and the rest of it is skipped, unread into memory."""
     size = size or READ_BATCH_BYTES
     limit = snapshot_format.MAX_LINE_BYTES
     pending: list[bytes] = []  # the start of a line longer than what was read so far
