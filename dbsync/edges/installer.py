@@ -33,9 +33,14 @@ INSTALLED, FOREIGN, MISSING = "installed", "foreign", "missing"
 # ---------------------------------------------------------------- the scripts
 
 
+def _package() -> Path:
+    """The folder of this dbsync package."""
+    return Path(__file__).resolve().parent.parent
+
+
 def scripts_dir() -> Path:
     """``dbsync/integration/scripts/``: the hook scripts ship inside the package."""
-    package = Path(__file__).resolve().parent.parent
+    package = _package()
     candidate = package / "integration" / "scripts"
     if all((candidate / name).is_file() for name in HOOK_NAMES):
         return candidate
@@ -53,8 +58,7 @@ def script_text(name: str, python: str | None) -> str:
     before, rest = text.split(TEMPLATE_START)
     _, after = rest.split(TEMPLATE_END)
     value = shlex.quote(python) if python else ""
-    package = Path(__file__).resolve().parent.parent
-    here = shlex.quote(str(package)) if python == sys.executable else ""
+    here = shlex.quote(str(_package())) if python == sys.executable else ""
     baked = f"DBSYNC_PYTHON={value}\nDBSYNC_PACKAGE={here}\n"
     return f"{before}{TEMPLATE_START}{baked}{TEMPLATE_END}{after}"
 
