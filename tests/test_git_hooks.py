@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import dbsync
 from dbsync.edges import installer as hooks
 from tests.git_helpers import DBSYNC, Repo, Run, real_records, write_snapshot
 
 RECORDS = real_records()
 HOOKS = ("pre-push", "post-merge", "post-rewrite", "post-commit")
-PACKAGE = Path(dbsync.__file__).resolve().parent  # the installed package the scripts look for
 INSTALLING_PYTHON = Path(DBSYNC).read_text().splitlines()[0].removeprefix("#!")  # its shebang
+
+
+def installed_package() -> str:
+    """The folder of the dbsync that python imports, which the scripts look for: the
+    installed one (``pip install .``), not this checkout, which the tests import."""
+    found = subprocess.run(
+        [INSTALLING_PYTHON, "-c", "import dbsync; print(dbsync.__file__)"],
+        cwd="/",
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(Path(found.stdout.strip()).resolve().parent)
+
+
+PACKAGE = installed_package()
 
 # A foreign hook that logs its name, its arguments and its input; REFUSE=1 makes it fail.
 FOREIGN = """#!/bin/sh
@@ -66,7 +83,7 @@ def test_init_sets_up_the_git_integration_idempotently(tmp_path: Path, git_env: 
         script = (hooks_dir(repo) / name).read_text()
         assert hooks.MARKER in script
         assert f"DBSYNC_PYTHON={python}\n" in script
-        assert f"DBSYNC_PACKAGE={shlex.quote(str(PACKAGE))}\n" in script
+        assert f"DBSYNC_PACKAGE={shlex.quote(PACKAGE)}\n" in script
     second = repo.dbsync("init").out
     assert "already configured" in second and "created" not in second
     assert (repo.root / ".gitattributes").read_text() == attributes
@@ -246,7 +263,7 @@ def test_hooks_whose_package_moved_find_dbsync_by_importing_it(
     a, b = pair
     for name in HOOKS:
         script = hooks_dir(b) / name
-        baked = f"DBSYNC_PACKAGE={shlex.quote(str(PACKAGE))}\n"
+        baked = f"DBSYNC_PACKAGE={shlex.quote(PACKAGE)}\n"
         script.write_text(script.read_text().replace(baked, "DBSYNC_PACKAGE=/nowhere/dbsync\n"))
     a.import_records(RECORDS[:3])
     a.push_snapshot()
