@@ -24,8 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbsync.core import extjson
+from dbsync.core.snapshot import encode_record, record_line
+from dbsync.edges.changes import line_record_id, line_value, record_id
 from dbsync.errors import InvalidInput
-from tests.strategies import documents
+from tests.strategies import documents, dollar_documents
 
 NAIVE = JSONOptions(tz_aware=False)
 
@@ -242,3 +244,27 @@ def test_milliseconds_of_a_naive_date_are_floored_as_bson_stores_them(
     expected = (value - datetime.datetime(1970, 1, 1)) // datetime.timedelta(milliseconds=1)
     assert extjson.naive_millis(value) == expected
     assert extjson.encode_plain({"d": value}) == extjson.encode_document({"d": value})
+
+
+@settings(max_examples=300, deadline=None)
+@given(dollar_documents())
+def test_a_record_s_id_read_alone_is_the_one_the_whole_document_holds(doc: dict) -> None:
+    """``line_record_id`` decodes only ``_id``; it must give what decoding the whole line and
+    taking its ``_id`` gives, the type included (compared as BSON)."""
+    line = encode_record(doc, ("_id",))[1]
+    whole = record_id(line_value(line))
+    assert bson.encode({"v": line_record_id(line)}) == bson.encode({"v": whole})
+
+
+def test_a_record_s_id_is_read_from_an_escaped_top_level_as_from_the_whole_line() -> None:
+    """No store writes a top level that starts with ``$`` (``_id`` comes first), but a line
+    may hold one escaped, and its ``_id`` is then inside the escape."""
+    line = record_line(b'{"$document":{"_id":{"$numberLong":"5"},"$set":1}}')
+    assert line_record_id(line) == record_id(line_value(line)) == Int64(5)
+    assert isinstance(line_record_id(line), Int64)
+
+
+def test_a_record_without_an_id_is_named_whichever_way_its_id_is_read() -> None:
+    line = encode_record({"name": "x"}, ("name",))[1]
+    with pytest.raises(InvalidInput, match="a record has no _id"):
+        line_record_id(line)

@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dbsync.core import merge as core_merge
 from dbsync.core import snapshot
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, record_line, write_section
+from dbsync.edges import snapshot_files
 from dbsync.edges.snapshot_files import verify_file
 from dbsync.integration import merge_driver
 from dbsync.integration.merge_driver import merge_files
@@ -57,10 +57,11 @@ def line_of(path: Path, needle: bytes) -> int:
     return next(number for number, line in enumerate(lines, start=1) if needle in line)
 
 
-@pytest.mark.parametrize("ahead", [1, 3, core_merge.RUN_LINES])
+@pytest.mark.parametrize("ahead", [1, 150, snapshot_files.READ_BATCH_BYTES])
 def test_only_the_changed_lines_are_decoded(tmp_path, monkeypatch, ahead):
-    """However far the walk reads ahead to pass the unchanged runs (``align_runs``)."""
-    monkeypatch.setattr(core_merge, "RUN_LINES", ahead)
+    """However far the walk reads ahead to pass the unchanged runs (``align_batches``: each
+    side a batch of the reader at a time, of ``ahead`` bytes, lines cut across batches)."""
+    monkeypatch.setattr(snapshot_files, "READ_BATCH_BYTES", ahead)
     checked: list[bytes] = []
     original = snapshot.checked_document
 
@@ -73,18 +74,19 @@ def test_only_the_changed_lines_are_decoded(tmp_path, monkeypatch, ahead):
     theirs = edited(BASE, r9=body(9, "theirs"))
     result, path, _ = merge(tmp_path, BASE, ours, theirs)
     assert result.merged, result.message
-    # record 3 on each side and record 9 on each side: 6 lines of 60
+    # record 3 and record 9 as each side holds them: 4 distinct lines of 60 (in a row one side
+    # changed, the line the other two hold alike is decoded once)
     assert sorted(snapshot.line_body(line) for line in checked) == sorted(
-        [BASE[2], BASE[2], body(3, "ours"), BASE[8], BASE[8], body(9, "theirs")]
+        [BASE[2], body(3, "ours"), BASE[8], body(9, "theirs")]
     )
     assert verify_file(path).ok
 
 
-@pytest.mark.parametrize("ahead", [1, 3, core_merge.RUN_LINES])
+@pytest.mark.parametrize("ahead", [1, 150, snapshot_files.READ_BATCH_BYTES])
 def test_the_quick_walk_merges_as_the_full_verification_does(tmp_path, monkeypatch, ahead):
     """Same bytes, same counts, whichever way the versions were checked, however far the
-    quick walk reads ahead."""
-    monkeypatch.setattr(core_merge, "RUN_LINES", ahead)
+    quick walk reads ahead (each side's batches of ``ahead`` bytes)."""
+    monkeypatch.setattr(snapshot_files, "READ_BATCH_BYTES", ahead)
     ours = edited(BASE, r3=body(3, "ours"), r5=body(5, "ours", NEW), r7=body(7, "both"))
     theirs = [
         *edited(BASE, r5=body(5, "theirs"), r7=body(7, "both"), r9=body(9, "theirs"))[:-1],
@@ -155,6 +157,16 @@ def test_a_lying_line_of_our_own_changes_names_our_version(tmp_path):
     result, path, before = merge(tmp_path, BASE, ours, edited(BASE, r9=body(9, "theirs")))
     assert not result.merged
     assert f"our version, line {line_of(path, b'four')}: a value lies" in result.message
+    assert path.read_bytes() == before
+
+
+def test_a_lying_line_two_sides_hold_alike_is_refused_once_the_third_changes_it(tmp_path):
+    """In a row only theirs changed, base and ours hold the same line, decoded once: the
+    problem found in it still refuses the merge."""
+    lying = edited(BASE, r4=LYING)
+    result, path, before = merge(tmp_path, lying, lying, edited(BASE, r4=body(4, "theirs")))
+    assert not result.merged
+    assert "a value lies about its type" in result.message
     assert path.read_bytes() == before
 
 

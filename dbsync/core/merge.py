@@ -66,19 +66,37 @@ class Decision:
 RUN_LINES = 2048
 RUN_BYTES = 1 << 20
 READ_STEP = 8
-"""Each stream in ``align_runs`` reads ahead up to ``RUN_LINES`` lines or ``RUN_BYTES`` bytes
-(passed by at most ``READ_STEP`` lines: the bound holds for documents of any size)."""
+"""``line_batches`` gives lists of up to ``RUN_LINES`` lines or ``RUN_BYTES`` bytes (passed by
+at most ``READ_STEP`` lines: the bound holds for documents of any size)."""
+
+
+def line_batches(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Lines in lists of a bounded size (``RUN_LINES``, ``RUN_BYTES``): how ``align_runs``
+    reads ahead in a stream of lines."""
+    lines = iter(lines)
+    while True:
+        batch: list[bytes] = []
+        held = 0
+        while len(batch) < RUN_LINES and held < RUN_BYTES:
+            more = list(islice(lines, READ_STEP))
+            if not more:
+                break
+            batch += more
+            held += sum(map(len, more))
+        if not batch:
+            return
+        yield batch
 
 
 class _Ahead:
-    """One sorted stream read ahead in lists, for ``align_runs``: ``buffer[at:]`` are its next
-    lines; ``previous`` the last key computed of a line it has passed (the order check), and
-    ``_key`` the key of the next line, once computed."""
+    """One sorted stream read ahead a list at a time, for ``align_batches``: ``buffer[at:]``
+    are its next lines; ``previous`` the last key computed of a line it has passed (the order
+    check), and ``_key`` the key of the next line, once computed."""
 
-    __slots__ = ("_lines", "buffer", "at", "previous", "_key")
+    __slots__ = ("_batches", "buffer", "at", "previous", "_key")
 
-    def __init__(self, lines: Iterable[bytes]) -> None:
-        self._lines = iter(lines)
+    def __init__(self, batches: Iterable[list[bytes]]) -> None:
+        self._batches = iter(batches)
         self.buffer: list[bytes] = []
         self.at = 0
         self.previous: SortKey | None = None
@@ -87,15 +105,10 @@ class _Ahead:
     def left(self) -> int:
         """How many lines are read ahead (none only at the end of the stream)."""
         left = len(self.buffer) - self.at
-        if left == 0:
-            buffer: list[bytes] = []
-            held = 0
-            while len(buffer) < RUN_LINES and held < RUN_BYTES:
-                more = list(islice(self._lines, READ_STEP))
-                if not more:
-                    break
-                buffer += more
-                held += sum(map(len, more))
+        while left == 0:
+            buffer = next(self._batches, None)
+            if buffer is None:
+                return 0
             self.buffer, self.at = buffer, 0
             left = len(buffer)
         return left
@@ -171,6 +184,14 @@ def align_runs(
     (each a row whose lines are all that one), found by comparing the streams' lines read
     ahead in C; every other row as ``align`` gives it, a tuple (None = absent). Keys are
     computed, and their order checked, only for those rows, as ``align`` does."""
+    return align_batches([line_batches(stream) for stream in streams], fields)
+
+
+def align_batches(
+    streams: Sequence[Iterable[list[bytes]]], fields: Sequence[str]
+) -> Iterator[list[bytes] | tuple[bytes | None, ...]]:
+    """``align_runs`` of streams given as lists of lines (a reader's batches,
+    ``Section.batches``): each stream reads ahead one of its lists at a time."""
     ahead = [_Ahead(stream) for stream in streams]
     while True:
         run = _same_run(ahead)

@@ -21,6 +21,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Protocol
 
 import orjson
@@ -377,12 +378,15 @@ class Problem:
 
 @dataclass
 class Section:
-    """One collection's records as read from a file; ``records`` streams the record lines."""
+    """One collection's records as read from a file; ``records`` streams the record lines,
+    ``batches`` the same lines in the lists they were read in (a reader takes one or the
+    other)."""
 
     header: Header
     path: str
     first_line: int
     records: Iterator[bytes] = field(repr=False)
+    batches: Iterator[list[bytes]] = field(repr=False)
 
 
 def checked_document(line: bytes) -> JsonDoc | str:
@@ -494,6 +498,9 @@ class ChangedLineChecks:
         """Lines changed since ``last_same``: the next same line's order is checked."""
         self._changed: list[SortKey | None] = [None] * sides
         self._same_key: tuple[bytes | None, SortKey | None] = (None, None)
+        self._recent: list[tuple[bytes, SortKey | str]] = []
+        """The last two lines ``changed`` decoded, each with its key or its problem: in a row
+        that one side changed, the other sides hold the same line, decoded once."""
 
     def same_after_changes(self, line: bytes) -> str | None:
         """A line the same on every side, after changed ones: it must sort after each of them."""
@@ -507,20 +514,30 @@ class ChangedLineChecks:
     def changed(self, side: int, line: bytes) -> str | None:
         """A line of one side that is not the same on every side: checked deeply, and after the
         line before it on its side."""
+        key = next((known for seen, known in self._recent if seen == line), None)
+        if key is None:
+            key = self._checked_key(line)
+            self._recent = [self._recent[-1], (line, key)] if self._recent else [(line, key)]
+        if isinstance(key, str):
+            return key
+        before = self._changed[side]
+        if before is None and self.last_same is not None:
+            before = self._key_of_same()
+        self._changed[side], self.pending = key, True
+        if before is not None and not before < key:
+            shown = describe_key(line_document(line), self.fields)
+            return f"{shown} is out of order, or its key appears twice"
+        return None
+
+    def _checked_key(self, line: bytes) -> SortKey | str:
+        """A changed line's key, once checked deeply (and in its part), or its problem."""
         doc = checked_document(line)
         if isinstance(doc, str):
             return doc
         key = sort_key(doc, self.fields)
         if self.part is not None and (problem := _part_problem(doc, key, self.fields, self.part)):
             return problem
-        before = self._changed[side]
-        if before is None and self.last_same is not None:
-            before = self._key_of_same()
-        self._changed[side], self.pending = key, True
-        if before is not None and not before < key:
-            shown = describe_key(doc, self.fields)
-            return f"{shown} is out of order, or its key appears twice"
-        return None
+        return key
 
     def _key_of_same(self) -> SortKey:
         line, key = self._same_key
@@ -553,9 +570,9 @@ def check_sections(
             return
         checker = _Checker(header, line, deep)
         ending: list[tuple[int, bytes] | None] = []
-        records = _section_records(path, lines, checker, on_problem, ending)
-        yield Section(header, path, number, records)
-        for _ in records:  # the consumer may stop early; the section is still checked
+        batches = _section_batches(path, lines, checker, on_problem, ending)
+        yield Section(header, path, number, chain.from_iterable(batches), batches)
+        for _ in batches:  # the consumer may stop early; the section is still checked
             pass
         pending = ending[0] if ending else None
 
@@ -616,17 +633,18 @@ def _all_records(batch: list[bytes]) -> bytes | None:
     return hashes
 
 
-def _section_records(
+def _section_batches(
     path: str,
     lines: _Lines,
     checker: _Checker,
     on_problem: Callable[[Problem], None],
     ending: list[tuple[int, bytes] | None],
-) -> Iterator[bytes]:
-    """A section's record lines, each checked (shape and hash; deeply when ``checker.deep``),
-    up to its trailer (checked against the digest). A batch of usual lines is checked at once
-    (``_all_records``); one holding anything else, the trailer included, line by line, which
-    names the problem."""
+) -> Iterator[list[bytes]]:
+    """A section's record lines, in lists, each line checked (shape and hash; deeply when
+    ``checker.deep``), up to its trailer (checked against the digest). A batch of usual lines
+    is checked at once (``_all_records``) and passed on as it is; one holding anything else,
+    the trailer included, line by line, which names the problem (the lines before it in the
+    batch come after the problem is reported)."""
     last = lines.number
     digest, deep = checker.digest, checker.deep
     hex_hash, limit, start = _hex_hash, MAX_LINE_BYTES, _BODY_START
@@ -636,8 +654,9 @@ def _section_records(
             digest.count += len(batch)
             lines.number += len(batch)
             last = lines.number
-            yield from batch
+            yield batch
             continue
+        good: list[bytes] = []
         for index, line in enumerate(batch):
             lines.number += 1
             number = last = lines.number
@@ -653,13 +672,15 @@ def _section_records(
             ):
                 digest.add(line)
                 if not deep:
-                    yield line
+                    good.append(line)
                     continue
                 problem = checker.deep_problem(line, number)
             elif _is_trailer(line):
                 problem = checker.trailer_problem(line)
                 if problem:
                     on_problem(Problem(path, number, problem))
+                if good:
+                    yield good
                 lines.give_back(batch[index + 1 :])
                 ending.append(_after_trailer(path, lines, on_problem))
                 return
@@ -668,7 +689,9 @@ def _section_records(
             if problem:
                 on_problem(Problem(path, number, problem))
             else:
-                yield line
+                good.append(line)
+        if good:
+            yield good
     on_problem(
         Problem(
             path,

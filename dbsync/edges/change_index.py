@@ -44,7 +44,7 @@ from dbsync.core.ordering import SortKey, part_of
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import content_hash, encode_record, line_hash_bytes, line_sort_key
 from dbsync.edges.change_log import LOG_MARK
-from dbsync.edges.changes import line_value, record_id
+from dbsync.edges.changes import line_record_id, line_value
 from dbsync.edges.parts import CollectionFiles, file_lines
 from dbsync.edges.records import encoded_record
 from dbsync.edges.store import STREAM_MARK, Document, Store, change_feed, chunks, encode_document
@@ -510,7 +510,7 @@ def learn_merged(
 def _identities(pair: tuple[bytes | None, bytes | None]) -> Iterator[bytes]:
     for line in pair:
         if line is not None:
-            yield id_bytes(record_id(line_value(line)))
+            yield id_bytes(line_record_id(line))
 
 
 def _merged_row(line: bytes, rules: Rules, notes: RecordNotes) -> Row:

@@ -42,7 +42,7 @@ from dbsync.config import Config, load_config
 from dbsync.core.merge import (
     Decision,
     MergeCounts,
-    align_runs,
+    align_batches,
     decide,
     decide_three_way,
     decide_two_way,
@@ -67,8 +67,7 @@ from dbsync.edges.pulled import RECORDS, DriverRecord, file_digest
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
-from dbsync.runs.losing import MERGE_DRIVER
-from dbsync.runs.merge import write_report_files
+from dbsync.runs.losing import MERGE_DRIVER, write_report_files
 from dbsync.runs.recording import record_report, recorded_run
 
 """Under ``database_sync/``: reports of driver merges the database has not been merged with."""
@@ -322,13 +321,13 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> C
                 raise _NotTakenOn("the two versions hold other collections")
             if theirs_section.header.rules != header.rules:
                 raise _NotTakenOn("the two versions disagree on the rules")
-            streams = [section.records, theirs_section.records]
+            streams = [section.batches, theirs_section.batches]
             if bases:
                 if bases[0] is None or bases[0].header.collection != header.collection:
                     raise _NotTakenOn("the ancestor holds other collections")
                 if bases[0].header.rules.key != header.rules.key:
                     raise _NotTakenOn("the ancestor is keyed otherwise")
-                streams.insert(0, bases[0].records)
+                streams.insert(0, bases[0].batches)
             name = header.collection
             counts[name], rules[name] = MergeCounts(conflicts=SpooledConflicts()), header.rules
             if counts.keys() == {name}:
@@ -342,15 +341,15 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> C
 
 
 def _walk(
-    streams: list[Iterator[bytes]], header: Header, counts: MergeCounts, told: Told
+    streams: list[Iterator[list[bytes]]], header: Header, counts: MergeCounts, told: Told
 ) -> Iterator[list[bytes]]:
     """The merged lines of one collection, in lists: ``decide``'s, a run of lines the same on
-    every side passed on as it is (``align_runs``: compared in C, not read), every other line
+    every side passed on as it is (``align_batches``: compared in C, not read), every other line
     checked deeply before it is decided on; each decision told to ``told``."""
     rules, width = header.rules, len(streams)
     checks = ChangedLineChecks(header, width)
     same = 0
-    for row in align_runs(streams, rules.key):
+    for row in align_batches(streams, rules.key):
         if isinstance(row, list):  # lines the same on every side
             if checks.pending:
                 _refuse(checks.same_after_changes(row[0]))

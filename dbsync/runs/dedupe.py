@@ -25,8 +25,7 @@ from dbsync.edges.changes import keep_current, line_value, record_id
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.store import Change, ChangeCounts, Store, encode_document
 from dbsync.progress import NoProgress
-from dbsync.runs.losing import DEDUPE
-from dbsync.runs.merge import write_report_files
+from dbsync.runs.losing import DEDUPE, write_report_files
 from dbsync.runs.restore import take_backup
 
 

@@ -12,19 +12,23 @@ cannot be written, the report says so and still holds every losing version.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dbsync.core import extjson
-from dbsync.core.report import MergeReport
+from dbsync.core.report import SUCCESS, MergeReport
 from dbsync.core.snapshot import content_hash
 from dbsync.edges.state import NewLosingVersion, open_state
 from dbsync.errors import DbsyncError
+
+if TYPE_CHECKING:
+    from dbsync.config import Config
 
 MERGE, HOOK, MERGE_DRIVER, DEDUPE = "merge", "hook", "merge-driver", "dedupe"
 """Where a conflict was decided (``NewLosingVersion.place``)."""
@@ -86,3 +90,24 @@ def record_losing_versions(
             f"state store ({error}): this report is where they are kept"
         )
         return 0
+
+
+def write_report_files(
+    config: Config, report: MergeReport, when: datetime.datetime, place: str = MERGE
+) -> Path:
+    """``merge_report_<time>.txt`` and its ``.json`` twin under ``database_sync/reports/``.
+
+    The losing versions of a merge that succeeded are recorded durably first (reports are
+    pruned, they are not), so that a failure to record them can still be said in the report.
+    """
+    folder = config.state_dir / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"merge_report_{when.strftime('%Y%m%dT%H%M%S%f')}"
+    if report.status == SUCCESS:
+        named = stem.with_suffix(".json").relative_to(config.root)  # the project may move
+        record_losing_versions(config.state_dir, report, place, named)
+    with stem.with_suffix(".txt").open("w") as text:
+        text.writelines(report.text_lines())
+    with stem.with_suffix(".json").open("wb") as json:
+        json.writelines(report.json_chunks())
+    return stem

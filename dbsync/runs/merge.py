@@ -72,7 +72,7 @@ from dbsync.edges.store import Change, ChangeCounts, Store, describe_id
 from dbsync.edges.synced import is_tracked_snapshot, save_synced, synced_dir
 from dbsync.errors import DbsyncError, InvalidInput, UsageError
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs.losing import MERGE, record_losing_versions
+from dbsync.runs.losing import MERGE, write_report_files
 
 BATCH = 1000
 
@@ -877,24 +877,3 @@ def _parts(plan: CollectionPlan) -> Iterable[tuple[Header, Iterator[bytes]]]:
         (header, vouched_records(path, digest))
         for (path, header), digest in zip(files.files, plan.vouched, strict=True)
     ]
-
-
-def write_report_files(
-    config: Config, report: MergeReport, when: datetime.datetime, place: str = MERGE
-) -> Path:
-    """``merge_report_<time>.txt`` and its ``.json`` twin under ``database_sync/reports/``.
-
-    The losing versions of a merge that succeeded are recorded durably first (reports are
-    pruned, they are not), so that a failure to record them can still be said in the report.
-    """
-    folder = config.state_dir / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"merge_report_{when.strftime('%Y%m%dT%H%M%S%f')}"
-    if report.status == SUCCESS:
-        named = stem.with_suffix(".json").relative_to(config.root)  # the project may move
-        record_losing_versions(config.state_dir, report, place, named)
-    with stem.with_suffix(".txt").open("w") as text:
-        text.writelines(report.text_lines())
-    with stem.with_suffix(".json").open("wb") as json:
-        json.writelines(report.json_chunks())
-    return stem
