@@ -5,6 +5,7 @@ and decides, backs up and writes what a merge reading everything does."""
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import shutil
@@ -18,13 +19,15 @@ import pytest
 
 from dbsync.config import load_config
 from dbsync.core import snapshot
+from dbsync.core.rules import Rules
 from dbsync.core.snapshot import SnapshotError
 from dbsync.edges import log_index, parts, pulled
+from dbsync.edges import synced as synced_module
 from dbsync.edges.backups import collection_file
 from dbsync.edges.changes import inserted_file
 from dbsync.edges.driver_decisions import clear_driver_decisions
-from dbsync.edges.pulled import RECORDS, CannotVouch, vouched_records
-from dbsync.edges.synced import synced_dir
+from dbsync.edges.pulled import RECORDS, CannotVouch, VouchedFile
+from dbsync.edges.synced import save_synced, synced_dir
 from dbsync.errors import InvalidInput
 from dbsync.integration import merge_driver
 from dbsync.integration.merge_driver import merge_files, record_driver_merge
@@ -355,10 +358,12 @@ def test_a_file_changed_since_it_was_vouched_for_is_not_recorded_as_synced(tmp_p
     path = tmp_path / "pnl.jsonl"
     path.write_bytes(b"header\nrecord\ntrailer\n")
     digest = pulled.file_digest(path)
-    assert list(vouched_records(path, digest)) == [b"record\n"]
+    assert list(VouchedFile(path, digest)) == [b"record\n"]
     path.write_bytes(b"header\nanother\ntrailer\n")
     with pytest.raises(InvalidInput, match="changed while it was being merged"):
-        list(vouched_records(path, digest))
+        list(VouchedFile(path, digest))
+    with pytest.raises(InvalidInput, match="changed while it was being merged"):
+        VouchedFile(path, digest).read()
 
 
 def test_rows_past_what_is_held_are_left_to_the_full_read(config, embedded_store, tmp_path):
@@ -455,3 +460,26 @@ def test_a_damaged_record_is_not_gone_by_the_file_is_walked(
     full = pull.full_merge(copies, monkeypatch)
     assert outcome(report, config) == outcome(full, config)
     assert documents(embedded_store) == after
+
+
+def test_a_vouched_file_is_kept_as_the_synced_copy_byte_for_byte(tmp_path, monkeypatch):
+    """Kept as it is when written as dbsync writes (one copy, not rewritten line by line);
+    else its lines are written again, canonical, with the digest they give."""
+    header = snapshot.Header("pnl", Rules(key=("_id",)))
+    lines = [snapshot.encode_record({"_id": i, "v": i}, ("_id",))[1] for i in range(3)]
+    out = io.BytesIO()
+    summary = snapshot.write_section(out, header, lines)
+    source, state = tmp_path / "pnl.jsonl", tmp_path / "state"
+    rewritten = []
+    monkeypatch.setattr(
+        synced_module,
+        "write_section",
+        lambda *args: rewritten.append(1) or snapshot.write_section(*args),
+    )
+    for data in (out.getvalue(), out.getvalue().replace(b'"count":', b'"count": ')):
+        source.write_bytes(data)
+        vouched = VouchedFile(source, pulled.file_digest(source))
+        synced = save_synced(state, [(header, vouched)], None)
+        assert (synced_dir(state) / "pnl.jsonl").read_bytes() == out.getvalue()
+        assert synced.digests == {"pnl": summary.digest}
+    assert len(rewritten) == 1  # only the file whose trailer was not written as dbsync writes

@@ -572,3 +572,23 @@ def test_verify_gives_the_header_of_every_section_it_read(tmp_path):
     path = write(tmp_path / "pnl.jsonl", DOCS)
     result = snapshot_files.verify_file(path)
     assert result.headers == [Header("pnl", RULES)] and result.sections == [("pnl", 5)]
+
+
+@pytest.mark.parametrize("docs", [DOCS, []], ids=["records", "empty"])
+def test_a_section_as_written_is_known_with_the_summary_writing_it_gives(docs):
+    out = io.BytesIO()
+    header = Header("pnl", RULES)
+    summary = snapshot.write_section(out, header, lines_for(docs))
+    assert snapshot.written_section(header, out.getvalue()) == summary
+
+
+def test_a_section_written_otherwise_is_not_kept_as_it_is():
+    out = io.BytesIO()
+    header = Header("pnl", RULES)
+    snapshot.write_section(out, header, lines_for(DOCS))
+    data = out.getvalue()
+    spaced = data.replace(b'"count":', b'"count": ')  # a trailer not in canonical form
+    assert snapshot.written_section(header, spaced) is None
+    assert snapshot.written_section(Header("other", RULES), data) is None
+    assert snapshot.written_section(Header("pnl", Rules(key=("user",))), data) is None
+    assert snapshot.written_section(header, data[:-1]) is None  # cut short

@@ -320,6 +320,28 @@ def write_section(handle: Writable, header: Header, lines: Iterable[bytes]) -> S
     return write_section_batches(handle, header, _batches(lines))
 
 
+def written_section(header: Header, data: bytes) -> SectionSummary | None:
+    """The summary of a one-section file's bytes when they end as ``write_section`` ends one
+    for ``header`` (its header line, and a trailer in canonical form); None otherwise. Only
+    for bytes whose records and trailer were checked already: they can be kept as they are
+    instead of written again line by line, the same bytes."""
+    if not data.startswith(header.line()):
+        return None
+    trailer = last_trailer(data[-TRAILER_TAIL_BYTES:])
+    if trailer is None:
+        return None
+    count, digest = trailer.get("count"), trailer.get("digest")
+    if type(count) is not int or not isinstance(digest, str):
+        return None
+    if not data.endswith(b"\n" + trailer_line(count, digest)):
+        return None
+    return SectionSummary(header.collection, count, digest)
+
+
+TRAILER_TAIL_BYTES = 4096
+"""Enough of a file's end to hold its trailer line."""
+
+
 def write_section_batches(
     handle: Writable, header: Header, batches: Iterable[list[bytes]]
 ) -> SectionSummary:

@@ -259,21 +259,37 @@ def pulled_rows(pulled: CollectionFiles, synced: CollectionFiles, records: Path 
     return Pulled(list(heapq.merge(*found, key=_key)), digests)
 
 
-def vouched_records(path: Path, digest: str) -> Iterator[bytes]:
-    """The record lines of a one-section file vouched for as of blob id ``digest`` (read whole,
-    its digest checked before the first line): what was checked, not read line by line again.
-    Raises ``InvalidInput`` if the file changed since."""
-    data = path.read_bytes()
-    hasher = _blob_hasher(len(data))
-    hasher.update(data)
-    if hasher.hexdigest() != digest:
-        raise InvalidInput(f"{path} changed while it was being merged; nothing was recorded")
-    lines = io.BytesIO(data)
-    next(lines)  # the header: the writer writes its own
-    previous = next(lines)
-    for line in lines:
-        yield previous
-        previous = line  # the last one is the trailer: the writer writes its own
+class VouchedFile:
+    """A one-section file vouched for as of blob id ``digest``, read whole when asked for
+    (``read``), its digest checked first: what was checked is what is kept, not read line by
+    line again. ``InvalidInput`` if the file changed since."""
+
+    def __init__(self, path: Path, digest: str) -> None:
+        self.path, self.digest = path, digest
+
+    def read(self) -> bytes:
+        data = self.path.read_bytes()
+        hasher = _blob_hasher(len(data))
+        hasher.update(data)
+        if hasher.hexdigest() != self.digest:
+            raise InvalidInput(
+                f"{self.path} changed while it was being merged; nothing was recorded"
+            )
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.records(self.read())
+
+    @staticmethod
+    def records(data: bytes) -> Iterator[bytes]:
+        """The record lines of a one-section file's bytes (its header and trailer left out:
+        a writer writes its own)."""
+        lines = io.BytesIO(data)
+        next(lines)
+        previous = next(lines)
+        for line in lines:
+            yield previous
+            previous = line  # the last one is the trailer
 
 
 def _key(row: PulledRow) -> SortKey:

@@ -11,10 +11,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dbsync.core.snapshot import SUFFIX, Header, header_filename, write_section
+from dbsync.core.snapshot import (
+    SUFFIX,
+    Header,
+    SectionSummary,
+    Writable,
+    header_filename,
+    write_section,
+    written_section,
+)
 from dbsync.edges import git
 from dbsync.edges.files import StagedFiles, write_bytes_atomically
 from dbsync.edges.parts import collection_files, combined_digest, obsolete_files
+from dbsync.edges.pulled import VouchedFile
 
 META = "synced.json"
 
@@ -57,9 +66,7 @@ def save_synced(
         for header, lines in sections:
             path = folder / header_filename(header)
             with staged.open(path) as handle:
-                parts.setdefault(header.collection, []).append(
-                    write_section(handle, header, lines).digest
-                )
+                parts.setdefault(header.collection, []).append(_write(handle, header, lines).digest)
             written.append(path)
         for collection in parts:
             for stale in obsolete_files(on_disk.get(collection), written):
@@ -68,6 +75,19 @@ def save_synced(
     synced = Synced(commit, digests)
     _write_meta(state_dir, synced)
     return synced
+
+
+def _write(handle: Writable, header: Header, lines: Iterable[bytes]) -> SectionSummary:
+    """One section of the synced copy: a vouched file kept as it is when it is written as
+    ``write_section`` writes (one write), else its lines written."""
+    if isinstance(lines, VouchedFile):
+        data = lines.read()
+        summary = written_section(header, data)
+        if summary is not None:
+            handle.write(data)
+            return summary
+        return write_section(handle, header, VouchedFile.records(data))
+    return write_section(handle, header, lines)
 
 
 def _write_meta(state_dir: Path, synced: Synced) -> None:

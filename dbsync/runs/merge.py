@@ -62,8 +62,8 @@ from dbsync.edges.pulled import (
     CannotVouch,
     Pulled,
     PulledRow,
+    VouchedFile,
     pulled_rows,
-    vouched_records,
 )
 from dbsync.edges.records import KeyClashes, collection_lines, unique_lines
 from dbsync.edges.snapshot_files import read_sections
@@ -867,13 +867,13 @@ def _save_synced(config: Config, plans: dict[str, CollectionPlan], commit: str |
     save_synced(config.state_dir, sections, commit)
 
 
-def _parts(plan: CollectionPlan) -> Iterable[tuple[Header, Iterator[bytes]]]:
+def _parts(plan: CollectionPlan) -> Iterable[tuple[Header, Iterable[bytes]]]:
     """The snapshot's sections of a plan's collection, as the plan checked them."""
     assert plan.theirs is not None
     files = plan.theirs.files
     if plan.vouched is None or files is None:
         return plan.theirs.parts()
     return [
-        (header, vouched_records(path, digest))
+        (header, VouchedFile(path, digest))
         for (path, header), digest in zip(files.files, plan.vouched, strict=True)
     ]
