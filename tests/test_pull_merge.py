@@ -357,13 +357,13 @@ def test_a_record_a_driver_could_not_finish_is_not_saved(config, tmp_path):
 def test_a_file_changed_since_it_was_vouched_for_is_not_recorded_as_synced(tmp_path):
     path = tmp_path / "pnl.jsonl"
     path.write_bytes(b"header\nrecord\ntrailer\n")
-    digest = pulled.file_digest(path)
-    assert list(VouchedFile(path, digest)) == [b"record\n"]
+    check = pulled.content_check(path.read_bytes())
+    assert list(VouchedFile(path, check)) == [b"record\n"]
     path.write_bytes(b"header\nanother\ntrailer\n")
     with pytest.raises(InvalidInput, match="changed while it was being merged"):
-        list(VouchedFile(path, digest))
+        list(VouchedFile(path, check))
     with pytest.raises(InvalidInput, match="changed while it was being merged"):
-        VouchedFile(path, digest).read()
+        VouchedFile(path, check).read()
 
 
 def test_rows_past_what_is_held_are_left_to_the_full_read(config, embedded_store, tmp_path):
@@ -478,7 +478,7 @@ def test_a_vouched_file_is_kept_as_the_synced_copy_byte_for_byte(tmp_path, monke
     )
     for data in (out.getvalue(), out.getvalue().replace(b'"count":', b'"count": ')):
         source.write_bytes(data)
-        vouched = VouchedFile(source, pulled.file_digest(source))
+        vouched = VouchedFile(source, pulled.content_check(data))
         synced = save_synced(state, [(header, vouched)], None)
         assert (synced_dir(state) / "pnl.jsonl").read_bytes() == out.getvalue()
         assert synced.digests == {"pnl": summary.digest}

@@ -107,7 +107,7 @@ class CollectionPlan:
     backup_bytes: int = 0
     applied: ChangeCounts | None = None
     vouched: list[str] | None = None
-    """git's blob id of each of the snapshot's files as the plan checked or vouched for them
+    """The ``content_check`` of each of the snapshot's files as the plan vouched for them
     (``edges.pulled``): recorded as synced from those very bytes, not read again."""
     indexed: Recorded | None = None
     """The change index's record when the plan took the database's side from the index alone
@@ -332,7 +332,7 @@ def sparse_plan(
         found = (decide_three_way(b, d, s, rules) for b, d, s in seen)
         decisions = (decision for decision in found if decision is not None)
     plan = _planned(name, rules, decisions, theirs, work, backup)
-    plan.vouched = pulled.digests
+    plan.vouched = pulled.checks
     records = synced.records()
     if records is None:
         raise IndexMismatch(f"{name}: the synced copy has no trailer")
@@ -874,6 +874,6 @@ def _parts(plan: CollectionPlan) -> Iterable[tuple[Header, Iterable[bytes]]]:
     if plan.vouched is None or files is None:
         return plan.theirs.parts()
     return [
-        (header, VouchedFile(path, digest))
-        for (path, header), digest in zip(files.files, plan.vouched, strict=True)
+        (header, VouchedFile(path, check))
+        for (path, header), check in zip(files.files, plan.vouched, strict=True)
     ]
