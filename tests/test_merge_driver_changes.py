@@ -12,7 +12,7 @@ import pytest
 from dbsync.core import snapshot
 from dbsync.core.rules import Rules
 from dbsync.core.snapshot import Header, record_line, write_section
-from dbsync.edges import snapshot_files
+from dbsync.edges import pulled, snapshot_files
 from dbsync.edges.snapshot_files import verify_file
 from dbsync.integration import merge_driver
 from dbsync.integration.merge_driver import merge_files
@@ -188,3 +188,50 @@ def test_a_lying_line_the_same_on_every_side_passes_through_unchanged(tmp_path, 
     assert [(p.line, "a value lies about its type" in p.message) for p in problems] == [
         (line_of(path, b"four"), True)
     ]
+
+
+@pytest.mark.parametrize("walk", ["quick", "full"])
+def test_the_blob_ids_are_of_the_versions_as_given_whichever_walk_merged_them(
+    tmp_path, monkeypatch, walk
+):
+    """The quick walk takes them from its own reads (no file read again); a merge it leaves
+    to the full verification after reading part of the files reads them again, before OURS
+    is replaced."""
+    ours = edited(BASE, r3=body(3, "ours"))
+    theirs = edited(BASE, r9=body(9, "theirs"))
+    expected = {}
+    for name, bodies in (("base", BASE), ("ours", ours), ("theirs", theirs)):
+        expected[name] = pulled.file_digest(snapshot_file(tmp_path / f"{name}.copy", bodies))
+    read_again = []
+    original_digest = pulled.file_digest
+    monkeypatch.setattr(
+        pulled, "file_digest", lambda path: read_again.append(path) or original_digest(path)
+    )
+    monkeypatch.setattr(snapshot_files, "READ_BATCH_BYTES", 64)
+    if walk == "full":
+        original_walk = merge_driver._walk
+
+        def gives_up(*args, **kwargs):
+            yield next(original_walk(*args, **kwargs))
+            raise RuntimeError("given up after the first row")
+
+        monkeypatch.setattr(merge_driver, "_walk", gives_up)
+    result, path, _ = merge(tmp_path, BASE, ours, theirs)
+    assert result.merged, result.message
+    assert result.decided is not None
+    assert result.decided.blobs == expected
+    assert len(read_again) == (3 if walk == "full" else 0)
+    assert original_digest(path) != expected["ours"]  # OURS now holds the merge
+
+
+def test_a_blob_digest_reads_the_file_again_only_when_the_reader_did_not_read_it_whole(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"0123456789" * 10)
+    whole, part = pulled.BlobDigest(path), pulled.BlobDigest(path)
+    with path.open("rb") as handle:
+        while chunk := handle.read(7):
+            whole.update(chunk)
+    part.update(b"0123456789")
+    assert whole.finish() == part.finish() == pulled.file_digest(path)
+    path.write_bytes(b"changed")  # a finished digest is kept
+    assert whole.finish() == part.finish() != pulled.file_digest(path)

@@ -74,6 +74,30 @@ def _blob_hasher(size: int) -> Any:
     return hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
 
 
+class BlobDigest:
+    """git's blob id of a file taken from the chunks a reader reads of it (``update``, as
+    ``read_line_batches``' ``seen``), so that a file read anyway is not read twice: ``finish``
+    reads the file again only if the reader did not read all of it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._size = path.stat().st_size
+        self._hasher = _blob_hasher(self._size)
+        self._read = 0
+        self.hexdigest: str | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        self._read += len(chunk)
+
+    def finish(self) -> str:
+        """The blob id: call it while the file still holds what was read."""
+        if self.hexdigest is None:
+            whole = self._read == self._size == self.path.stat().st_size
+            self.hexdigest = str(self._hasher.hexdigest()) if whole else file_digest(self.path)
+        return self.hexdigest
+
+
 def content_check(data: bytes) -> str:
     """A quick digest of bytes (xxh3-128) that tells whether a file vouched for changed since:
     a tenth of the SHA-1 of its blob id, and as sure a test for bytes that changed by

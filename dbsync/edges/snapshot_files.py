@@ -194,17 +194,23 @@ def _spill(chunk: list[tuple[SortKey, bytes]]) -> IO[bytes]:
 READ_BATCH_BYTES = 1 << 20
 
 
-def read_line_batches(handle: BinaryIO, size: int | None = None) -> Iterator[list[bytes]]:
+def read_line_batches(
+    handle: BinaryIO, size: int | None = None, seen: Callable[[bytes], object] | None = None
+) -> Iterator[list[bytes]]:
     """The lines of an open file from where it stands, in lists of about ``size`` bytes
     (``READ_BATCH_BYTES``), split in C: a reader that checks many lines at once
     (``snapshot.check_sections``) pays no Python step per line. A line longer than
     ``MAX_LINE_BYTES`` comes cut to ``MAX_LINE_BYTES + 1`` bytes (without its newline: the
-    checks report it as too long) and the rest of it is skipped, unread into memory."""
+    checks report it as too long) and the rest of it is skipped, unread into memory.
+    ``seen``, if given, is called with every chunk read (a digest of the file, say; the rest
+    of a line too long is not given to it)."""
     size = size or READ_BATCH_BYTES
     limit = snapshot_format.MAX_LINE_BYTES
     pending: list[bytes] = []  # the start of a line longer than what was read so far
     held = 0
     while chunk := handle.read(size):
+        if seen is not None:
+            seen(chunk)
         end = chunk.rfind(b"\n") + 1
         if end == 0:
             pending.append(chunk)
@@ -233,8 +239,15 @@ def _split_lines(data: bytes) -> list[bytes]:
     return io.BytesIO(data).readlines()
 
 
-def scan(path: Path, *, deep: bool, on_problem: Callable[[Problem], None]) -> Iterator[Section]:
-    """Stream the sections of a snapshot file, reporting every problem to ``on_problem``.
+def scan(
+    path: Path,
+    *,
+    deep: bool,
+    on_problem: Callable[[Problem], None],
+    seen: Callable[[bytes], object] | None = None,
+) -> Iterator[Section]:
+    """Stream the sections of a snapshot file, reporting every problem to ``on_problem``
+    (``seen``: as ``read_line_batches``).
 
     Used strictly (``on_problem`` raises) by merge and import, and leniently (it collects) by
     ``verify``, so both read files the same way.
@@ -244,7 +257,7 @@ def scan(path: Path, *, deep: bool, on_problem: Callable[[Problem], None]) -> It
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
     with handle:
-        batches = read_line_batches(handle)
+        batches = read_line_batches(handle, seen=seen)
         yield from check_sections(str(path), batches, deep=deep, on_problem=on_problem)
 
 
@@ -252,9 +265,12 @@ def _raise(problem: Problem) -> None:
     raise SnapshotError(problem.path, problem.line, problem.message)
 
 
-def read_sections(path: Path, *, deep: bool = False) -> Iterator[Section]:
-    """Stream the sections of a file, raising ``SnapshotError`` at the first problem."""
-    return scan(path, deep=deep, on_problem=_raise)
+def read_sections(
+    path: Path, *, deep: bool = False, seen: Callable[[bytes], object] | None = None
+) -> Iterator[Section]:
+    """Stream the sections of a file, raising ``SnapshotError`` at the first problem
+    (``seen``: as ``read_line_batches``)."""
+    return scan(path, deep=deep, on_problem=_raise, seen=seen)
 
 
 @dataclass

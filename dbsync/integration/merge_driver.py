@@ -63,7 +63,7 @@ from dbsync.edges.conflict_spool import SpooledConflicts
 from dbsync.edges.driver_decisions import queue_driver_decisions
 from dbsync.edges.files import atomic_writer
 from dbsync.edges.log_index import LINES_KEPT, Change, LogIndex
-from dbsync.edges.pulled import RECORDS, DriverRecord, file_digest
+from dbsync.edges.pulled import RECORDS, BlobDigest, DriverRecord, file_digest
 from dbsync.edges.snapshot_files import read_sections
 from dbsync.edges.sources import SourceSection, index_sections
 from dbsync.errors import DbsyncError, InvalidInput
@@ -181,10 +181,11 @@ def merge_files(base: Path, ours: Path, theirs: Path, label: str) -> DriverResul
     """Merge THEIRS into OURS in place; on any doubt leave OURS as it was and say why."""
     told = Told()
     try:
-        blobs = {"ours": file_digest(ours), "theirs": file_digest(theirs)}
+        digests = {"ours": BlobDigest(ours), "theirs": BlobDigest(theirs)}
         if base.is_file() and base.stat().st_size:
-            blobs["base"] = file_digest(base)
-        counts, mode, rules = _merge(base, ours, theirs, told)
+            digests["base"] = BlobDigest(base)
+        counts, mode, rules = _merge(base, ours, theirs, told, digests)
+        blobs = {side: digest.finish() for side, digest in digests.items()}
     except (DbsyncError, OSError) as error:
         told.record.close()
         said = error.message if isinstance(error, DbsyncError) else str(error)
@@ -283,18 +284,23 @@ def _index(side: str, path: Path) -> dict[str, SourceSection]:
 Merged = tuple[dict[str, MergeCounts], str, dict[str, Rules]]
 
 
-def _merge(base: Path, ours: Path, theirs: Path, told: Told) -> Merged:
+def _merge(
+    base: Path, ours: Path, theirs: Path, told: Told, digests: dict[str, BlobDigest]
+) -> Merged:
     """The merge at the cost of the change (``_merge_changes``), each decision told to
     ``told``. Should it meet anything amiss, the merge as it was before: every line of the
     three versions verified first, the first problem named (side, line, what), or a merge of
     what the quick walk does not take on (a base that lacks a collection, say); nothing of it
-    is told (``told.discard``)."""
+    is told (``told.discard``). ``digests`` take the blob ids of the versions as they are
+    read, each finished before OURS is replaced."""
     two_way = not base.is_file() or base.stat().st_size == 0
     ancestor = None if two_way else base
     try:
-        counts, rules = _merge_changes(ancestor, ours, theirs, told)
+        counts, rules = _merge_changes(ancestor, ours, theirs, told, digests)
     except Exception:  # whatever the walk could not read: the full verification names it
         told.discard()
+        for digest in digests.values():
+            digest.finish()
         counts, rules = _merge_verified(ancestor, ours, theirs)
     return counts, "two-way" if two_way else "three-way", rules
 
@@ -306,11 +312,18 @@ class _NotTakenOn(Exception):
     """What the quick walk leaves to the full verification."""
 
 
-def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> Counted:
+def _merge_changes(
+    base: Path | None, ours: Path, theirs: Path, told: Told, digests: dict[str, BlobDigest]
+) -> Counted:
     """One walk of the three versions, each line's shape and hash checked as it is read; only
     the lines that differ between them are decoded and checked deeply (``ChangedLineChecks``).
-    Each version holds the same collections in the same order (one, in a git repository)."""
-    mine, *others = (read_sections(p) for p in (ours, theirs, *([base] if base else [])))
+    Each version holds the same collections in the same order (one, in a git repository).
+    The reads feed ``digests``."""
+    sides = [("ours", ours), ("theirs", theirs), *([("base", base)] if base else [])]
+    mine, *others = (
+        read_sections(path, seen=digests[side].update if side in digests else None)
+        for side, path in sides
+    )
     counts: dict[str, MergeCounts] = {}
     rules: dict[str, Rules] = {}
     with atomic_writer(ours) as handle:
@@ -337,6 +350,8 @@ def _merge_changes(base: Path | None, ours: Path, theirs: Path, told: Told) -> C
             write_section_batches(handle, header, _walk(streams, header, counts[name], told))
         if any(next(reader, None) is not None for reader in others):
             raise _NotTakenOn("the versions hold other collections")
+        for digest in digests.values():  # OURS still holds what was read
+            digest.finish()
     return counts, rules
 
 
