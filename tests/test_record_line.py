@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bson
-from bson import Decimal128, ObjectId
+from bson import Binary, Decimal128, ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,3 +75,48 @@ def test_the_line_s_fields_are_read_through_the_format():
     header = snapshot.Header("items", Rules(("_id",), None, ())).line()
     assert not snapshot.is_record_line(header)
     assert not snapshot.is_record_line(snapshot.trailer_line(1, "0" * 32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(min_size=12, max_size=12),
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.integers(min_value=0, max_value=255),
+)
+def test_property_pymongo_s_attributes_that_write_wrapped_reads_are_its_public_values(
+    oid_bytes, high, low, subtype
+):
+    """``write_wrapped`` reads pymongo's private attributes for speed: they hold what the
+    public properties give, or this fails the day pymongo renames them."""
+    oid = ObjectId(oid_bytes)
+    assert oid._ObjectId__id == oid.binary
+    decimal = Decimal128.from_bid(low.to_bytes(8, "little") + high.to_bytes(8, "little"))
+    assert (decimal._Decimal128__high, decimal._Decimal128__low) == decimal.__getstate__()
+    binary = Binary(oid_bytes, subtype)
+    assert binary._Binary__subtype == binary.subtype
+    doc = {"_id": oid, "d": decimal, "b": binary}
+    assert extjson.encode_plain(doc) == extjson.encode_document(doc)
+
+
+_TYPE_BYTES = {*range(0x01, 0x14), 0x7F, 0xFF}
+
+
+def _plain_bson_reference(raw: bytes) -> bool:
+    """``plain_bson`` as its docstring says it, one byte at a time."""
+    for at in range(5, len(raw) - 1):
+        if raw[at] == 0x24 and raw[at - 1] in _TYPE_BYTES:
+            return False
+        if raw[at] in (0x7F, 0xFF) and raw[at - 1] >= 0xF0 and raw[at + 1] in {0, *_TYPE_BYTES}:
+            return False
+    return True
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([0x00, 0x01, 0x13, 0x24, 0x41, 0x7F, 0xF0, 0xF8, 0xFF])))
+def test_property_plain_bson_is_its_byte_by_byte_reference(body):
+    """The scans that look only where a ``$``, a 0x7f or a 0xff is find what a byte-by-byte
+    scan finds, whichever of those bytes a document holds (a length and a type byte first,
+    the end byte last, as BSON has them)."""
+    raw = b"\x24\x24\x24\x24\x02" + bytes(body) + b"\x00"
+    assert extjson.plain_bson(raw) == _plain_bson_reference(raw)
