@@ -120,3 +120,22 @@ def test_property_plain_bson_is_its_byte_by_byte_reference(body):
     the end byte last, as BSON has them)."""
     raw = b"\x24\x24\x24\x24\x02" + bytes(body) + b"\x00"
     assert extjson.plain_bson(raw) == _plain_bson_reference(raw)
+
+
+def test_a_wrapped_value_write_wrapped_cannot_read_falls_back_to_the_general_walk(monkeypatch):
+    """Should pymongo rename the attributes ``write_wrapped`` reads, orjson's write fails and
+    the line is written by the general walk: the same bytes."""
+    doc = {
+        "_id": ObjectId("65a1b2c3d4e5f60718293a4b"),
+        "n": bson.int64.Int64(7),
+        "d": Decimal128("2209195.40"),
+        "b": Binary(b"xy", 4),
+    }
+    raw = bson.encode(doc)
+    expected = snapshot.encode_record(doc, ("_id",), raw)
+
+    def renamed(value):
+        raise AttributeError("'ObjectId' object has no attribute '_ObjectId__id'")
+
+    monkeypatch.setattr(snapshot, "_write_wrapped", renamed)
+    assert snapshot.encode_record(doc, ("_id",), raw) == expected

@@ -451,7 +451,9 @@ def write_wrapped(value: Any) -> JsonValue:
     The bytes of an ObjectId, the two words of a Decimal128 and a Binary's subtype are read
     from pymongo's own attributes (``_ObjectId__id``...), not through the public properties
     and ``__getstate__``: each of those is a Python call, a third of what such a value costs
-    here (``test_record_line`` checks both read the same).
+    here (``test_record_line`` checks both read the same). Should a pymongo no longer have
+    them, the ``AttributeError`` fails orjson's write and its callers write the document by
+    the general walk (``encode_document``): the same bytes, at its cost.
     """
     kind = type(value)
     if kind is ObjectId:  # a dict of a str: orjson writes it faster than a Fragment is made
