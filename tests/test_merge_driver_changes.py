@@ -126,6 +126,52 @@ def test_a_normal_merge_needs_no_full_verification(tmp_path, quick_only):
     assert verify_file(path).ok
 
 
+@pytest.mark.parametrize(
+    ("damaged", "changed"),
+    [
+        (("base", "ours", "theirs"), None),  # a line the same on every side: tested once
+        (("theirs",), None),  # a line only theirs holds so
+        (("ours",), "r12"),
+        (("theirs",), "r4"),  # in a row another side changed
+    ],
+    ids=["every side", "theirs", "ours", "theirs, changed row"],
+)
+def test_a_line_whose_body_is_not_its_hash_is_refused_on_any_side(
+    tmp_path, monkeypatch, damaged, changed
+):
+    """The walk tests each line's hash itself (read with ``hashes=False``), a line the same on
+    every side once: a damaged line is refused wherever it is, whatever batch it falls in."""
+    monkeypatch.setattr(snapshot_files, "READ_BATCH_BYTES", 300)
+    ours = edited(BASE, **({changed: body(int(changed[1:]), "ours")} if changed else {}))
+    sides = {"base": BASE, "ours": ours, "theirs": edited(BASE, r9=body(9, "theirs"))}
+    paths = {name: snapshot_file(tmp_path / name, bodies) for name, bodies in sides.items()}
+    for name in damaged:  # the body changed, its hash and the trailer left as they were
+        data = paths[name].read_bytes()
+        assert data.count(b'"record 4"') == 1
+        paths[name].write_bytes(data.replace(b'"record 4"', b'"record X"'))
+    before = paths["ours"].read_bytes()
+    result = merge_files(paths["base"], paths["ours"], paths["theirs"], "items.jsonl")
+    assert not result.merged
+    assert "does not match its hash" in result.message
+    assert paths["ours"].read_bytes() == before
+
+
+def test_each_line_s_hash_is_tested_once_when_every_side_holds_it(tmp_path, monkeypatch):
+    sides = {
+        "base": BASE,
+        "ours": edited(BASE, r3=body(3, "ours")),
+        "theirs": edited(BASE, r9=body(9, "theirs")),
+    }
+    paths = [snapshot_file(tmp_path / name, bodies) for name, bodies in sides.items()]
+    tested = []
+    original = snapshot._hex_hash
+    monkeypatch.setattr(snapshot, "_hex_hash", lambda body: tested.append(body) or original(body))
+    result = merge_files(*paths, "items.jsonl")
+    assert result.merged, result.message
+    # 18 lines the same on every side once, records 3 and 9 on each of the three sides
+    assert len(tested) == 18 + 6
+
+
 LYING = b'{"_id":4,"v":{"$numberLong":"four"},"ts":"2025-01-01T00:00:00"}'
 HAND_EDITED = b'{"_id": 4, "v": "spaced out", "ts": "2025-01-01T00:00:00"}'
 

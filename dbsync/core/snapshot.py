@@ -571,12 +571,21 @@ class ChangedLineChecks:
 
 
 def check_sections(
-    path: str, batches: Iterable[list[bytes]], *, deep: bool, on_problem: Callable[[Problem], None]
+    path: str,
+    batches: Iterable[list[bytes]],
+    *,
+    deep: bool,
+    on_problem: Callable[[Problem], None],
+    hashes: bool = True,
 ) -> Iterator[Section]:
     """Stream the sections of a file's lines, given in batches (``read_line_batches``; ``path``
     names the file), reporting every problem.
 
     A line longer than ``MAX_LINE_BYTES`` may come cut to that length: it is reported so.
+    ``hashes=False`` leaves the test of each usual record line's hash against its body to the
+    caller (``hashes_hold``; its shape, its length and the trailer's digest of the hashes it
+    states are still checked here): a merge of versions whose lines are mostly the same on
+    every side tests each such line once, not once per side.
     """
     lines = _Lines(batches)
     first = lines.next_line()
@@ -592,7 +601,7 @@ def check_sections(
             return
         checker = _Checker(header, line, deep)
         ending: list[tuple[int, bytes] | None] = []
-        batches = _section_batches(path, lines, checker, on_problem, ending)
+        batches = _section_batches(path, lines, checker, on_problem, ending, hashes)
         yield Section(header, path, number, chain.from_iterable(batches), batches)
         for _ in batches:  # the consumer may stop early; the section is still checked
             pass
@@ -638,10 +647,11 @@ _starts, _middles, _ends = (
 _bodies = operator.itemgetter(slice(_BODY_START, -2))
 
 
-def _all_records(batch: list[bytes]) -> bytes | None:
-    """The hashes of a batch's lines, joined, when every line passes what ``_section_records``
-    tests of a usual line (its shape, its length, its hash its body's); else None. The same
-    tests over the whole batch, each a ``map`` in C: no Python step per line."""
+def _all_records(batch: list[bytes], hashes: bool) -> bytes | None:
+    """The hashes of a batch's lines, joined, when every line passes what ``_section_batches``
+    tests of a usual line (its shape, its length, its hash its body's, unless ``hashes`` is
+    False); else None. The same tests over the whole batch, each a ``map`` in C: no Python
+    step per line."""
     if (
         set(map(_starts, batch)) != {_RECORD_PREFIX}
         or set(map(_middles, batch)) != {_RECORD_MIDDLE}
@@ -649,10 +659,17 @@ def _all_records(batch: list[bytes]) -> bytes | None:
         or max(map(len, batch)) > MAX_LINE_BYTES
     ):
         return None
-    hashes = b"".join(map(line_hash_bytes, batch))
-    if "".join(map(_hex_hash, map(_bodies, batch))).encode() != hashes:
+    stated = b"".join(map(line_hash_bytes, batch))
+    if hashes and "".join(map(_hex_hash, map(_bodies, batch))).encode() != stated:
         return None
-    return hashes
+    return stated
+
+
+def hashes_hold(lines: list[bytes]) -> bool:
+    """Whether the hash each record line states is its body's (lines whose shape was checked,
+    as ``check_sections`` with ``hashes=False`` gives them), tested over the list at once."""
+    stated = b"".join(map(line_hash_bytes, lines))
+    return "".join(map(_hex_hash, map(_bodies, lines))).encode() == stated
 
 
 def _section_batches(
@@ -661,6 +678,7 @@ def _section_batches(
     checker: _Checker,
     on_problem: Callable[[Problem], None],
     ending: list[tuple[int, bytes] | None],
+    hashes: bool = True,
 ) -> Iterator[list[bytes]]:
     """A section's record lines, in lists, each line checked (shape and hash; deeply when
     ``checker.deep``), up to its trailer (checked against the digest). A batch of usual lines
@@ -671,8 +689,8 @@ def _section_batches(
     digest, deep = checker.digest, checker.deep
     hex_hash, limit, start = _hex_hash, MAX_LINE_BYTES, _BODY_START
     while (batch := lines.batch()) is not None:
-        if not deep and (hashes := _all_records(batch)) is not None:
-            digest.hasher.update(hashes)
+        if not deep and (stated := _all_records(batch, hashes)) is not None:
+            digest.hasher.update(stated)
             digest.count += len(batch)
             lines.number += len(batch)
             last = lines.number
@@ -683,14 +701,15 @@ def _section_batches(
             lines.number += 1
             number = last = lines.number
             # The usual line, tested inline (a call per line costs more than the test): the
-            # shape of a record line and its hash, which is then 16 lowercase hex digits by
-            # construction. Anything else goes the long way, which names the problem.
+            # shape of a record line and its hash (unless the caller tests it), which is then
+            # 16 lowercase hex digits by construction. Anything else goes the long way, which
+            # names the problem.
             if (
                 line[-2:] == b"}\n"
                 and line[22:start] == b'","d":'
                 and line[:6] == b'{"h":"'
                 and len(line) <= limit
-                and hex_hash(line[start:-2]).encode() == line[6:22]
+                and (not hashes or hex_hash(line[start:-2]).encode() == line[6:22])
             ):
                 digest.add(line)
                 if not deep:

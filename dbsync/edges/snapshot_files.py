@@ -245,9 +245,10 @@ def scan(
     deep: bool,
     on_problem: Callable[[Problem], None],
     seen: Callable[[bytes], object] | None = None,
+    hashes: bool = True,
 ) -> Iterator[Section]:
     """Stream the sections of a snapshot file, reporting every problem to ``on_problem``
-    (``seen``: as ``read_line_batches``).
+    (``seen``: as ``read_line_batches``; ``hashes``: as ``check_sections``).
 
     Used strictly (``on_problem`` raises) by merge and import, and leniently (it collects) by
     ``verify``, so both read files the same way.
@@ -258,7 +259,9 @@ def scan(
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
     with handle:
         batches = read_line_batches(handle, seen=seen)
-        yield from check_sections(str(path), batches, deep=deep, on_problem=on_problem)
+        yield from check_sections(
+            str(path), batches, deep=deep, on_problem=on_problem, hashes=hashes
+        )
 
 
 def _raise(problem: Problem) -> None:
@@ -266,11 +269,15 @@ def _raise(problem: Problem) -> None:
 
 
 def read_sections(
-    path: Path, *, deep: bool = False, seen: Callable[[bytes], object] | None = None
+    path: Path,
+    *,
+    deep: bool = False,
+    seen: Callable[[bytes], object] | None = None,
+    hashes: bool = True,
 ) -> Iterator[Section]:
     """Stream the sections of a file, raising ``SnapshotError`` at the first problem
-    (``seen``: as ``read_line_batches``)."""
-    return scan(path, deep=deep, on_problem=_raise, seen=seen)
+    (``seen``: as ``read_line_batches``; ``hashes``: as ``check_sections``)."""
+    return scan(path, deep=deep, on_problem=_raise, seen=seen, hashes=hashes)
 
 
 @dataclass

@@ -54,6 +54,7 @@ from dbsync.core.snapshot import (
     ChangedLineChecks,
     Header,
     SnapshotError,
+    hashes_hold,
     line_sort_key,
     write_section,
     write_section_batches,
@@ -315,13 +316,14 @@ class _NotTakenOn(Exception):
 def _merge_changes(
     base: Path | None, ours: Path, theirs: Path, told: Told, digests: dict[str, BlobDigest]
 ) -> Counted:
-    """One walk of the three versions, each line's shape and hash checked as it is read; only
-    the lines that differ between them are decoded and checked deeply (``ChangedLineChecks``).
+    """One walk of the three versions, each line's shape checked as it is read, its hash as it
+    is walked (once for a line the same on every side); only the lines that differ between
+    them are decoded and checked deeply (``ChangedLineChecks``).
     Each version holds the same collections in the same order (one, in a git repository).
     The reads feed ``digests``."""
     sides = [("ours", ours), ("theirs", theirs), *([("base", base)] if base else [])]
-    mine, *others = (
-        read_sections(path, seen=digests[side].update if side in digests else None)
+    mine, *others = (  # each line's hash is tested by ``_walk``, once for all sides
+        read_sections(path, seen=digests[side].update if side in digests else None, hashes=False)
         for side, path in sides
     )
     counts: dict[str, MergeCounts] = {}
@@ -366,6 +368,8 @@ def _walk(
     same = 0
     for row in align_batches(streams, rules.key):
         if isinstance(row, list):  # lines the same on every side
+            if not hashes_hold(row):
+                raise _NotTakenOn("a line's hash is not its content's")
             if checks.pending:
                 _refuse(checks.same_after_changes(row[0]))
             checks.last_same = row[-1]
@@ -374,6 +378,8 @@ def _walk(
             continue
         for side, line in enumerate(row):
             if line is not None:
+                if not hashes_hold([line]):
+                    raise _NotTakenOn("a line's hash is not its content's")
                 _refuse(checks.changed(side, line))
         if width == 3:
             decision = decide_three_way(row[0], row[1], row[2], rules)
