@@ -592,3 +592,21 @@ def test_a_section_written_otherwise_is_not_kept_as_it_is():
     assert snapshot.written_section(Header("other", RULES), data) is None
     assert snapshot.written_section(Header("pnl", Rules(key=("user",))), data) is None
     assert snapshot.written_section(header, data[:-1]) is None  # cut short
+
+
+def test_a_reader_that_leaves_the_hashes_to_its_caller_still_checks_the_rest(tmp_path):
+    """``hashes=False``: a damaged body passes the read and ``hashes_hold`` names it false; a
+    line whose stated hash changed still fails the trailer's digest."""
+    path = write(tmp_path / "pnl.jsonl", DOCS)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"u3"', b'"u9"'))
+    sections = snapshot_files.read_sections(path, hashes=False)
+    lines = list(next(sections).records)
+    assert len(lines) == len(DOCS) and not snapshot.hashes_hold(lines)
+    assert snapshot.hashes_hold([line for line in lines if b'"u9"' not in line])
+    with pytest.raises(snapshot.SnapshotError, match="does not match its hash"):
+        list(snapshot_files.read_sections(path))
+    stated = snapshot.line_hash(lines[3]).encode()
+    path.write_bytes(data.replace(stated, stated[::-1]))
+    with pytest.raises(snapshot.SnapshotError, match="trailer's digest"):
+        list(snapshot_files.read_sections(path, hashes=False))

@@ -33,7 +33,6 @@ from dbsync.edges.sources import require_snapshot
 from dbsync.edges.store import Store
 from dbsync.edges.synced import is_tracked_snapshot
 from dbsync.progress import NoProgress, Progress
-from dbsync.runs import dedupe as dedupe_service
 from dbsync.runs import prune as prune_service
 from dbsync.runs import pulled
 from dbsync.runs.common import open_configured_store
@@ -274,5 +273,7 @@ def fold_duplicates(
 ) -> MergeReport | None:
     """``--dedupe``: fold the named collections' duplicates (every collection not excluded
     when none is named); None when no records share a key."""
+    from dbsync.runs import dedupe as dedupe_service  # only here: the hooks never fold
+
     names = list(wanted or [n for n in store.collection_names() if not config.excluded(n)])
     return dedupe_service.dedupe(config, store, names)
