@@ -10,9 +10,10 @@ versions cannot be merged safely (they name different collections, keys or rules
 fails verification) OURS is left untouched — still a valid snapshot — and git reports a conflict.
 The result is written atomically: a crash never leaves half a file.
 
-The merge costs what changed: the three versions are read once, every line's shape and hash
-checked; a line that is the same in all three is passed on as bytes, and only the others are
-decoded and checked as ``dbsync verify`` checks them (types, canonical form, order next to them).
+The merge costs what changed: the three versions are read once (git's blob ids of them taken
+from the same reads), every line's shape and hash checked, the hash of a line the same in all
+three once; such a line is passed on as bytes, and only the others are decoded and checked as
+``dbsync verify`` checks them (types, canonical form, order next to them).
 A lying line among those is refused as before, named with its side and line: on any doubt the
 driver verifies the three versions in full first, as it always did, which names the problem. A
 line the same in all three is not read: the merge changes nothing about it (OURS, this clone's
