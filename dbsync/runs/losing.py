@@ -3,8 +3,8 @@
 A report names the losing versions of one merge, but reports are pruned after ten merges; the
 state store keeps them until ``prune --conflicts-older-than DAYS`` removes them. Every place a
 conflict is decided (``dbsync merge``, the hooks and the pending retries, the merge driver,
-``--dedupe``) records its losers here when it writes its report, so ``dbsync conflicts`` finds
-them all.
+``--dedupe``) records its losers here when it writes its report (``write_report_files`` does
+both, in that order), so ``dbsync conflicts`` finds them all.
 
 Turning report entries into records is pure; writing them is bookkeeping: when the state store
 cannot be written, the report says so and still holds every losing version.
