@@ -660,7 +660,7 @@ def _all_records(batch: list[bytes], hashes: bool) -> bytes | None:
     ):
         return None
     stated = b"".join(map(line_hash_bytes, batch))
-    if hashes and "".join(map(_hex_hash, map(_bodies, batch))).encode() != stated:
+    if hashes and _body_hashes(batch) != stated:
         return None
     return stated
 
@@ -668,8 +668,12 @@ def _all_records(batch: list[bytes], hashes: bool) -> bytes | None:
 def hashes_hold(lines: list[bytes]) -> bool:
     """Whether the hash each record line states is its body's (lines whose shape was checked,
     as ``check_sections`` with ``hashes=False`` gives them), tested over the list at once."""
-    stated = b"".join(map(line_hash_bytes, lines))
-    return "".join(map(_hex_hash, map(_bodies, lines))).encode() == stated
+    return _body_hashes(lines) == b"".join(map(line_hash_bytes, lines))
+
+
+def _body_hashes(lines: list[bytes]) -> bytes:
+    """The hash of each record line's body, joined as the lines state theirs."""
+    return "".join(map(_hex_hash, map(_bodies, lines))).encode()
 
 
 def _section_batches(
