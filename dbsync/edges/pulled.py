@@ -102,7 +102,14 @@ def content_check(data: bytes) -> str:
     """A quick digest of bytes (xxh3-128) that tells whether a file vouched for changed since:
     a tenth of the SHA-1 of its blob id, and as sure a test for bytes that changed by
     accident."""
-    return str(xxhash.xxh3_128_hexdigest(data))
+    hasher = _check_hasher()
+    hasher.update(data)
+    return str(hasher.hexdigest())
+
+
+def _check_hasher() -> Any:
+    """What ``content_check`` takes, to be fed a file's chunks as they are read."""
+    return xxhash.xxh3_128()
 
 
 def _hashed(path: Path, *hashers: Any) -> list[str]:
@@ -281,7 +288,7 @@ def pulled_rows(pulled: CollectionFiles, synced: CollectionFiles, records: Path 
     found: list[list[PulledRow]] = []
     checks = []
     for (path, header), (copy, _) in zip(pulled.files, synced.files, strict=True):
-        digest, check = _hashed(path, _blob_hasher(path.stat().st_size), xxhash.xxh3_128())
+        digest, check = _hashed(path, _blob_hasher(path.stat().st_size), _check_hasher())
         copy_digest = file_digest(copy)
         checks.append(check)
         if digest == copy_digest:
